@@ -1,0 +1,59 @@
+#pragma once
+// Executor: runs the part of a graph that the requested values depend on.
+//
+// Planning happens once, in the constructor: the nodes to run, and a memory plan in which every
+// intermediate value gets an offset into one arena, reusing the space of values whose last reader
+// has run (best-fit over a free list). peak_bytes() is the arena size. Inputs and parameters are
+// bound to caller-owned tensors (no copy); constants live in the graph. Kernels use both cores
+// (OpenMP and Eigen's threads).
+//
+//   Executor exec(graph, {loss, grad_w});
+//   exec.bind(x, x_tensor);  exec.bind(w, w_tensor);
+//   exec.run();
+//   float l = exec.get(loss).data()[0];
+//
+// The graph must not change while an executor made from it is in use; run() checks this.
+
+#include <cstddef>
+#include <span>
+#include <vector>
+
+#include "unitscale/graph/graph.hpp"
+
+namespace unitscale {
+
+class Executor {
+ public:
+  Executor(Graph& graph, std::span<const Value> outputs);
+
+  // Binds an input or parameter to caller memory that must stay valid while run() is used. The
+  // shape must match exactly; errors name the value.
+  void bind(Value v, ConstTensorView tensor);
+  void run();
+  // A requested output (valid until the next run()); throws if `v` was not requested.
+  ConstTensorView get(Value v) const;
+
+  std::size_t peak_bytes() const { return arena_bytes_; }
+  std::size_t planned_node_count() const { return steps_.size(); }
+
+ private:
+  struct Step {
+    const Node* node;
+    std::vector<ConstTensorView> inputs;
+    std::vector<TensorView> outputs;
+  };
+  void plan_memory(const std::vector<int>& last_use);
+  ConstTensorView view_of(int id) const;
+
+  Graph& graph_;
+  std::size_t graph_node_count_;
+  std::vector<int> requested_;
+  std::vector<Step> steps_;
+  std::vector<std::ptrdiff_t> offset_;  // per value: arena offset in floats, or -1
+  std::vector<ConstTensorView> bound_;  // per value: the bound tensor of an input or parameter
+  std::size_t arena_bytes_ = 0;
+  std::unique_ptr<float[], void (*)(float*)> arena_{nullptr, nullptr};
+  bool views_ready_ = false;
+};
+
+}  // namespace unitscale

@@ -1,0 +1,110 @@
+#pragma once
+// The op-graph IR. User code records nodes through the builder functions (graph/builders/*.hpp):
+// calling linear(x, w) on graph values checks the shapes at once, appends a node and returns its
+// output value. Nodes are stored in recording order, which is a topological order; every pass and
+// the executor rely on that.
+//
+// A Graph is neither copyable nor movable, because Values point at it.
+
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "unitscale/ops/constraint.hpp"
+#include "unitscale/ops/op_def.hpp"
+#include "unitscale/tensor/tensor.hpp"
+
+namespace unitscale {
+
+class Graph;
+
+// A handle to a value of a graph: an input, a parameter, a constant or a node output. A
+// default-constructed Value is "absent" (an optional input that is not given).
+class Value {
+ public:
+  Value() = default;
+  Value(Graph* graph, int id) : graph_(graph), id_(id) {}
+
+  bool present() const { return graph_ != nullptr; }
+  Graph& graph() const;  // throws unitscale::Error on an absent value
+  int id() const { return id_; }
+  const Shape& shape() const;
+
+  friend bool operator==(const Value&, const Value&) = default;
+
+ private:
+  Graph* graph_ = nullptr;
+  int id_ = -1;
+};
+
+enum class ValueKind { kInput, kParameter, kConstant, kNodeOutput };
+
+struct ValueInfo {
+  Shape shape;
+  ValueKind kind;
+  std::string name;  // inputs, parameters and named constants
+  int node = -1;     // producing node, for node outputs
+  int output_index = 0;
+};
+
+struct Node {
+  const OpDef* op = nullptr;
+  std::vector<int> inputs;   // value ids; -1 for an absent optional input
+  std::vector<int> outputs;  // value ids; -1 for an absent output (e.g. an unrequested gradient)
+  Attributes attrs;
+};
+
+class Graph {
+ public:
+  explicit Graph(Scaling scaling = Scaling::kUnit) : scaling_(scaling) {}
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+
+  // Whether ops recorded into this graph apply their unit-scaling rules.
+  Scaling scaling() const { return scaling_; }
+
+  Value input(std::string name, Shape shape);
+  Value parameter(std::string name, Shape shape);
+  Value constant(Tensor value, std::string name = {});
+
+  // Records a node of `op`: resolves its unit scales (when the graph is unit-scaled), infers its
+  // output shapes (shape errors name the op and the shapes) and returns its outputs.
+  std::vector<Value> apply(const OpDef& op, std::span<const Value> inputs, Attributes attrs);
+  Value apply1(const OpDef& op, std::span<const Value> inputs, Attributes attrs);
+  // As apply, with the output shapes given (std::nullopt: absent output). Used by autodiff.
+  std::vector<Value> apply_with_shapes(const OpDef& op, std::span<const Value> inputs,
+                                       Attributes attrs,
+                                       std::span<const std::optional<Shape>> output_shapes);
+
+  int value_count() const { return static_cast<int>(values_.size()); }
+  const ValueInfo& info(int id) const;
+  const ValueInfo& info(Value v) const { return info(v.id()); }
+  Value value(int id) { return {this, id}; }
+  std::span<const Node> nodes() const { return nodes_; }
+  const Tensor& constant_value(int id) const;
+  // The input, parameter or named constant called `name`; throws if there is none.
+  Value find(std::string_view name);
+
+  // Keeps only the nodes with keep[i] true (value ids stay valid; outputs of removed nodes are
+  // marked dead). Used by passes such as dead-code elimination.
+  void retain_nodes(const std::vector<bool>& keep);
+  bool is_dead(int id) const { return info(id).node == kDeadNode; }
+
+  // A stable textual form for golden tests, one line per value or node:
+  //   %0 = input "x" [4, 8]
+  //   %2 = linear(x=%0, weight=%1) {alpha=0.35355339} : [4, 16]
+  std::string to_string() const;
+
+ private:
+  static constexpr int kDeadNode = -2;
+  int add_value(Shape shape, ValueKind kind, std::string name);
+  void check_owned(const Value& v, std::string_view op) const;
+
+  Scaling scaling_;
+  std::vector<ValueInfo> values_;
+  std::vector<Node> nodes_;
+  std::vector<std::pair<int, Tensor>> constants_;
+};
+
+}  // namespace unitscale

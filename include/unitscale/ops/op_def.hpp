@@ -1,0 +1,64 @@
+#pragma once
+// OpDef: everything that defines an op, in one place: its inputs, shape inference, unit-scaling
+// rule, forward kernel, the op that computes its vector-Jacobian product, and a slot for its
+// scale-propagation rule. The graph layer interprets OpDefs; it has no op-specific code.
+//
+// Conventions every op follows:
+// - Optional inputs (a bias) and gradients nobody asked for are *absent*: a null Shape pointer in
+//   shape inference, a view whose data() is null in kernels.
+// - Unit scales are attributes: "alpha" (forward output scale) and "beta_<input name>" (gradient
+//   scales), resolved at record time by `unit_scale` when the graph is unit-scaled. Kernels read
+//   them with a default of 1, which is how the same op runs unscaled (SP).
+// - The backward op takes (forward inputs..., forward outputs..., output gradients...) — the
+//   forward values it does not read (see `backward_reads`) are passed absent so their memory can
+//   be freed early — and produces one gradient per forward input, each absent when not requested
+//   (the kernel skips absent outputs). Output gradients that are identically zero are absent too.
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "unitscale/ops/attributes.hpp"
+#include "unitscale/tensor/tensor.hpp"
+
+namespace unitscale {
+
+struct OpDef;
+struct ScalePropagationRule;  // defined by the scale-propagation (Scalify) layer
+
+using InferShapesFn = std::vector<Shape> (*)(std::span<const Shape* const> inputs,
+                                             const Attributes& attrs);
+using UnitScaleFn = void (*)(std::span<const Shape* const> inputs, Attributes& attrs);
+using KernelFn = void (*)(std::span<const ConstTensorView> inputs,
+                          std::span<const TensorView> outputs, const Attributes& attrs);
+
+struct OpDef {
+  std::string_view name;
+  // One name per input, used in error messages, the printer and "beta_<name>"; a trailing '?'
+  // marks an optional input.
+  std::vector<std::string_view> inputs;
+  int output_count = 1;
+  InferShapesFn infer_shapes = nullptr;  // null only for backward ops (autodiff knows the shapes)
+  UnitScaleFn unit_scale = nullptr;      // null: the op has no scales of its own
+  KernelFn kernel = nullptr;
+  const OpDef* backward = nullptr;  // null: not differentiable
+  // Bit i set: the backward op reads forward value i, counting inputs then outputs.
+  std::uint32_t backward_reads = ~std::uint32_t{0};
+  const ScalePropagationRule* scale_propagation = nullptr;
+
+  bool input_is_optional(std::size_t i) const { return inputs[i].ends_with('?'); }
+  std::string_view input_name(std::size_t i) const {
+    return input_is_optional(i) ? inputs[i].substr(0, inputs[i].size() - 1) : inputs[i];
+  }
+};
+
+// A resolved unit scale of a node, 1 when the graph is unscaled.
+inline float scale_of(const Attributes& attrs, std::string_view name) {
+  return static_cast<float>(attrs.get_double("scale", name, 1.0));
+}
+
+inline bool present(const ConstTensorView& t) { return t.data() != nullptr; }
+inline bool present(const TensorView& t) { return t.data() != nullptr; }
+
+}  // namespace unitscale

@@ -1,0 +1,108 @@
+#include "unitscale/graph/autodiff.hpp"
+
+#include <fmt/format.h>
+
+#include "unitscale/error.hpp"
+
+namespace unitscale {
+namespace {
+
+std::vector<Shape> same_shape_as_first(std::span<const Shape* const> inputs, const Attributes&) {
+  return {*inputs[0]};
+}
+
+void accumulate_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                       const Attributes&) {
+  out[0].vector() = in[0].vector() + in[1].vector();
+}
+
+// Sums two gradient contributions of the same value.
+const OpDef kAccumulateGrad{
+    .name = "accumulate_grad",
+    .inputs = {"a", "b"},
+    .output_count = 1,
+    .infer_shapes = same_shape_as_first,
+    .kernel = accumulate_kernel,
+};
+
+std::vector<bool> depends_on(const Graph& graph, std::span<const Value> sources) {
+  std::vector<bool> depends(static_cast<std::size_t>(graph.value_count()), false);
+  for (const Value& v : sources) depends[static_cast<std::size_t>(v.id())] = true;
+  for (const Node& node : graph.nodes()) {
+    bool any = false;
+    for (const int in : node.inputs) any = any || (in >= 0 && depends[static_cast<std::size_t>(in)]);
+    if (!any) continue;
+    for (const int out : node.outputs) {
+      if (out >= 0) depends[static_cast<std::size_t>(out)] = true;
+    }
+  }
+  return depends;
+}
+
+}  // namespace
+
+std::vector<Value> autodiff(Graph& graph, Value loss, std::span<const Value> wrt) {
+  if (&loss.graph() != &graph) throw Error("autodiff: the loss belongs to a different graph");
+  if (loss.shape().numel() != 1) {
+    throw Error("autodiff: the loss must have one element, got shape " + loss.shape().to_string());
+  }
+  for (const Value& v : wrt) {
+    if (!v.present() || &v.graph() != &graph) {
+      throw Error("autodiff: every value to differentiate with respect to must belong to the graph");
+    }
+  }
+  const std::vector<bool> needs_grad = depends_on(graph, wrt);
+
+  // grads[id]: the gradient of value id accumulated so far (absent: none, i.e. zero).
+  std::vector<Value> grads(static_cast<std::size_t>(graph.value_count()));
+  auto add_grad = [&](int id, Value g) {
+    Value& slot = grads[static_cast<std::size_t>(id)];
+    const Value operands[] = {slot, g};
+    slot = slot.present() ? graph.apply1(kAccumulateGrad, operands, {}) : g;
+  };
+  add_grad(loss.id(), graph.constant(Tensor::filled(loss.shape(), 1.0f), "grad_seed"));
+
+  // Only the forward nodes: the ones appended below are visited by nobody.
+  for (int n = static_cast<int>(graph.nodes().size()) - 1; n >= 0; --n) {
+    const Node node = graph.nodes()[static_cast<std::size_t>(n)];  // copy: apply() appends
+    bool has_output_grad = false;
+    for (const int out : node.outputs) {
+      has_output_grad = has_output_grad || (out >= 0 && grads[static_cast<std::size_t>(out)].present());
+    }
+    bool wants_input_grad = false;
+    for (const int in : node.inputs) {
+      wants_input_grad = wants_input_grad || (in >= 0 && needs_grad[static_cast<std::size_t>(in)]);
+    }
+    if (!has_output_grad || !wants_input_grad) continue;
+    if (node.op->backward == nullptr) {
+      throw Error(fmt::format("autodiff: op {} (producing %{}) is not differentiable", node.op->name,
+                              node.outputs.empty() ? -1 : node.outputs[0]));
+    }
+
+    std::vector<Value> inputs;
+    const std::size_t forward_values = node.inputs.size() + node.outputs.size();
+    for (std::size_t i = 0; i < forward_values; ++i) {
+      const int id = i < node.inputs.size() ? node.inputs[i] : node.outputs[i - node.inputs.size()];
+      const bool read = (node.op->backward_reads >> i) & 1;
+      inputs.push_back(read && id >= 0 ? graph.value(id) : Value{});
+    }
+    for (const int out : node.outputs) inputs.push_back(out >= 0 ? grads[static_cast<std::size_t>(out)] : Value{});
+
+    std::vector<std::optional<Shape>> grad_shapes;
+    for (const int in : node.inputs) {
+      const bool wanted = in >= 0 && needs_grad[static_cast<std::size_t>(in)];
+      grad_shapes.push_back(wanted ? std::optional<Shape>(graph.info(in).shape) : std::nullopt);
+    }
+    const std::vector<Value> input_grads =
+        graph.apply_with_shapes(*node.op->backward, inputs, node.attrs, grad_shapes);
+    for (std::size_t i = 0; i < node.inputs.size(); ++i) {
+      if (input_grads[i].present()) add_grad(node.inputs[i], input_grads[i]);
+    }
+  }
+
+  std::vector<Value> result;
+  for (const Value& v : wrt) result.push_back(grads[static_cast<std::size_t>(v.id())]);
+  return result;
+}
+
+}  // namespace unitscale

@@ -1,0 +1,194 @@
+#include "unitscale/graph/executor.hpp"
+
+#include <algorithm>
+#include <fmt/format.h>
+#include <iterator>
+#include <limits>
+
+#include "unitscale/error.hpp"
+
+namespace unitscale {
+namespace {
+
+constexpr std::ptrdiff_t kAlignFloats = static_cast<std::ptrdiff_t>(kTensorAlignment / sizeof(float));
+
+std::ptrdiff_t aligned_size(std::int64_t numel) {
+  const auto n = std::max<std::ptrdiff_t>(static_cast<std::ptrdiff_t>(numel), 1);
+  return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats;
+}
+
+// First-fit-by-size free list over one growing arena (sizes and offsets in floats).
+class ArenaPlanner {
+ public:
+  std::ptrdiff_t allocate(std::ptrdiff_t size) {
+    auto best = free_.end();
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->size >= size && (best == free_.end() || it->size < best->size)) best = it;
+    }
+    if (best == free_.end()) {
+      // Grow the arena, absorbing a free block that touches its end.
+      if (!free_.empty() && free_.back().offset + free_.back().size == end_) {
+        const std::ptrdiff_t offset = free_.back().offset;
+        free_.pop_back();
+        end_ = offset + size;
+        return offset;
+      }
+      end_ += size;
+      return end_ - size;
+    }
+    const std::ptrdiff_t offset = best->offset;
+    best->offset += size;
+    best->size -= size;
+    if (best->size == 0) free_.erase(best);
+    return offset;
+  }
+
+  void release(std::ptrdiff_t offset, std::ptrdiff_t size) {
+    auto it = std::lower_bound(free_.begin(), free_.end(), offset,
+                               [](const Block& b, std::ptrdiff_t o) { return b.offset < o; });
+    it = free_.insert(it, Block{offset, size});
+    // Coalesce with the neighbours so large values can reuse the space later.
+    if (std::next(it) != free_.end() && it->offset + it->size == std::next(it)->offset) {
+      it->size += std::next(it)->size;
+      free_.erase(std::next(it));
+    }
+    if (it != free_.begin() && std::prev(it)->offset + std::prev(it)->size == it->offset) {
+      std::prev(it)->size += it->size;
+      free_.erase(it);
+    }
+  }
+
+  std::ptrdiff_t end() const { return end_; }
+
+ private:
+  struct Block {
+    std::ptrdiff_t offset, size;
+  };
+  std::vector<Block> free_;  // sorted by offset
+  std::ptrdiff_t end_ = 0;
+};
+
+}  // namespace
+
+Executor::Executor(Graph& graph, std::span<const Value> outputs)
+    : graph_(graph), graph_node_count_(graph.nodes().size()) {
+  const auto value_count = static_cast<std::size_t>(graph.value_count());
+  std::vector<bool> needed(value_count, false);
+  for (const Value& v : outputs) {
+    if (!v.present() || &v.graph() != &graph) throw Error("Executor: a requested value is absent or from another graph");
+    if (graph.is_dead(v.id())) throw Error(fmt::format("Executor: requested value %{} was removed by a pass", v.id()));
+    needed[static_cast<std::size_t>(v.id())] = true;
+    requested_.push_back(v.id());
+  }
+
+  // Walk backwards to find the nodes the outputs depend on.
+  const auto nodes = graph.nodes();
+  std::vector<const Node*> order;
+  for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
+    const bool run = std::any_of(it->outputs.begin(), it->outputs.end(),
+                                 [&](int out) { return out >= 0 && needed[static_cast<std::size_t>(out)]; });
+    if (!run) continue;
+    order.push_back(&*it);
+    for (const int in : it->inputs) {
+      if (in >= 0) needed[static_cast<std::size_t>(in)] = true;
+    }
+  }
+  std::reverse(order.begin(), order.end());
+
+  // last_use[id]: index of the last step reading the value (requested outputs live forever).
+  constexpr int kForever = std::numeric_limits<int>::max();
+  std::vector<int> last_use(value_count, -1);
+  for (std::size_t s = 0; s < order.size(); ++s) {
+    for (const int in : order[s]->inputs) {
+      if (in >= 0) last_use[static_cast<std::size_t>(in)] = static_cast<int>(s);
+    }
+  }
+  for (const int id : requested_) last_use[static_cast<std::size_t>(id)] = kForever;
+
+  for (const Node* node : order) steps_.push_back(Step{node, {}, {}});
+  bound_.resize(value_count);
+  offset_.assign(value_count, -1);
+  plan_memory(last_use);
+}
+
+void Executor::plan_memory(const std::vector<int>& last_use) {
+  ArenaPlanner planner;
+  std::vector<std::vector<int>> frees_after(steps_.size());
+  for (std::size_t s = 0; s < steps_.size(); ++s) {
+    // Outputs are placed before the step's inputs are released, so no kernel's output aliases
+    // one of its inputs.
+    for (const int out : steps_[s].node->outputs) {
+      if (out < 0) continue;
+      offset_[static_cast<std::size_t>(out)] = planner.allocate(aligned_size(graph_.info(out).shape.numel()));
+      const int last = last_use[static_cast<std::size_t>(out)];
+      if (last != std::numeric_limits<int>::max()) frees_after[static_cast<std::size_t>(std::max<int>(last, static_cast<int>(s)))].push_back(out);
+    }
+    for (const int id : frees_after[s]) {
+      planner.release(offset_[static_cast<std::size_t>(id)], aligned_size(graph_.info(id).shape.numel()));
+    }
+  }
+  arena_bytes_ = static_cast<std::size_t>(planner.end()) * sizeof(float);
+  arena_ = allocate_aligned(static_cast<std::size_t>(planner.end()));
+}
+
+void Executor::bind(Value v, ConstTensorView tensor) {
+  if (!v.present() || &v.graph() != &graph_) throw Error("Executor::bind: value is absent or from another graph");
+  const ValueInfo& info = graph_.info(v.id());
+  if (info.kind != ValueKind::kInput && info.kind != ValueKind::kParameter) {
+    throw Error(fmt::format("Executor::bind: %{} is not an input or parameter", v.id()));
+  }
+  if (tensor.shape() != info.shape) {
+    throw Error(fmt::format("Executor::bind: '{}' (%{}) expects shape {}, got {}", info.name, v.id(),
+                            info.shape.to_string(), tensor.shape().to_string()));
+  }
+  bound_[static_cast<std::size_t>(v.id())] = tensor;
+  views_ready_ = false;
+}
+
+ConstTensorView Executor::view_of(int id) const {
+  const ValueInfo& info = graph_.info(id);
+  switch (info.kind) {
+    case ValueKind::kInput:
+    case ValueKind::kParameter: {
+      const ConstTensorView& bound = bound_[static_cast<std::size_t>(id)];
+      if (!present(bound)) {
+        throw Error(fmt::format("Executor::run: {} '{}' (%{}) is not bound",
+                                info.kind == ValueKind::kInput ? "input" : "parameter", info.name, id));
+      }
+      return bound;
+    }
+    case ValueKind::kConstant:
+      return graph_.constant_value(id).view();
+    case ValueKind::kNodeOutput:
+      return {arena_.get() + offset_[static_cast<std::size_t>(id)], info.shape};
+  }
+  return {};
+}
+
+void Executor::run() {
+  if (graph_.nodes().size() != graph_node_count_) {
+    throw Error("Executor::run: the graph changed after the executor was made; make a new one");
+  }
+  if (!views_ready_) {
+    for (Step& step : steps_) {
+      step.inputs.clear();
+      step.outputs.clear();
+      for (const int in : step.node->inputs) step.inputs.push_back(in >= 0 ? view_of(in) : ConstTensorView{});
+      for (const int out : step.node->outputs) {
+        step.outputs.push_back(out >= 0 ? TensorView{arena_.get() + offset_[static_cast<std::size_t>(out)], graph_.info(out).shape}
+                                        : TensorView{});
+      }
+    }
+    views_ready_ = true;
+  }
+  for (const Step& step : steps_) step.node->op->kernel(step.inputs, step.outputs, step.node->attrs);
+}
+
+ConstTensorView Executor::get(Value v) const {
+  if (!v.present() || std::find(requested_.begin(), requested_.end(), v.id()) == requested_.end()) {
+    throw Error(fmt::format("Executor::get: %{} was not requested when the executor was made", v.id()));
+  }
+  return view_of(v.id());
+}
+
+}  // namespace unitscale

@@ -1,0 +1,175 @@
+#include "unitscale/graph/graph.hpp"
+
+#include <fmt/format.h>
+
+#include "unitscale/error.hpp"
+
+namespace unitscale {
+
+Graph& Value::graph() const {
+  if (graph_ == nullptr) throw Error("Value: this value is absent (default-constructed)");
+  return *graph_;
+}
+
+const Shape& Value::shape() const { return graph().info(id_).shape; }
+
+int Graph::add_value(Shape shape, ValueKind kind, std::string name) {
+  values_.push_back(ValueInfo{std::move(shape), kind, std::move(name), -1, 0});
+  return value_count() - 1;
+}
+
+Value Graph::input(std::string name, Shape shape) {
+  return {this, add_value(std::move(shape), ValueKind::kInput, std::move(name))};
+}
+
+Value Graph::parameter(std::string name, Shape shape) {
+  return {this, add_value(std::move(shape), ValueKind::kParameter, std::move(name))};
+}
+
+Value Graph::constant(Tensor value, std::string name) {
+  const int id = add_value(value.shape(), ValueKind::kConstant, std::move(name));
+  constants_.emplace_back(id, std::move(value));
+  return {this, id};
+}
+
+const ValueInfo& Graph::info(int id) const {
+  if (id < 0 || id >= value_count()) {
+    throw Error(fmt::format("Graph: no value %{} (the graph has {} values)", id, value_count()));
+  }
+  return values_[static_cast<std::size_t>(id)];
+}
+
+const Tensor& Graph::constant_value(int id) const {
+  for (const auto& [constant_id, tensor] : constants_) {
+    if (constant_id == id) return tensor;
+  }
+  throw Error(fmt::format("Graph: value %{} is not a constant", id));
+}
+
+Value Graph::find(std::string_view name) {
+  for (int id = 0; id < value_count(); ++id) {
+    if (values_[static_cast<std::size_t>(id)].name == name &&
+        values_[static_cast<std::size_t>(id)].kind != ValueKind::kNodeOutput) {
+      return {this, id};
+    }
+  }
+  throw Error(fmt::format("Graph: no input, parameter or constant named '{}'", name));
+}
+
+void Graph::check_owned(const Value& v, std::string_view op) const {
+  if (v.present() && &v.graph() != this) {
+    throw Error(fmt::format("{}: an input value belongs to a different graph", op));
+  }
+  if (v.present() && is_dead(v.id())) {
+    throw Error(fmt::format("{}: input %{} was removed by a pass", op, v.id()));
+  }
+}
+
+std::vector<Value> Graph::apply(const OpDef& op, std::span<const Value> inputs, Attributes attrs) {
+  if (op.infer_shapes == nullptr) {
+    throw Error(fmt::format("{}: this op is recorded by autodiff only", op.name));
+  }
+  if (inputs.size() != op.inputs.size()) {
+    throw Error(fmt::format("{}: expected {} inputs, got {}", op.name, op.inputs.size(), inputs.size()));
+  }
+  std::vector<const Shape*> shapes;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    check_owned(inputs[i], op.name);
+    if (!inputs[i].present() && !op.input_is_optional(i)) {
+      throw Error(fmt::format("{}: input '{}' is required", op.name, op.input_name(i)));
+    }
+    shapes.push_back(inputs[i].present() ? &info(inputs[i].id()).shape : nullptr);
+  }
+  if (scaling_ == Scaling::kUnit && op.unit_scale != nullptr) op.unit_scale(shapes, attrs);
+  const std::vector<Shape> output_shapes = op.infer_shapes(shapes, attrs);
+  UNITSCALE_ASSERT(output_shapes.size() == static_cast<std::size_t>(op.output_count));
+  std::vector<std::optional<Shape>> optional_shapes(output_shapes.begin(), output_shapes.end());
+  return apply_with_shapes(op, inputs, std::move(attrs), optional_shapes);
+}
+
+Value Graph::apply1(const OpDef& op, std::span<const Value> inputs, Attributes attrs) {
+  return apply(op, inputs, std::move(attrs)).at(0);
+}
+
+std::vector<Value> Graph::apply_with_shapes(const OpDef& op, std::span<const Value> inputs,
+                                            Attributes attrs,
+                                            std::span<const std::optional<Shape>> output_shapes) {
+  Node node{&op, {}, {}, std::move(attrs)};
+  for (const Value& v : inputs) {
+    check_owned(v, op.name);
+    node.inputs.push_back(v.present() ? v.id() : -1);
+  }
+  const int node_index = static_cast<int>(nodes_.size());
+  std::vector<Value> outputs;
+  for (std::size_t i = 0; i < output_shapes.size(); ++i) {
+    if (!output_shapes[i]) {
+      node.outputs.push_back(-1);
+      outputs.emplace_back();
+      continue;
+    }
+    const int id = add_value(*output_shapes[i], ValueKind::kNodeOutput, {});
+    values_[static_cast<std::size_t>(id)].node = node_index;
+    values_[static_cast<std::size_t>(id)].output_index = static_cast<int>(i);
+    node.outputs.push_back(id);
+    outputs.emplace_back(this, id);
+  }
+  nodes_.push_back(std::move(node));
+  return outputs;
+}
+
+void Graph::retain_nodes(const std::vector<bool>& keep) {
+  UNITSCALE_ASSERT(keep.size() == nodes_.size());
+  std::vector<Node> kept;
+  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    if (keep[i]) {
+      for (const int out : nodes_[i].outputs) {
+        if (out >= 0) values_[static_cast<std::size_t>(out)].node = static_cast<int>(kept.size());
+      }
+      kept.push_back(std::move(nodes_[i]));
+    } else {
+      for (const int out : nodes_[i].outputs) {
+        if (out >= 0) values_[static_cast<std::size_t>(out)].node = kDeadNode;
+      }
+    }
+  }
+  nodes_ = std::move(kept);
+}
+
+std::string Graph::to_string() const {
+  std::string text;
+  for (int id = 0; id < value_count(); ++id) {
+    const ValueInfo& v = values_[static_cast<std::size_t>(id)];
+    switch (v.kind) {
+      case ValueKind::kInput:
+        text += fmt::format("%{} = input \"{}\" {}\n", id, v.name, v.shape.to_string());
+        break;
+      case ValueKind::kParameter:
+        text += fmt::format("%{} = parameter \"{}\" {}\n", id, v.name, v.shape.to_string());
+        break;
+      case ValueKind::kConstant:
+        text += fmt::format("%{} = constant \"{}\" {}\n", id, v.name, v.shape.to_string());
+        break;
+      case ValueKind::kNodeOutput:
+        break;
+    }
+  }
+  for (const Node& node : nodes_) {
+    std::vector<std::string> outputs, arguments;
+    for (const int out : node.outputs) outputs.push_back(out >= 0 ? fmt::format("%{}", out) : "_");
+    for (std::size_t i = 0; i < node.inputs.size(); ++i) {
+      const std::string_view name = i < node.op->inputs.size() ? node.op->input_name(i) : "";
+      const std::string value = node.inputs[i] >= 0 ? fmt::format("%{}", node.inputs[i]) : "_";
+      arguments.push_back(name.empty() ? value : fmt::format("{}={}", name, value));
+    }
+    std::vector<std::string> shapes;
+    for (const int out : node.outputs) {
+      if (out >= 0) shapes.push_back(values_[static_cast<std::size_t>(out)].shape.to_string());
+    }
+    text += fmt::format("{} = {}({})", fmt::join(outputs, ", "), node.op->name, fmt::join(arguments, ", "));
+    if (!node.attrs.entries().empty()) text += " " + node.attrs.to_string();
+    text += fmt::format(" : {}\n", fmt::join(shapes, ", "));
+  }
+  return text;
+}
+
+}  // namespace unitscale

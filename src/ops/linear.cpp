@@ -1,0 +1,107 @@
+#include "unitscale/ops/linear.hpp"
+
+#include <cmath>
+#include <fmt/format.h>
+
+#include "unitscale/error.hpp"
+#include "unitscale/ops/constraint.hpp"
+
+namespace unitscale {
+
+void linear_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias, TensorView y,
+                    float alpha) {
+  y.matrix().noalias() = alpha * (x.matrix() * weight.matrix().transpose());
+  if (present(bias)) y.matrix().rowwise() += alpha * bias.vector().transpose();
+}
+
+void linear_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView weight,
+                     TensorView grad_x, TensorView grad_weight, TensorView grad_bias, float beta_x,
+                     float beta_weight, float beta_bias) {
+  const ConstMatrixMap g = grad_y.matrix();
+  if (present(grad_x)) grad_x.matrix().noalias() = beta_x * (g * weight.matrix());
+  if (present(grad_weight)) grad_weight.matrix().noalias() = beta_weight * (g.transpose() * x.matrix());
+  if (present(grad_bias)) grad_bias.vector().noalias() = beta_bias * g.colwise().sum().transpose();
+}
+
+namespace {
+
+std::vector<Shape> linear_shapes(std::string_view op, std::span<const Shape* const> in) {
+  const Shape& x = *in[0];
+  const Shape& w = *in[1];
+  if (x.rank() < 1 || w.rank() != 2 || x.dim(-1) != w.dim(1)) {
+    throw Error(fmt::format("{}: x {} and weight {} do not match: expected x [..., in] and weight "
+                            "[out, in]",
+                            op, x.to_string(), w.to_string()));
+  }
+  if (in[2] != nullptr && *in[2] != Shape{w.dim(0)}) {
+    throw Error(fmt::format("{}: bias {} does not match weight {}: expected [{}]", op,
+                            in[2]->to_string(), w.to_string(), w.dim(0)));
+  }
+  return {x.with_dim(-1, w.dim(0))};
+}
+
+std::vector<Shape> infer_linear(std::span<const Shape* const> in, const Attributes&) {
+  return linear_shapes("linear", in);
+}
+std::vector<Shape> infer_linear_readout(std::span<const Shape* const> in, const Attributes&) {
+  return linear_shapes("linear_readout", in);
+}
+
+// Shared by both ops; the builders set the scale powers and constraint.
+void unit_scale_linear(std::span<const Shape* const> in, Attributes& attrs) {
+  const auto fan_in = static_cast<double>(in[0]->dim(-1));
+  const auto fan_out = static_cast<double>(in[1]->dim(0));
+  const double rows = static_cast<double>(in[0]->numel()) / fan_in;
+  const double p_alpha = attrs.get_double("linear", "power_alpha", 0.5);
+  const double p_beta_x = attrs.get_double("linear", "power_beta_x", 0.5);
+  const double p_beta_weight = attrs.get_double("linear", "power_beta_weight", 0.5);
+  const Constraint constraint = constraint_from_name(attrs.get_string("linear", "constraint"));
+  const std::vector<double> scales = apply_constraint(
+      constraint, {std::pow(fan_in, -p_alpha), std::pow(fan_out, -p_beta_x)});
+  attrs.set("alpha", scales[0]).set("beta_x", scales[1]);
+  attrs.set("beta_weight", std::pow(rows, -p_beta_weight));
+  attrs.set("beta_bias", std::pow(rows, -p_beta_weight));
+}
+
+void linear_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                   const Attributes& attrs) {
+  linear_forward(in[0], in[1], in[2], out[0], scale_of(attrs, "alpha"));
+}
+
+// Backward inputs: x, weight, bias (absent), y (absent), grad_y.
+void linear_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                            const Attributes& attrs) {
+  linear_backward(in[4], in[0], in[1], out[0], out[1], out[2], scale_of(attrs, "beta_x"),
+                  scale_of(attrs, "beta_weight"), scale_of(attrs, "beta_bias"));
+}
+
+const OpDef kLinearBackwardOp{
+    .name = "linear_backward",
+    .inputs = {"x?", "weight?", "bias?", "y?", "grad_y?"},
+    .output_count = 3,
+    .kernel = linear_backward_kernel,
+};
+
+}  // namespace
+
+const OpDef kLinearOp{
+    .name = "linear",
+    .inputs = {"x", "weight", "bias?"},
+    .infer_shapes = infer_linear,
+    .unit_scale = unit_scale_linear,
+    .kernel = linear_kernel,
+    .backward = &kLinearBackwardOp,
+    .backward_reads = 0b011,
+};
+
+const OpDef kLinearReadoutOp{
+    .name = "linear_readout",
+    .inputs = {"x", "weight", "bias?"},
+    .infer_shapes = infer_linear_readout,
+    .unit_scale = unit_scale_linear,
+    .kernel = linear_kernel,
+    .backward = &kLinearBackwardOp,
+    .backward_reads = 0b011,
+};
+
+}  // namespace unitscale

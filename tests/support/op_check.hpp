@@ -1,0 +1,155 @@
+#pragma once
+// Test support for ops: run an OpDef's forward and backward kernels directly (the way the
+// executor and autodiff would), check gradients against central finite differences, and measure
+// the standard deviations that the unit-scaling rules target.
+//
+// Finite differences: the kernels compute in FP32, so the check perturbs one input element by ±h,
+// evaluates L = Σ_k <R_k, y_k> (R_k fixed random projections) accumulating in double, and compares
+// (L(+h) − L(−h)) / 2h with the backward kernel's gradient <R, ∂y/∂x>. With h ≈ 1e-2 the truncation
+// error is O(h²) and the FP32 rounding error O(ε·|L|/h); tolerances are set accordingly.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "unitscale/ops/constraint.hpp"
+#include "unitscale/ops/op_def.hpp"
+#include "unitscale/tensor/tensor.hpp"
+
+namespace unitscale::testing {
+
+inline Tensor random_normal(const Shape& shape, std::mt19937& rng, float std = 1.0f) {
+  Tensor t(shape);
+  std::normal_distribution<float> normal(0.0f, std);
+  for (float& v : t.span()) v = normal(rng);
+  return t;
+}
+
+inline double std_of(std::span<const float> x) {
+  double sum = 0, sum_sq = 0;
+  for (const float v : x) {
+    sum += v;
+    sum_sq += static_cast<double>(v) * v;
+  }
+  const double n = static_cast<double>(x.size());
+  const double mean = sum / n;
+  return std::sqrt(std::max(0.0, sum_sq / n - mean * mean));
+}
+
+inline double rms_of(std::span<const float> x) {
+  double sum_sq = 0;
+  for (const float v : x) sum_sq += static_cast<double>(v) * v;
+  return std::sqrt(sum_sq / static_cast<double>(x.size()));
+}
+
+// One invocation of an op on concrete tensors. Absent optional inputs are std::nullopt.
+class OpRun {
+ public:
+  OpRun(const OpDef& op, std::vector<std::optional<Tensor>> inputs, Attributes attrs,
+        Scaling scaling = Scaling::kUnscaled)
+      : op_(op), inputs_(std::move(inputs)), attrs_(std::move(attrs)) {
+    std::vector<const Shape*> shapes;
+    for (const auto& t : inputs_) shapes.push_back(t ? &t->shape() : nullptr);
+    if (scaling == Scaling::kUnit && op.unit_scale != nullptr) op.unit_scale(shapes, attrs_);
+    for (const Shape& s : op.infer_shapes(shapes, attrs_)) outputs_.emplace_back(s);
+  }
+
+  const Attributes& attrs() const { return attrs_; }
+  Tensor& input(std::size_t i) { return *inputs_[i]; }
+  const Tensor& output(std::size_t i = 0) const { return outputs_[i]; }
+
+  void forward() {
+    std::vector<ConstTensorView> in;
+    for (const auto& t : inputs_) in.push_back(t ? t->view() : ConstTensorView{});
+    std::vector<TensorView> out;
+    for (auto& t : outputs_) out.push_back(t.view());
+    op_.kernel(in, out, attrs_);
+  }
+
+  // Runs the backward kernel with the given output gradients (call forward() first) and returns
+  // the gradient of every present input (std::nullopt for absent inputs or those not in `wanted`;
+  // an empty `wanted` means all).
+  std::vector<std::optional<Tensor>> backward(const std::vector<Tensor>& grad_outputs,
+                                              std::vector<bool> wanted = {}) {
+    EXPECT_NE(op_.backward, nullptr) << op_.name << " has no backward";
+    std::vector<ConstTensorView> in;
+    const std::size_t n_in = inputs_.size();
+    for (std::size_t i = 0; i < n_in + outputs_.size(); ++i) {
+      const bool read = (op_.backward_reads >> i) & 1;
+      if (i < n_in) in.push_back(read && inputs_[i] ? inputs_[i]->view() : ConstTensorView{});
+      else in.push_back(read ? outputs_[i - n_in].view() : ConstTensorView{});
+    }
+    for (const auto& g : grad_outputs) in.push_back(g.view());
+    std::vector<std::optional<Tensor>> grads;
+    std::vector<TensorView> out;
+    for (std::size_t i = 0; i < n_in; ++i) {
+      const bool want = inputs_[i] && (wanted.empty() || wanted[i]);
+      grads.push_back(want ? std::optional<Tensor>(Tensor(inputs_[i]->shape())) : std::nullopt);
+    }
+    for (auto& g : grads) out.push_back(g ? g->view() : TensorView{});
+    op_.backward->kernel(in, out, attrs_);
+    return grads;
+  }
+
+ private:
+  const OpDef& op_;
+  std::vector<std::optional<Tensor>> inputs_;
+  Attributes attrs_;
+  std::vector<Tensor> outputs_;
+};
+
+struct GradcheckOptions {
+  double step = 1e-2;
+  double rtol = 2e-2;
+  double atol = 2e-3;
+  std::vector<bool> differentiable = {};  // per input; empty: every present input
+  unsigned seed = 7;
+};
+
+// Checks the backward kernel of `op` (unscaled) against central finite differences for every
+// element of every differentiable input. Reports failures through gtest.
+inline void gradcheck(const OpDef& op, std::vector<std::optional<Tensor>> inputs,
+                      const Attributes& attrs, const GradcheckOptions& options = {}) {
+  OpRun run(op, inputs, attrs);
+  run.forward();
+  std::mt19937 rng(options.seed);
+  std::vector<Tensor> projections;
+  for (int k = 0; k < op.output_count; ++k) projections.push_back(random_normal(run.output(static_cast<std::size_t>(k)).shape(), rng));
+  const auto grads = run.backward(projections, options.differentiable);
+
+  auto loss = [&](std::vector<std::optional<Tensor>> perturbed) {
+    OpRun r(op, std::move(perturbed), attrs);
+    r.forward();
+    double total = 0;
+    for (std::size_t k = 0; k < projections.size(); ++k) {
+      const auto y = r.output(k).span();
+      const auto p = projections[k].span();
+      for (std::size_t i = 0; i < y.size(); ++i) total += static_cast<double>(y[i]) * p[i];
+    }
+    return total;
+  };
+
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (!grads[i]) continue;
+    int failures = 0;
+    for (std::int64_t e = 0; e < inputs[i]->numel() && failures < 5; ++e) {
+      auto plus = inputs, minus = inputs;
+      (*plus[i])[e] += static_cast<float>(options.step);
+      (*minus[i])[e] -= static_cast<float>(options.step);
+      const double step = static_cast<double>((*plus[i])[e]) - (*minus[i])[e];
+      const double numeric = (loss(plus) - loss(minus)) / step;
+      const double analytic = (*grads[i])[e];
+      if (std::abs(numeric - analytic) > options.atol + options.rtol * std::abs(numeric)) {
+        ADD_FAILURE() << op.name << ": d/d input " << i << " (" << op.input_name(i) << ") element "
+                      << e << ": finite difference " << numeric << ", backward " << analytic;
+        ++failures;
+      }
+    }
+  }
+}
+
+}  // namespace unitscale::testing
