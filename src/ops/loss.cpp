@@ -1,0 +1,319 @@
+#include "unitscale/ops/loss.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "unitscale/error.hpp"
+
+namespace unitscale {
+namespace {
+
+// Below this many elements the OpenMP fork/join costs more than it saves.
+constexpr std::int64_t kParallelThreshold = std::int64_t{1} << 15;
+
+constexpr std::int64_t kIgnoredRow = -1;
+
+// Validates every label before any work, serially (an exception must not leave an OpenMP region),
+// and returns the class id of each row, kIgnoredRow for rows whose label is ignore_index.
+std::vector<std::int64_t> checked_class_ids(ConstTensorView labels, std::int64_t vocab,
+                                            std::int64_t ignore_index) {
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(labels.numel()));
+  const float* data = labels.data();
+  for (std::int64_t row = 0; row < labels.numel(); ++row) {
+    const double label = data[row];
+    const bool integral = std::isfinite(label) && std::floor(label) == label;
+    std::int64_t id = kIgnoredRow;
+    if (integral && label == static_cast<double>(ignore_index)) {
+      id = kIgnoredRow;
+    } else if (integral && label >= 0 && label < static_cast<double>(vocab)) {
+      id = static_cast<std::int64_t>(label);
+    } else {
+      throw Error(
+          fmt::format("cross_entropy: label {} at row {} of labels {} is not a class id: "
+                      "expected an integer in [0, {}) or ignore_index {}",
+                      data[row], row, labels.shape().to_string(), vocab, ignore_index));
+    }
+    ids[static_cast<std::size_t>(row)] = id;
+  }
+  return ids;
+}
+
+// logsumexp(m · z) over one row, in double so the loss matches a double-precision reference.
+double scaled_logsumexp(const float* z, std::int64_t vocab, double mult) {
+  double max_value = -std::numeric_limits<double>::infinity();
+  for (std::int64_t i = 0; i < vocab; ++i) max_value = std::max(max_value, mult * z[i]);
+  double sum = 0;
+  for (std::int64_t i = 0; i < vocab; ++i) sum += std::exp(mult * z[i] - max_value);
+  return max_value + std::log(sum);
+}
+
+std::int64_t count_valid(const std::vector<std::int64_t>& ids) {
+  std::int64_t valid = 0;
+  for (const std::int64_t id : ids) valid += id != kIgnoredRow;
+  return valid;
+}
+
+LossGradient gradient_of(const Attributes& attrs, std::string_view op) {
+  if (!attrs.has("gradient")) return LossGradient::kTrue;
+  const std::string& name = attrs.get_string(op, "gradient");
+  if (name == "true") return LossGradient::kTrue;
+  if (name == "unit") return LossGradient::kUnit;
+  throw Error(fmt::format("{}: attribute gradient=\"{}\" is not one of: true, unit", op, name));
+}
+
+}  // namespace
+
+std::string_view reduction_name(Reduction reduction) {
+  return reduction == Reduction::kMean ? "mean" : "sum";
+}
+
+Reduction reduction_from_name(std::string_view name, std::string_view op) {
+  if (name == "mean") return Reduction::kMean;
+  if (name == "sum") return Reduction::kSum;
+  throw Error(fmt::format("{}: unknown reduction '{}'; valid names: mean, sum", op, name));
+}
+
+double cross_entropy_grad_scale(std::int64_t vocab_size) {
+  const auto v = static_cast<double>(vocab_size);
+  return v / std::sqrt(v - 1.0);
+}
+
+double mse_loss_grad_scale() { return 1.0 / std::sqrt(8.0); }
+
+float cross_entropy_forward(ConstTensorView logits, ConstTensorView labels, double mult,
+                            Reduction reduction, std::int64_t ignore_index) {
+  const std::int64_t vocab = logits.shape().inner();
+  const std::int64_t rows = logits.shape().outer();
+  const std::vector<std::int64_t> ids = checked_class_ids(labels, vocab, ignore_index);
+  const float* z = logits.data();
+  double total = 0;
+  const bool parallel = rows * vocab > kParallelThreshold;
+#pragma omp parallel for reduction(+ : total) schedule(static) if (parallel)
+  for (std::int64_t row = 0; row < rows; ++row) {
+    const std::int64_t id = ids[static_cast<std::size_t>(row)];
+    if (id == kIgnoredRow) continue;
+    const float* row_z = z + row * vocab;
+    total += scaled_logsumexp(row_z, vocab, mult) - mult * row_z[id];
+  }
+  // "mean" over zero valid rows is 0/0 = NaN, as in a plain mean over an empty set.
+  if (reduction == Reduction::kMean) total /= static_cast<double>(count_valid(ids));
+  return static_cast<float>(total);
+}
+
+void cross_entropy_backward(ConstTensorView logits, ConstTensorView labels, float grad_loss,
+                            TensorView grad_logits, double mult, Reduction reduction,
+                            std::int64_t ignore_index, LossGradient gradient, float beta_logits) {
+  const std::int64_t vocab = logits.shape().inner();
+  const std::int64_t rows = logits.shape().outer();
+  const std::vector<std::int64_t> ids = checked_class_ids(labels, vocab, ignore_index);
+  // The factor on every row's (p − onehot): see the header for the two gradients.
+  double coefficient = static_cast<double>(grad_loss) * beta_logits;
+  if (gradient == LossGradient::kTrue) {
+    coefficient *= mult;
+    if (reduction == Reduction::kMean) {
+      const std::int64_t valid = count_valid(ids);
+      if (valid > 0) coefficient /= static_cast<double>(valid);
+    }
+  }
+  const float* z = logits.data();
+  float* dz = grad_logits.data();
+#pragma omp parallel for schedule(static) if (rows * vocab > kParallelThreshold)
+  for (std::int64_t row = 0; row < rows; ++row) {
+    const std::int64_t id = ids[static_cast<std::size_t>(row)];
+    const float* row_z = z + row * vocab;
+    float* row_dz = dz + row * vocab;
+    if (id == kIgnoredRow) {
+      for (std::int64_t i = 0; i < vocab; ++i) row_dz[i] = 0.0f;
+      continue;
+    }
+    const double lse = scaled_logsumexp(row_z, vocab, mult);
+    for (std::int64_t i = 0; i < vocab; ++i) {
+      const double p = std::exp(mult * row_z[i] - lse);
+      row_dz[i] = static_cast<float>(coefficient * (i == id ? p - 1.0 : p));
+    }
+  }
+}
+
+float mse_loss_forward(ConstTensorView a, ConstTensorView b, Reduction reduction) {
+  const std::int64_t n = a.numel();
+  const float* x = a.data();
+  const float* y = b.data();
+  double total = 0;
+#pragma omp parallel for reduction(+ : total) schedule(static) if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(x[i]) - y[i];
+    total += d * d;
+  }
+  if (reduction == Reduction::kMean) total /= static_cast<double>(n);
+  return static_cast<float>(total);
+}
+
+void mse_loss_backward(ConstTensorView a, ConstTensorView b, float grad_loss, TensorView grad_a,
+                       TensorView grad_b, Reduction reduction, LossGradient gradient, float beta_a,
+                       float beta_b) {
+  const std::int64_t n = a.numel();
+  double coefficient = 2.0 * static_cast<double>(grad_loss);
+  if (gradient == LossGradient::kTrue && reduction == Reduction::kMean && n > 0) {
+    coefficient /= static_cast<double>(n);
+  }
+  const auto coefficient_a = static_cast<float>(coefficient * beta_a);
+  const auto coefficient_b = static_cast<float>(-coefficient * beta_b);
+  const float* x = a.data();
+  const float* y = b.data();
+  float* dx = grad_a.data();
+  float* dy = grad_b.data();
+#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float difference = x[i] - y[i];
+    if (dx != nullptr) dx[i] = coefficient_a * difference;
+    if (dy != nullptr) dy[i] = coefficient_b * difference;
+  }
+}
+
+namespace {
+
+constexpr std::string_view kCrossEntropy = "cross_entropy";
+constexpr std::string_view kMseLoss = "mse_loss";
+
+struct CrossEntropyAttrs {
+  double mult;
+  Reduction reduction;
+  std::int64_t ignore_index;
+};
+
+CrossEntropyAttrs cross_entropy_attrs(const Attributes& attrs) {
+  const double mult = attrs.get_double(kCrossEntropy, "mult", 1.0);
+  if (!std::isfinite(mult) || mult <= 0) {
+    throw Error(fmt::format("cross_entropy: mult must be finite and positive, got {}", mult));
+  }
+  const Reduction reduction =
+      attrs.has("reduction")
+          ? reduction_from_name(attrs.get_string(kCrossEntropy, "reduction"), kCrossEntropy)
+          : Reduction::kMean;
+  return {mult, reduction, attrs.get_int(kCrossEntropy, "ignore_index", kDefaultIgnoreIndex)};
+}
+
+Reduction mse_reduction(const Attributes& attrs) {
+  return attrs.has("reduction")
+             ? reduction_from_name(attrs.get_string(kMseLoss, "reduction"), kMseLoss)
+             : Reduction::kMean;
+}
+
+void check_cross_entropy_shapes(std::span<const Shape* const> in) {
+  const Shape& logits = *in[0];
+  const Shape& labels = *in[1];
+  const bool batched = logits.rank() == 2 && labels == Shape{logits.dim(0)};
+  const bool single = logits.rank() == 1 && labels.rank() == 0;
+  if (!batched && !single) {
+    throw Error(
+        fmt::format("cross_entropy: logits {} and labels {} do not match: expected logits "
+                    "[B, V] with labels [B], or logits [V] with labels []",
+                    logits.to_string(), labels.to_string()));
+  }
+  if (logits.dim(-1) < 2) {
+    throw Error(fmt::format("cross_entropy: logits {} must have at least 2 classes (V = {})",
+                            logits.to_string(), logits.dim(-1)));
+  }
+}
+
+std::vector<Shape> infer_cross_entropy(std::span<const Shape* const> in, const Attributes& attrs) {
+  check_cross_entropy_shapes(in);
+  cross_entropy_attrs(attrs);  // validates mult and reduction at record time
+  return {Shape{}};
+}
+
+void unit_scale_cross_entropy(std::span<const Shape* const> in, Attributes& attrs) {
+  check_cross_entropy_shapes(in);
+  attrs.set("beta_logits", cross_entropy_grad_scale(in[0]->dim(-1)));
+  attrs.set("gradient", std::string("unit"));
+}
+
+void cross_entropy_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                          const Attributes& attrs) {
+  const CrossEntropyAttrs a = cross_entropy_attrs(attrs);
+  out[0].data()[0] = cross_entropy_forward(in[0], in[1], a.mult, a.reduction, a.ignore_index);
+}
+
+// Backward inputs: logits, labels, loss (absent), grad_loss. Outputs: grad_logits, grad_labels.
+void cross_entropy_backward_kernel(std::span<const ConstTensorView> in,
+                                   std::span<const TensorView> out, const Attributes& attrs) {
+  const CrossEntropyAttrs a = cross_entropy_attrs(attrs);
+  if (present(out[0])) {
+    cross_entropy_backward(in[0], in[1], in[3].data()[0], out[0], a.mult, a.reduction,
+                           a.ignore_index, gradient_of(attrs, kCrossEntropy),
+                           scale_of(attrs, "beta_logits"));
+  }
+  // Labels are class ids, not differentiable; should a caller ask anyway, the (almost everywhere)
+  // derivative of a piecewise-constant function is zero.
+  if (present(out[1])) out[1].vector().setZero();
+}
+
+std::vector<Shape> infer_mse_loss(std::span<const Shape* const> in, const Attributes& attrs) {
+  if (*in[0] != *in[1]) {
+    throw Error(fmt::format("mse_loss: a {} and b {} must have equal shapes", in[0]->to_string(),
+                            in[1]->to_string()));
+  }
+  mse_reduction(attrs);
+  return {Shape{}};
+}
+
+void unit_scale_mse_loss(std::span<const Shape* const>, Attributes& attrs) {
+  attrs.set("beta_a", mse_loss_grad_scale());
+  attrs.set("beta_b", mse_loss_grad_scale());
+  attrs.set("gradient", std::string("unit"));
+}
+
+void mse_loss_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                     const Attributes& attrs) {
+  out[0].data()[0] = mse_loss_forward(in[0], in[1], mse_reduction(attrs));
+}
+
+// Backward inputs: a, b, loss (absent), grad_loss. Outputs: grad_a, grad_b.
+void mse_loss_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                              const Attributes& attrs) {
+  mse_loss_backward(in[0], in[1], in[3].data()[0], out[0], out[1], mse_reduction(attrs),
+                    gradient_of(attrs, kMseLoss), scale_of(attrs, "beta_a"),
+                    scale_of(attrs, "beta_b"));
+}
+
+const OpDef kCrossEntropyBackwardOp{
+    .name = "cross_entropy_backward",
+    .inputs = {"logits?", "labels?", "loss?", "grad_loss?"},
+    .output_count = 2,
+    .kernel = cross_entropy_backward_kernel,
+};
+
+const OpDef kMseLossBackwardOp{
+    .name = "mse_loss_backward",
+    .inputs = {"a?", "b?", "loss?", "grad_loss?"},
+    .output_count = 2,
+    .kernel = mse_loss_backward_kernel,
+};
+
+}  // namespace
+
+const OpDef kCrossEntropyOp{
+    .name = kCrossEntropy,
+    .inputs = {"logits", "labels"},
+    .infer_shapes = infer_cross_entropy,
+    .unit_scale = unit_scale_cross_entropy,
+    .kernel = cross_entropy_kernel,
+    .backward = &kCrossEntropyBackwardOp,
+    .backward_reads = 0b011,
+};
+
+const OpDef kMseLossOp{
+    .name = kMseLoss,
+    .inputs = {"a", "b"},
+    .infer_shapes = infer_mse_loss,
+    .unit_scale = unit_scale_mse_loss,
+    .kernel = mse_loss_kernel,
+    .backward = &kMseLossBackwardOp,
+    .backward_reads = 0b011,
+};
+
+}  // namespace unitscale
