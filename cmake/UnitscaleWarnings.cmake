@@ -13,3 +13,8 @@ target_compile_options(unitscale_warnings INTERFACE
   "$<$<CXX_COMPILER_ID:GNU,Clang,AppleClang>:${_unitscale_gcc_warnings}>"
   "$<$<CXX_COMPILER_ID:MSVC>:/W4>")
 unset(_unitscale_gcc_warnings)
+# GCC 12 reports -Wrestrict inside libstdc++'s std::string at -O2/-O3 (GCC bug 105329), a false
+# positive that would otherwise show in every release build.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+  target_compile_options(unitscale_warnings INTERFACE -Wno-restrict)
+endif()

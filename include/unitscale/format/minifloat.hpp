@@ -4,9 +4,9 @@
 // The named types (float8_e4m3fn, float6_e2m3fn, ...) are aliases of it, declared with their bit
 // layouts in float8.hpp, float6.hpp and float4.hpp. Construction from float or double rounds to
 // nearest-even with the non-saturating overflow policy (the OCP default and ml_dtypes' behaviour);
-// use convert<T>() for any other policy. Widening to float is exact. Arithmetic computes in float
-// and rounds back once, which is correctly rounded because float has more than 2p+2 bits for
-// every 8-bit format.
+// use convert<T>() for any other policy. Widening to float is exact. Arithmetic computes in double
+// and rounds back once, which is correctly rounded: double has more than 2p+2 bits for every 8-bit
+// format, and (unlike float) the range to hold E8M0 products and quotients such as 2^-127·2^-127.
 
 #include <cstdint>
 
@@ -41,6 +41,7 @@ class MiniFloat {
   constexpr explicit operator float() const { return detail::decode_bits(bits_, S); }
   constexpr explicit operator double() const { return static_cast<double>(static_cast<float>(*this)); }
   constexpr float to_float() const { return static_cast<float>(*this); }
+  constexpr double to_double() const { return static_cast<double>(to_float()); }
 
   // Negation flips the sign bit. Formats without -0 keep 0 and their NaN code unchanged; an
   // unsigned format has no negative values, so negating gives NaN (what float would round to).
@@ -56,10 +57,10 @@ class MiniFloat {
   }
   constexpr MiniFloat operator+() const { return *this; }
 
-  friend constexpr MiniFloat operator+(MiniFloat a, MiniFloat b) { return MiniFloat(a.to_float() + b.to_float()); }
-  friend constexpr MiniFloat operator-(MiniFloat a, MiniFloat b) { return MiniFloat(a.to_float() - b.to_float()); }
-  friend constexpr MiniFloat operator*(MiniFloat a, MiniFloat b) { return MiniFloat(a.to_float() * b.to_float()); }
-  friend constexpr MiniFloat operator/(MiniFloat a, MiniFloat b) { return MiniFloat(a.to_float() / b.to_float()); }
+  friend constexpr MiniFloat operator+(MiniFloat a, MiniFloat b) { return MiniFloat(a.to_double() + b.to_double()); }
+  friend constexpr MiniFloat operator-(MiniFloat a, MiniFloat b) { return MiniFloat(a.to_double() - b.to_double()); }
+  friend constexpr MiniFloat operator*(MiniFloat a, MiniFloat b) { return MiniFloat(a.to_double() * b.to_double()); }
+  friend constexpr MiniFloat operator/(MiniFloat a, MiniFloat b) { return MiniFloat(a.to_double() / b.to_double()); }
   constexpr MiniFloat& operator+=(MiniFloat b) { return *this = *this + b; }
   constexpr MiniFloat& operator-=(MiniFloat b) { return *this = *this - b; }
   constexpr MiniFloat& operator*=(MiniFloat b) { return *this = *this * b; }
