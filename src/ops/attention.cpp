@@ -1,0 +1,262 @@
+#include "unitscale/ops/attention.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "unitscale/error.hpp"
+#include "unitscale/ops/constraint.hpp"
+#include "unitscale/ops/dropout.hpp"
+
+namespace unitscale {
+namespace {
+
+constexpr std::string_view kOpName = "scaled_dot_product_attention";
+// Multiply-adds below which the OpenMP fork costs more than it saves.
+constexpr std::int64_t kParallelThreshold = std::int64_t{1} << 15;
+
+// Dropout on the probabilities, with the dropout op's mask (ops/dropout.hpp): element `index` of
+// the flattened [..., s_q, s_k] probabilities is kept iff dropout_keeps(seed, index, p), so the
+// backward regenerates the mask and attention dropout equals dropout(P) with the same seed.
+struct DropoutMask {
+  bool active = false;
+  std::uint64_t seed = 0;
+  double p = 0.0;
+  float keep_scale = 1.0f;
+
+  explicit DropoutMask(const AttentionConfig& config)
+      : active(config.dropout > 0.0),
+        seed(config.seed),
+        p(config.dropout),
+        keep_scale(static_cast<float>(1.0 / (1.0 - config.dropout))) {}
+
+  // m ∘ M/(1−p) in place; `first` is the flat index of m(0, 0) among all the op's probabilities.
+  void apply(RowMajorMatrix& m, std::int64_t first) const {
+    const std::int64_t n = m.size();
+    float* data = m.data();
+    for (std::int64_t e = 0; e < n; ++e) {
+      data[e] = dropout_keeps(seed, first + e, p) ? data[e] * keep_scale : 0.0f;
+    }
+  }
+};
+
+struct Geometry {
+  std::int64_t slices, query_len, key_len, head_dim, value_dim;
+};
+
+Geometry geometry_of(const Shape& q, const Shape& k, const Shape& v) {
+  return {q.numel() / std::max<std::int64_t>(1, q.dim(-2) * q.dim(-1)), q.dim(-2), k.dim(-2),
+          q.dim(-1), v.dim(-1)};
+}
+
+// Row softmax of S in place, in FP32 with the row sum in double. Causal rows keep columns j ≤ i
+// (top-left aligned) and zero the rest.
+void softmax_rows(RowMajorMatrix& s, bool causal) {
+  const std::int64_t cols = s.cols();
+  for (std::int64_t i = 0; i < s.rows(); ++i) {
+    float* row = s.data() + i * cols;
+    const std::int64_t valid = causal ? std::min(i + 1, cols) : cols;
+    float max_logit = -std::numeric_limits<float>::infinity();
+    for (std::int64_t j = 0; j < valid; ++j) max_logit = std::max(max_logit, row[j]);
+    double sum = 0;
+    for (std::int64_t j = 0; j < valid; ++j) {
+      row[j] = std::exp(row[j] - max_logit);
+      sum += row[j];
+    }
+    const auto inverse = static_cast<float>(1.0 / sum);
+    for (std::int64_t j = 0; j < valid; ++j) row[j] *= inverse;
+    std::fill(row + valid, row + cols, 0.0f);
+  }
+}
+
+// P = softmax((m/d)·q·kᵀ) of slice b, into `probs` (s_q × s_k).
+void attention_probabilities(ConstTensorView q, ConstTensorView k, const Geometry& g,
+                             std::int64_t b, const AttentionConfig& config,
+                             RowMajorMatrix& probs) {
+  const ConstMatrixMap q_b(q.data() + b * g.query_len * g.head_dim, g.query_len, g.head_dim);
+  const ConstMatrixMap k_b(k.data() + b * g.key_len * g.head_dim, g.key_len, g.head_dim);
+  const auto logit_scale = static_cast<float>(config.mult / static_cast<double>(g.head_dim));
+  probs.noalias() = logit_scale * (q_b * k_b.transpose());
+  softmax_rows(probs, config.mask == AttentionMask::kCausal);
+}
+
+bool run_parallel(const Geometry& g) {
+  return g.slices > 1 &&
+         g.slices * g.query_len * g.key_len * (g.head_dim + g.value_dim) >= kParallelThreshold;
+}
+
+// ---- attributes, shapes and the unit-scaling rule --------------------------------------------
+
+AttentionConfig config_of(const Attributes& attrs) {
+  AttentionConfig config;
+  config.mult = attrs.get_double(kOpName, "mult", 1.0);
+  if (!(config.mult >= 0.0) || !std::isfinite(config.mult)) {
+    throw Error(fmt::format("{}: mult must be finite and >= 0, got {}", kOpName, config.mult));
+  }
+  config.mask = attrs.has("mask") ? attention_mask_from_name(attrs.get_string(kOpName, "mask"))
+                                  : AttentionMask::kNone;
+  config.dropout = attrs.get_double(kOpName, "dropout", 0.0);
+  if (!(config.dropout >= 0.0 && config.dropout < 1.0)) {
+    throw Error(fmt::format("{}: dropout probability must be in [0, 1), got {}", kOpName,
+                            config.dropout));
+  }
+  config.seed = static_cast<std::uint64_t>(attrs.get_int(kOpName, "seed", 0));
+  return config;
+}
+
+std::vector<Shape> infer_attention(std::span<const Shape* const> in, const Attributes& attrs) {
+  const Shape& q = *in[0];
+  const Shape& k = *in[1];
+  const Shape& v = *in[2];
+  auto leading = [](const Shape& s) {
+    return std::vector<std::int64_t>(s.dims().begin(), s.dims().end() - 2);
+  };
+  const bool ranks_ok = q.rank() >= 2 && k.rank() == q.rank() && v.rank() == q.rank();
+  if (!ranks_ok || leading(q) != leading(k) || leading(q) != leading(v) ||
+      k.dim(-1) != q.dim(-1) || v.dim(-2) != k.dim(-2) || q.dim(-1) < 1 || k.dim(-2) < 1) {
+    throw Error(fmt::format("{}: q {}, k {} and v {} do not match: expected q [..., s_q, d], "
+                            "k [..., s_k, d], v [..., s_k, d_v] with the same leading dims, d >= 1 "
+                            "and s_k >= 1",
+                            kOpName, q.to_string(), k.to_string(), v.to_string()));
+  }
+  config_of(attrs);
+  return {q.with_dim(-1, v.dim(-1))};
+}
+
+void unit_scale_attention(std::span<const Shape* const> in, Attributes& attrs) {
+  const AttentionConfig config = config_of(attrs);
+  const double sigma =
+      attention_unit_scale(in[0]->dim(-1), in[1]->dim(-2), config.mult, config.mask, config.dropout);
+  attrs.set("alpha", sigma).set("beta_q", sigma).set("beta_k", sigma).set("beta_v", sigma);
+}
+
+void attention_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                      const Attributes& attrs) {
+  attention_forward(in[0], in[1], in[2], out[0], config_of(attrs), scale_of(attrs, "alpha"));
+}
+
+// Backward inputs: q, k, v, y (absent), grad_y.
+void attention_backward_kernel(std::span<const ConstTensorView> in,
+                               std::span<const TensorView> out, const Attributes& attrs) {
+  attention_backward(in[4], in[0], in[1], in[2], out[0], out[1], out[2], config_of(attrs),
+                     scale_of(attrs, "beta_q"), scale_of(attrs, "beta_k"),
+                     scale_of(attrs, "beta_v"));
+}
+
+const OpDef kScaledDotProductAttentionBackwardOp{
+    .name = "scaled_dot_product_attention_backward",
+    .inputs = {"q?", "k?", "v?", "y?", "grad_y?"},
+    .output_count = 3,
+    .kernel = attention_backward_kernel,
+};
+
+}  // namespace
+
+std::string_view attention_mask_name(AttentionMask mask) {
+  return mask == AttentionMask::kCausal ? "causal" : "none";
+}
+
+AttentionMask attention_mask_from_name(std::string_view name) {
+  if (name == "none") return AttentionMask::kNone;
+  if (name == "causal") return AttentionMask::kCausal;
+  throw Error(fmt::format("{}: unknown mask '{}': expected \"none\" or \"causal\"", kOpName, name));
+}
+
+double attention_unit_scale(std::int64_t head_dim, std::int64_t key_length, double mult,
+                            AttentionMask mask, double dropout) {
+  const auto d = static_cast<double>(head_dim);
+  const auto s = static_cast<double>(key_length);
+  const double a = 1.0 / (1.0 + 4.0 * d / (mult * mult));
+  // A single key makes the output v itself, where ln s = 0 would give an infinite σ.
+  const double c = mask == AttentionMask::kCausal && key_length > 1 ? std::log(s) : 1.0;
+  return std::sqrt(1.0 - dropout) / log_interpolate(a, std::sqrt(c / s), 1.0);
+}
+
+void attention_forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, TensorView y,
+                       const AttentionConfig& config, float alpha) {
+  const Geometry g = geometry_of(q.shape(), k.shape(), v.shape());
+  const DropoutMask dropout(config);
+#pragma omp parallel if (run_parallel(g))
+  {
+    RowMajorMatrix probs(g.query_len, g.key_len);
+#pragma omp for
+    for (std::int64_t b = 0; b < g.slices; ++b) {
+      attention_probabilities(q, k, g, b, config, probs);
+      if (dropout.active) dropout.apply(probs, b * g.query_len * g.key_len);
+      const ConstMatrixMap v_b(v.data() + b * g.key_len * g.value_dim, g.key_len, g.value_dim);
+      MatrixMap(y.data() + b * g.query_len * g.value_dim, g.query_len, g.value_dim).noalias() =
+          alpha * (probs * v_b);
+    }
+  }
+}
+
+void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorView k,
+                        ConstTensorView v, TensorView grad_q, TensorView grad_k, TensorView grad_v,
+                        const AttentionConfig& config, float beta_q, float beta_k, float beta_v) {
+  const Geometry g = geometry_of(q.shape(), k.shape(), v.shape());
+  const DropoutMask dropout(config);
+  const bool want_scores = present(grad_q) || present(grad_k);
+  const auto logit_scale = static_cast<float>(config.mult / static_cast<double>(g.head_dim));
+#pragma omp parallel if (run_parallel(g))
+  {
+    RowMajorMatrix probs(g.query_len, g.key_len);
+    RowMajorMatrix grad_scores(want_scores ? g.query_len : 0, want_scores ? g.key_len : 0);
+    RowMajorMatrix dropped(dropout.active ? g.query_len : 0, dropout.active ? g.key_len : 0);
+#pragma omp for
+    for (std::int64_t b = 0; b < g.slices; ++b) {
+      const std::int64_t first = b * g.query_len * g.key_len;
+      attention_probabilities(q, k, g, b, config, probs);
+      const ConstMatrixMap g_b(grad_y.data() + b * g.query_len * g.value_dim, g.query_len,
+                               g.value_dim);
+      const ConstMatrixMap v_b(v.data() + b * g.key_len * g.value_dim, g.key_len, g.value_dim);
+      if (present(grad_v)) {
+        MatrixMap dv_b(grad_v.data() + b * g.key_len * g.value_dim, g.key_len, g.value_dim);
+        if (dropout.active) {
+          dropped = probs;
+          dropout.apply(dropped, first);
+          dv_b.noalias() = beta_v * (dropped.transpose() * g_b);
+        } else {
+          dv_b.noalias() = beta_v * (probs.transpose() * g_b);
+        }
+      }
+      if (!want_scores) continue;
+      grad_scores.noalias() = g_b * v_b.transpose();  // dP̃
+      if (dropout.active) dropout.apply(grad_scores, first);  // dP
+      // dS = P ∘ (dP − rowsum(P ∘ dP)), the softmax VJP row by row.
+      for (std::int64_t i = 0; i < g.query_len; ++i) {
+        const float* p_row = probs.data() + i * g.key_len;
+        float* d_row = grad_scores.data() + i * g.key_len;
+        double dot = 0;
+        for (std::int64_t j = 0; j < g.key_len; ++j) dot += static_cast<double>(p_row[j]) * d_row[j];
+        const auto row_dot = static_cast<float>(dot);
+        for (std::int64_t j = 0; j < g.key_len; ++j) d_row[j] = p_row[j] * (d_row[j] - row_dot);
+      }
+      if (present(grad_q)) {
+        const ConstMatrixMap k_b(k.data() + b * g.key_len * g.head_dim, g.key_len, g.head_dim);
+        MatrixMap(grad_q.data() + b * g.query_len * g.head_dim, g.query_len, g.head_dim)
+            .noalias() = (beta_q * logit_scale) * (grad_scores * k_b);
+      }
+      if (present(grad_k)) {
+        const ConstMatrixMap q_b(q.data() + b * g.query_len * g.head_dim, g.query_len, g.head_dim);
+        MatrixMap(grad_k.data() + b * g.key_len * g.head_dim, g.key_len, g.head_dim).noalias() =
+            (beta_k * logit_scale) * (grad_scores.transpose() * q_b);
+      }
+    }
+  }
+}
+
+// The backward reads q, k and v (it recomputes the probabilities) but not the output y.
+const OpDef kScaledDotProductAttentionOp{
+    .name = kOpName,
+    .inputs = {"q", "k", "v"},
+    .infer_shapes = infer_attention,
+    .unit_scale = unit_scale_attention,
+    .kernel = attention_kernel,
+    .backward = &kScaledDotProductAttentionBackwardOp,
+    .backward_reads = 0b0111,
+};
+
+}  // namespace unitscale

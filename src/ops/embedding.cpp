@@ -1,0 +1,128 @@
+#include "unitscale/ops/embedding.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "unitscale/error.hpp"
+
+namespace unitscale {
+namespace {
+
+constexpr std::int64_t kParallelThreshold = std::int64_t{1} << 15;
+// The largest V whose ids are all exact in float32.
+constexpr std::int64_t kMaxVocabulary = std::int64_t{1} << 24;
+// Columns per task in the backward scatter: tasks own disjoint columns, so no two threads ever
+// add into the same element.
+constexpr std::int64_t kScatterColumns = 64;
+
+// Throws (outside any parallel region) on the first id that is not an integer in [0, V).
+void check_ids(ConstTensorView ids, std::int64_t vocabulary) {
+  const float* id = ids.data();
+  for (std::int64_t n = 0; n < ids.numel(); ++n) {
+    const float v = id[n];
+    if (!(v >= 0.0f) || v >= static_cast<float>(vocabulary) || std::floor(v) != v) {
+      throw Error(fmt::format("embedding: id {} at position {} is not an integer in [0, {}) (the "
+                              "table has V = {} rows)",
+                              v, n, vocabulary, vocabulary));
+    }
+  }
+}
+
+std::vector<Shape> infer_embedding(std::span<const Shape* const> in, const Attributes&) {
+  const Shape& ids = *in[0];
+  const Shape& table = *in[1];
+  if (table.rank() != 2 || table.dim(0) < 1) {
+    throw Error(fmt::format("embedding: table {} must be [V, d] with V >= 1 (ids {})",
+                            table.to_string(), ids.to_string()));
+  }
+  if (table.dim(0) > kMaxVocabulary) {
+    throw Error(fmt::format("embedding: table {} has more than 2^24 rows, which float ids cannot "
+                            "address exactly",
+                            table.to_string()));
+  }
+  std::vector<std::int64_t> dims(ids.dims().begin(), ids.dims().end());
+  dims.push_back(table.dim(1));
+  return {Shape(std::move(dims))};
+}
+
+// β_table = √(V / numel(ids)); α = 1.
+void unit_scale_embedding(std::span<const Shape* const> in, Attributes& attrs) {
+  const auto vocabulary = static_cast<double>(in[1]->dim(0));
+  const double tokens = std::max(1.0, static_cast<double>(in[0]->numel()));
+  attrs.set("beta_table", std::sqrt(vocabulary / tokens));
+}
+
+void embedding_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                      const Attributes& attrs) {
+  embedding_forward(in[0], in[1], out[0], scale_of(attrs, "alpha"));
+}
+
+// Backward inputs: ids, table (absent), y (absent), grad_y. Outputs: grad_ids, grad_table. The ids
+// are not differentiable; if a caller still asks for their gradient it is zero (which is also
+// the derivative of the piecewise-constant lookup almost everywhere) rather than left unwritten.
+void embedding_backward_kernel(std::span<const ConstTensorView> in,
+                               std::span<const TensorView> out, const Attributes& attrs) {
+  if (present(out[0])) out[0].vector().setZero();
+  if (!present(out[1])) return;
+  embedding_backward(in[3], in[0], out[1], scale_of(attrs, "beta_table"));
+}
+
+const OpDef kEmbeddingBackwardOp{
+    .name = "embedding_backward",
+    .inputs = {"ids?", "table?", "y?", "grad_y?"},
+    .output_count = 2,
+    .kernel = embedding_backward_kernel,
+};
+
+}  // namespace
+
+void embedding_forward(ConstTensorView ids, ConstTensorView table, TensorView y, float alpha) {
+  const std::int64_t vocabulary = table.shape().dim(0);
+  const std::int64_t d = table.shape().dim(1);
+  check_ids(ids, vocabulary);
+  const std::int64_t tokens = ids.numel();
+  const float* id = ids.data();
+#pragma omp parallel for if (tokens * d >= kParallelThreshold)
+  for (std::int64_t n = 0; n < tokens; ++n) {
+    const auto row = static_cast<std::int64_t>(id[n]);
+    Eigen::Map<Eigen::VectorXf>(y.data() + n * d, d) =
+        alpha * Eigen::Map<const Eigen::VectorXf>(table.data() + row * d, d);
+  }
+}
+
+void embedding_backward(ConstTensorView grad_y, ConstTensorView ids, TensorView grad_table,
+                        float beta_table) {
+  const std::int64_t vocabulary = grad_table.shape().dim(0);
+  const std::int64_t d = grad_table.shape().dim(1);
+  check_ids(ids, vocabulary);
+  grad_table.vector().setZero();
+  const std::int64_t tokens = ids.numel();
+  const float* id = ids.data();
+  const float* g = grad_y.data();
+  float* dt = grad_table.data();
+#pragma omp parallel for if (tokens * d >= kParallelThreshold)
+  for (std::int64_t first = 0; first < d; first += kScatterColumns) {
+    const std::int64_t last = std::min(d, first + kScatterColumns);
+    for (std::int64_t n = 0; n < tokens; ++n) {
+      float* dst = dt + static_cast<std::int64_t>(id[n]) * d;
+      const float* src = g + n * d;
+      for (std::int64_t c = first; c < last; ++c) dst[c] += beta_table * src[c];
+    }
+  }
+}
+
+// The backward reads only the ids: the table gradient does not depend on the table.
+const OpDef kEmbeddingOp{
+    .name = "embedding",
+    .inputs = {"ids", "table"},
+    .infer_shapes = infer_embedding,
+    .unit_scale = unit_scale_embedding,
+    .kernel = embedding_kernel,
+    .backward = &kEmbeddingBackwardOp,
+    .backward_reads = 0b001,
+};
+
+}  // namespace unitscale

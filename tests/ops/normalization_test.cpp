@@ -1,0 +1,191 @@
+#include "unitscale/ops/normalization.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "../support/op_check.hpp"
+#include "unitscale/error.hpp"
+#include "unitscale/graph/builders/normalization.hpp"
+
+namespace unitscale {
+namespace {
+
+using testing::OpRun;
+using testing::random_normal;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
+
+Attributes eps_attrs(double eps = kDefaultNormEps) { return {{"eps", eps}}; }
+
+// Reference forward in double, straight from the definition.
+std::vector<double> reference_norm(const Tensor& x, const Tensor* weight, const Tensor* bias,
+                                   bool center, double eps) {
+  const std::int64_t d = x.shape().inner();
+  std::vector<double> y(static_cast<std::size_t>(x.numel()));
+  for (std::int64_t r = 0; r < x.shape().outer(); ++r) {
+    double mean = 0, sq = 0;
+    if (center) {
+      for (std::int64_t j = 0; j < d; ++j) mean += x[r * d + j];
+      mean /= static_cast<double>(d);
+    }
+    for (std::int64_t j = 0; j < d; ++j) sq += (x[r * d + j] - mean) * (x[r * d + j] - mean);
+    const double rstd = 1 / std::sqrt(sq / static_cast<double>(d) + eps);
+    for (std::int64_t j = 0; j < d; ++j) {
+      double v = (x[r * d + j] - mean) * rstd;
+      if (weight != nullptr) v *= (*weight)[j];
+      if (bias != nullptr) v += (*bias)[j];
+      y[static_cast<std::size_t>(r * d + j)] = v;
+    }
+  }
+  return y;
+}
+
+TEST(NormalizationForward, MatchesDefinition) {
+  std::mt19937 rng(11);
+  const Tensor x = random_normal({3, 4, 7}, rng, 3.0f);
+  const Tensor w = random_normal({7}, rng), b = random_normal({7}, rng);
+  OpRun ln(kLayerNormOp, {x, w, b}, eps_attrs(0.1));
+  ln.forward();
+  const auto ln_ref = reference_norm(x, &w, &b, true, 0.1);
+  OpRun rms(kRmsNormOp, {x, w}, eps_attrs(0.1));
+  rms.forward();
+  const auto rms_ref = reference_norm(x, &w, nullptr, false, 0.1);
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    EXPECT_NEAR(ln.output()[i], ln_ref[static_cast<std::size_t>(i)], 1e-5);
+    EXPECT_NEAR(rms.output()[i], rms_ref[static_cast<std::size_t>(i)], 1e-5);
+  }
+}
+
+TEST(NormalizationGradcheck, LayerNormAffineVariants) {
+  std::mt19937 rng(1);
+  testing::gradcheck(kLayerNormOp,
+                     {random_normal({3, 6}, rng), random_normal({6}, rng), random_normal({6}, rng)},
+                     eps_attrs());
+  testing::gradcheck(kLayerNormOp, {random_normal({2, 3, 5}, rng), std::nullopt, std::nullopt},
+                     eps_attrs());
+  testing::gradcheck(kLayerNormOp, {random_normal({4, 5}, rng), random_normal({5}, rng), std::nullopt},
+                     eps_attrs(0.5));
+  testing::gradcheck(kLayerNormOp, {random_normal({4, 5}, rng), std::nullopt, random_normal({5}, rng)},
+                     eps_attrs());
+  testing::gradcheck(kLayerNormOp, {random_normal({6}, rng), random_normal({6}, rng), random_normal({6}, rng)},
+                     eps_attrs());
+}
+
+TEST(NormalizationGradcheck, RmsNormAffineVariants) {
+  std::mt19937 rng(2);
+  testing::gradcheck(kRmsNormOp, {random_normal({3, 6}, rng), random_normal({6}, rng)}, eps_attrs());
+  testing::gradcheck(kRmsNormOp, {random_normal({2, 3, 5}, rng), std::nullopt}, eps_attrs());
+  testing::gradcheck(kRmsNormOp, {random_normal({4, 5}, rng, 0.3f), random_normal({5}, rng)}, eps_attrs(0.2));
+}
+
+// Unit scaling leaves the output and the input gradient alone and scales the affine parameter
+// gradients by exactly B^-½.
+TEST(NormalizationScales, ParameterGradsAreBetaTimesUnscaled) {
+  std::mt19937 rng(3);
+  const Tensor x = random_normal({2, 6, 8}, rng), w = random_normal({8}, rng), b = random_normal({8}, rng);
+  const Tensor g = random_normal({2, 6, 8}, rng);
+  struct Case {
+    const OpDef* op;
+    std::vector<std::optional<Tensor>> inputs;
+    std::vector<std::string> beta_names;
+  };
+  const Case cases[] = {{&kLayerNormOp, {x, w, b}, {"beta_x", "beta_weight", "beta_bias"}},
+                        {&kRmsNormOp, {x, w}, {"beta_x", "beta_weight"}}};
+  for (const Case& c : cases) {
+    OpRun plain(*c.op, c.inputs, eps_attrs(), Scaling::kUnscaled);
+    OpRun scaled(*c.op, c.inputs, eps_attrs(), Scaling::kUnit);
+    EXPECT_FALSE(plain.attrs().has("beta_weight"));
+    EXPECT_DOUBLE_EQ(scaled.attrs().get_double("t", "beta_weight"), 1 / std::sqrt(12.0));
+    EXPECT_DOUBLE_EQ(scaled.attrs().get_double("t", "beta_x", 1.0), 1.0);
+    EXPECT_DOUBLE_EQ(scaled.attrs().get_double("t", "alpha", 1.0), 1.0);
+    plain.forward();
+    scaled.forward();
+    for (std::int64_t i = 0; i < x.numel(); ++i) EXPECT_EQ(scaled.output()[i], plain.output()[i]);
+    const auto gp = plain.backward({g});
+    const auto gs = scaled.backward({g});
+    for (std::size_t k = 0; k < c.beta_names.size(); ++k) {
+      const double beta = scaled.attrs().get_double("t", c.beta_names[k], 1.0);
+      for (std::int64_t i = 0; i < gp[k]->numel(); ++i) {
+        EXPECT_NEAR((*gs[k])[i], beta * (*gp[k])[i], 1e-6 * (1 + std::abs((*gp[k])[i])))
+            << c.op->name << " " << c.beta_names[k];
+      }
+    }
+  }
+  OpRun layer_norm_bias_only(kLayerNormOp, {x, std::nullopt, b}, eps_attrs(), Scaling::kUnit);
+  EXPECT_FALSE(layer_norm_bias_only.attrs().has("beta_weight"));
+  EXPECT_DOUBLE_EQ(layer_norm_bias_only.attrs().get_double("t", "beta_bias"), 1 / std::sqrt(12.0));
+}
+
+// spec/unit_scaling.md §5: layer_norm (affine) out 1.003, x 1.002, w 1.01; rms_norm (affine)
+// out 1.013, x 1.009, w 0.981. The affine parameters start at their module init (w = 1, b = 0).
+TEST(NormalizationStatistics, AffineHitsSpecTargets) {
+  std::mt19937 rng(4);
+  const Shape shape{256, 1024};
+  const Tensor x = random_normal(shape, rng);
+  const Tensor g = random_normal(shape, rng);
+  const Tensor ones = Tensor::filled({1024}, 1.0f), zeros({1024});
+
+  OpRun ln(kLayerNormOp, {x, ones, zeros}, eps_attrs(), Scaling::kUnit);
+  ln.forward();
+  const auto ln_grads = ln.backward({g});
+  EXPECT_NEAR(testing::std_of(ln.output().span()), 1.003, 0.1);
+  EXPECT_NEAR(testing::std_of(ln_grads[0]->span()), 1.002, 0.1);
+  EXPECT_NEAR(testing::std_of(ln_grads[1]->span()), 1.01, 0.1);
+  EXPECT_NEAR(testing::std_of(ln_grads[2]->span()), 1.0, 0.1);
+
+  OpRun rms(kRmsNormOp, {x, ones}, eps_attrs(), Scaling::kUnit);
+  rms.forward();
+  const auto rms_grads = rms.backward({g});
+  EXPECT_NEAR(testing::std_of(rms.output().span()), 1.013, 0.1);
+  EXPECT_NEAR(testing::std_of(rms_grads[0]->span()), 1.009, 0.1);
+  EXPECT_NEAR(testing::std_of(rms_grads[1]->span()), 0.981, 0.1 * 0.981);
+}
+
+// Not unit-scaled, the weight gradient grows as √B; the rule is what brings it back to 1.
+TEST(NormalizationStatistics, UnscaledWeightGradGrowsAsSqrtRows) {
+  std::mt19937 rng(5);
+  const Tensor x = random_normal({1024, 64}, rng), g = random_normal({1024, 64}, rng);
+  OpRun rms(kRmsNormOp, {x, Tensor::filled({64}, 1.0f)}, eps_attrs(), Scaling::kUnscaled);
+  rms.forward();
+  const auto grads = rms.backward({g});
+  EXPECT_NEAR(testing::std_of(grads[1]->span()) / 32.0, 1.0, 0.2);
+}
+
+TEST(NormalizationErrors, ShapesAndAttributesNameTheOp) {
+  Graph graph;
+  const Value x = graph.input("x", {4, 8});
+  const Value w7 = graph.parameter("w7", {7});
+  const Value w8 = graph.parameter("w8", {8});
+  const Value scalar = graph.input("s", {});
+  EXPECT_THAT([&] { layer_norm(x, {.weight = w7}); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("layer_norm"), HasSubstr("weight [7]"), HasSubstr("[4, 8]"))));
+  EXPECT_THAT([&] { layer_norm(x, {.weight = w8, .bias = w7}); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("layer_norm"), HasSubstr("bias [7]"))));
+  EXPECT_THAT([&] { rms_norm(x, {.weight = w7}); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("rms_norm"), HasSubstr("weight [7]"))));
+  EXPECT_THAT([&] { rms_norm(scalar); }, ThrowsMessage<Error>(AllOf(HasSubstr("rms_norm"), HasSubstr("[]"))));
+  EXPECT_THAT([&] { layer_norm(x, {.eps = -1.0}); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("layer_norm"), HasSubstr("eps"))));
+  EXPECT_THAT([&] { rms_norm(x, {.eps = std::nan("")}); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("rms_norm"), HasSubstr("eps"))));
+}
+
+TEST(NormalizationBuilders, RecordUnitScalesInUnitGraphsOnly) {
+  Graph unit;
+  const Value x = unit.input("x", {3, 4, 8});
+  const Value w = unit.parameter("w", {8});
+  const Value y = layer_norm(x, {.weight = w, .eps = 1e-6});
+  EXPECT_EQ(y.shape(), (Shape{3, 4, 8}));
+  const Attributes& attrs = unit.nodes().back().attrs;
+  EXPECT_DOUBLE_EQ(attrs.get_double("t", "eps"), 1e-6);
+  EXPECT_DOUBLE_EQ(attrs.get_double("t", "beta_weight"), 1 / std::sqrt(12.0));
+
+  Graph plain(Scaling::kUnscaled);
+  const Value xp = plain.input("x", {3, 8});
+  rms_norm(xp, {.weight = plain.parameter("w", {8})});
+  EXPECT_FALSE(plain.nodes().back().attrs.has("beta_weight"));
+}
+
+}  // namespace
+}  // namespace unitscale
