@@ -69,10 +69,13 @@ std::vector<Value> autodiff(Graph& graph, Value loss, std::span<const Value> wrt
     for (const int out : node.outputs) {
       has_output_grad = has_output_grad || (out >= 0 && grads[static_cast<std::size_t>(out)].present());
     }
+    auto wants_grad_of_input = [&](std::size_t i) {
+      const int in = node.inputs[i];
+      return in >= 0 && needs_grad[static_cast<std::size_t>(in)] &&
+             ((node.op->nondifferentiable_inputs >> i) & 1) == 0;
+    };
     bool wants_input_grad = false;
-    for (const int in : node.inputs) {
-      wants_input_grad = wants_input_grad || (in >= 0 && needs_grad[static_cast<std::size_t>(in)]);
-    }
+    for (std::size_t i = 0; i < node.inputs.size(); ++i) wants_input_grad = wants_input_grad || wants_grad_of_input(i);
     if (!has_output_grad || !wants_input_grad) continue;
     if (node.op->backward == nullptr) {
       throw Error(fmt::format("autodiff: op {} (producing %{}) is not differentiable", node.op->name,
@@ -89,9 +92,9 @@ std::vector<Value> autodiff(Graph& graph, Value loss, std::span<const Value> wrt
     for (const int out : node.outputs) inputs.push_back(out >= 0 ? grads[static_cast<std::size_t>(out)] : Value{});
 
     std::vector<std::optional<Shape>> grad_shapes;
-    for (const int in : node.inputs) {
-      const bool wanted = in >= 0 && needs_grad[static_cast<std::size_t>(in)];
-      grad_shapes.push_back(wanted ? std::optional<Shape>(graph.info(in).shape) : std::nullopt);
+    for (std::size_t i = 0; i < node.inputs.size(); ++i) {
+      grad_shapes.push_back(wants_grad_of_input(i) ? std::optional<Shape>(graph.info(node.inputs[i]).shape)
+                                                    : std::nullopt);
     }
     const std::vector<Value> input_grads =
         graph.apply_with_shapes(*node.op->backward, inputs, node.attrs, grad_shapes);

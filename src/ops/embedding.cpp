@@ -123,6 +123,7 @@ const OpDef kEmbeddingOp{
     .kernel = embedding_kernel,
     .backward = &kEmbeddingBackwardOp,
     .backward_reads = 0b001,
+    .nondifferentiable_inputs = 0b01,  // ids
 };
 
 }  // namespace unitscale

@@ -304,6 +304,7 @@ const OpDef kCrossEntropyOp{
     .kernel = cross_entropy_kernel,
     .backward = &kCrossEntropyBackwardOp,
     .backward_reads = 0b011,
+    .nondifferentiable_inputs = 0b10,  // labels
 };
 
 const OpDef kMseLossOp{

@@ -758,6 +758,7 @@ const OpDef kWhereOp{.name = "where",
                      .infer_shapes = infer_where,
                      .kernel = where_kernel,
                      .backward = &kWhereBackwardOp,
-                     .backward_reads = 0b0001};
+                     .backward_reads = 0b0001,
+                     .nondifferentiable_inputs = 0b001};  // cond
 
 }  // namespace unitscale

@@ -7,7 +7,9 @@
 
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
+#include "unitscale/graph/builders/embedding.hpp"
 #include "unitscale/graph/builders/linear.hpp"
+#include "unitscale/graph/builders/primitives.hpp"
 #include "unitscale/graph/executor.hpp"
 
 namespace unitscale {
@@ -102,6 +104,19 @@ TEST(Autodiff, UnitScaledGraphCarriesBetaIntoBackward) {
   const Tensor plain = weight_grad(Scaling::kUnscaled), scaled = weight_grad(Scaling::kUnit);
   for (int i = 0; i < 9; ++i) EXPECT_FLOAT_EQ(scaled[i], plain[i]);  // B = 1 row: β_W = 1
   for (int i = 0; i < 9; ++i) EXPECT_FLOAT_EQ(plain[i], x[i]);       // d(w·x)/dw = x
+}
+
+// Token ids are not differentiable: autodiff neither asks the embedding's backward for them nor
+// returns a gradient, even when asked.
+TEST(Autodiff, NondifferentiableInputsGetNoGradient) {
+  Graph g;
+  const Value ids = g.input("ids", {3});
+  const Value table = g.parameter("table", {5, 2});
+  const Value loss = sum(embedding(ids, table));
+  const Value wrt[] = {ids, table};
+  const auto grads = autodiff(g, loss, wrt);
+  EXPECT_FALSE(grads[0].present());
+  EXPECT_TRUE(grads[1].present());
 }
 
 }  // namespace

@@ -45,6 +45,9 @@ struct OpDef {
   const OpDef* backward = nullptr;  // null: not differentiable
   // Bit i set: the backward op reads forward value i, counting inputs then outputs.
   std::uint32_t backward_reads = ~std::uint32_t{0};
+  // Bit i set: forward input i has no gradient (token ids, labels, masks), so autodiff never
+  // asks the backward op for it.
+  std::uint32_t nondifferentiable_inputs = 0;
   const ScalePropagationRule* scale_propagation = nullptr;
 
   bool input_is_optional(std::size_t i) const { return inputs[i].ends_with('?'); }
