@@ -4,5 +4,10 @@
 //   #include <unitscale/unitscale.hpp>
 //   namespace us = unitscale;
 
+#include "unitscale/analysis/line_plot.hpp"
+#include "unitscale/atomic_write.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/format.hpp"
+#include "unitscale/graph.hpp"
+#include "unitscale/ops.hpp"
+#include "unitscale/tensor.hpp"

@@ -1,0 +1,42 @@
+#pragma once
+// dropout(p) (spec/unit_scaling.md §4), seeded and reproducible. With keep_i ∈ {0, 1} the mask
+// (keep_i = 1 with probability 1 − p), forward and backward side by side (g = ∂L/∂y):
+//
+//   training:  y_i = α · keep_i · x_i / (1 − p)      dx_i = β · keep_i · g_i / (1 − p)
+//   eval:      y_i = α · x_i                         dx_i = β · g_i
+//
+// i.e. inverted dropout, then the unit scale. Unit-scaling rule: a kept unit is x/(1−p) with
+// probability 1−p, so the inverted-dropout output has std (1−p)^-½, and so does its gradient:
+//   α = β = √(1−p), constraint none (the scales are equal anyway)
+// Unit-scaled training output is then keep·x/√(1−p) (unit std), and the eval output √(1−p)·x is
+// its expectation. Unscaled (SP) it is plain inverted dropout, identity in eval.
+//
+// The mask is a pure function of (seed, element index): a counter-based hash (splitmix64) of the
+// two, so the backward recomputes it instead of storing it, and the result does not depend on the
+// number of threads. A graph that is executed repeatedly reuses its seed; give each dropout node
+// its own seed (the builder derives one from the node's position when none is given).
+
+#include <cstdint>
+#include <string_view>
+
+#include "unitscale/ops/op_def.hpp"
+
+namespace unitscale {
+
+extern const OpDef kDropoutOp;
+
+enum class DropoutMode { kTraining, kEval };
+std::string_view dropout_mode_name(DropoutMode mode);  // "training" / "eval"
+// Throws unitscale::Error naming dropout and the valid names for anything else.
+DropoutMode dropout_mode_from_name(std::string_view name);
+
+// Whether dropout(p, seed) keeps element `index`.
+bool dropout_keeps(std::uint64_t seed, std::int64_t index, double p);
+
+// `scale` is α in the forward and β in the backward.
+void dropout_forward(ConstTensorView x, TensorView y, double p, std::uint64_t seed,
+                     DropoutMode mode, float alpha);
+void dropout_backward(ConstTensorView grad_y, TensorView grad_x, double p, std::uint64_t seed,
+                      DropoutMode mode, float beta);
+
+}  // namespace unitscale

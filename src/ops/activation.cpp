@@ -1,0 +1,315 @@
+#include "unitscale/ops/activation.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <numbers>
+#include <string>
+
+#include "ops/pointwise_common.hpp"
+#include "unitscale/error.hpp"
+
+namespace unitscale {
+namespace {
+
+using detail::kParallelThreshold;
+
+constexpr float kInvSqrt2 = static_cast<float>(1.0 / std::numbers::sqrt2);
+constexpr float kInvSqrt2Pi =
+    static_cast<float>(std::numbers::inv_sqrtpi / std::numbers::sqrt2);  // 1/√(2π)
+constexpr float kSqrt2OverPi =
+    static_cast<float>(std::numbers::sqrt2 * std::numbers::inv_sqrtpi);  // √(2/π)
+constexpr float kGeluCubic = 0.044715f;
+
+inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
+// Φ(z) through erfc, which stays accurate in the lower tail.
+inline float normal_cdf(float z) { return 0.5f * std::erfc(-z * kInvSqrt2); }
+
+// y[i] = f(x[i]) over n elements, in parallel above the threshold.
+template <class F>
+void map_unary(const float* x, float* y, std::int64_t n, F f) {
+#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+}
+
+// out[i] = f(a[i], b[i]).
+template <class F>
+void map_binary(const float* a, const float* b, float* out, std::int64_t n, F f) {
+#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
+}
+
+}  // namespace
+
+std::string_view gelu_approximation_name(GeluApproximation approximation) {
+  return approximation == GeluApproximation::kTanh ? "tanh" : "none";
+}
+
+GeluApproximation gelu_approximation_from_name(std::string_view name) {
+  if (name == "none") return GeluApproximation::kNone;
+  if (name == "tanh") return GeluApproximation::kTanh;
+  throw Error(fmt::format("gelu: unknown approximation '{}' (expected none or tanh)", name));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+// ---------------------------------------------------------------------------------------------
+
+void relu_forward(ConstTensorView x, TensorView y) {
+  map_unary(x.data(), y.data(), y.numel(), [](float v) { return v > 0.0f ? v : 0.0f; });
+}
+
+void relu_backward(ConstTensorView grad_y, ConstTensorView x, TensorView grad_x) {
+  if (!present(grad_x)) return;
+  map_binary(grad_y.data(), x.data(), grad_x.data(), grad_x.numel(),
+             [](float g, float v) { return v > 0.0f ? g : 0.0f; });
+}
+
+void gelu_forward(ConstTensorView x, TensorView y, float mult, GeluApproximation approximation,
+                  float alpha) {
+  if (approximation == GeluApproximation::kTanh) {
+    map_unary(x.data(), y.data(), y.numel(), [=](float v) {
+      const float z = mult * v;
+      const float u = kSqrt2OverPi * (z + kGeluCubic * z * z * z);
+      return alpha * 0.5f * v * (1.0f + std::tanh(u));
+    });
+  } else {
+    map_unary(x.data(), y.data(), y.numel(),
+              [=](float v) { return alpha * v * normal_cdf(mult * v); });
+  }
+}
+
+void gelu_backward(ConstTensorView grad_y, ConstTensorView x, TensorView grad_x, float mult,
+                   GeluApproximation approximation, float beta) {
+  if (!present(grad_x)) return;
+  if (approximation == GeluApproximation::kTanh) {
+    map_binary(grad_y.data(), x.data(), grad_x.data(), grad_x.numel(), [=](float g, float v) {
+      const float z = mult * v;
+      const float t = std::tanh(kSqrt2OverPi * (z + kGeluCubic * z * z * z));
+      const float du_dx = kSqrt2OverPi * mult * (1.0f + 3.0f * kGeluCubic * z * z);
+      return beta * g * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du_dx);
+    });
+  } else {
+    map_binary(grad_y.data(), x.data(), grad_x.data(), grad_x.numel(), [=](float g, float v) {
+      const float z = mult * v;
+      return beta * g * (normal_cdf(z) + z * kInvSqrt2Pi * std::exp(-0.5f * z * z));
+    });
+  }
+}
+
+void silu_forward(ConstTensorView x, TensorView y, float mult, float alpha) {
+  map_unary(x.data(), y.data(), y.numel(), [=](float v) { return alpha * v * sigmoid(mult * v); });
+}
+
+void silu_backward(ConstTensorView grad_y, ConstTensorView x, TensorView grad_x, float mult,
+                   float beta) {
+  if (!present(grad_x)) return;
+  map_binary(grad_y.data(), x.data(), grad_x.data(), grad_x.numel(), [=](float g, float v) {
+    const float z = mult * v;
+    const float s = sigmoid(z);
+    return beta * g * s * (1.0f + z * (1.0f - s));
+  });
+}
+
+void silu_glu_forward(ConstTensorView x, ConstTensorView gate, TensorView y, float mult,
+                      float alpha) {
+  map_binary(x.data(), gate.data(), y.data(), y.numel(),
+             [=](float v, float gv) { return alpha * v * gv * sigmoid(mult * gv); });
+}
+
+void silu_glu_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView gate,
+                       TensorView grad_x, TensorView grad_gate, float mult, float beta_x,
+                       float beta_gate) {
+  const float* g = grad_y.data();
+  const float* xs = x.data();
+  const float* gates = gate.data();
+  float* dx = grad_x.data();
+  float* dgate = grad_gate.data();
+  const std::int64_t n = grad_y.numel();
+#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float z = mult * gates[i];
+    const float s = sigmoid(z);
+    if (dx != nullptr) dx[i] = beta_x * g[i] * gates[i] * s;
+    if (dgate != nullptr) dgate[i] = beta_gate * g[i] * xs[i] * s * (1.0f + z * (1.0f - s));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpDefs
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+std::vector<Shape> same_shape(std::span<const Shape* const> in, const Attributes&) {
+  return {*in[0]};
+}
+
+std::vector<Shape> infer_gelu(std::span<const Shape* const> in, const Attributes& attrs) {
+  detail::mult_of("gelu", attrs);
+  gelu_approximation_from_name(attrs.has("approximate") ? attrs.get_string("gelu", "approximate")
+                                                        : std::string("none"));
+  return {*in[0]};
+}
+
+std::vector<Shape> infer_silu(std::span<const Shape* const> in, const Attributes& attrs) {
+  detail::mult_of("silu", attrs);
+  return {*in[0]};
+}
+
+std::vector<Shape> infer_silu_glu(std::span<const Shape* const> in, const Attributes& attrs) {
+  detail::mult_of("silu_glu", attrs);
+  if (*in[0] != *in[1]) {
+    throw Error(fmt::format("silu_glu: x {} and gate {} must have the same shape",
+                            in[0]->to_string(), in[1]->to_string()));
+  }
+  return {*in[0]};
+}
+
+// The interpolation weights of the gelu/silu rules: a = 1/(1 + 1/(4m²)), a′ = 1/(1 + 1/m²).
+double gelu_weight(double mult) { return 1.0 / (1.0 + 1.0 / (4.0 * mult * mult)); }
+double silu_weight(double mult) { return 1.0 / (1.0 + 1.0 / (mult * mult)); }
+// α of gelu and silu: LI(a, 2, √(2/(1−1/π))).
+double gelu_alpha(double mult) {
+  return log_interpolate(gelu_weight(mult), 2.0, std::sqrt(2.0 / (1.0 - std::numbers::inv_pi)));
+}
+
+void unit_scale_gelu(std::span<const Shape* const>, Attributes& attrs) {
+  const double mult = detail::mult_of("gelu", attrs);
+  const std::vector<double> scales = detail::constrain(
+      "gelu", attrs,
+      {gelu_alpha(mult), log_interpolate(gelu_weight(mult), 2.0, std::numbers::sqrt2)});
+  attrs.set("alpha", scales[0]).set("beta_x", scales[1]);
+}
+
+void unit_scale_silu(std::span<const Shape* const>, Attributes& attrs) {
+  const double mult = detail::mult_of("silu", attrs);
+  const std::vector<double> scales = detail::constrain(
+      "silu", attrs,
+      {gelu_alpha(mult), log_interpolate(silu_weight(mult), 2.0, std::numbers::sqrt2)});
+  attrs.set("alpha", scales[0]).set("beta_x", scales[1]);
+}
+
+void unit_scale_silu_glu(std::span<const Shape* const>, Attributes& attrs) {
+  const double s =
+      log_interpolate(silu_weight(detail::mult_of("silu_glu", attrs)), 2.0, std::numbers::sqrt2);
+  attrs.set("alpha", s).set("beta_x", s).set("beta_gate", s);
+}
+
+float mult_attr(std::string_view op, const Attributes& attrs) {
+  return static_cast<float>(attrs.get_double(op, "mult", 1.0));
+}
+
+GeluApproximation approximation_attr(const Attributes& attrs) {
+  return attrs.has("approximate")
+             ? gelu_approximation_from_name(attrs.get_string("gelu", "approximate"))
+             : GeluApproximation::kNone;
+}
+
+void relu_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                 const Attributes&) {
+  relu_forward(in[0], out[0]);
+}
+// Backward inputs of the unary activations: x, y (absent), grad_y.
+void relu_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                          const Attributes&) {
+  relu_backward(in[2], in[0], out[0]);
+}
+
+void gelu_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                 const Attributes& attrs) {
+  gelu_forward(in[0], out[0], mult_attr("gelu", attrs), approximation_attr(attrs),
+               scale_of(attrs, "alpha"));
+}
+void gelu_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                          const Attributes& attrs) {
+  gelu_backward(in[2], in[0], out[0], mult_attr("gelu", attrs), approximation_attr(attrs),
+                scale_of(attrs, "beta_x"));
+}
+
+void silu_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                 const Attributes& attrs) {
+  silu_forward(in[0], out[0], mult_attr("silu", attrs), scale_of(attrs, "alpha"));
+}
+void silu_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                          const Attributes& attrs) {
+  silu_backward(in[2], in[0], out[0], mult_attr("silu", attrs), scale_of(attrs, "beta_x"));
+}
+
+void silu_glu_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                     const Attributes& attrs) {
+  silu_glu_forward(in[0], in[1], out[0], mult_attr("silu_glu", attrs), scale_of(attrs, "alpha"));
+}
+// Backward inputs: x, gate, y (absent), grad_y.
+void silu_glu_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                              const Attributes& attrs) {
+  silu_glu_backward(in[3], in[0], in[1], out[0], out[1], mult_attr("silu_glu", attrs),
+                    scale_of(attrs, "beta_x"), scale_of(attrs, "beta_gate"));
+}
+
+const OpDef kReluBackwardOp{
+    .name = "relu_backward",
+    .inputs = {"x?", "y?", "grad_y?"},
+    .output_count = 1,
+    .kernel = relu_backward_kernel,
+};
+const OpDef kGeluBackwardOp{
+    .name = "gelu_backward",
+    .inputs = {"x?", "y?", "grad_y?"},
+    .output_count = 1,
+    .kernel = gelu_backward_kernel,
+};
+const OpDef kSiluBackwardOp{
+    .name = "silu_backward",
+    .inputs = {"x?", "y?", "grad_y?"},
+    .output_count = 1,
+    .kernel = silu_backward_kernel,
+};
+const OpDef kSiluGluBackwardOp{
+    .name = "silu_glu_backward",
+    .inputs = {"x?", "gate?", "y?", "grad_y?"},
+    .output_count = 2,
+    .kernel = silu_glu_backward_kernel,
+};
+
+}  // namespace
+
+const OpDef kReluOp{
+    .name = "relu",
+    .inputs = {"x"},
+    .infer_shapes = same_shape,
+    .kernel = relu_kernel,
+    .backward = &kReluBackwardOp,
+    .backward_reads = 0b01,
+};
+
+const OpDef kGeluOp{
+    .name = "gelu",
+    .inputs = {"x"},
+    .infer_shapes = infer_gelu,
+    .unit_scale = unit_scale_gelu,
+    .kernel = gelu_kernel,
+    .backward = &kGeluBackwardOp,
+    .backward_reads = 0b01,
+};
+
+const OpDef kSiluOp{
+    .name = "silu",
+    .inputs = {"x"},
+    .infer_shapes = infer_silu,
+    .unit_scale = unit_scale_silu,
+    .kernel = silu_kernel,
+    .backward = &kSiluBackwardOp,
+    .backward_reads = 0b01,
+};
+
+const OpDef kSiluGluOp{
+    .name = "silu_glu",
+    .inputs = {"x", "gate"},
+    .infer_shapes = infer_silu_glu,
+    .unit_scale = unit_scale_silu_glu,
+    .kernel = silu_glu_kernel,
+    .backward = &kSiluGluBackwardOp,
+    .backward_reads = 0b011,
+};
+
+}  // namespace unitscale

@@ -1,0 +1,118 @@
+#include "unitscale/ops/softmax.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "ops/pointwise_common.hpp"
+#include "unitscale/error.hpp"
+
+namespace unitscale {
+
+void softmax_forward(ConstTensorView x, TensorView y, float mult, float alpha) {
+  const std::int64_t rows = y.shape().outer(), n = y.shape().inner();
+  if (n == 0) return;
+  const float* in = x.data();
+  float* out = y.data();
+#pragma omp parallel for schedule(static) if (y.numel() > detail::kParallelThreshold)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* xr = in + r * n;
+    float* yr = out + r * n;
+    float max_logit = -std::numeric_limits<float>::infinity();
+    for (std::int64_t j = 0; j < n; ++j) max_logit = std::max(max_logit, mult * xr[j]);
+    double sum = 0;
+    for (std::int64_t j = 0; j < n; ++j) {
+      yr[j] = std::exp(mult * xr[j] - max_logit);
+      sum += yr[j];
+    }
+    const auto factor = static_cast<float>(alpha / sum);
+    for (std::int64_t j = 0; j < n; ++j) yr[j] *= factor;
+  }
+}
+
+void softmax_backward(ConstTensorView grad_y, ConstTensorView y, TensorView grad_x, float mult,
+                      float alpha, float beta) {
+  if (!present(grad_x)) return;
+  const std::int64_t rows = grad_x.shape().outer(), n = grad_x.shape().inner();
+  if (n == 0) return;
+  const float* g = grad_y.data();
+  const float* out = y.data();
+  float* dx = grad_x.data();
+  // dx = β·m·s⊙(g − Σ s·g) with s = y/α.
+  const float factor = beta * mult / alpha;
+#pragma omp parallel for schedule(static) if (grad_x.numel() > detail::kParallelThreshold)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* gr = g + r * n;
+    const float* yr = out + r * n;
+    float* dxr = dx + r * n;
+    double dot = 0;
+    for (std::int64_t j = 0; j < n; ++j) dot += static_cast<double>(yr[j]) * gr[j];
+    const auto mean_g = static_cast<float>(dot / alpha);
+    for (std::int64_t j = 0; j < n; ++j) dxr[j] = factor * yr[j] * (gr[j] - mean_g);
+  }
+}
+
+namespace {
+
+void check_rank(const Shape& x) {
+  if (x.rank() < 1 || x.inner() == 0) {
+    throw Error(fmt::format("softmax: x {} must have rank >= 1 and a non-empty last dimension",
+                            x.to_string()));
+  }
+}
+
+std::vector<Shape> infer_softmax(std::span<const Shape* const> in, const Attributes& attrs) {
+  check_rank(*in[0]);
+  detail::mult_of("softmax", attrs);
+  return {*in[0]};
+}
+
+void unit_scale_softmax(std::span<const Shape* const> in, Attributes& attrs) {
+  check_rank(*in[0]);
+  const double mult = detail::mult_of("softmax", attrs);
+  const auto n = static_cast<double>(in[0]->inner());
+  const double a = 1.0 / (1.0 + 4.0 / (mult * mult));
+  const std::vector<double> scales = detail::constrain(
+      "softmax", attrs,
+      {log_interpolate(a, n, std::sqrt(n)), log_interpolate(a, n / mult, std::sqrt(n / mult))});
+  attrs.set("alpha", scales[0]).set("beta_x", scales[1]);
+}
+
+float mult_attr(const Attributes& attrs) {
+  return static_cast<float>(attrs.get_double("softmax", "mult", 1.0));
+}
+
+void softmax_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                    const Attributes& attrs) {
+  softmax_forward(in[0], out[0], mult_attr(attrs), scale_of(attrs, "alpha"));
+}
+
+// Backward inputs: x (absent), y, grad_y.
+void softmax_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                             const Attributes& attrs) {
+  softmax_backward(in[2], in[1], out[0], mult_attr(attrs), scale_of(attrs, "alpha"),
+                   scale_of(attrs, "beta_x"));
+}
+
+const OpDef kSoftmaxBackwardOp{
+    .name = "softmax_backward",
+    .inputs = {"x?", "y?", "grad_y?"},
+    .output_count = 1,
+    .kernel = softmax_backward_kernel,
+};
+
+}  // namespace
+
+const OpDef kSoftmaxOp{
+    .name = "softmax",
+    .inputs = {"x"},
+    .infer_shapes = infer_softmax,
+    .unit_scale = unit_scale_softmax,
+    .kernel = softmax_kernel,
+    .backward = &kSoftmaxBackwardOp,
+    .backward_reads = 0b10,
+};
+
+}  // namespace unitscale
