@@ -85,7 +85,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(LinearTarget{"to_output_scale", 1.0, 2.0, 1.0}, LinearTarget{"none", 1.0, 1.0, 1.0},
                       LinearTarget{"gmean", std::pow(0.25, 0.25), std::sqrt(2.0), 1.0},
                       LinearTarget{"to_grad_input_scale", 0.5, 1.0, 1.0}),
-    [](const auto& info) { return info.param.constraint; });
+    [](const auto& test) { return test.param.constraint; });
 
 TEST(LinearStatistics, ReadoutOutputIsInverseSqrtFanIn) {
   std::mt19937 rng(4);
