@@ -44,6 +44,7 @@ struct SupportedLevels {
 
 const SupportedLevels& supported_levels() {
   static const SupportedLevels supported = [] {
+    __builtin_cpu_init();  // needed if this first runs from another static initialiser
     SupportedLevels s;
     s.levels[s.count++] = SimdLevel::kScalar;
     s.levels[s.count++] = SimdLevel::kGeneric;
@@ -215,6 +216,12 @@ bulk::DecodeParams decode_params(const FormatSpec& f, float scale) {
   d.field0_implicit_bit = f.has_subnormals() ? 0 : std::uint32_t{1} << m;
   d.field0_exponent = (f.has_subnormals() ? 1 : 0) - f.bias - m;
   d.field0_subnormal_shift = static_cast<std::uint32_t>(std::clamp(d.field0_exponent + 149, 0, 31));
+  if (f.has_subnormals() && f.bias == 127) {
+    d.field0 = bulk::Field0::kLikeTheRest;
+  } else {
+    // The smallest non-zero field-0 value is 2^field0_exponent.
+    d.field0 = d.field0_exponent >= -126 ? bulk::Field0::kFp32Normal : bulk::Field0::kGeneral;
+  }
   const std::uint32_t all_bits = ~std::uint32_t{0};  // the reference compares whole codes
   switch (f.non_finite) {
     case NonFiniteEncoding::kIeee:

@@ -57,7 +57,7 @@ struct EncodeParams {
   bool zero_is_unsigned = false;
 
   // Special results, indexed by kPositive / kNegative (spec/formats.md §4.1).
-  std::uint32_t zero_code[2] = {};      // ±0 input
+  std::uint32_t zero_code[2] = {};      // ±0 input under kUp / kDown, which would move it
   std::uint32_t overflow_code[2] = {};  // finite overflow under Overflow::kNonFinite
   std::uint32_t infinity_code[2] = {};  // ±Inf input under Overflow::kNonFinite
   std::uint32_t nan_code[2] = {};
@@ -70,7 +70,14 @@ struct EncodeParams {
   std::uint32_t random_bit_count = 0;
 };
 
-// Code -> FP32, by bit manipulation (used for 16-bit formats and by fake_quantize).
+// How the codes with exponent field 0 (zero, subnormals, or E8M0's lowest binade) decode.
+enum class Field0 : std::uint8_t {
+  kLikeTheRest,  // bias 127 with subnormals (BF16): the other codes' formula gives FP32 subnormals
+  kFp32Normal,   // every non-zero such value is an FP32 normal (FP16, FP8 but E8M0, FP6, FP4)
+  kGeneral,      // some are FP32 subnormals
+};
+
+// Code -> FP32 by bit manipulation: 16-bit codes, fake_quantize, and the table for 8-bit codes.
 struct DecodeParams {
   std::uint32_t magnitude_mask = 0;
   std::uint32_t sign_mask = 0;
@@ -82,6 +89,7 @@ struct DecodeParams {
   // Codes below field0_limit (1 << M) have exponent field 0. Their value is n · 2^field0_exponent
   // with n = magnitude | field0_implicit_bit (the implicit bit exists only in formats without
   // subnormals); it may be an FP32 subnormal, whose bits are n << field0_subnormal_shift.
+  Field0 field0 = Field0::kGeneral;
   std::uint32_t field0_limit = 0;
   std::uint32_t field0_implicit_bit = 0;
   std::int32_t field0_exponent = 0;

@@ -195,7 +195,8 @@ UNITSCALE_BULK_INLINE U32 encode_lanes(const EncodeParams& p, U32 bits, U32 rand
   const I32 biased_exponent = extended >> kMantissaBits;
 
   const I32 target_normal = extended >= p.min_normal_bits;
-  const U32 packed = as_u32(extended + p.exponent_rebias);
+  // Unsigned: the sum wraps harmlessly in lanes that do not use it.
+  const U32 packed = as_u32(extended) + static_cast<std::uint32_t>(p.exponent_rebias);
   const U32 significand =
       ((as_u32(extended) & kFractionMask) | kImplicitBit) & p.subnormal_significand_mask;
   const U32 m = target_normal ? packed : significand;
@@ -228,13 +229,20 @@ UNITSCALE_BULK_INLINE U32 decode_lanes(const DecodeParams& d, U32 code) {
 
   // Exponent field 0: n · 2^k, built from the exact float(n) by an exponent add when the result
   // is an FP32 normal, else directly as FP32 subnormal bits.
-  const U32 n = magnitude | d.field0_implicit_bit;
-  const I32 n_bits = as_i32(__builtin_convertvector(as_i32(n), F32));
-  const I32 fp32_normal = ((n_bits >> kMantissaBits) + d.field0_exponent >= 1) & (n_bits != 0);
-  const U32 field0 = fp32_normal ? as_u32(n_bits + (d.field0_exponent << kMantissaBits))
-                                 : n << d.field0_subnormal_shift;
+  U32 value = nonzero_field;
+  if (d.field0 != Field0::kLikeTheRest) {
+    const U32 n = magnitude | d.field0_implicit_bit;
+    const I32 n_bits = as_i32(__builtin_convertvector(as_i32(n), F32));
+    const U32 scaled = as_u32(n_bits + (d.field0_exponent << kMantissaBits));
+    U32 field0 = scaled & as_u32(n_bits != 0);
+    if (d.field0 == Field0::kGeneral) {
+      const I32 fp32_normal = (n_bits >> kMantissaBits) + d.field0_exponent >= 1;
+      field0 = fp32_normal ? field0 : n << d.field0_subnormal_shift;
+    }
+    value = magnitude < d.field0_limit ? field0 : value;
+  }
 
-  U32 result = (magnitude < d.field0_limit ? field0 : nonzero_field) | sign;
+  U32 result = value | sign;
   result = magnitude == d.infinity_magnitude ? (sign | kInfinityBits) : result;
   const I32 is_nan = ((code & d.nan_test_mask) - d.nan_low) <= d.nan_span;
   return is_nan ? (sign & d.nan_sign_mask) | kQuietNanBits : result;

@@ -7,9 +7,11 @@
 //
 // Semantics: element i is stored as convert<T>(x[i] / scale) with the given policies, computed in
 // float (x / scale is one correctly rounded FP32 division, exact when scale is a power of two, so
-// power-of-two scales round exactly once). Results are bit-identical to the scalar convert<>() for
-// every input, on every instruction set (scalar, AVX2, AVX-512, chosen at run time), and
-// independent of the thread count. Large spans are split over the OpenMP threads.
+// power-of-two scales round exactly once; scale 1 does no FP32 arithmetic at all, so results do
+// not change when denormals are flushed). Results are bit-identical to the scalar convert<>() for
+// every input, on every instruction set (scalar, generic SSE2, AVX2, AVX-512, chosen at run time;
+// see detail/simd_level.hpp), and independent of the thread count. Spans above 64K elements are
+// split over the OpenMP threads.
 //
 // Training quantisers default to round-to-nearest-even with saturation (spec/formats.md §4).
 
@@ -32,7 +34,8 @@ struct Quantization {
   int random_bit_count = 0;
 };
 
-// max |x| over the span; NaN if any element is NaN. 0 for an empty span.
+// max |x| over the span: +0 for an empty span, and the canonical quiet NaN (bits 0x7FC00000) if
+// any element is NaN. Exact: computed on the bit patterns, whatever the FTZ/DAZ modes.
 float amax(std::span<const float> x);
 
 namespace detail {
@@ -53,7 +56,7 @@ float encode(std::span<const float> in, std::span<T> out, const Quantization& q 
 }
 
 // out[i] = float(in[i]) · scale, one FP32 multiplication (exact for power-of-two scales unless it
-// under- or overflows FP32).
+// under- or overflows FP32; none for scale 1).
 template <LowPrecisionFloat T>
 void decode(std::span<const T> in, std::span<float> out, float scale = 1.0f) {
   static_assert(sizeof(T) == sizeof(typename FormatTraits<T>::Bits));
