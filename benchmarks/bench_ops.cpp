@@ -21,10 +21,14 @@
 // (Eigen does not thread coefficient-wise expressions itself), Eigen's own threading for GEMMs,
 // fp32 throughout (the unitscale kernels accumulate some statistics in double), and Eigen's
 // vectorised exp/tanh/erf/logistic. Dropout's baseline applies a mask already in memory (the
-// unitscale kernel regenerates it from a counter-based hash), i.e. it is a lower bound.
+// unitscale kernel regenerates it from a counter-based hash), i.e. it is a lower bound. Eigen 3.4's
+// select() is a branchy scalar loop, so the relu-backward and where baselines are slow on random
+// data; the unitscale rows beating them says little.
 //
 // Every benchmark uses real time (the kernels run OpenMP threads) and MinTime(kMinTime), so the
-// default run stays well under two minutes.
+// default run stays well under two minutes. On a shared machine a busy core stalls every
+// two-thread parallel region for up to a scheduler time slice; OMP_NUM_THREADS=1 then gives the
+// steadier per-core comparison.
 
 #include <benchmark/benchmark.h>
 #include <omp.h>
