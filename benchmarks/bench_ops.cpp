@@ -189,7 +189,7 @@ void run_fwd_bwd(benchmark::State& state, Forward&& fwd, Backward&& bwd) {
 // Calls an OpDef's kernel (for ops whose kernels are only reachable through their OpDef).
 void call_kernel(const OpDef& op, std::vector<ConstTensorView> in, std::vector<TensorView> out,
                  const Attributes& attrs = {}) {
-  op.kernel(in, out, attrs);
+  op.kernel(in, out, attrs, KernelContext{});
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ void hardtanh_unit_scale(std::span<const us::Shape* const>, us::Attributes& attr
 }
 
 void hardtanh_kernel(std::span<const us::ConstTensorView> in, std::span<const us::TensorView> out,
-                     const us::Attributes& attrs) {
+                     const us::Attributes& attrs, const us::KernelContext&) {
   const float bound = static_cast<float>(1 / attrs.get_double("hardtanh", "mult"));
   const float alpha = us::scale_of(attrs, "alpha");
   out[0].vector() = alpha * in[0].vector().cwiseMax(-bound).cwiseMin(bound);
@@ -81,7 +81,7 @@ void hardtanh_kernel(std::span<const us::ConstTensorView> in, std::span<const us
 
 // Backward inputs: (x, y, grad_y); output: grad_x.
 void hardtanh_backward_kernel(std::span<const us::ConstTensorView> in,
-                              std::span<const us::TensorView> out, const us::Attributes& attrs) {
+                              std::span<const us::TensorView> out, const us::Attributes& attrs, const us::KernelContext&) {
   const float bound = static_cast<float>(1 / attrs.get_double("hardtanh", "mult"));
   const float beta = us::scale_of(attrs, "beta_x");
   out[0].vector() = (in[0].vector().array().abs() < bound).select(beta * in[2].vector().array(), 0.0f);

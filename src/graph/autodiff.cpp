@@ -12,7 +12,7 @@ std::vector<Shape> same_shape_as_first(std::span<const Shape* const> inputs, con
 }
 
 void accumulate_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                       const Attributes&) {
+                       const Attributes&, const KernelContext&) {
   out[0].vector() = in[0].vector() + in[1].vector();
 }
 

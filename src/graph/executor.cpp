@@ -181,7 +181,11 @@ void Executor::run() {
     }
     views_ready_ = true;
   }
-  for (const Step& step : steps_) step.node->op->kernel(step.inputs, step.outputs, step.node->attrs);
+  const KernelContext context{.step = step_};
+  for (const Step& step : steps_) {
+    step.node->op->kernel(step.inputs, step.outputs, step.node->attrs, context);
+  }
+  ++step_;
 }
 
 ConstTensorView Executor::get(Value v) const {

@@ -206,42 +206,42 @@ GeluApproximation approximation_attr(const Attributes& attrs) {
 }
 
 void relu_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                 const Attributes&) {
+                 const Attributes&, const KernelContext&) {
   relu_forward(in[0], out[0]);
 }
 // Backward inputs of the unary activations: x, y (absent), grad_y.
 void relu_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                          const Attributes&) {
+                          const Attributes&, const KernelContext&) {
   relu_backward(in[2], in[0], out[0]);
 }
 
 void gelu_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                 const Attributes& attrs) {
+                 const Attributes& attrs, const KernelContext&) {
   gelu_forward(in[0], out[0], mult_attr("gelu", attrs), approximation_attr(attrs),
                scale_of(attrs, "alpha"));
 }
 void gelu_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                          const Attributes& attrs) {
+                          const Attributes& attrs, const KernelContext&) {
   gelu_backward(in[2], in[0], out[0], mult_attr("gelu", attrs), approximation_attr(attrs),
                 scale_of(attrs, "beta_x"));
 }
 
 void silu_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                 const Attributes& attrs) {
+                 const Attributes& attrs, const KernelContext&) {
   silu_forward(in[0], out[0], mult_attr("silu", attrs), scale_of(attrs, "alpha"));
 }
 void silu_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                          const Attributes& attrs) {
+                          const Attributes& attrs, const KernelContext&) {
   silu_backward(in[2], in[0], out[0], mult_attr("silu", attrs), scale_of(attrs, "beta_x"));
 }
 
 void silu_glu_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                     const Attributes& attrs) {
+                     const Attributes& attrs, const KernelContext&) {
   silu_glu_forward(in[0], in[1], out[0], mult_attr("silu_glu", attrs), scale_of(attrs, "alpha"));
 }
 // Backward inputs: x, gate, y (absent), grad_y.
 void silu_glu_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                              const Attributes& attrs) {
+                              const Attributes& attrs, const KernelContext&) {
   silu_glu_backward(in[3], in[0], in[1], out[0], out[1], mult_attr("silu_glu", attrs),
                     scale_of(attrs, "beta_x"), scale_of(attrs, "beta_gate"));
 }

@@ -133,15 +133,25 @@ void unit_scale_attention(std::span<const Shape* const> in, Attributes& attrs) {
   attrs.set("alpha", sigma).set("beta_q", sigma).set("beta_k", sigma).set("beta_v", sigma);
 }
 
+// The node's config with its dropout seed advanced to the executor's step, as the dropout op does.
+AttentionConfig config_at_step(const Attributes& attrs, const KernelContext& context) {
+  AttentionConfig config = config_of(attrs);
+  config.seed = dropout_seed_at_step(config.seed, context.step);
+  return config;
+}
+
 void attention_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                      const Attributes& attrs) {
-  attention_forward(in[0], in[1], in[2], out[0], config_of(attrs), scale_of(attrs, "alpha"));
+                      const Attributes& attrs, const KernelContext& context) {
+  attention_forward(in[0], in[1], in[2], out[0], config_at_step(attrs, context),
+                    scale_of(attrs, "alpha"));
 }
 
 // Backward inputs: q, k, v, y (absent), grad_y.
 void attention_backward_kernel(std::span<const ConstTensorView> in,
-                               std::span<const TensorView> out, const Attributes& attrs) {
-  attention_backward(in[4], in[0], in[1], in[2], out[0], out[1], out[2], config_of(attrs),
+                               std::span<const TensorView> out, const Attributes& attrs,
+                               const KernelContext& context) {
+  attention_backward(in[4], in[0], in[1], in[2], out[0], out[1], out[2],
+                     config_at_step(attrs, context),
                      scale_of(attrs, "beta_q"), scale_of(attrs, "beta_k"),
                      scale_of(attrs, "beta_v"));
 }

@@ -60,6 +60,10 @@ DropoutMode dropout_mode_from_name(std::string_view name) {
   throw Error(fmt::format("dropout: unknown mode '{}' (expected training or eval)", name));
 }
 
+std::uint64_t dropout_seed_at_step(std::uint64_t seed, std::uint64_t step) {
+  return step == 0 ? seed : splitmix64(seed ^ splitmix64(step ^ 0xD1B54A32D192ED03ull));
+}
+
 bool dropout_keeps(std::uint64_t seed, std::int64_t index, double p) {
   return random_bits(key_of(seed), static_cast<std::uint64_t>(index)) >= drop_threshold(p);
 }
@@ -103,6 +107,10 @@ std::uint64_t seed_of(const Attributes& attrs) {
   return static_cast<std::uint64_t>(attrs.get_int("dropout", "seed", 0));
 }
 
+std::uint64_t seed_of(const Attributes& attrs, const KernelContext& context) {
+  return dropout_seed_at_step(seed_of(attrs), context.step);
+}
+
 std::vector<Shape> infer_dropout(std::span<const Shape* const> in, const Attributes& attrs) {
   p_of(attrs);
   mode_of(attrs);
@@ -116,15 +124,15 @@ void unit_scale_dropout(std::span<const Shape* const>, Attributes& attrs) {
 }
 
 void dropout_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                    const Attributes& attrs) {
-  dropout_forward(in[0], out[0], p_of(attrs), seed_of(attrs), mode_of(attrs),
+                    const Attributes& attrs, const KernelContext& context) {
+  dropout_forward(in[0], out[0], p_of(attrs), seed_of(attrs, context), mode_of(attrs),
                   scale_of(attrs, "alpha"));
 }
 
 // Backward inputs: x (absent), y (absent), grad_y; the mask is recomputed from the seed.
 void dropout_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                             const Attributes& attrs) {
-  dropout_backward(in[2], out[0], p_of(attrs), seed_of(attrs), mode_of(attrs),
+                             const Attributes& attrs, const KernelContext& context) {
+  dropout_backward(in[2], out[0], p_of(attrs), seed_of(attrs, context), mode_of(attrs),
                    scale_of(attrs, "beta_x"));
 }
 

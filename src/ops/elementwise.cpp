@@ -386,24 +386,24 @@ void unit_scale_add(std::span<const Shape* const> in, Attributes& attrs) {
 }
 
 void add_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                const Attributes& attrs) {
+                const Attributes& attrs, const KernelContext&) {
   add_forward(in[0], in[1], out[0], scale_of(attrs, "alpha"));
 }
 
 // Backward inputs: a, b, out (all absent: only shapes matter), grad_out.
 void add_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                         const Attributes& attrs) {
+                         const Attributes& attrs, const KernelContext&) {
   add_backward(in[3], out[0], out[1], scale_of(attrs, "beta_a"), scale_of(attrs, "beta_b"));
 }
 
 void mul_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                const Attributes&) {
+                const Attributes&, const KernelContext&) {
   mul_forward(in[0], in[1], out[0]);
 }
 
 // Backward inputs: a, b, out (absent), grad_out.
 void mul_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                         const Attributes&) {
+                         const Attributes&, const KernelContext&) {
   mul_backward(in[3], in[0], in[1], out[0], out[1]);
 }
 
@@ -419,13 +419,13 @@ std::vector<Shape> infer_scale(std::span<const Shape* const> in, const Attribute
 }
 
 void scale_forward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                          const Attributes& attrs) {
+                          const Attributes& attrs, const KernelContext&) {
   scale_kernel(in[0], out[0], scale_of(attrs, "alpha"));
 }
 
 // Backward inputs: x (absent), y (absent), grad_y.
 void scale_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                           const Attributes& attrs) {
+                           const Attributes& attrs, const KernelContext&) {
   if (present(out[0])) scale_kernel(in[2], out[0], scale_of(attrs, "beta_x"));
 }
 

@@ -56,7 +56,7 @@ void unit_scale_embedding(std::span<const Shape* const> in, Attributes& attrs) {
 }
 
 void embedding_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                      const Attributes& attrs) {
+                      const Attributes& attrs, const KernelContext&) {
   embedding_forward(in[0], in[1], out[0], scale_of(attrs, "alpha"));
 }
 
@@ -64,7 +64,7 @@ void embedding_kernel(std::span<const ConstTensorView> in, std::span<const Tenso
 // are not differentiable; if a caller still asks for their gradient it is zero (which is also
 // the derivative of the piecewise-constant lookup almost everywhere) rather than left unwritten.
 void embedding_backward_kernel(std::span<const ConstTensorView> in,
-                               std::span<const TensorView> out, const Attributes& attrs) {
+                               std::span<const TensorView> out, const Attributes& attrs, const KernelContext&) {
   if (present(out[0])) out[0].vector().setZero();
   if (!present(out[1])) return;
   embedding_backward(in[3], in[0], out[1], scale_of(attrs, "beta_table"));

@@ -64,13 +64,13 @@ void unit_scale_linear(std::span<const Shape* const> in, Attributes& attrs) {
 }
 
 void linear_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                   const Attributes& attrs) {
+                   const Attributes& attrs, const KernelContext&) {
   linear_forward(in[0], in[1], in[2], out[0], scale_of(attrs, "alpha"));
 }
 
 // Backward inputs: x, weight, bias (absent), y (absent), grad_y.
 void linear_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                            const Attributes& attrs) {
+                            const Attributes& attrs, const KernelContext&) {
   linear_backward(in[4], in[0], in[1], out[0], out[1], out[2], scale_of(attrs, "beta_x"),
                   scale_of(attrs, "beta_weight"), scale_of(attrs, "beta_bias"));
 }

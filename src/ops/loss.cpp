@@ -233,14 +233,14 @@ void unit_scale_cross_entropy(std::span<const Shape* const> in, Attributes& attr
 }
 
 void cross_entropy_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                          const Attributes& attrs) {
+                          const Attributes& attrs, const KernelContext&) {
   const CrossEntropyAttrs a = cross_entropy_attrs(attrs);
   out[0].data()[0] = cross_entropy_forward(in[0], in[1], a.mult, a.reduction, a.ignore_index);
 }
 
 // Backward inputs: logits, labels, loss (absent), grad_loss. Outputs: grad_logits, grad_labels.
 void cross_entropy_backward_kernel(std::span<const ConstTensorView> in,
-                                   std::span<const TensorView> out, const Attributes& attrs) {
+                                   std::span<const TensorView> out, const Attributes& attrs, const KernelContext&) {
   const CrossEntropyAttrs a = cross_entropy_attrs(attrs);
   if (present(out[0])) {
     cross_entropy_backward(in[0], in[1], in[3].data()[0], out[0], a.mult, a.reduction,
@@ -268,13 +268,13 @@ void unit_scale_mse_loss(std::span<const Shape* const>, Attributes& attrs) {
 }
 
 void mse_loss_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                     const Attributes& attrs) {
+                     const Attributes& attrs, const KernelContext&) {
   out[0].data()[0] = mse_loss_forward(in[0], in[1], mse_reduction(attrs));
 }
 
 // Backward inputs: a, b, loss (absent), grad_loss. Outputs: grad_a, grad_b.
 void mse_loss_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                              const Attributes& attrs) {
+                              const Attributes& attrs, const KernelContext&) {
   mse_loss_backward(in[0], in[1], in[3].data()[0], out[0], out[1], mse_reduction(attrs),
                     gradient_of(attrs, kMseLoss), scale_of(attrs, "beta_a"),
                     scale_of(attrs, "beta_b"));

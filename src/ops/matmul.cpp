@@ -249,13 +249,13 @@ void unit_scale_matmul(std::span<const Shape* const> in, Attributes& attrs) {
 }
 
 void matmul_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                   const Attributes& attrs) {
+                   const Attributes& attrs, const KernelContext&) {
   matmul_forward(in[0], in[1], out[0], scale_of(attrs, "alpha"));
 }
 
 // Backward inputs: left, right, out (absent), grad_out.
 void matmul_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                            const Attributes& attrs) {
+                            const Attributes& attrs, const KernelContext&) {
   matmul_backward(in[3], in[0], in[1], out[0], out[1], scale_of(attrs, "beta_left"),
                   scale_of(attrs, "beta_right"));
 }

@@ -174,27 +174,27 @@ void unit_scale_norm(std::span<const Shape* const> in, Attributes& attrs) {
 // ---- kernels -------------------------------------------------------------------------------
 
 void layer_norm_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                       const Attributes& attrs) {
+                       const Attributes& attrs, const KernelContext&) {
   layer_norm_forward(in[0], in[1], in[2], out[0], eps_of("layer_norm", attrs),
                      scale_of(attrs, "alpha"));
 }
 
 // Backward inputs: x, weight, bias (absent), y (absent), grad_y.
 void layer_norm_backward_kernel(std::span<const ConstTensorView> in,
-                                std::span<const TensorView> out, const Attributes& attrs) {
+                                std::span<const TensorView> out, const Attributes& attrs, const KernelContext&) {
   layer_norm_backward(in[4], in[0], in[1], out[0], out[1], out[2], eps_of("layer_norm", attrs),
                       scale_of(attrs, "beta_x"), scale_of(attrs, "beta_weight"),
                       scale_of(attrs, "beta_bias"));
 }
 
 void rms_norm_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                     const Attributes& attrs) {
+                     const Attributes& attrs, const KernelContext&) {
   rms_norm_forward(in[0], in[1], out[0], eps_of("rms_norm", attrs), scale_of(attrs, "alpha"));
 }
 
 // Backward inputs: x, weight, y (absent), grad_y.
 void rms_norm_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                              const Attributes& attrs) {
+                              const Attributes& attrs, const KernelContext&) {
   rms_norm_backward(in[3], in[0], in[1], out[0], out[1], eps_of("rms_norm", attrs),
                     scale_of(attrs, "beta_x"), scale_of(attrs, "beta_weight"));
 }

@@ -384,13 +384,13 @@ std::vector<Shape> infer_reshape(std::span<const Shape* const> in, const Attribu
 }
 
 void reshape_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                    const Attributes&) {
+                    const Attributes&, const KernelContext&) {
   copy_floats(in[0].data(), out[0].data(), in[0].numel());
 }
 
 // Backward inputs: x (absent), y (absent), grad_y.
 void reshape_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                             const Attributes&) {
+                             const Attributes&, const KernelContext&) {
   if (present(out[0])) copy_floats(in[2].data(), out[0].data(), in[2].numel());
 }
 
@@ -409,14 +409,14 @@ std::vector<Shape> infer_transpose(std::span<const Shape* const> in, const Attri
 }
 
 void transpose_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                      const Attributes& attrs) {
+                      const Attributes& attrs, const KernelContext&) {
   const auto [dim0, dim1] = transpose_dims(attrs, in[0].shape());
   transpose_copy(in[0], out[0], dim0, dim1);
 }
 
 // Backward inputs: x (absent), y (absent), grad_y.
 void transpose_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                               const Attributes& attrs) {
+                               const Attributes& attrs, const KernelContext&) {
   if (!present(out[0])) return;
   const auto [dim0, dim1] = transpose_dims(attrs, in[2].shape());
   transpose_copy(in[2], out[0], dim0, dim1);
@@ -453,14 +453,14 @@ std::vector<Shape> infer_slice(std::span<const Shape* const> in, const Attribute
 }
 
 void slice_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                  const Attributes& attrs) {
+                  const Attributes& attrs, const KernelContext&) {
   const SliceRange range = slice_range(attrs, in[0].shape());
   slice_forward(in[0], out[0], range.axis, range.start);
 }
 
 // Backward inputs: x (absent), y (absent), grad_y; grad_x has x's shape.
 void slice_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                           const Attributes& attrs) {
+                           const Attributes& attrs, const KernelContext&) {
   if (!present(out[0])) return;
   const SliceRange range = slice_range(attrs, out[0].shape());
   slice_backward(in[2], out[0], range.axis, range.start);
@@ -490,13 +490,13 @@ std::vector<Shape> infer_concat(std::span<const Shape* const> in, const Attribut
 }
 
 void concat_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                   const Attributes& attrs) {
+                   const Attributes& attrs, const KernelContext&) {
   concat_forward(in[0], in[1], out[0], concat_axis(attrs, in[0].shape()));
 }
 
 // Backward inputs: a (absent), b (absent), y (absent), grad_y.
 void concat_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                            const Attributes& attrs) {
+                            const Attributes& attrs, const KernelContext&) {
   if (!present(out[0]) && !present(out[1])) return;
   concat_backward(in[3], out[0], out[1], concat_axis(attrs, in[3].shape()));
 }
@@ -546,13 +546,13 @@ std::vector<Shape> infer_mean(std::span<const Shape* const> in, const Attributes
 }
 
 void sum_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                const Attributes& attrs) {
+                const Attributes& attrs, const KernelContext&) {
   sum_forward(in[0], out[0], reduced_axes(attrs, in[0].shape(), "sum"), 1.0);
 }
 
 // mean of an empty set is 0 · (1/0) = NaN, as in NumPy.
 void mean_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                 const Attributes& attrs) {
+                 const Attributes& attrs, const KernelContext&) {
   const std::vector<bool> reduced = reduced_axes(attrs, in[0].shape(), "mean");
   sum_forward(in[0], out[0], reduced,
               1.0 / static_cast<double>(reduced_count(in[0].shape(), reduced)));
@@ -560,13 +560,13 @@ void mean_kernel(std::span<const ConstTensorView> in, std::span<const TensorView
 
 // Backward inputs: x (absent), y (absent), grad_y; grad_x has x's shape.
 void sum_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                         const Attributes& attrs) {
+                         const Attributes& attrs, const KernelContext&) {
   if (!present(out[0])) return;
   sum_backward(in[2], out[0], reduced_axes(attrs, out[0].shape(), "sum"), 1.0);
 }
 
 void mean_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                          const Attributes& attrs) {
+                          const Attributes& attrs, const KernelContext&) {
   if (!present(out[0])) return;
   const std::vector<bool> reduced = reduced_axes(attrs, out[0].shape(), "mean");
   sum_backward(in[2], out[0], reduced,
@@ -588,13 +588,13 @@ std::vector<Shape> infer_max(std::span<const Shape* const> in, const Attributes&
 }
 
 void max_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                const Attributes& attrs) {
+                const Attributes& attrs, const KernelContext&) {
   max_forward(in[0], out[0], axis_attr(attrs, "max", "axis", in[0].shape()));
 }
 
 // Backward inputs: x, y (absent), grad_y.
 void max_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                         const Attributes& attrs) {
+                         const Attributes& attrs, const KernelContext&) {
   if (!present(out[0])) return;
   max_backward(in[0], in[2], out[0], axis_attr(attrs, "max", "axis", in[0].shape()));
 }
@@ -602,33 +602,33 @@ void max_backward_kernel(std::span<const ConstTensorView> in, std::span<const Te
 // --- exp, log, sqrt --------------------------------------------------------------------------
 
 void exp_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                const Attributes&) {
+                const Attributes&, const KernelContext&) {
   map_unary(in[0].data(), out[0].data(), in[0].numel(), [](float v) { return std::exp(v); });
 }
 void log_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                const Attributes&) {
+                const Attributes&, const KernelContext&) {
   map_unary(in[0].data(), out[0].data(), in[0].numel(), [](float v) { return std::log(v); });
 }
 void sqrt_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                 const Attributes&) {
+                 const Attributes&, const KernelContext&) {
   map_unary(in[0].data(), out[0].data(), in[0].numel(), [](float v) { return std::sqrt(v); });
 }
 
 // Backward inputs: x, y, grad_y (exp and sqrt read y, log reads x).
 void exp_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                         const Attributes&) {
+                         const Attributes&, const KernelContext&) {
   if (!present(out[0])) return;
   map_binary(in[1].data(), in[2].data(), out[0].data(), in[2].numel(),
              [](float y, float g) { return g * y; });
 }
 void log_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                         const Attributes&) {
+                         const Attributes&, const KernelContext&) {
   if (!present(out[0])) return;
   map_binary(in[0].data(), in[2].data(), out[0].data(), in[2].numel(),
              [](float x, float g) { return g / x; });
 }
 void sqrt_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                          const Attributes&) {
+                          const Attributes&, const KernelContext&) {
   if (!present(out[0])) return;
   map_binary(in[1].data(), in[2].data(), out[0].data(), in[2].numel(),
              [](float y, float g) { return 0.5f * g / y; });
@@ -647,14 +647,14 @@ std::vector<Shape> infer_where(std::span<const Shape* const> in, const Attribute
 }
 
 void where_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                  const Attributes&) {
+                  const Attributes&, const KernelContext&) {
   where_forward(in[0], in[1], in[2], out[0]);
 }
 
 // Backward inputs: cond, a (absent), b (absent), y (absent), grad_y. Outputs: grad_cond, grad_a,
 // grad_b.
 void where_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                           const Attributes&) {
+                           const Attributes&, const KernelContext&) {
   where_backward(in[0], in[4], out[1], out[2]);
   // cond selects, it is not differentiable; should a caller ask anyway, its derivative is zero
   // almost everywhere.

@@ -45,20 +45,20 @@ void unit_scale_residual_add(std::span<const Shape* const>, Attributes& attrs) {
 }
 
 void residual_split_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                           const Attributes&) {
+                           const Attributes&, const KernelContext&) {
   residual_split_forward(in[0], out[0], out[1]);
 }
 
 // Backward inputs: x, branch, skip (all absent: not read), grad_branch, grad_skip.
 void residual_split_backward_kernel(std::span<const ConstTensorView> in,
-                                    std::span<const TensorView> out, const Attributes& attrs) {
+                                    std::span<const TensorView> out, const Attributes& attrs, const KernelContext&) {
   if (!present(out[0])) return;
   residual_split_backward(in[3], in[4], out[0], scale_of(attrs, "beta_branch"),
                           scale_of(attrs, "beta_skip"));
 }
 
 void residual_add_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                         const Attributes& attrs) {
+                         const Attributes& attrs, const KernelContext&) {
   residual_add_forward(in[0], in[1], out[0], scale_of(attrs, "alpha_residual"),
                        scale_of(attrs, "alpha_skip"));
 }
@@ -66,7 +66,7 @@ void residual_add_kernel(std::span<const ConstTensorView> in, std::span<const Te
 // Backward inputs: residual, skip, y (all absent: not read), grad_y. The forward weights are not
 // applied here: that is the point of delayed residual scaling (see the header).
 void residual_add_backward_kernel(std::span<const ConstTensorView> in,
-                                  std::span<const TensorView> out, const Attributes&) {
+                                  std::span<const TensorView> out, const Attributes&, const KernelContext&) {
   for (const TensorView& grad : out) {
     if (present(grad)) grad.vector() = in[3].vector();
   }

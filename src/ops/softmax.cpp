@@ -85,13 +85,13 @@ float mult_attr(const Attributes& attrs) {
 }
 
 void softmax_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                    const Attributes& attrs) {
+                    const Attributes& attrs, const KernelContext&) {
   softmax_forward(in[0], out[0], mult_attr(attrs), scale_of(attrs, "alpha"));
 }
 
 // Backward inputs: x (absent), y, grad_y.
 void softmax_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                             const Attributes& attrs) {
+                             const Attributes& attrs, const KernelContext&) {
   softmax_backward(in[2], in[1], out[0], mult_attr(attrs), scale_of(attrs, "alpha"),
                    scale_of(attrs, "beta_x"));
 }

@@ -7,7 +7,10 @@
 
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
+#include "unitscale/graph/autodiff.hpp"
+#include "unitscale/graph/builders/dropout.hpp"
 #include "unitscale/graph/builders/linear.hpp"
+#include "unitscale/graph/builders/primitives.hpp"
 #include "unitscale/ops/linear.hpp"
 
 namespace unitscale {
@@ -52,6 +55,55 @@ TEST(Executor, RunsOnlyWhatTheOutputsNeed) {
   linear(x, g.parameter("wb", {2, 2}));
   const Value outputs[] = {a};
   EXPECT_EQ(Executor(g, outputs).planned_node_count(), 1u);
+}
+
+// Each run is a training step with a fresh dropout mask; the forward and backward of one step share
+// theirs; the first step's mask is the seed's own, and set_step replays any step.
+TEST(Executor, DropoutDrawsAFreshMaskEachStepAndBackwardAgrees) {
+  constexpr std::int64_t kN = 4096;
+  constexpr double kP = 0.25;
+  Graph g(Scaling::kUnscaled);
+  const Value x = g.input("x", {kN});
+  const Value y = dropout(x, {.p = kP, .seed = 11});
+  const Value loss = sum(y);
+  const Value wrt[] = {x};
+  const Value dx = autodiff(g, loss, wrt)[0];
+  const Value outputs[] = {y, dx};
+  Executor exec(g, outputs);
+  const Tensor ones = Tensor::filled({kN}, 1.0f);
+  exec.bind(x, ones);
+
+  auto kept = [&] {
+    std::vector<bool> mask(kN);
+    for (std::int64_t i = 0; i < kN; ++i) {
+      const float yi = exec.get(y).data()[i];
+      EXPECT_EQ(yi, exec.get(dx).data()[i]) << "forward and backward masks differ at " << i;
+      EXPECT_TRUE(yi == 0.0f || yi == static_cast<float>(1 / (1 - kP))) << yi;
+      mask[static_cast<std::size_t>(i)] = yi != 0.0f;
+    }
+    return mask;
+  };
+  EXPECT_EQ(exec.step(), 0u);
+  exec.run();
+  const std::vector<bool> step0 = kept();
+  for (std::int64_t i = 0; i < kN; ++i) {
+    ASSERT_EQ(step0[static_cast<std::size_t>(i)], dropout_keeps(11, i, kP)) << i;
+  }
+  exec.run();
+  EXPECT_EQ(exec.step(), 2u);
+  const std::vector<bool> step1 = kept();
+  std::int64_t differ = 0, dropped = 0;
+  for (std::size_t i = 0; i < step0.size(); ++i) {
+    differ += step0[i] != step1[i];
+    dropped += !step1[i];
+  }
+  // Independent masks differ with probability 2p(1−p) = 0.375 per element: 1536 ± 31 (1σ).
+  EXPECT_NEAR(static_cast<double>(differ), 2 * kP * (1 - kP) * kN, 6 * 31.0);
+  EXPECT_NEAR(static_cast<double>(dropped), kP * kN, 6 * 27.7);  // binomial σ = √(Np(1−p))
+
+  exec.set_step(0);
+  exec.run();
+  EXPECT_EQ(kept(), step0);
 }
 
 TEST(Executor, BindingErrorsNameTheValue) {

@@ -26,7 +26,7 @@ Attributes tau_attrs(double tau) { return {{"tau", tau}}; }
 std::vector<Shape> scalar_shape(std::span<const Shape* const>, const Attributes&) { return {Shape{}}; }
 
 void projection_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                       const Attributes&) {
+                       const Attributes&, const KernelContext&) {
   double total = 0;
   for (std::int64_t i = 0; i < in[0].numel(); ++i) total += static_cast<double>(in[0].data()[i]) * in[1].data()[i];
   out[0].data()[0] = static_cast<float>(total);
@@ -34,7 +34,7 @@ void projection_kernel(std::span<const ConstTensorView> in, std::span<const Tens
 
 // Backward inputs: y, projection, loss, grad_loss.
 void projection_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                                const Attributes&) {
+                                const Attributes&, const KernelContext&) {
   if (present(out[0])) out[0].vector() = in[3].data()[0] * in[1].vector();
 }
 

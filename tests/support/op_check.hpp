@@ -59,6 +59,8 @@ class OpRun {
   }
 
   const Attributes& attrs() const { return attrs_; }
+  // The run context both kernels see (the executor's step counter).
+  void set_step(std::uint64_t step) { context_.step = step; }
   Tensor& input(std::size_t i) { return *inputs_[i]; }
   const Tensor& output(std::size_t i = 0) const { return outputs_[i]; }
 
@@ -67,7 +69,7 @@ class OpRun {
     for (const auto& t : inputs_) in.push_back(t ? t->view() : ConstTensorView{});
     std::vector<TensorView> out;
     for (auto& t : outputs_) out.push_back(t.view());
-    op_.kernel(in, out, attrs_);
+    op_.kernel(in, out, attrs_, context_);
   }
 
   // Runs the backward kernel with the given output gradients (call forward() first) and returns
@@ -91,7 +93,7 @@ class OpRun {
       grads.push_back(want ? std::optional<Tensor>(Tensor(inputs_[i]->shape())) : std::nullopt);
     }
     for (auto& g : grads) out.push_back(g ? g->view() : TensorView{});
-    op_.backward->kernel(in, out, attrs_);
+    op_.backward->kernel(in, out, attrs_, context_);
     return grads;
   }
 
@@ -99,6 +101,7 @@ class OpRun {
   const OpDef& op_;
   std::vector<std::optional<Tensor>> inputs_;
   Attributes attrs_;
+  KernelContext context_;
   std::vector<Tensor> outputs_;
 };
 

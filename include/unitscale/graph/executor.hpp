@@ -15,6 +15,7 @@
 // The graph must not change while an executor made from it is in use; run() checks this.
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <vector>
 
@@ -29,7 +30,13 @@ class Executor {
   // Binds an input or parameter to caller memory that must stay valid while run() is used. The
   // shape must match exactly; errors name the value.
   void bind(Value v, ConstTensorView tensor);
+  // Runs the planned nodes once, then advances the step counter.
   void run();
+  // The step counter every kernel of the next run() sees (KernelContext::step): it starts at 0 and
+  // run() increments it, so stochastic ops (dropout) draw a fresh mask each step. Set it to resume
+  // a run reproducibly, e.g. after loading a checkpoint at step k.
+  std::uint64_t step() const { return step_; }
+  void set_step(std::uint64_t step) { step_ = step; }
   // A requested output (valid until the next run()); throws if `v` was not requested.
   ConstTensorView get(Value v) const;
 
@@ -54,6 +61,7 @@ class Executor {
   std::size_t arena_bytes_ = 0;
   std::unique_ptr<float[], void (*)(float*)> arena_{nullptr, nullptr};
   bool views_ready_ = false;
+  std::uint64_t step_ = 0;
 };
 
 }  // namespace unitscale

@@ -26,7 +26,8 @@
 // Dropout (on the attention probabilities, inverted ×1/(1−p)) uses the dropout op's seeded,
 // counter-based mask (ops/dropout.hpp): element e of the flattened [..., s_q, s_k] probabilities is
 // kept iff dropout_keeps(seed, e, p). So attention dropout equals dropout(P) with the same seed,
-// and the backward regenerates the mask instead of storing it. In eval use p = 0.
+// and the backward regenerates the mask instead of storing it; in a graph the seed advances with the
+// executor's step exactly as the dropout op's does. In eval use p = 0.
 //
 // Memory: the backward recomputes S and P from q and k instead of keeping the [..., s_q, s_k]
 // probabilities as a saved output, trading one extra q·kᵀ GEMM and softmax for

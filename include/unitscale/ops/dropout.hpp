@@ -13,8 +13,10 @@
 //
 // The mask is a pure function of (seed, element index): a counter-based hash (splitmix64) of the
 // two, so the backward recomputes it instead of storing it, and the result does not depend on the
-// number of threads. A graph that is executed repeatedly reuses its seed; give each dropout node
-// its own seed (the builder derives one from the node's position when none is given).
+// number of threads. Give each dropout node its own seed (the builder derives one from the node's
+// position when none is given). In a graph, the node's seed is combined with the executor's step
+// counter (KernelContext::step) through dropout_seed_at_step, so every training step draws a fresh
+// mask, and the forward and backward of one step agree.
 
 #include <cstdint>
 #include <string_view>
@@ -29,6 +31,10 @@ enum class DropoutMode { kTraining, kEval };
 std::string_view dropout_mode_name(DropoutMode mode);  // "training" / "eval"
 // Throws unitscale::Error naming dropout and the valid names for anything else.
 DropoutMode dropout_mode_from_name(std::string_view name);
+
+// The seed a dropout node with seed `seed` uses at executor step `step`: `seed` itself at step 0
+// (so a graph's first run matches a direct dropout_forward call), an unrelated one at later steps.
+std::uint64_t dropout_seed_at_step(std::uint64_t seed, std::uint64_t step);
 
 // Whether dropout(p, seed) keeps element `index`.
 bool dropout_keeps(std::uint64_t seed, std::int64_t index, double p);

@@ -30,8 +30,17 @@ struct ScalePropagationRule;  // defined by the scale-propagation (Scalify) laye
 using InferShapesFn = std::vector<Shape> (*)(std::span<const Shape* const> inputs,
                                              const Attributes& attrs);
 using UnitScaleFn = void (*)(std::span<const Shape* const> inputs, Attributes& attrs);
+// What a kernel may know about the run it is part of, beyond its inputs and attributes.
+struct KernelContext {
+  // How many times the executor has run before this run (0, 1, 2, ...). Stochastic ops (dropout)
+  // mix it into their seed so that every training step draws a fresh mask, while the forward and
+  // backward nodes of one step, which run with the same step, agree on it.
+  std::uint64_t step = 0;
+};
+
 using KernelFn = void (*)(std::span<const ConstTensorView> inputs,
-                          std::span<const TensorView> outputs, const Attributes& attrs);
+                          std::span<const TensorView> outputs, const Attributes& attrs,
+                          const KernelContext& context);
 
 struct OpDef {
   std::string_view name;
