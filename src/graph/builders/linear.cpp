@@ -8,11 +8,8 @@ namespace {
 Value record_linear(const OpDef& op, Value x, Value weight, Value bias, Constraint constraint,
                     const ScalePowers& powers) {
   const Value inputs[] = {x, weight, bias};
-  return x.graph().apply1(op, inputs,
-                          Attributes{{"constraint", std::string(constraint_name(constraint))},
-                                     {"power_alpha", powers.alpha},
-                                     {"power_beta_x", powers.beta_x},
-                                     {"power_beta_weight", powers.beta_weight}});
+  Attributes attrs{{"constraint", std::string(constraint_name(constraint))}};
+  return x.graph().apply1(op, inputs, powers.record_in(attrs));
 }
 
 }  // namespace

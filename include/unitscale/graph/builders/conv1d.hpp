@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "unitscale/graph/builders/linear.hpp"  // ScalePowers
+#include "unitscale/graph/builders/scale_powers.hpp"
 #include "unitscale/graph/graph.hpp"
 #include "unitscale/ops/constraint.hpp"
 

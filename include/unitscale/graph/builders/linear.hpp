@@ -5,17 +5,11 @@
 //   Value logits = linear_readout(h, w_out);                    // α = 1/fan_in, unconstrained
 //   Value y = linear(x, w, {.bias = b, .constraint = Constraint::kGMean});
 
+#include "unitscale/graph/builders/scale_powers.hpp"
 #include "unitscale/graph/graph.hpp"
 #include "unitscale/ops/constraint.hpp"
 
 namespace unitscale {
-
-// Exponents of the unit-scaling rule: α = in^-alpha, β_x = out^-beta_x, β_W = β_b = B^-beta_weight.
-struct ScalePowers {
-  double alpha = 0.5;
-  double beta_x = 0.5;
-  double beta_weight = 0.5;
-};
 
 struct LinearOptions {
   Value bias = {};
