@@ -97,7 +97,8 @@ std::vector<Value> autodiff(Graph& graph, Value loss, std::span<const Value> wrt
                                                     : std::nullopt);
     }
     const std::vector<Value> input_grads =
-        graph.apply_with_shapes(*node.op->backward, inputs, node.attrs, grad_shapes);
+        graph.apply_with_shapes(*node.op->backward, inputs, node.attrs, grad_shapes,
+                                node.outputs.front());
     for (std::size_t i = 0; i < node.inputs.size(); ++i) {
       if (input_grads[i].present()) add_grad(node.inputs[i], input_grads[i]);
     }

@@ -1,6 +1,10 @@
 #include "unitscale/graph/graph.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cmath>
 
 #include "unitscale/error.hpp"
 
@@ -93,8 +97,9 @@ Value Graph::apply1(const OpDef& op, std::span<const Value> inputs, Attributes a
 
 std::vector<Value> Graph::apply_with_shapes(const OpDef& op, std::span<const Value> inputs,
                                             Attributes attrs,
-                                            std::span<const std::optional<Shape>> output_shapes) {
-  Node node{&op, {}, {}, std::move(attrs)};
+                                            std::span<const std::optional<Shape>> output_shapes,
+                                            int differentiates) {
+  Node node{&op, {}, {}, std::move(attrs), differentiates};
   for (const Value& v : inputs) {
     check_owned(v, op.name);
     node.inputs.push_back(v.present() ? v.id() : -1);
@@ -115,6 +120,34 @@ std::vector<Value> Graph::apply_with_shapes(const OpDef& op, std::span<const Val
   }
   nodes_.push_back(std::move(node));
   return outputs;
+}
+
+void Graph::set_scale(Value v, std::string_view scale, double value) {
+  check_owned(v, "set_scale");
+  const ValueInfo& producer = info(v.id());
+  if (producer.kind != ValueKind::kNodeOutput || is_dead(v.id())) {
+    throw Error(fmt::format("set_scale: %{} is not the output of a node", v.id()));
+  }
+  Node& node = nodes_[static_cast<std::size_t>(producer.node)];
+  std::vector<std::string> valid{"alpha"};
+  for (std::size_t i = 0; i < node.op->inputs.size(); ++i) {
+    if (!(node.op->nondifferentiable_inputs >> i & 1)) {
+      valid.push_back(fmt::format("beta_{}", node.op->input_name(i)));
+    }
+  }
+  if (std::find(valid.begin(), valid.end(), scale) == valid.end()) {
+    throw Error(fmt::format("set_scale: {} has no scale '{}' (expected one of: {})", node.op->name,
+                            scale, fmt::join(valid, ", ")));
+  }
+  if (!std::isfinite(value) || value <= 0) {
+    throw Error(fmt::format("set_scale: {} {} must be finite and positive, got {}", node.op->name,
+                            scale, value));
+  }
+  node.attrs.set(scale, value);
+  const int forward_output = node.outputs.front();
+  for (Node& other : nodes_) {
+    if (other.differentiates == forward_output) other.attrs.set(scale, value);
+  }
 }
 
 void Graph::retain_nodes(const std::vector<bool>& keep) {

@@ -16,7 +16,9 @@
 namespace unitscale {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
 using testing::random_normal;
 
 TEST(Executor, ComputesWhatTheKernelsCompute) {
@@ -104,6 +106,49 @@ TEST(Executor, DropoutDrawsAFreshMaskEachStepAndBackwardAgrees) {
   exec.set_step(0);
   exec.run();
   EXPECT_EQ(kept(), step0);
+}
+
+// A per-node scale override reaches the forward kernel and, set after autodiff, the backward too.
+TEST(Executor, SetScaleOverridesTheRuleInBothPasses) {
+  std::mt19937 rng(3);
+  Graph g;
+  const Value x = g.input("x", {4, 8});
+  const Value w = g.parameter("w", {3, 8});
+  const Value y = linear(x, w);
+  const Value wrt[] = {x};
+  const Value dx = autodiff(g, sum(y), wrt)[0];
+  g.set_scale(y, "alpha", 2.0);
+  g.set_scale(y, "beta_x", 3.0);
+  const Value outputs[] = {y, dx};
+  Executor exec(g, outputs);
+  const Tensor xt = random_normal({4, 8}, rng), wt = random_normal({3, 8}, rng);
+  exec.bind(x, xt);
+  exec.bind(w, wt);
+  exec.run();
+  for (int i = 0; i < 4; ++i) {
+    for (int j = 0; j < 3; ++j) {
+      double dot = 0;
+      for (int k = 0; k < 8; ++k) dot += double{xt[i * 8 + k]} * wt[j * 8 + k];
+      EXPECT_NEAR(exec.get(y).data()[i * 3 + j], 2.0 * dot, 1e-5) << i << "," << j;
+    }
+    for (int k = 0; k < 8; ++k) {  // d sum(y)/dx_ik = Σ_j w_jk, times the overridden β_x
+      const double column = double{wt[k]} + wt[8 + k] + wt[16 + k];
+      EXPECT_NEAR(exec.get(dx).data()[i * 8 + k], 3.0 * column, 1e-5) << i << "," << k;
+    }
+  }
+}
+
+TEST(Executor, SetScaleErrorsNameTheOpAndTheValidScales) {
+  Graph g;
+  const Value x = g.input("x", {4, 8});
+  const Value y = linear(x, g.parameter("w", {3, 8}));
+  EXPECT_THAT([&] { g.set_scale(y, "beta_z", 1.0); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("linear"), HasSubstr("beta_z"),
+                                         HasSubstr("alpha, beta_x, beta_weight, beta_bias"))));
+  EXPECT_THAT([&] { g.set_scale(y, "alpha", -1.0); },
+              ThrowsMessage<Error>(HasSubstr("finite and positive")));
+  EXPECT_THAT([&] { g.set_scale(x, "alpha", 1.0); },
+              ThrowsMessage<Error>(HasSubstr("not the output of a node")));
 }
 
 TEST(Executor, BindingErrorsNameTheValue) {

@@ -53,6 +53,9 @@ struct Node {
   std::vector<int> inputs;   // value ids; -1 for an absent optional input
   std::vector<int> outputs;  // value ids; -1 for an absent output (e.g. an unrequested gradient)
   Attributes attrs;
+  // For a node recorded by autodiff: the first output of the forward node it differentiates
+  // (a value id, which stays valid across passes); -1 otherwise.
+  int differentiates = -1;
 };
 
 class Graph {
@@ -72,10 +75,19 @@ class Graph {
   // output shapes (shape errors name the op and the shapes) and returns its outputs.
   std::vector<Value> apply(const OpDef& op, std::span<const Value> inputs, Attributes attrs);
   Value apply1(const OpDef& op, std::span<const Value> inputs, Attributes attrs);
-  // As apply, with the output shapes given (std::nullopt: absent output). Used by autodiff.
+  // As apply, with the output shapes given (std::nullopt: absent output). Used by autodiff, which
+  // passes the forward node's first output as `differentiates`.
   std::vector<Value> apply_with_shapes(const OpDef& op, std::span<const Value> inputs,
                                        Attributes attrs,
-                                       std::span<const std::optional<Shape>> output_shapes);
+                                       std::span<const std::optional<Shape>> output_shapes,
+                                       int differentiates = -1);
+
+  // Overrides one unit scale of the node that produced `v`: "alpha" or "beta_<input name>". The
+  // rule's init-time scale assumes independent unit-variance inputs; when that is off (e.g.
+  // correlated tokens in a deep residual stream) a measured scale can replace it. The backward
+  // node, if autodiff has recorded it already, gets the same value. Throws if `v` is not a node
+  // output, the op has no such scale, or `value` is not finite and positive.
+  void set_scale(Value v, std::string_view scale, double value);
 
   int value_count() const { return static_cast<int>(values_.size()); }
   const ValueInfo& info(int id) const;
