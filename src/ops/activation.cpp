@@ -1,30 +1,56 @@
 #include "unitscale/ops/activation.hpp"
 
 #include <fmt/format.h>
+#include <omp.h>
 
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <numbers>
 #include <string>
 
+#include "ops/activation_kernels.hpp"
 #include "ops/pointwise_common.hpp"
 #include "unitscale/error.hpp"
+#include "unitscale/format/detail/simd_level.hpp"
 
 namespace unitscale {
 namespace {
 
 using detail::kParallelThreshold;
 
-constexpr float kInvSqrt2 = static_cast<float>(1.0 / std::numbers::sqrt2);
-constexpr float kInvSqrt2Pi =
-    static_cast<float>(std::numbers::inv_sqrtpi / std::numbers::sqrt2);  // 1/√(2π)
-constexpr float kSqrt2OverPi =
-    static_cast<float>(std::numbers::sqrt2 * std::numbers::inv_sqrtpi);  // √(2/π)
-constexpr float kGeluCubic = 0.044715f;
+// The gelu / silu / silu_glu kernels for the instruction set the CPU supports (see
+// activation_kernels.inl); the bulk conversions' choice, which tests may force.
+const detail::activation::KernelTable& kernels() {
+  switch (detail::active_simd_level()) {
+    case detail::SimdLevel::kAvx512:
+      return detail::activation::kAvx512Kernels;
+    case detail::SimdLevel::kAvx2:
+      return detail::activation::kAvx2Kernels;
+    case detail::SimdLevel::kGeneric:
+    case detail::SimdLevel::kScalar:
+      break;
+  }
+  return detail::activation::kGenericKernels;
+}
 
-inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
-// Φ(z) through erfc, which stays accurate in the lower tail.
-inline float normal_cdf(float z) { return 0.5f * std::erfc(-z * kInvSqrt2); }
+// kernel(begin, count) over [0, n): one contiguous share per OpenMP thread above the threshold.
+template <class Kernel>
+void for_each_share(std::int64_t n, const Kernel& kernel) {
+  if (n <= kParallelThreshold) {
+    if (n > 0) kernel(std::size_t{0}, static_cast<std::size_t>(n));
+    return;
+  }
+#pragma omp parallel
+  {
+    const auto threads = static_cast<std::int64_t>(omp_get_num_threads());
+    const auto thread = static_cast<std::int64_t>(omp_get_thread_num());
+    const std::int64_t begin = n * thread / threads, end = n * (thread + 1) / threads;
+    if (end > begin) kernel(static_cast<std::size_t>(begin), static_cast<std::size_t>(end - begin));
+  }
+}
 
+// relu's loops are a compare and a select, which the compiler vectorises by itself.
 // y[i] = f(x[i]) over n elements, in parallel above the threshold.
 template <class F>
 void map_unary(const float* x, float* y, std::int64_t n, F f) {
@@ -67,72 +93,73 @@ void relu_backward(ConstTensorView grad_y, ConstTensorView x, TensorView grad_x)
 
 void gelu_forward(ConstTensorView x, TensorView y, float mult, GeluApproximation approximation,
                   float alpha) {
-  if (approximation == GeluApproximation::kTanh) {
-    map_unary(x.data(), y.data(), y.numel(), [=](float v) {
-      const float z = mult * v;
-      const float u = kSqrt2OverPi * (z + kGeluCubic * z * z * z);
-      return alpha * 0.5f * v * (1.0f + std::tanh(u));
-    });
-  } else {
-    map_unary(x.data(), y.data(), y.numel(),
-              [=](float v) { return alpha * v * normal_cdf(mult * v); });
-  }
+  const auto kernel = approximation == GeluApproximation::kTanh ? kernels().gelu_tanh_forward
+                                                                : kernels().gelu_forward;
+  const float* xs = x.data();
+  float* ys = y.data();
+  for_each_share(y.numel(), [&](std::size_t begin, std::size_t count) {
+    kernel(xs + begin, ys + begin, count, mult, alpha);
+  });
 }
 
 void gelu_backward(ConstTensorView grad_y, ConstTensorView x, TensorView grad_x, float mult,
                    GeluApproximation approximation, float beta) {
   if (!present(grad_x)) return;
-  if (approximation == GeluApproximation::kTanh) {
-    map_binary(grad_y.data(), x.data(), grad_x.data(), grad_x.numel(), [=](float g, float v) {
-      const float z = mult * v;
-      const float t = std::tanh(kSqrt2OverPi * (z + kGeluCubic * z * z * z));
-      const float du_dx = kSqrt2OverPi * mult * (1.0f + 3.0f * kGeluCubic * z * z);
-      return beta * g * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du_dx);
-    });
-  } else {
-    map_binary(grad_y.data(), x.data(), grad_x.data(), grad_x.numel(), [=](float g, float v) {
-      const float z = mult * v;
-      return beta * g * (normal_cdf(z) + z * kInvSqrt2Pi * std::exp(-0.5f * z * z));
-    });
-  }
+  const auto kernel = approximation == GeluApproximation::kTanh ? kernels().gelu_tanh_backward
+                                                                : kernels().gelu_backward;
+  const float* g = grad_y.data();
+  const float* xs = x.data();
+  float* dx = grad_x.data();
+  for_each_share(grad_x.numel(), [&](std::size_t begin, std::size_t count) {
+    kernel(g + begin, xs + begin, dx + begin, count, mult, beta);
+  });
 }
 
 void silu_forward(ConstTensorView x, TensorView y, float mult, float alpha) {
-  map_unary(x.data(), y.data(), y.numel(), [=](float v) { return alpha * v * sigmoid(mult * v); });
+  const auto kernel = kernels().silu_forward;
+  const float* xs = x.data();
+  float* ys = y.data();
+  for_each_share(y.numel(), [&](std::size_t begin, std::size_t count) {
+    kernel(xs + begin, ys + begin, count, mult, alpha);
+  });
 }
 
 void silu_backward(ConstTensorView grad_y, ConstTensorView x, TensorView grad_x, float mult,
                    float beta) {
   if (!present(grad_x)) return;
-  map_binary(grad_y.data(), x.data(), grad_x.data(), grad_x.numel(), [=](float g, float v) {
-    const float z = mult * v;
-    const float s = sigmoid(z);
-    return beta * g * s * (1.0f + z * (1.0f - s));
+  const auto kernel = kernels().silu_backward;
+  const float* g = grad_y.data();
+  const float* xs = x.data();
+  float* dx = grad_x.data();
+  for_each_share(grad_x.numel(), [&](std::size_t begin, std::size_t count) {
+    kernel(g + begin, xs + begin, dx + begin, count, mult, beta);
   });
 }
 
 void silu_glu_forward(ConstTensorView x, ConstTensorView gate, TensorView y, float mult,
                       float alpha) {
-  map_binary(x.data(), gate.data(), y.data(), y.numel(),
-             [=](float v, float gv) { return alpha * v * gv * sigmoid(mult * gv); });
+  const auto kernel = kernels().silu_glu_forward;
+  const float* xs = x.data();
+  const float* gates = gate.data();
+  float* ys = y.data();
+  for_each_share(y.numel(), [&](std::size_t begin, std::size_t count) {
+    kernel(xs + begin, gates + begin, ys + begin, count, mult, alpha);
+  });
 }
 
 void silu_glu_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView gate,
                        TensorView grad_x, TensorView grad_gate, float mult, float beta_x,
                        float beta_gate) {
+  const auto kernel = kernels().silu_glu_backward;
   const float* g = grad_y.data();
   const float* xs = x.data();
   const float* gates = gate.data();
   float* dx = grad_x.data();
   float* dgate = grad_gate.data();
-  const std::int64_t n = grad_y.numel();
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) {
-    const float z = mult * gates[i];
-    const float s = sigmoid(z);
-    if (dx != nullptr) dx[i] = beta_x * g[i] * gates[i] * s;
-    if (dgate != nullptr) dgate[i] = beta_gate * g[i] * xs[i] * s * (1.0f + z * (1.0f - s));
-  }
+  for_each_share(grad_y.numel(), [&](std::size_t begin, std::size_t count) {
+    kernel(g + begin, xs + begin, gates + begin, dx == nullptr ? nullptr : dx + begin,
+           dgate == nullptr ? nullptr : dgate + begin, count, mult, beta_x, beta_gate);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,16 +1,20 @@
 #include "unitscale/ops/activation.hpp"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <numbers>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
+#include "unitscale/format/detail/simd_level.hpp"
 #include "unitscale/graph/autodiff.hpp"
 #include "unitscale/graph/builders/activation.hpp"
 #include "unitscale/graph/builders/linear.hpp"
@@ -289,6 +293,248 @@ TEST(ActivationStatistics, ReluIsUnscaled) {
   EXPECT_NEAR(m.grad, grad_std, tolerance(grad_std));
   OpRun run(kReluOp, {Tensor(Shape{3})}, {}, Scaling::kUnit);
   EXPECT_FALSE(run.attrs().has("alpha"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accuracy against double precision. gelu, silu and silu_glu run on vectorised kernels with their
+// own exp and normal tail function (src/ops/activation_kernels.inl), one per instruction set;
+// every level this CPU supports is checked over a wide range of inputs, including the tails.
+// ---------------------------------------------------------------------------------------------
+
+// A dense grid over [-20, 20] (where every function and its tails vary), a few values in every
+// binade from 2^-40 to 2^40 of either sign, and the edges: ±0, the smallest subnormal, FLT_MIN,
+// FLT_MAX and the points where exp and σ saturate. An odd count, so that the kernels' tails run.
+std::vector<float> accuracy_inputs() {
+  std::vector<float> xs;
+  for (int i = -20 * 128; i <= 20 * 128; ++i) xs.push_back(static_cast<float>(i) / 128);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> mantissa(1.0f, 2.0f);
+  for (int e = -40; e <= 40; ++e) {
+    for (int k = 0; k < 8; ++k) {
+      const float v = std::ldexp(mantissa(rng), e);
+      xs.insert(xs.end(), {v, -v});
+    }
+  }
+  for (const float v : {0.0f, std::numeric_limits<float>::denorm_min(),
+                        std::numeric_limits<float>::min(), std::numeric_limits<float>::max(), 12.0f,
+                        13.2f, 14.5f, 16.0f, 88.72f, 103.9f, 105.0f, 1e30f}) {
+    xs.insert(xs.end(), {v, -v});
+  }
+  if (xs.size() % 2 == 0) xs.push_back(0.3f);
+  return xs;
+}
+
+// The exact result, and the scale its rounding error is measured against: |value| for products;
+// for the gradients, which are sums crossing zero, the sum of the terms' magnitudes.
+struct Exact {
+  double value, scale;
+};
+
+double normal_cdf(double z) { return 0.5 * std::erfc(-z / std::numbers::sqrt2); }
+double normal_pdf(double z) { return std::exp(-0.5 * z * z) / std::sqrt(2 * std::numbers::pi); }
+double logistic(double t) {
+  return t >= 0 ? 1 / (1 + std::exp(-t)) : std::exp(t) / (1 + std::exp(t));
+}
+
+// The largest error of actual[i] against exact(i, 0), in units of 2^-24 · scale, beyond
+// argument_units · cond: the kernel's argument (m·x, or u of the tanh form) carries that many units
+// of rounding, which the result amplifies by cond, its relative sensitivity to the argument
+// (exact(i, p) evaluates with the argument scaled by 1 + p). Results below FLT_MIN need only be
+// that close absolutely, and results beyond FLT_MAX must be inf. `where` describes the worst case.
+template <class ExactAt>
+double excess_error(std::span<const float> xs, std::span<const float> actual, ExactAt exact,
+                    double argument_units, std::string& where) {
+  constexpr double kUnit = 0x1p-24, kStep = 1e-6;
+  constexpr double kTiny = std::numeric_limits<float>::min();
+  double worst = 0;
+  for (std::size_t i = 0; i < actual.size(); ++i) {
+    const Exact e = exact(i, 0.0);
+    const double got = actual[i];
+    double excess;
+    if (std::abs(e.value) > std::numeric_limits<float>::max()) {
+      excess = std::isinf(got) && (got > 0) == (e.value > 0) ? 0 : HUGE_VAL;
+    } else if (!std::isfinite(got)) {
+      excess = HUGE_VAL;
+    } else {
+      const double error = std::abs(got - e.value);
+      if (error <= kTiny) continue;
+      const double cond =
+          std::abs(exact(i, kStep).value - exact(i, -kStep).value) / (2 * kStep * e.scale);
+      excess = (error - kTiny) / (kUnit * e.scale) - argument_units * cond;
+    }
+    if (excess > worst) {
+      worst = excess;
+      where = fmt::format("x = {} got {} want {}", xs[i], got, e.value);
+    }
+  }
+  return worst;
+}
+
+TEST(ActivationAccuracy, MatchesDoublePrecisionAtEverySimdLevel) {
+  const std::vector<float> xs = accuracy_inputs();
+  const auto n = static_cast<std::int64_t>(xs.size());
+  std::mt19937 rng(8);
+  std::uniform_real_distribution<float> magnitude(0.5f, 2.0f);
+  std::vector<float> gs(xs.size());
+  for (float& g : gs) g = rng() % 2 ? magnitude(rng) : -magnitude(rng);
+  const Tensor x(Shape{n}, xs), g(Shape{n}, gs);  // g: the output gradient, and silu_glu's x
+  const double alpha = 0.75f, beta = 0.625f;
+  constexpr double kTanhArgumentUnits = 4;  // u = 2√(2/π)·(z + 0.044715·z³): a few roundings
+  // The largest excess error, in units of 2^-24 (half an ulp at the top of a binade); the kernels
+  // reach 6. A wrong coefficient or a lost term costs thousands.
+  constexpr double kLimit = 8;
+  for (const detail::SimdLevel level : detail::supported_simd_levels()) {
+    detail::force_simd_level(level);
+    for (const float mult : {1.0f, 0.25f, 4.0f, 1.7f}) {
+      SCOPED_TRACE(fmt::format("{} m={}", detail::simd_level_name(level), mult));
+      const double m = mult;
+      const double z_units = mult == 1.7f ? 1 : 0;  // m·x is exact for powers of two
+      std::string where;
+      auto expect_within = [&](std::span<const float> actual, auto exact, double units,
+                               double limit, const char* what) {
+        const double excess = excess_error(xs, actual, exact, units, where);
+        EXPECT_LE(excess, limit) << what << ": " << where;
+      };
+      Tensor y(Shape{n}), dx(Shape{n}), dgate(Shape{n});
+
+      gelu_forward(x, y, mult, GeluApproximation::kNone, static_cast<float>(alpha));
+      gelu_backward(g, x, dx, mult, GeluApproximation::kNone, static_cast<float>(beta));
+      expect_within(
+          y.span(),
+          [&](std::size_t i, double p) {
+            const double v = alpha * xs[i] * normal_cdf(m * xs[i] * (1 + p));
+            return Exact{v, std::abs(v)};
+          },
+          z_units, kLimit, "gelu");
+      expect_within(
+          dx.span(),
+          [&](std::size_t i, double p) {
+            const double z = m * xs[i] * (1 + p), phi = normal_cdf(z), zpdf = z * normal_pdf(z);
+            return Exact{beta * gs[i] * (phi + zpdf),
+                         std::abs(beta * gs[i]) * (phi + std::abs(zpdf))};
+          },
+          z_units, kLimit, "gelu backward");
+
+      // The tanh form, through the stable σ(2u) = ½(1 + tanh u).
+      gelu_forward(x, y, mult, GeluApproximation::kTanh, static_cast<float>(alpha));
+      gelu_backward(g, x, dx, mult, GeluApproximation::kTanh, static_cast<float>(beta));
+      auto two_u = [&](std::size_t i, double p) {
+        const double z = m * xs[i];
+        return 2 * std::sqrt(2 / std::numbers::pi) * (z + 0.044715 * z * z * z) * (1 + p);
+      };
+      expect_within(
+          y.span(),
+          [&](std::size_t i, double p) {
+            const double v = alpha * xs[i] * logistic(two_u(i, p));
+            return Exact{v, std::abs(v)};
+          },
+          kTanhArgumentUnits + z_units, kLimit, "gelu tanh");
+      expect_within(
+          dx.span(),
+          [&](std::size_t i, double p) {
+            const double z = m * xs[i], s = logistic(two_u(i, p)), c = logistic(-two_u(i, p));
+            // ½x(1 − tanh² u)·du/dx with 1 − tanh² u = 4σ(2u)σ(−2u); 0 where σ saturates.
+            const double slope = s * c == 0 ? 0
+                                            : 2 * s * c * std::sqrt(2 / std::numbers::pi) * z *
+                                                  (1 + 0.134145 * z * z);
+            return Exact{beta * gs[i] * (s + slope),
+                         std::abs(beta * gs[i]) * (s + std::abs(slope))};
+          },
+          kTanhArgumentUnits + z_units, kLimit, "gelu tanh backward");
+
+      silu_forward(x, y, mult, static_cast<float>(alpha));
+      silu_backward(g, x, dx, mult, static_cast<float>(beta));
+      expect_within(
+          y.span(),
+          [&](std::size_t i, double p) {
+            const double v = alpha * xs[i] * logistic(m * xs[i] * (1 + p));
+            return Exact{v, std::abs(v)};
+          },
+          z_units, kLimit, "silu");
+      expect_within(
+          dx.span(),
+          [&](std::size_t i, double p) {
+            const double z = m * xs[i] * (1 + p), s = logistic(z), zc = z * logistic(-z);
+            return Exact{beta * gs[i] * s * (1 + zc),
+                         std::abs(beta * gs[i]) * s * (1 + std::abs(zc))};
+          },
+          z_units, kLimit, "silu backward");
+
+      // silu_glu with the inputs as the gate and g as x (and as the output gradient).
+      silu_glu_forward(g, x, y, mult, static_cast<float>(alpha));
+      silu_glu_backward(g, g, x, dx, dgate, mult, static_cast<float>(beta),
+                        static_cast<float>(alpha));
+      expect_within(
+          y.span(),
+          [&](std::size_t i, double p) {
+            const double v = alpha * gs[i] * xs[i] * logistic(m * xs[i] * (1 + p));
+            return Exact{v, std::abs(v)};
+          },
+          z_units, kLimit, "silu_glu");
+      expect_within(
+          dx.span(),
+          [&](std::size_t i, double p) {
+            const double v = beta * gs[i] * xs[i] * logistic(m * xs[i] * (1 + p));
+            return Exact{v, std::abs(v)};
+          },
+          z_units, kLimit, "silu_glu backward, x");
+      expect_within(
+          dgate.span(),
+          [&](std::size_t i, double p) {
+            const double z = m * xs[i] * (1 + p), s = logistic(z), zc = z * logistic(-z);
+            const double gx = alpha * gs[i] * gs[i];
+            return Exact{gx * s * (1 + zc), std::abs(gx) * s * (1 + std::abs(zc))};
+          },
+          z_units, kLimit, "silu_glu backward, gate");
+    }
+  }
+  detail::force_simd_level(detail::best_simd_level());
+}
+
+// At ±inf the gradients take their limits (1 and 0); the outputs follow the formulas, so that
+// gelu(−inf) and silu(−inf) are −inf·0 = NaN. NaN propagates everywhere.
+TEST(ActivationAccuracy, InfinityAndNan) {
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  const float specials[] = {kInf, -kInf, std::numeric_limits<float>::quiet_NaN()};
+  const std::int64_t n = 37;  // through the vector loop and its tail at every level
+  Tensor x(Shape{n}), g(Shape{n}), y(Shape{n}), dx(Shape{n}), dgate(Shape{n});
+  for (std::int64_t i = 0; i < n; ++i) {
+    x[i] = specials[i % 3];
+    g[i] = 2.0f;
+  }
+  for (const detail::SimdLevel level : detail::supported_simd_levels()) {
+    detail::force_simd_level(level);
+    auto expect_pattern = [&](const Tensor& t, float at_inf, float at_minus_inf, const char* what) {
+      for (std::int64_t i = 0; i < n; ++i) {
+        const float want = i % 3 == 0 ? at_inf : i % 3 == 1 ? at_minus_inf : NAN;
+        if (std::isnan(want)) {
+          EXPECT_TRUE(std::isnan(t[i])) << what << " at " << x[i] << " got " << t[i];
+        } else {
+          EXPECT_EQ(t[i], want) << what << " at " << x[i];
+        }
+      }
+    };
+    SCOPED_TRACE(detail::simd_level_name(level));
+    for (const GeluApproximation approximation :
+         {GeluApproximation::kNone, GeluApproximation::kTanh}) {
+      SCOPED_TRACE(gelu_approximation_name(approximation));
+      gelu_forward(x, y, 1.0f, approximation, 1.0f);
+      gelu_backward(g, x, dx, 1.0f, approximation, 1.0f);
+      expect_pattern(y, kInf, NAN, "gelu");
+      expect_pattern(dx, 2.0f, 0.0f, "gelu backward");
+    }
+    silu_forward(x, y, 1.0f, 1.0f);
+    silu_backward(g, x, dx, 1.0f, 1.0f);
+    expect_pattern(y, kInf, NAN, "silu");
+    expect_pattern(dx, 2.0f, 0.0f, "silu backward");
+    // The specials as the gate; x = g = 2.
+    silu_glu_forward(g, x, y, 1.0f, 1.0f);
+    silu_glu_backward(g, g, x, dx, dgate, 1.0f, 1.0f, 1.0f);
+    expect_pattern(y, kInf, NAN, "silu_glu");
+    expect_pattern(dx, kInf, NAN, "silu_glu backward, x");
+    expect_pattern(dgate, 4.0f, 0.0f, "silu_glu backward, gate");
+  }
+  detail::force_simd_level(detail::best_simd_level());
 }
 
 // ---------------------------------------------------------------------------------------------

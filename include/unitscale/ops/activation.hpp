@@ -26,6 +26,12 @@
 //   relu: the spec gives no unit-scaling rule (the reference library has none), so relu runs
 //   unscaled (α = β = 1) in every graph. Its output std is √((1−1/π)/2) ≈ 0.584 and its gradient
 //   std √½ for unit inputs; gelu with a large mult is the unit-scaled alternative.
+//
+// Numerics. The gelu, silu and silu_glu kernels compute in FP32 with their own vectorised exp and
+// normal CDF (the instruction set is chosen at run time, like the bulk conversions'), within a few
+// ulps of the exact values, tails included; the tanh form evaluates ½(1 + tanh u) as σ(2u). At
+// x = ±∞ the gradients take their limits, while gelu and silu of −∞ are NaN (−∞·0), as the
+// formulas give.
 
 #include <string_view>
 

@@ -1,9 +1,11 @@
 #pragma once
-// Which instruction set the bulk conversions (format/bulk.hpp) run on.
+// Which instruction set the bulk conversions (format/bulk.hpp) run on, and the vectorised
+// activation kernels (ops/activation.hpp) with them.
 //
 // The kernels exist once per level and are chosen at run time from what the CPU supports, so one
-// binary runs everywhere and uses AVX-512 where it can. Every level gives bit-identical results;
-// tests and benchmarks force each supported level in turn to check and measure that.
+// binary runs everywhere and uses AVX-512 where it can. Every level gives bit-identical bulk
+// conversions (the activations agree to rounding: FMA where available); tests and benchmarks
+// force each supported level in turn to check and measure that.
 
 #include <cstdint>
 #include <span>
@@ -26,12 +28,12 @@ std::span<const SimdLevel> supported_simd_levels();
 // The fastest level this CPU supports.
 SimdLevel best_simd_level();
 
-// The level the bulk conversions currently use: best_simd_level() unless a test or benchmark
-// forced another one.
+// The level the bulk conversions and activations currently use: best_simd_level() unless a test or
+// benchmark forced another one.
 SimdLevel active_simd_level();
 
-// Makes every following bulk conversion, on every thread, use `level`; throws unitscale::Error if
-// the CPU does not support it. For tests and benchmarks.
+// Makes every following bulk conversion and activation, on every thread, use `level`; throws
+// unitscale::Error if the CPU does not support it. For tests and benchmarks.
 void force_simd_level(SimdLevel level);
 
 }  // namespace unitscale::detail
