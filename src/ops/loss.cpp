@@ -44,11 +44,11 @@ std::vector<std::int64_t> checked_class_ids(ConstTensorView labels, std::int64_t
   return ids;
 }
 
-// One row of softmax(m·z) split at the label: with e_j = exp(m·(z_j − z_top)), z_top the logit
-// with the largest m·z (subtracted before multiplying by m, which keeps large logits exact), `own`
-// = e_label and `rest` = Σ_{j≠label} e_j, each summed separately so that a dominant label (own = 1,
-// rest tiny) keeps rest, and so 1 − p_label, to full relative precision. Writes the e_j to `out`
-// unless it is null.
+// One row of softmax(m·z), split at the label. With z_top the logit with the largest m·z and
+// e_j = exp(m·(z_j − z_top)) (the shift is subtracted before multiplying by m, which keeps large
+// logits exact): own = e_label and rest = Σ_{j≠label} e_j, summed apart so that with a dominant
+// label (own = 1, rest tiny) rest, and so 1 − p_label, keeps full relative precision. The e_j go to
+// `out` unless it is null.
 struct SplitExpSum {
   float top = 0;
   double own = 0, rest = 0;

@@ -93,6 +93,7 @@ void norm_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bia
                   double eps, float alpha) {
   const std::int64_t d = x.shape().inner();
   const std::int64_t rows = x.shape().outer();
+  if (d == 0) return;  // the statistics read x[0]; the op itself rejects d = 0
   const rows::KernelTable& kernels = rows::kernels();
 #pragma omp parallel for if (x.numel() >= kParallelThreshold)
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -114,6 +115,7 @@ void norm_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView we
                    float beta_x, float beta_weight, float beta_bias) {
   const std::int64_t d = x.shape().inner();
   const std::int64_t rows = x.shape().outer();
+  if (d == 0) return;
   const auto width = static_cast<std::size_t>(d);
   const float* w = weight.data();
   const bool want_weight = present(grad_weight);
