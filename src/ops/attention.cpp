@@ -1,12 +1,12 @@
 #include "unitscale/ops/attention.hpp"
 
-#include <algorithm>
-#include <cmath>
-#include <limits>
-#include <string>
-
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "ops/row_kernels.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/dropout.hpp"
@@ -52,35 +52,29 @@ Geometry geometry_of(const Shape& q, const Shape& k, const Shape& v) {
           q.dim(-1), v.dim(-1)};
 }
 
-// Row softmax of S in place, in FP32 with the row sum in double. Causal rows keep columns j ≤ i
-// (top-left aligned) and zero the rest.
-void softmax_rows(RowMajorMatrix& s, bool causal) {
+// Row softmax of S in place (vectorised kernels; the row sum is accumulated in double across
+// blocks). Causal rows keep columns j ≤ i (top-left aligned) and zero the rest: the masked logits
+// are −∞, whose exp is 0, so they are never computed.
+void softmax_rows(const detail::rows::KernelTable& kernels, RowMajorMatrix& s, bool causal) {
   const std::int64_t cols = s.cols();
   for (std::int64_t i = 0; i < s.rows(); ++i) {
     float* row = s.data() + i * cols;
     const std::int64_t valid = causal ? std::min(i + 1, cols) : cols;
-    float max_logit = -std::numeric_limits<float>::infinity();
-    for (std::int64_t j = 0; j < valid; ++j) max_logit = std::max(max_logit, row[j]);
-    double sum = 0;
-    for (std::int64_t j = 0; j < valid; ++j) {
-      row[j] = std::exp(row[j] - max_logit);
-      sum += row[j];
-    }
-    const auto inverse = static_cast<float>(1.0 / sum);
-    for (std::int64_t j = 0; j < valid; ++j) row[j] *= inverse;
+    const double sum = kernels.exp_sum(row, row, valid, 1.0f, kernels.max(row, valid));
+    kernels.scale(row, valid, static_cast<float>(1.0 / sum));
     std::fill(row + valid, row + cols, 0.0f);
   }
 }
 
 // P = softmax((m/d)·q·kᵀ) of slice b, into `probs` (s_q × s_k).
-void attention_probabilities(ConstTensorView q, ConstTensorView k, const Geometry& g,
-                             std::int64_t b, const AttentionConfig& config,
-                             RowMajorMatrix& probs) {
+void attention_probabilities(const detail::rows::KernelTable& kernels, ConstTensorView q,
+                             ConstTensorView k, const Geometry& g, std::int64_t b,
+                             const AttentionConfig& config, RowMajorMatrix& probs) {
   const ConstMatrixMap q_b(q.data() + b * g.query_len * g.head_dim, g.query_len, g.head_dim);
   const ConstMatrixMap k_b(k.data() + b * g.key_len * g.head_dim, g.key_len, g.head_dim);
   const auto logit_scale = static_cast<float>(config.mult / static_cast<double>(g.head_dim));
   probs.noalias() = logit_scale * (q_b * k_b.transpose());
-  softmax_rows(probs, config.mask == AttentionMask::kCausal);
+  softmax_rows(kernels, probs, config.mask == AttentionMask::kCausal);
 }
 
 bool run_parallel(const Geometry& g) {
@@ -189,12 +183,13 @@ void attention_forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, 
                        const AttentionConfig& config, float alpha) {
   const Geometry g = geometry_of(q.shape(), k.shape(), v.shape());
   const DropoutMask dropout(config);
+  const detail::rows::KernelTable& kernels = detail::rows::kernels();
 #pragma omp parallel if (run_parallel(g))
   {
     RowMajorMatrix probs(g.query_len, g.key_len);
 #pragma omp for
     for (std::int64_t b = 0; b < g.slices; ++b) {
-      attention_probabilities(q, k, g, b, config, probs);
+      attention_probabilities(kernels, q, k, g, b, config, probs);
       if (dropout.active) dropout.apply(probs, b * g.query_len * g.key_len);
       const ConstMatrixMap v_b(v.data() + b * g.key_len * g.value_dim, g.key_len, g.value_dim);
       MatrixMap(y.data() + b * g.query_len * g.value_dim, g.query_len, g.value_dim).noalias() =
@@ -210,6 +205,7 @@ void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorVi
   const DropoutMask dropout(config);
   const bool want_scores = present(grad_q) || present(grad_k);
   const auto logit_scale = static_cast<float>(config.mult / static_cast<double>(g.head_dim));
+  const detail::rows::KernelTable& kernels = detail::rows::kernels();
 #pragma omp parallel if (run_parallel(g))
   {
     RowMajorMatrix probs(g.query_len, g.key_len);
@@ -218,7 +214,7 @@ void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorVi
 #pragma omp for
     for (std::int64_t b = 0; b < g.slices; ++b) {
       const std::int64_t first = b * g.query_len * g.key_len;
-      attention_probabilities(q, k, g, b, config, probs);
+      attention_probabilities(kernels, q, k, g, b, config, probs);
       const ConstMatrixMap g_b(grad_y.data() + b * g.query_len * g.value_dim, g.query_len,
                                g.value_dim);
       const ConstMatrixMap v_b(v.data() + b * g.key_len * g.value_dim, g.key_len, g.value_dim);
@@ -235,14 +231,12 @@ void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorVi
       if (!want_scores) continue;
       grad_scores.noalias() = g_b * v_b.transpose();  // dP̃
       if (dropout.active) dropout.apply(grad_scores, first);  // dP
-      // dS = P ∘ (dP − rowsum(P ∘ dP)), the softmax VJP row by row.
+      // dS = P ∘ (dP − rowsum(P ∘ dP)), the softmax VJP row by row, in place.
       for (std::int64_t i = 0; i < g.query_len; ++i) {
         const float* p_row = probs.data() + i * g.key_len;
         float* d_row = grad_scores.data() + i * g.key_len;
-        double dot = 0;
-        for (std::int64_t j = 0; j < g.key_len; ++j) dot += static_cast<double>(p_row[j]) * d_row[j];
-        const auto row_dot = static_cast<float>(dot);
-        for (std::int64_t j = 0; j < g.key_len; ++j) d_row[j] = p_row[j] * (d_row[j] - row_dot);
+        const auto row_dot = static_cast<float>(kernels.dot(p_row, d_row, g.key_len));
+        kernels.softmax_vjp(p_row, d_row, d_row, g.key_len, 1.0f, row_dot);
       }
       if (present(grad_q)) {
         const ConstMatrixMap k_b(k.data() + b * g.key_len * g.head_dim, g.key_len, g.head_dim);

@@ -1,12 +1,14 @@
 #include "unitscale/ops/loss.hpp"
 
 #include <fmt/format.h>
+#include <omp.h>
 
+#include <algorithm>
 #include <cmath>
-#include <limits>
 #include <string>
 #include <vector>
 
+#include "ops/row_kernels.hpp"
 #include "unitscale/error.hpp"
 
 namespace unitscale {
@@ -42,13 +44,25 @@ std::vector<std::int64_t> checked_class_ids(ConstTensorView labels, std::int64_t
   return ids;
 }
 
-// logsumexp(m · z) over one row, in double so the loss matches a double-precision reference.
-double scaled_logsumexp(const float* z, std::int64_t vocab, double mult) {
-  double max_value = -std::numeric_limits<double>::infinity();
-  for (std::int64_t i = 0; i < vocab; ++i) max_value = std::max(max_value, mult * z[i]);
-  double sum = 0;
-  for (std::int64_t i = 0; i < vocab; ++i) sum += std::exp(mult * z[i] - max_value);
-  return max_value + std::log(sum);
+// One row of softmax(m·z), split at the label. With z_top the logit with the largest m·z and
+// e_j = exp(m·(z_j − z_top)) (the shift is subtracted before multiplying by m, which keeps large
+// logits exact): own = e_label and rest = Σ_{j≠label} e_j, summed apart so that with a dominant
+// label (own = 1, rest tiny) rest, and so 1 − p_label, keeps full relative precision. The e_j go to
+// `out` unless it is null.
+struct SplitExpSum {
+  float top = 0;
+  double own = 0, rest = 0;
+};
+
+SplitExpSum split_exp_sum(const detail::rows::KernelTable& kernels, const float* z, float* out,
+                          std::int64_t vocab, std::int64_t label, float mult) {
+  SplitExpSum s;
+  s.top = mult >= 0 ? kernels.max(z, vocab) : kernels.min(z, vocab);  // the largest m·z
+  auto at = [out](std::int64_t i) { return out != nullptr ? out + i : nullptr; };
+  s.rest = kernels.exp_sum(z, at(0), label, mult, s.top) +
+           kernels.exp_sum(z + label + 1, at(label + 1), vocab - label - 1, mult, s.top);
+  s.own = kernels.exp_sum(z + label, at(label), 1, mult, s.top);
+  return s;
 }
 
 std::int64_t count_valid(const std::vector<std::int64_t>& ids) {
@@ -90,6 +104,8 @@ float cross_entropy_forward(ConstTensorView logits, ConstTensorView labels, doub
   const std::int64_t rows = logits.shape().outer();
   const std::vector<std::int64_t> ids = checked_class_ids(labels, vocab, ignore_index);
   const float* z = logits.data();
+  const detail::rows::KernelTable& kernels = detail::rows::kernels();
+  const auto mult_f = static_cast<float>(mult);
   double total = 0;
   const bool parallel = rows * vocab > kParallelThreshold;
 #pragma omp parallel for reduction(+ : total) schedule(static) if (parallel)
@@ -97,7 +113,11 @@ float cross_entropy_forward(ConstTensorView logits, ConstTensorView labels, doub
     const std::int64_t id = ids[static_cast<std::size_t>(row)];
     if (id == kIgnoredRow) continue;
     const float* row_z = z + row * vocab;
-    total += scaled_logsumexp(row_z, vocab, mult) - mult * row_z[id];
+    const SplitExpSum s = split_exp_sum(kernels, row_z, nullptr, vocab, id, mult_f);
+    // ℓ = logsumexp(m·z) − m·z_label = m·(z_top − z_label) + log(own + rest), the log taken as
+    // log1p(rest + (own − 1)): own = 1 exactly when the label is the largest logit, and then a
+    // tiny loss is as accurate as rest. (Otherwise rest ≥ 1, with no cancellation.)
+    total += mult * (static_cast<double>(s.top) - row_z[id]) + std::log1p(s.rest + (s.own - 1.0));
   }
   // "mean" over zero valid rows is 0/0 = NaN, as in a plain mean over an empty set.
   if (reduction == Reduction::kMean) total /= static_cast<double>(count_valid(ids));
@@ -121,20 +141,22 @@ void cross_entropy_backward(ConstTensorView logits, ConstTensorView labels, floa
   }
   const float* z = logits.data();
   float* dz = grad_logits.data();
+  const detail::rows::KernelTable& kernels = detail::rows::kernels();
+  const auto mult_f = static_cast<float>(mult);
 #pragma omp parallel for schedule(static) if (rows * vocab > kParallelThreshold)
   for (std::int64_t row = 0; row < rows; ++row) {
     const std::int64_t id = ids[static_cast<std::size_t>(row)];
-    const float* row_z = z + row * vocab;
     float* row_dz = dz + row * vocab;
     if (id == kIgnoredRow) {
-      for (std::int64_t i = 0; i < vocab; ++i) row_dz[i] = 0.0f;
+      std::fill(row_dz, row_dz + vocab, 0.0f);
       continue;
     }
-    const double lse = scaled_logsumexp(row_z, vocab, mult);
-    for (std::int64_t i = 0; i < vocab; ++i) {
-      const double p = std::exp(mult * row_z[i] - lse);
-      row_dz[i] = static_cast<float>(coefficient * (i == id ? p - 1.0 : p));
-    }
+    // p = e / (own + rest) with the e_j written to dz, then scaled in place; at the label
+    // p − 1 = −rest / (own + rest), without the cancellation of subtracting 1 from p.
+    const SplitExpSum s = split_exp_sum(kernels, z + row * vocab, row_dz, vocab, id, mult_f);
+    const double sum = s.own + s.rest;
+    kernels.scale(row_dz, vocab, static_cast<float>(coefficient / sum));
+    row_dz[id] = static_cast<float>(-coefficient * s.rest / sum);
   }
 }
 
@@ -142,11 +164,15 @@ float mse_loss_forward(ConstTensorView a, ConstTensorView b, Reduction reduction
   const std::int64_t n = a.numel();
   const float* x = a.data();
   const float* y = b.data();
+  const detail::rows::KernelTable& kernels = detail::rows::kernels();
   double total = 0;
-#pragma omp parallel for reduction(+ : total) schedule(static) if (n > kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(x[i]) - y[i];
-    total += d * d;
+  // Each thread sums one contiguous chunk (vectorised, in double across blocks).
+#pragma omp parallel reduction(+ : total) if (n > kParallelThreshold)
+  {
+    const auto threads = static_cast<std::int64_t>(omp_get_num_threads());
+    const auto thread = static_cast<std::int64_t>(omp_get_thread_num());
+    const std::int64_t begin = n * thread / threads, end = n * (thread + 1) / threads;
+    total += kernels.squared_distance(x + begin, y + begin, end - begin);
   }
   if (reduction == Reduction::kMean) total /= static_cast<double>(n);
   return static_cast<float>(total);
@@ -166,11 +192,19 @@ void mse_loss_backward(ConstTensorView a, ConstTensorView b, float grad_loss, Te
   const float* y = b.data();
   float* dx = grad_a.data();
   float* dy = grad_b.data();
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) {
-    const float difference = x[i] - y[i];
-    if (dx != nullptr) dx[i] = coefficient_a * difference;
-    if (dy != nullptr) dy[i] = coefficient_b * difference;
+  // One loop per set of outputs, so that each vectorises without per-element tests.
+  if (dx != nullptr && dy != nullptr) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float difference = x[i] - y[i];
+      dx[i] = coefficient_a * difference;
+      dy[i] = coefficient_b * difference;
+    }
+  } else if (dx != nullptr || dy != nullptr) {
+    float* d = dx != nullptr ? dx : dy;
+    const float c = dx != nullptr ? coefficient_a : coefficient_b;
+#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+    for (std::int64_t i = 0; i < n; ++i) d[i] = c * (x[i] - y[i]);
   }
 }
 

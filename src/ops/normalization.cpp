@@ -1,11 +1,12 @@
 #include "unitscale/ops/normalization.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
-#include <fmt/format.h>
-
+#include "ops/row_kernels.hpp"
 #include "unitscale/error.hpp"
 
 namespace unitscale {
@@ -14,27 +15,76 @@ namespace {
 // Below this many elements the OpenMP fork costs more than it saves.
 constexpr std::int64_t kParallelThreshold = std::int64_t{1} << 15;
 
-struct RowStats {
-  double mean = 0;  // 0 for rms_norm, which does not centre
-  double rstd = 1;
+namespace rows = detail::rows;
+
+// A double as an unevaluated sum of two floats, for centring in float without losing the bits of a
+// large mean (see RowStats).
+struct FloatPair {
+  float hi = 0, lo = 0;
+  explicit FloatPair(double v) : hi(static_cast<float>(v)), lo(static_cast<float>(v - hi)) {}
 };
 
-// Two-pass statistics in double: the centred second pass avoids the cancellation of E[x²] − μ².
+// Row statistics, accumulated in float lanes (and in double across blocks of the row; see
+// row_kernels.hpp). Centring is what keeps float accumulation accurate: the sums run over
+// c = x − μ̃, whose magnitude is that of the spread, not of the values, so a row like x + 1e4 loses
+// nothing (x − μ̃ is exact when x is near μ̃, and μ̃ is held as a float pair). Two cheap passes over
+// the row, which then sits in L1 for the output pass:
+//   1. μ̃ = x₀ + Σ(x − x₀)/n, shifted by the first element so that the sum does not grow with the
+//      offset (an outlying x₀ only makes μ̃ less exact, which step 2 absorbs);
+//   2. Σc, Σc² with c = x − μ̃ (and the gradient sums, for the backward), then the corrected
+//      two-pass formulas μ = μ̃ + δ, var = Σc²/n − δ² with δ = Σc/n: δ is tiny, so δ² cancels
+//      nothing, unlike E[x²] − μ² or a single pass shifted by x₀ alone.
+// rms_norm does not centre: pass 1 is skipped and var = mean(x²).
+struct RowStats {
+  double mean = 0;   // 0 for rms_norm
+  double delta = 0;  // μ − μ̃ (the pass-2 sums are relative to μ̃)
+  double rstd = 1;
+  rows::CentredSums sums;
+};
+
+// Passes 1 and 2 in scalar double, for the rare row whose float sums overflow (|x| or |g·x|
+// beyond ~1e18) or that holds an Inf or NaN.
 template <bool kCenter>
-RowStats row_stats(const float* row, std::int64_t d, double eps) {
-  RowStats stats;
-  const double n = static_cast<double>(d);
+rows::CentredSums centred_sums_in_double(const float* x, const float* g, const float* w,
+                                         std::int64_t d, double& estimate) {
+  estimate = 0;
   if constexpr (kCenter) {
-    double sum = 0;
-    for (std::int64_t j = 0; j < d; ++j) sum += row[j];
-    stats.mean = sum / n;
+    for (std::int64_t j = 0; j < d; ++j) estimate += x[j];
+    estimate /= static_cast<double>(d);
   }
-  double sum_sq = 0;
+  rows::CentredSums sums;
   for (std::int64_t j = 0; j < d; ++j) {
-    const double centred = row[j] - stats.mean;
-    sum_sq += centred * centred;
+    const double c = x[j] - estimate;
+    sums.c += c;
+    sums.c2 += c * c;
+    if (g != nullptr) {
+      const double g_hat = w != nullptr ? static_cast<double>(g[j]) * w[j] : g[j];
+      sums.gh += g_hat;
+      sums.gh_c += g_hat * c;
+    }
   }
-  stats.rstd = 1.0 / std::sqrt(sum_sq / n + eps);
+  return sums;
+}
+
+template <bool kCenter>
+RowStats row_stats(const rows::KernelTable& kernels, const float* x, const float* g, const float* w,
+                   std::int64_t d, double eps) {
+  const auto n = static_cast<double>(d);
+  double estimate = 0;
+  if constexpr (kCenter) estimate = x[0] + kernels.shifted_sum(x, d, x[0]) / n;
+  const FloatPair centre(estimate);
+  RowStats stats;
+  stats.sums = kernels.centred_sums(x, g, w, d, centre.hi, centre.lo);
+  if (!std::isfinite(stats.sums.c2 + stats.sums.gh_c)) {
+    stats.sums = centred_sums_in_double<kCenter>(x, g, w, d, estimate);
+  }
+  double var = stats.sums.c2 / n;
+  if constexpr (kCenter) {
+    stats.delta = stats.sums.c / n;
+    stats.mean = estimate + stats.delta;
+    var = std::max(0.0, var - stats.delta * stats.delta);
+  }
+  stats.rstd = 1.0 / std::sqrt(var + eps);
   return stats;
 }
 
@@ -43,21 +93,19 @@ void norm_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bia
                   double eps, float alpha) {
   const std::int64_t d = x.shape().inner();
   const std::int64_t rows = x.shape().outer();
-  const float* w = weight.data();
-  const float* b = bias.data();
+  if (d == 0) return;  // the statistics read x[0]; the op itself rejects d = 0
+  const rows::KernelTable& kernels = rows::kernels();
 #pragma omp parallel for if (x.numel() >= kParallelThreshold)
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* x_row = x.data() + r * d;
-    float* y_row = y.data() + r * d;
-    const RowStats stats = row_stats<kCenter>(x_row, d, eps);
-    const auto mean = static_cast<float>(stats.mean);
-    const auto scale = static_cast<float>(stats.rstd) * alpha;  // α folded into the normaliser
-    for (std::int64_t j = 0; j < d; ++j) {
-      float v = (x_row[j] - mean) * scale;
-      if (w != nullptr) v *= w[j];
-      if (b != nullptr) v += alpha * b[j];
-      y_row[j] = v;
-    }
+    const RowStats stats = row_stats<kCenter>(kernels, x_row, nullptr, nullptr, d, eps);
+    const FloatPair mean(stats.mean);
+    rows::NormForwardRow row;
+    row.mean_hi = mean.hi;
+    row.mean_lo = mean.lo;
+    row.scale = static_cast<float>(stats.rstd) * alpha;  // α folded into the normaliser
+    row.bias_scale = alpha;
+    kernels.norm_forward(x_row, weight.data(), bias.data(), y.data() + r * d, d, row);
   }
 }
 
@@ -67,47 +115,56 @@ void norm_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView we
                    float beta_x, float beta_weight, float beta_bias) {
   const std::int64_t d = x.shape().inner();
   const std::int64_t rows = x.shape().outer();
+  if (d == 0) return;
   const auto width = static_cast<std::size_t>(d);
   const float* w = weight.data();
   const bool want_weight = present(grad_weight);
   const bool want_bias = present(grad_bias);
-  // Parameter gradients sum over all rows: each thread accumulates its rows in double, then the
-  // partial sums are merged once.
+  const rows::KernelTable& kernels = rows::kernels();
+  // Parameter gradients sum over all rows. Each thread adds up to kRowsPerFlush rows into float
+  // sums (a short float sum loses little), moves them into its double sums, and the threads' double
+  // sums are merged once: float sums over all B rows would lose precision, double sums updated
+  // every row cost the kernel twice the memory traffic.
+  constexpr std::int64_t kRowsPerFlush = 16;
   std::vector<double> total_weight(want_weight ? width : 0, 0.0);
   std::vector<double> total_bias(want_bias ? width : 0, 0.0);
 
 #pragma omp parallel if (x.numel() >= kParallelThreshold)
   {
-    std::vector<double> acc_weight(want_weight ? width : 0, 0.0);
-    std::vector<double> acc_bias(want_bias ? width : 0, 0.0);
+    std::vector<float> part_weight(total_weight.size(), 0.0f), part_bias(total_bias.size(), 0.0f);
+    std::vector<double> acc_weight(total_weight.size(), 0.0), acc_bias(total_bias.size(), 0.0);
+    auto flush = [](std::vector<float>& part, std::vector<double>& acc) {
+      for (std::size_t j = 0; j < part.size(); ++j) acc[j] += part[j];
+      std::fill(part.begin(), part.end(), 0.0f);
+    };
+    std::int64_t pending = 0;  // rows in the float sums
 #pragma omp for
     for (std::int64_t r = 0; r < rows; ++r) {
       const float* x_row = x.data() + r * d;
       const float* g_row = grad_y.data() + r * d;
-      const RowStats stats = row_stats<kCenter>(x_row, d, eps);
-      double sum_gh = 0;     // Σ ĝ
-      double sum_gh_xh = 0;  // Σ ĝ·x̂
-      for (std::int64_t j = 0; j < d; ++j) {
-        const double x_hat = (x_row[j] - stats.mean) * stats.rstd;
-        const double g = g_row[j];
-        const double g_hat = w != nullptr ? g * w[j] : g;
-        sum_gh += g_hat;
-        sum_gh_xh += g_hat * x_hat;
-        if (want_weight) acc_weight[static_cast<std::size_t>(j)] += g * x_hat;
-        if (want_bias) acc_bias[static_cast<std::size_t>(j)] += g;
-      }
-      if (!present(grad_x)) continue;
+      const RowStats stats = row_stats<kCenter>(kernels, x_row, g_row, w, d, eps);
+      // Σĝ·x̂ = rstd·Σĝ·(c − δ): the pass-2 sums are centred on μ̃, not μ.
       const double n = static_cast<double>(d);
-      const double mean_gh = kCenter ? sum_gh / n : 0.0;
-      const double mean_gh_xh = sum_gh_xh / n;
-      const double scale = beta_x * stats.rstd;
-      float* dx_row = grad_x.data() + r * d;
-      for (std::int64_t j = 0; j < d; ++j) {
-        const double x_hat = (x_row[j] - stats.mean) * stats.rstd;
-        const double g_hat = w != nullptr ? static_cast<double>(g_row[j]) * w[j] : g_row[j];
-        dx_row[j] = static_cast<float>(scale * (g_hat - mean_gh - x_hat * mean_gh_xh));
+      const double sum_gh_xh = stats.rstd * (stats.sums.gh_c - stats.delta * stats.sums.gh);
+      const FloatPair mean(stats.mean);
+      rows::NormBackwardRow row;
+      row.mean_hi = mean.hi;
+      row.mean_lo = mean.lo;
+      row.rstd = static_cast<float>(stats.rstd);
+      row.dx_scale = static_cast<float>(beta_x * stats.rstd);
+      row.mean_gh = kCenter ? static_cast<float>(stats.sums.gh / n) : 0.0f;
+      row.mean_gh_xh = static_cast<float>(sum_gh_xh / n);
+      kernels.norm_backward(x_row, g_row, w, present(grad_x) ? grad_x.data() + r * d : nullptr,
+                            want_weight ? part_weight.data() : nullptr,
+                            want_bias ? part_bias.data() : nullptr, d, row);
+      if (++pending == kRowsPerFlush) {
+        flush(part_weight, acc_weight);
+        flush(part_bias, acc_bias);
+        pending = 0;
       }
     }
+    flush(part_weight, acc_weight);
+    flush(part_bias, acc_bias);
     if (want_weight || want_bias) {
 #pragma omp critical(unitscale_norm_param_grad)
       {

@@ -2,11 +2,10 @@
 
 #include <fmt/format.h>
 
-#include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include "ops/pointwise_common.hpp"
+#include "ops/row_kernels.hpp"
 #include "unitscale/error.hpp"
 
 namespace unitscale {
@@ -16,19 +15,17 @@ void softmax_forward(ConstTensorView x, TensorView y, float mult, float alpha) {
   if (n == 0) return;
   const float* in = x.data();
   float* out = y.data();
+  const detail::rows::KernelTable& kernels = detail::rows::kernels();
 #pragma omp parallel for schedule(static) if (y.numel() > detail::kParallelThreshold)
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* xr = in + r * n;
     float* yr = out + r * n;
-    float max_logit = -std::numeric_limits<float>::infinity();
-    for (std::int64_t j = 0; j < n; ++j) max_logit = std::max(max_logit, mult * xr[j]);
-    double sum = 0;
-    for (std::int64_t j = 0; j < n; ++j) {
-      yr[j] = std::exp(mult * xr[j] - max_logit);
-      sum += yr[j];
-    }
-    const auto factor = static_cast<float>(alpha / sum);
-    for (std::int64_t j = 0; j < n; ++j) yr[j] *= factor;
+    // Shifting by the row's largest m·x makes every exponent ≤ 0. The shift is subtracted before
+    // multiplying by m: x − x_top is exact for the entries that matter, where m·x − max(m·x)
+    // would carry the rounding error of m·x, large for large logits.
+    const float top = mult >= 0 ? kernels.max(xr, n) : kernels.min(xr, n);
+    const double sum = kernels.exp_sum(xr, yr, n, mult, top);
+    kernels.scale(yr, n, static_cast<float>(alpha / sum));
   }
 }
 
@@ -40,17 +37,14 @@ void softmax_backward(ConstTensorView grad_y, ConstTensorView y, TensorView grad
   const float* g = grad_y.data();
   const float* out = y.data();
   float* dx = grad_x.data();
+  const detail::rows::KernelTable& kernels = detail::rows::kernels();
   // dx = β·m·s⊙(g − Σ s·g) with s = y/α.
   const float factor = beta * mult / alpha;
 #pragma omp parallel for schedule(static) if (grad_x.numel() > detail::kParallelThreshold)
   for (std::int64_t r = 0; r < rows; ++r) {
-    const float* gr = g + r * n;
     const float* yr = out + r * n;
-    float* dxr = dx + r * n;
-    double dot = 0;
-    for (std::int64_t j = 0; j < n; ++j) dot += static_cast<double>(yr[j]) * gr[j];
-    const auto mean_g = static_cast<float>(dot / alpha);
-    for (std::int64_t j = 0; j < n; ++j) dxr[j] = factor * yr[j] * (gr[j] - mean_g);
+    const auto mean_g = static_cast<float>(kernels.dot(yr, g + r * n, n) / alpha);
+    kernels.softmax_vjp(yr, g + r * n, dx + r * n, n, factor, mean_g);
   }
 }
 

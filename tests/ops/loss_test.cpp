@@ -1,13 +1,16 @@
 #include "unitscale/ops/loss.hpp"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cfloat>
 #include <cmath>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "../support/accuracy.hpp"
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
@@ -181,6 +184,157 @@ TEST(MseLossForward, HandMadeValues) {
   EXPECT_EQ(run_forward(kMseLossOp, {a, b}, mse_attrs("sum")), 14.0f);
   EXPECT_EQ(run_forward(kMseLossOp, {a, b}, mse_attrs("mean")), 3.5f);
   EXPECT_EQ(run_forward(kMseLossOp, {a, b}, mse_attrs("mean"), Scaling::kUnit), 3.5f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accuracy against extended precision. The kernels use a vectorised float exp (~2 ulps) and float
+// lane sums moved to double every block; both are checked on every SIMD level of this CPU.
+// ---------------------------------------------------------------------------------------------
+
+struct LabelledRow {
+  std::vector<float> logits;
+  std::int64_t label = 0;
+};
+
+// Rows that stress them: a large common offset, huge and tiny logits, a dominant label (a loss
+// of ~1e-11 that must keep its digits, as must 1 − p_label), a label far below the rest, and −∞
+// (masked) logits. The lengths leave partial vectors at every lane width.
+std::vector<LabelledRow> hard_labelled_rows(std::mt19937& rng) {
+  std::vector<LabelledRow> rows;
+  std::normal_distribution<float> normal;
+  for (const std::size_t v : {2, 5, 100, 1031}) {
+    const auto label = static_cast<std::int64_t>(v / 3);
+    auto add = [&](auto&& value) {
+      LabelledRow row{std::vector<float>(v), label};
+      for (std::size_t j = 0; j < v; ++j) row.logits[j] = value(j);
+      rows.push_back(std::move(row));
+    };
+    add([&](std::size_t) { return normal(rng); });
+    add([&](std::size_t) { return 1e4f + normal(rng); });
+    add([&](std::size_t) { return 1e3f * normal(rng); });
+    add([&](std::size_t) { return 1e-30f * normal(rng); });
+    add([&](std::size_t j) { return static_cast<std::int64_t>(j) == label ? 30.0f : normal(rng); });
+    add([&](std::size_t j) {
+      return static_cast<std::int64_t>(j) == label ? -30.0f : normal(rng);
+    });
+    add([&](std::size_t j) {
+      return j % 3 == 2 && static_cast<std::int64_t>(j) != label ? -INFINITY : normal(rng);
+    });
+  }
+  return rows;
+}
+
+// ℓ = log Σ_j exp(a_j) with a_j = m·(z_j − z_label), and its gradient m·(p − onehot), in long
+// double, through the largest a_j so that a tiny loss keeps its digits: ℓ = a_top + log1p(Σ_{j≠top}
+// exp(a_j − a_top)), p_j = exp(a_j − a_top)/(1 + that sum), 1 − p_label = Σ_{j≠label} .../(...).
+struct CrossEntropyReference {
+  long double loss = 0;
+  std::vector<long double> grad;  // m·(p − onehot)
+  // The float kernel rounds each exponent a_j − a_top, which costs exp(a_j − a_top) a relative
+  // error of up to ε/2·|a_j − a_top| (see softmax_test): condition_j = 1 + |a_j − a_top| bounds
+  // the gradient's, and loss_spread = Σ_{j≠top} condition_j·p_j the loss's absolute error.
+  std::vector<long double> condition;
+  long double loss_spread = 0;
+};
+
+CrossEntropyReference reference_row(const LabelledRow& row, double mult) {
+  const std::size_t v = row.logits.size();
+  const auto label = static_cast<std::size_t>(row.label);
+  std::vector<long double> a(v), e(v), condition(v);
+  std::size_t top = 0;
+  for (std::size_t j = 0; j < v; ++j) {
+    a[j] = mult * (static_cast<long double>(row.logits[j]) - row.logits[label]);
+    if (a[j] > a[top]) top = j;
+  }
+  long double rest = 0, others = 0;  // Σ over j ≠ top, and over j ≠ label, of exp(a_j − a_top)
+  long double rest_spread = 0, others_spread = 0;  // the same sums weighted by condition_j
+  for (std::size_t j = 0; j < v; ++j) {
+    e[j] = std::exp(a[j] - a[top]);
+    condition[j] = std::isinf(a[j]) ? 1 : 1 + std::abs(a[j] - a[top]);  // −∞: e = 0 exactly
+    if (j != top) rest += e[j], rest_spread += condition[j] * e[j];
+    if (j != label) others += e[j], others_spread += condition[j] * e[j];
+  }
+  CrossEntropyReference ref;
+  ref.loss = a[top] + std::log1p(rest);
+  ref.loss_spread = rest_spread / (1 + rest);
+  for (std::size_t j = 0; j < v; ++j) {
+    ref.grad.push_back(mult * (j == label ? -others : e[j]) / (1 + rest));
+    // 1 − p_label is made of the other classes' terms, and inherits their condition.
+    ref.condition.push_back(j == label && others > 0 ? others_spread / others : condition[j]);
+  }
+  return ref;
+}
+
+TEST(CrossEntropyAccuracy, LossAndGradientMatchExtendedPrecisionOnHardRows) {
+  std::mt19937 rng(9);
+  const auto rows = hard_labelled_rows(rng);
+  // |error| ≤ kTolerance·(|expected| scaled by its condition, see CrossEntropyReference) plus
+  // kFlushFloor per class for exp results below FLT_MIN, which are flushed to 0. kTolerance is ~16
+  // float ulps (the kernels reach ~2). On the dominant-label rows (ℓ ≈ 1 − p_label ≈ 3e-14),
+  // computing p_label − 1 as p − 1, or the loss as logsumexp − m·z_label, errs by 100% in float
+  // and still by 1e-3 in double.
+  constexpr double kTolerance = 1e-6;
+  constexpr double kFlushFloor = 2 * FLT_MIN;
+  testing::for_each_simd_level([&] {
+    testing::WorstError loss_error, grad_error;
+    for (const double mult : {1.0, 0.3}) {
+      for (std::size_t r = 0; r < rows.size(); ++r) {
+        const auto v = static_cast<std::int64_t>(rows[r].logits.size());
+        const Tensor logits(Shape{1, v}, rows[r].logits);
+        const Tensor labels(Shape{1}, std::vector<float>{static_cast<float>(rows[r].label)});
+        Tensor grad(Shape{1, v});
+        const float loss =
+            cross_entropy_forward(logits, labels, mult, Reduction::kSum, kDefaultIgnoreIndex);
+        cross_entropy_backward(logits, labels, 1.0f, grad, mult, Reduction::kSum,
+                               kDefaultIgnoreIndex, LossGradient::kTrue, 1.0f);
+        const CrossEntropyReference ref = reference_row(rows[r], mult);
+        auto where = [&] { return fmt::format("m={} row {} (V={})", mult, r, v); };
+        const double floor = kFlushFloor * static_cast<double>(v);
+        loss_error.update(loss, static_cast<double>(ref.loss),
+                          kTolerance * static_cast<double>(ref.loss + ref.loss_spread) + floor,
+                          where);
+        for (std::int64_t j = 0; j < v; ++j) {
+          const auto k = static_cast<std::size_t>(j);
+          const auto expected = static_cast<double>(ref.grad[k]);
+          const auto c = static_cast<double>(ref.condition[k]);
+          grad_error.update(grad[j], expected, kTolerance * c * std::abs(expected) + mult * floor,
+                            [&] { return where() + fmt::format(" j={}", j); });
+        }
+      }
+    }
+    EXPECT_LE(loss_error.error, 1.0) << loss_error.where;
+    EXPECT_LE(grad_error.error, 1.0) << grad_error.where;
+  });
+}
+
+TEST(MseLossAccuracy, MatchesDoublePrecision) {
+  std::mt19937 rng(13);
+  std::normal_distribution<float> normal;
+  testing::for_each_simd_level([&] {
+    // Sizes below and far above the parallel threshold; operands with a large common offset,
+    // and nearly equal ones.
+    for (const std::int64_t n : {1, 7, 1031, 300007}) {
+      for (const float offset : {0.0f, 1e4f}) {
+        for (const float spread : {1.0f, 1e-3f}) {
+          Tensor a(Shape{n}), b(Shape{n});
+          for (std::int64_t i = 0; i < n; ++i) {
+            a[i] = offset + normal(rng);
+            b[i] = a[i] + spread * normal(rng);
+          }
+          double expected = 0;
+          for (std::int64_t i = 0; i < n; ++i) {
+            const double d = static_cast<double>(a[i]) - b[i];
+            expected += d * d;
+          }
+          SCOPED_TRACE(fmt::format("n={} offset={} spread={}", n, offset, spread));
+          // Positive terms: float lane sums of at most 32 terms each lose < 2e-6.
+          EXPECT_NEAR(mse_loss_forward(a, b, Reduction::kSum), expected, 2e-6 * expected);
+          EXPECT_NEAR(mse_loss_forward(a, b, Reduction::kMean), expected / static_cast<double>(n),
+                      2e-6 * expected / static_cast<double>(n));
+        }
+      }
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,8 +1,14 @@
 #include "unitscale/ops/normalization.hpp"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "../support/accuracy.hpp"
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/graph/builders/normalization.hpp"
@@ -55,6 +61,136 @@ TEST(NormalizationForward, MatchesDefinition) {
     EXPECT_NEAR(ln.output()[i], ln_ref[static_cast<std::size_t>(i)], 1e-5);
     EXPECT_NEAR(rms.output()[i], rms_ref[static_cast<std::size_t>(i)], 1e-5);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accuracy against double precision. The kernels accumulate the row statistics in float lanes,
+// centred (see normalization.cpp), and compute x̂ and the outputs in float; every SIMD level of
+// this CPU is checked.
+// ---------------------------------------------------------------------------------------------
+
+// Rows [8, d] that stress the statistics: a large common offset (x + 1e4, 1e6 + 0.1·x), a dominant
+// first element (the shift of the first pass) or middle one, a constant row (variance 0), a row
+// far below eps, and one whose float sums of squares overflow (|x| ~ 1e20, the double fallback).
+// The lengths leave partial vectors at every lane width.
+Tensor hard_norm_rows(std::int64_t d, std::mt19937& rng) {
+  Tensor x = random_normal({8, d}, rng);
+  auto row = [&](std::int64_t r) { return x.span().subspan(static_cast<std::size_t>(r * d)); };
+  for (float& v : row(1).first(static_cast<std::size_t>(d))) v += 1e4f;
+  row(2)[0] = 1e4f;
+  row(3)[static_cast<std::size_t>(d / 2)] = -1e4f;
+  for (float& v : row(4).first(static_cast<std::size_t>(d))) v = 5.0f;
+  for (float& v : row(5).first(static_cast<std::size_t>(d))) v *= 1e-20f;
+  for (float& v : row(6).first(static_cast<std::size_t>(d))) v *= 1e20f;
+  for (float& v : row(7).first(static_cast<std::size_t>(d))) v = 1e6f + 0.1f * v;
+  return x;
+}
+
+// Forward and backward from the definition (normalization.hpp) in double, and long double for the
+// statistics, with the size of each result's terms, which scales its error bound (cancellation
+// between terms is the input's fault).
+struct NormReference {
+  std::vector<double> y, y_terms, dx, dx_terms, dw, dw_terms, db, db_terms;
+};
+
+struct NormScales {
+  double alpha = 1.5, beta_x = 0.7, beta_weight = 0.3, beta_bias = 0.4;
+};
+
+NormReference reference_norm_all(const Tensor& x, const Tensor& g, const Tensor& w, const Tensor* b,
+                                 bool center, double eps, const NormScales& k) {
+  const std::int64_t d = x.shape().inner();
+  const auto n = static_cast<double>(d);
+  NormReference ref;
+  ref.dw.assign(static_cast<std::size_t>(d), 0.0);
+  ref.dw_terms = ref.db = ref.db_terms = ref.dw;
+  std::vector<double> x_hat(static_cast<std::size_t>(d)), g_hat(x_hat.size());
+  for (std::int64_t r = 0; r < x.shape().outer(); ++r) {
+    auto at = [&](const Tensor& t, std::int64_t j) -> double { return t[r * d + j]; };
+    // Long double: a double sum of 1031 values near 1e6 would itself err by up to 6e-8.
+    long double sum = 0, sum_sq = 0;
+    for (std::int64_t j = 0; center && j < d; ++j) sum += at(x, j);
+    const auto mean = static_cast<double>(sum / d);
+    for (std::int64_t j = 0; j < d; ++j) sum_sq += (at(x, j) - sum / d) * (at(x, j) - sum / d);
+    const double rstd = 1 / std::sqrt(static_cast<double>(sum_sq / d) + eps);
+    double mean_gh = 0, mean_gh_xh = 0, mean_abs_gh = 0, mean_abs_gh_xh = 0;
+    for (std::int64_t j = 0; j < d; ++j) {
+      const auto k_ = static_cast<std::size_t>(j);
+      x_hat[k_] = (at(x, j) - mean) * rstd;
+      g_hat[k_] = at(g, j) * w[j];
+      mean_gh += g_hat[k_] / n;
+      mean_gh_xh += g_hat[k_] * x_hat[k_] / n;
+      mean_abs_gh += std::abs(g_hat[k_]) / n;
+      mean_abs_gh_xh += std::abs(g_hat[k_] * x_hat[k_]) / n;
+      const double bias = b != nullptr ? (*b)[j] : 0.0;
+      ref.y.push_back(k.alpha * (x_hat[k_] * w[j] + bias));
+      // x̂ is exact to float precision relative to the row's spread (|x̂| ~ 1), not to each |x̂_j|:
+      // the mean is known to ~1e-7 standard deviations.
+      ref.y_terms.push_back(k.alpha *
+                            ((std::abs(x_hat[k_]) + 1) * std::abs(w[j]) + std::abs(bias)));
+      ref.dw[k_] += k.beta_weight * at(g, j) * x_hat[k_];
+      ref.dw_terms[k_] += k.beta_weight * std::abs(at(g, j) * x_hat[k_]);
+      ref.db[k_] += k.beta_bias * at(g, j);
+      ref.db_terms[k_] += k.beta_bias * std::abs(at(g, j));
+    }
+    if (!center) mean_gh = mean_abs_gh = 0;
+    for (std::size_t j = 0; j < x_hat.size(); ++j) {
+      ref.dx.push_back(k.beta_x * rstd * (g_hat[j] - mean_gh - x_hat[j] * mean_gh_xh));
+      ref.dx_terms.push_back(
+          k.beta_x * rstd *
+          (std::abs(g_hat[j]) + mean_abs_gh + std::abs(x_hat[j]) * mean_abs_gh_xh));
+    }
+  }
+  return ref;
+}
+
+TEST(NormalizationAccuracy, ForwardAndBackwardMatchDoublePrecisionOnHardRows) {
+  std::mt19937 rng(12);
+  const NormScales k;
+  constexpr double kEps = 1e-5;
+  // |error| ≤ kTolerance·(size of the result's terms). kTolerance is ~16 float ulps (the kernels
+  // reach ~6); centring on a float mean, as a plain float kernel would, errs by up to 5e-4 on the
+  // x + 1e4 rows.
+  constexpr double kTolerance = 1e-6;
+  testing::for_each_simd_level([&] {
+    for (const bool center : {true, false}) {
+      testing::WorstError y_error, dx_error, dw_error, db_error;
+      for (const std::int64_t d : {1, 3, 17, 256, 1031}) {
+        const Tensor x = hard_norm_rows(d, rng), g = random_normal(x.shape(), rng);
+        const Tensor w = random_normal({d}, rng), b = random_normal({d}, rng);
+        Tensor y(x.shape()), dx(x.shape()), dw(Shape{d}), db(Shape{d});
+        const auto alpha = static_cast<float>(k.alpha), beta_x = static_cast<float>(k.beta_x),
+                   beta_w = static_cast<float>(k.beta_weight);
+        if (center) {
+          layer_norm_forward(x, w, b, y, kEps, alpha);
+          layer_norm_backward(g, x, w, dx, dw, db, kEps, beta_x, beta_w,
+                              static_cast<float>(k.beta_bias));
+        } else {
+          rms_norm_forward(x, w, y, kEps, alpha);
+          rms_norm_backward(g, x, w, dx, dw, kEps, beta_x, beta_w);
+        }
+        const NormReference ref =
+            reference_norm_all(x, g, w, center ? &b : nullptr, center, kEps, k);
+        for (std::int64_t i = 0; i < x.numel(); ++i) {
+          const auto e = static_cast<std::size_t>(i);
+          auto where = [&] { return fmt::format("d={} row {} j={}", d, i / d, i % d); };
+          y_error.update(y[i], ref.y[e], kTolerance * ref.y_terms[e], where);
+          dx_error.update(dx[i], ref.dx[e], kTolerance * ref.dx_terms[e], where);
+        }
+        for (std::int64_t j = 0; j < d; ++j) {
+          const auto e = static_cast<std::size_t>(j);
+          auto where = [&] { return fmt::format("d={} j={}", d, j); };
+          dw_error.update(dw[j], ref.dw[e], kTolerance * ref.dw_terms[e], where);
+          if (center) db_error.update(db[j], ref.db[e], kTolerance * ref.db_terms[e], where);
+        }
+      }
+      SCOPED_TRACE(center ? "layer_norm" : "rms_norm");
+      EXPECT_LE(y_error.error, 1.0) << y_error.where;
+      EXPECT_LE(dx_error.error, 1.0) << dx_error.where;
+      EXPECT_LE(dw_error.error, 1.0) << dw_error.where;
+      EXPECT_LE(db_error.error, 1.0) << db_error.where;
+    }
+  });
 }
 
 TEST(NormalizationGradcheck, LayerNormAffineVariants) {

@@ -1,13 +1,16 @@
 #include "unitscale/ops/softmax.hpp"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cfloat>
 #include <cmath>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "../support/accuracy.hpp"
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
@@ -51,6 +54,107 @@ TEST(SoftmaxValues, RowsSumToAlphaAndLargeLogitsDoNotOverflow) {
   scaled.forward();
   const double alpha = scaled.attrs().get_double("t", "alpha");
   EXPECT_NEAR(scaled.output()[0] + scaled.output()[1] + scaled.output()[2], alpha, 1e-5 * alpha);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accuracy against double precision. The kernels use a vectorised float exp (~2 ulps) and float
+// lane sums moved to double every block; both runs go through every SIMD level of this CPU.
+// ---------------------------------------------------------------------------------------------
+
+// Rows that stress them: a large common offset, huge and tiny logits, one dominant entry, −∞
+// (masked) entries, and exp arguments spread over its whole negative range, including below
+// ln(FLT_MIN) where results flush to 0. The lengths leave partial vectors at every lane width.
+std::vector<std::vector<float>> hard_rows(std::mt19937& rng) {
+  std::vector<std::vector<float>> rows;
+  std::normal_distribution<float> normal;
+  for (const std::size_t n : {1, 3, 17, 100, 1031}) {
+    auto add = [&](auto&& value) {
+      std::vector<float> row(n);
+      for (std::size_t j = 0; j < n; ++j) row[j] = value(j);
+      rows.push_back(std::move(row));
+    };
+    add([&](std::size_t) { return normal(rng); });
+    add([&](std::size_t) { return 1e4f + normal(rng); });
+    add([&](std::size_t) { return 30.0f * normal(rng); });
+    add([&](std::size_t) { return 1e-30f * normal(rng); });
+    add([&](std::size_t j) { return j == n / 2 ? 40.0f : normal(rng); });
+    add([&](std::size_t j) { return j % 3 == 1 ? -INFINITY : normal(rng); });
+    add([&](std::size_t j) { return -100.0f * static_cast<float>(j) / static_cast<float>(n); });
+  }
+  return rows;
+}
+
+// Forward and backward of softmax on one row, in double from the definition: s = exp(m·x − c)/Σ
+// with c the largest m·x; y = α·s, dx = β·m·s⊙(g − Σ s·g).
+struct SoftmaxReference {
+  std::vector<double> s, y, dx;
+  // 1 + |m·x_j − c|: the float kernel must round the exponent m·(x_j − x_top), which costs s_j a
+  // relative error of up to ε/2·|exponent| however exact its exp is.
+  std::vector<double> condition;
+  std::vector<double> dx_terms;  // β·m·(|g_j| + Σ s·|g|): dx_j's size is s_j·dx_terms_j
+};
+
+SoftmaxReference reference_softmax(const std::vector<float>& x, const Tensor& g, double mult,
+                                   double alpha, double beta) {
+  const std::size_t n = x.size();
+  double top = -INFINITY;
+  for (const float v : x) top = std::max(top, mult * v);
+  SoftmaxReference ref;
+  double sum = 0;
+  for (const float v : x) {
+    ref.s.push_back(std::exp(mult * v - top));
+    sum += ref.s.back();
+    ref.condition.push_back(1.0 + std::abs(mult * v - top));
+  }
+  double s_dot_g = 0, s_dot_abs_g = 0;
+  for (std::size_t j = 0; j < n; ++j) {
+    const double gj = g[static_cast<std::int64_t>(j)];
+    s_dot_g += (ref.s[j] /= sum) * gj;
+    s_dot_abs_g += ref.s[j] * std::abs(gj);
+  }
+  for (std::size_t j = 0; j < n; ++j) {
+    const double gj = g[static_cast<std::int64_t>(j)];
+    ref.y.push_back(alpha * ref.s[j]);
+    ref.dx.push_back(beta * mult * ref.s[j] * (gj - s_dot_g));
+    ref.dx_terms.push_back(beta * mult * (std::abs(gj) + s_dot_abs_g));
+  }
+  return ref;
+}
+
+TEST(SoftmaxAccuracy, ForwardAndBackwardMatchDoublePrecisionOnHardRows) {
+  std::mt19937 rng(5);
+  const auto rows = hard_rows(rng);
+  constexpr float kAlpha = 3.0f, kBeta = 0.5f;
+  // |error| ≤ kTolerance·condition·|term| + kFlushFloor·(its scale), with |term| = α·s_j for y
+  // and s_j·dx_terms_j for dx. kTolerance is about 16 float ulps (the kernels reach ~3); rounding
+  // m·x before subtracting the row maximum (m·x − max(m·x) instead of m·(x − x_top)) errs by 1e-4
+  // on the 1e4-offset rows at m = 0.3. kFlushFloor allows the exp results below FLT_MIN that are
+  // flushed to 0 (the probability that multiplies the scale is then below FLT_MIN).
+  constexpr double kTolerance = 1e-6;
+  constexpr double kFlushFloor = 2 * FLT_MIN;
+  testing::for_each_simd_level([&] {
+    testing::WorstError y_error, dx_error;
+    for (const float mult : {1.0f, 0.3f, 4.0f}) {
+      for (std::size_t r = 0; r < rows.size(); ++r) {
+        const auto n = static_cast<std::int64_t>(rows[r].size());
+        const Tensor x(Shape{1, n}, rows[r]), g = random_normal({1, n}, rng);
+        Tensor y(Shape{1, n}), dx(Shape{1, n});
+        softmax_forward(x, y, mult, kAlpha);
+        softmax_backward(g, y, dx, mult, kAlpha, kBeta);
+        const SoftmaxReference ref = reference_softmax(rows[r], g, mult, kAlpha, kBeta);
+        for (std::int64_t j = 0; j < n; ++j) {
+          const auto k = static_cast<std::size_t>(j);
+          auto where = [&] { return fmt::format("m={} row {} (n={}) j={}", mult, r, n, j); };
+          // Normalised so that 1 is the bound.
+          const double bound_s = kTolerance * ref.condition[k] * ref.s[k] + kFlushFloor;
+          y_error.update(y[j], ref.y[k], kAlpha * bound_s, where);
+          dx_error.update(dx[j], ref.dx[k], ref.dx_terms[k] * bound_s, where);
+        }
+      }
+    }
+    EXPECT_LE(y_error.error, 1.0) << y_error.where;
+    EXPECT_LE(dx_error.error, 1.0) << dx_error.where;
+  });
 }
 
 double scale_attr(std::int64_t n, double mult, std::string_view constraint, const char* name) {

@@ -25,7 +25,9 @@
 //
 // Unit mode is recorded in the attributes: unit_scale sets "beta_<input>" and
 // "gradient" = "unit", which tells the backward kernel to drop the forward-only factors (m, r).
-// Without them (SP) the backward kernel computes the true gradient. Sums accumulate in double.
+// Without them (SP) the backward kernel computes the true gradient. exp runs in vectorised float;
+// sums accumulate in float lanes and in double across blocks and rows. cross_entropy keeps small
+// losses and 1 − p_label to full relative precision (see loss.cpp).
 
 #include <cstdint>
 #include <string_view>
