@@ -232,18 +232,9 @@ void reduce_to_target(const float* g, const float* other, const BroadcastPlan& p
     return;
   }
   if (target_numel == numel) {  // nothing to sum: the target's layout is the output's
-#pragma omp parallel for schedule(static) if (numel > kParallelThreshold)
-    for (std::int64_t block = 0; block < block_count(numel); ++block) {
-      const std::int64_t begin = block * kBlock;
-      walk(plan, begin, std::min(begin + kBlock, numel),
-           [&](std::int64_t position, std::int64_t offset_target, std::int64_t offset_other,
-               std::int64_t n) {
-             binary_segment(g + position, true, other ? other + offset_other : &kOne,
-                            other_advances, grad + position, n,
-                            [beta](float gv, float ov) { return beta * gv * ov; });
-             full_segment(position, offset_target, n);
-           });
-    }
+    // (Both gradients of a same-shape pair go through same_shape_gradients instead.)
+    binary_broadcast(g, other != nullptr ? other : &kOne, grad, plan,
+                     [beta](float gv, float ov) { return beta * gv * ov; });
     return;
   }
 
@@ -327,6 +318,24 @@ void reduce_to_target(const float* g, const float* other, const BroadcastPlan& p
   }
 }
 
+// Both operands have the output's shape: one loop writes both gradients, grad_a = β_a·g·b and
+// grad_b = β_b·g·a for mul (kProduct), β_a·g and β_b·g for add, rounding as reduce_to_target does.
+template <bool kProduct>
+void same_shape_gradients(const float* g, const float* a, const float* b, float* grad_a,
+                          float* grad_b, float beta_a, float beta_b, std::int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float gv = g[i];
+    if constexpr (kProduct) {
+      grad_a[i] = beta_a * gv * b[i];
+      grad_b[i] = beta_b * gv * a[i];
+    } else {
+      grad_a[i] = beta_a * gv;
+      grad_b[i] = beta_b * gv;
+    }
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -347,17 +356,19 @@ void add_backward(ConstTensorView grad_out, TensorView grad_a, TensorView grad_b
                      grad.data(), grad.numel(), beta, full);
   };
   const std::int64_t numel = grad_out.numel();
-  if (present(grad_a) && present(grad_b) && (grad_a.numel() == numel || grad_b.numel() == numel)) {
-    // One pass: the non-broadcast gradient (β·g) is written while the other is reduced.
-    if (grad_a.numel() == numel) {
-      reduce(grad_b, beta_b, {grad_a.data(), nullptr, beta_a});
-    } else {
-      reduce(grad_a, beta_a, {grad_b.data(), nullptr, beta_b});
-    }
-    return;
+  const bool full_a = present(grad_a) && grad_a.numel() == numel;
+  const bool full_b = present(grad_b) && grad_b.numel() == numel;
+  if (full_a && full_b) {
+    same_shape_gradients<false>(grad_out.data(), nullptr, nullptr, grad_a.data(), grad_b.data(),
+                                beta_a, beta_b, numel);
+  } else if (full_a && present(grad_b)) {  // β_a·g written while g is summed for b
+    reduce(grad_b, beta_b, {grad_a.data(), nullptr, beta_a});
+  } else if (full_b && present(grad_a)) {
+    reduce(grad_a, beta_a, {grad_b.data(), nullptr, beta_b});
+  } else {
+    if (present(grad_a)) reduce(grad_a, beta_a, {});
+    if (present(grad_b)) reduce(grad_b, beta_b, {});
   }
-  if (present(grad_a)) reduce(grad_a, beta_a, {});
-  if (present(grad_b)) reduce(grad_b, beta_b, {});
 }
 
 void mul_forward(ConstTensorView a, ConstTensorView b, TensorView out) {
@@ -377,16 +388,18 @@ void mul_backward(ConstTensorView grad_out, ConstTensorView a, ConstTensorView b
                      grad.numel(), 1.0f, full);
   };
   const std::int64_t numel = grad_out.numel();
-  if (present(grad_a) && present(grad_b) && (a.numel() == numel || b.numel() == numel)) {
-    if (a.numel() == numel) {
-      reduce(b, a, grad_b, {grad_a.data(), b.data(), 1.0f});
-    } else {
-      reduce(a, b, grad_a, {grad_b.data(), a.data(), 1.0f});
-    }
-    return;
+  const bool both = present(grad_a) && present(grad_b);
+  if (both && a.numel() == numel && b.numel() == numel) {
+    same_shape_gradients<true>(grad_out.data(), a.data(), b.data(), grad_a.data(), grad_b.data(),
+                               1.0f, 1.0f, numel);
+  } else if (both && a.numel() == numel) {  // g·b written while g·a is summed for b
+    reduce(b, a, grad_b, {grad_a.data(), b.data(), 1.0f});
+  } else if (both && b.numel() == numel) {
+    reduce(a, b, grad_a, {grad_b.data(), a.data(), 1.0f});
+  } else {
+    if (present(grad_a)) reduce(a, b, grad_a, {});
+    if (present(grad_b)) reduce(b, a, grad_b, {});
   }
-  if (present(grad_a)) reduce(a, b, grad_a, {});
-  if (present(grad_b)) reduce(b, a, grad_b, {});
 }
 
 void scale_kernel(ConstTensorView x, TensorView y, float factor) {
