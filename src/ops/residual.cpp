@@ -2,7 +2,7 @@
 
 #include <cmath>
 #include <cstdint>
-#include <span>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -42,14 +42,10 @@ void weighted_sum(const float* x, float a, const float* z, float b, float* y, st
   for (std::int64_t i = 0; i < n; ++i) y[i] = a * x[i] + b * z[i];
 }
 
-// The present ones of `outputs` (at most two) all receive x.
-void copy_to_present(const float* x, std::span<const TensorView> outputs, std::int64_t n) {
-  float* targets[2] = {nullptr, nullptr};
-  int count = 0;
-  for (const TensorView& t : outputs) {
-    if (present(t)) targets[count++] = t.data();
-  }
-  if (count > 0) copy_to(x, targets[0], targets[1], n);
+// Those of `first` and `second` that are present receive x.
+void copy_to_present(const float* x, TensorView first, TensorView second, std::int64_t n) {
+  if (!present(first)) std::swap(first, second);
+  if (present(first)) copy_to(x, first.data(), present(second) ? second.data() : nullptr, n);
 }
 
 double tau_of(std::string_view op, const Attributes& attrs) {
@@ -108,7 +104,7 @@ void residual_add_kernel(std::span<const ConstTensorView> in, std::span<const Te
 // applied here: that is the point of delayed residual scaling (see the header).
 void residual_add_backward_kernel(std::span<const ConstTensorView> in,
                                   std::span<const TensorView> out, const Attributes&, const KernelContext&) {
-  copy_to_present(in[3].data(), out, in[3].numel());
+  copy_to_present(in[3].data(), out[0], out[1], in[3].numel());
 }
 
 const OpDef kResidualSplitBackwardOp{
@@ -133,8 +129,7 @@ ResidualWeights residual_weights(double tau) {
 }
 
 void residual_split_forward(ConstTensorView x, TensorView branch, TensorView skip) {
-  const TensorView outputs[] = {branch, skip};
-  copy_to_present(x.data(), outputs, x.numel());
+  copy_to_present(x.data(), branch, skip, x.numel());
 }
 
 void residual_split_backward(ConstTensorView grad_branch, ConstTensorView grad_skip,
