@@ -270,6 +270,12 @@ void reduce_to_target(const float* g, const float* other, const BroadcastPlan& p
     for (std::int64_t c = 0; c < chunks; ++c) {
       double* acc = partial.data() + c * cols;
       for (std::int64_t r = rows * c / chunks; r < rows * (c + 1) / chunks; ++r) {
+        if (other == nullptr && full.out != nullptr && full.factor == nullptr) {
+          // add's bias gradient beside β·g: one loop over the row (the common case)
+          detail::reduce_kernels().accumulate_and_scale(acc, g + r * cols, full.out + r * cols,
+                                                         full.beta, cols);
+          continue;
+        }
         const float* other_row = other ? other + r * plan.strides[1][0] : nullptr;
         accumulate_segment(acc, g + r * cols, other_row, other_advances, cols);
         full_segment(r * cols, 0, cols);

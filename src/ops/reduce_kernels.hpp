@@ -23,6 +23,8 @@ struct ReduceKernels {
   void (*accumulate_scaled)(double* acc, const float* x, double s, std::int64_t n);  // acc += x·s
   void (*accumulate_product)(double* acc, const float* x, const float* y,
                              std::int64_t n);  // acc += x·y
+  // acc += x and y = s·x in one loop (a bias gradient and the other operand's, from one read of x)
+  void (*accumulate_and_scale)(double* acc, const float* x, float* y, float s, std::int64_t n);
 };
 
 // The kernels for the best level this CPU supports.

@@ -68,7 +68,16 @@ void accumulate_product(double* acc, const float* x, const float* y, std::int64_
   }
 }
 
-constexpr ReduceKernels kKernels{sum, dot, accumulate, accumulate_scaled, accumulate_product};
+void accumulate_and_scale(double* acc, const float* x, float* y, float s, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    acc[i] += static_cast<double>(v);
+    y[i] = s * v;
+  }
+}
+
+constexpr ReduceKernels kKernels{sum, dot, accumulate, accumulate_scaled, accumulate_product,
+                                 accumulate_and_scale};
 
 }  // namespace
 }  // namespace unitscale::detail
