@@ -29,6 +29,10 @@ constexpr std::int64_t kBlock = std::int64_t{1} << 14;
 // matrix still splits four ways.
 constexpr std::int64_t kColumnPiece = 256;
 
+// Sums over an outer axis (column sums) split that axis into this many chunks at most, each with
+// its own partial sums, so that every thread reads whole rows.
+constexpr std::int64_t kReduceChunks = 16;
+
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
 // The product of dims [begin, end) of `shape`.
@@ -419,15 +423,11 @@ void sum_forward(ConstTensorView x, TensorView y, const std::vector<bool>& reduc
     for_each_run_parallel(layout, 0, numel, summing_into(total));
   } else if (layout.groups() == 1) {
     for_each_run(layout, 0, 0, 0, summing_into(total));  // a short full reduction
-  } else if (outputs >= 4 * kColumnPiece) {
-    // Reduced outermost (e.g. column sums): pieces of the next, kept, group are independent.
-    for_each_run_parallel(layout, 1, numel, summing_into(total));
-  } else {
-    // Many inputs onto few outputs, reduced outermost (e.g. column sums of a tall, narrow
-    // matrix): a fixed number of chunks of the outermost group each sum into their own partial
-    // outputs, which are then added in chunk order.
-    constexpr std::int64_t kChunks = 16;
-    const std::int64_t size = layout.sizes[0], chunks = std::min(size, kChunks);
+  } else if (const std::int64_t size = layout.sizes[0], chunks = std::min(size, kReduceChunks);
+             chunks * outputs <= numel / 4) {
+    // Reduced outermost (e.g. column sums): a fixed number of chunks of the outermost group each
+    // sum whole rows into their own partial outputs, which are then added in chunk order. The
+    // partials take at most half the input's memory.
     std::vector<double> partial(static_cast<std::size_t>(chunks * outputs), 0.0);
 #pragma omp parallel if (numel > kParallelThreshold)
     {
@@ -445,6 +445,10 @@ void sum_forward(ConstTensorView x, TensorView y, const std::vector<bool>& reduc
         total[o] += partial[static_cast<std::size_t>(c * outputs + o)];
       }
     }
+  } else {
+    // Reduced outermost over few rows with many outputs each (e.g. [8, 10⁶] summed over its
+    // rows): pieces of the next, kept, group are independent.
+    for_each_run_parallel(layout, 1, numel, summing_into(total));
   }
   float* result = y.data();
 #pragma omp parallel for simd schedule(static) if (outputs > kParallelThreshold)

@@ -373,7 +373,7 @@ struct ReductionCase {
 };
 
 // Every path of sum_forward: long runs split into pieces, outermost group kept, reduced outermost
-// with many outputs (split along the next group) or few (partial sums per chunk), a short serial
+// with partial sums per chunk of rows or (few rows) split along the next group, a short serial
 // one.
 const std::vector<ReductionCase>& reduction_cases() {
   static const std::vector<ReductionCase> cases{
@@ -381,10 +381,11 @@ const std::vector<ReductionCase>& reduction_cases() {
       {{3, std::int64_t{1} << 19}, {1}, "long rows"},
       {{4096, 1024}, {1}, "rows"},
       {{16, 64, 32}, {1}, "middle axis"},
-      {{512, 2048}, {0}, "wide columns"},
-      {{4, 1100, 16}, {0, 2}, "outer and inner axes, many outputs"},
+      {{512, 2048}, {0}, "columns"},
       {{std::int64_t{1} << 18, 3}, {0}, "narrow columns"},
-      {{8, 64, 300}, {0, 2}, "outer and inner axes, few outputs"},
+      {{8, 64, 300}, {0, 2}, "outer and inner axes"},
+      {{8, 20000}, {0}, "few long columns"},
+      {{4, 3000, 2}, {0, 2}, "outer and inner axes, few rows"},
       {{1000}, {0}, "short full reduction"},
   };
   return cases;
