@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ops/pointwise_common.hpp"
+#include "ops/reduce_kernels.hpp"
 #include "unitscale/error.hpp"
 
 namespace unitscale {
@@ -181,56 +182,59 @@ void binary_broadcast(const float* a, const float* b, float* out, const Broadcas
 
 // Σ_k g[k] · other[k or 0], in double (other == nullptr: Σ g).
 inline double dot_segment(const float* g, const float* other, bool other_advances, std::int64_t n) {
-  double sum = 0;
-  if (other == nullptr) {
-#pragma omp simd reduction(+ : sum)
-    for (std::int64_t k = 0; k < n; ++k) sum += static_cast<double>(g[k]);
-  } else if (other_advances) {
-#pragma omp simd reduction(+ : sum)
-    for (std::int64_t k = 0; k < n; ++k) sum += static_cast<double>(g[k]) * other[k];
-  } else {
-    double plain = 0;
-#pragma omp simd reduction(+ : plain)
-    for (std::int64_t k = 0; k < n; ++k) plain += static_cast<double>(g[k]);
-    sum = plain * static_cast<double>(*other);
-  }
-  return sum;
+  const detail::ReduceKernels& kernels = detail::reduce_kernels();
+  if (other == nullptr) return kernels.sum(g, n);
+  if (other_advances) return kernels.dot(g, other, n);
+  return kernels.sum(g, n) * static_cast<double>(*other);
 }
 
-// acc[k] += g[k] · other[k or 0] (other == nullptr: acc += g).
+// acc[k] += g[k] · other[k or 0], in double (other == nullptr: acc += g).
 inline void accumulate_segment(double* acc, const float* g, const float* other, bool other_advances,
                                std::int64_t n) {
+  const detail::ReduceKernels& kernels = detail::reduce_kernels();
   if (other == nullptr) {
-#pragma omp simd
-    for (std::int64_t k = 0; k < n; ++k) acc[k] += static_cast<double>(g[k]);
+    kernels.accumulate(acc, g, n);
   } else if (other_advances) {
-#pragma omp simd
-    for (std::int64_t k = 0; k < n; ++k) acc[k] += static_cast<double>(g[k]) * other[k];
+    kernels.accumulate_product(acc, g, other, n);
   } else {
-    const double o = *other;
-#pragma omp simd
-    for (std::int64_t k = 0; k < n; ++k) acc[k] += static_cast<double>(g[k]) * o;
+    kernels.accumulate_scaled(acc, g, static_cast<double>(*other), n);
   }
 }
 
+// The gradient of an operand that is not broadcast, written during the other operand's reduction
+// so that g (and for mul the operands) is read from memory once for both gradients:
+// out = beta · g · m, where m is the reduced operand's own values (as broadcast to the output),
+// or 1 if `factor` is null (add). out == nullptr: no such gradient.
+struct FullGradient {
+  float* out = nullptr;
+  const float* factor = nullptr;
+  float beta = 1.0f;
+};
+
 // grad = beta · (g · other) summed over the dimensions that broadcast the target, where `plan`
-// was made for (out, target, other) and g has out's shape. other == nullptr means 1 (add).
+// was made for (out, target, other) and g has out's shape. other == nullptr means 1 (add). The
+// full gradient, if any, is written segment by segment in the same walk.
 void reduce_to_target(const float* g, const float* other, const BroadcastPlan& plan, float* grad,
-                      std::int64_t target_numel, float beta) {
+                      std::int64_t target_numel, float beta, const FullGradient& full = {}) {
   const std::int64_t numel = plan.numel;
+  const bool target_advances = plan.inner_stride(0) != 0;
   const bool other_advances = other != nullptr && plan.inner_stride(1) != 0;
+  static constexpr float kOne = 1.0f;
+  const auto full_segment = [&](std::int64_t position, std::int64_t offset_target, std::int64_t n) {
+    if (full.out == nullptr) return;
+    const float* factor = full.factor != nullptr ? full.factor + offset_target : &kOne;
+    binary_segment(g + position, true, factor, full.factor != nullptr && target_advances,
+                   full.out + position, n, [b = full.beta](float gv, float m) { return b * gv * m; });
+  };
 
   if (numel == 0) {  // e.g. [3] + [0, 3]: nothing reaches the target
     std::fill(grad, grad + target_numel, 0.0f);
     return;
   }
   if (target_numel == numel) {  // nothing to sum: the target's layout is the output's
-    if (other == nullptr) {
-#pragma omp parallel for simd schedule(static) if (numel > kParallelThreshold)
-      for (std::int64_t i = 0; i < numel; ++i) grad[i] = beta * g[i];
-    } else {
-      binary_broadcast(g, other, grad, plan, [beta](float gv, float ov) { return beta * gv * ov; });
-    }
+    // (Both gradients of a same-shape pair go through same_shape_gradients instead.)
+    binary_broadcast(g, other != nullptr ? other : &kOne, grad, plan,
+                     [beta](float gv, float ov) { return beta * gv * ov; });
     return;
   }
 
@@ -242,9 +246,11 @@ void reduce_to_target(const float* g, const float* other, const BroadcastPlan& p
       const std::int64_t begin = block * kBlock;
       double sum = 0;
       walk(plan, begin, std::min(begin + kBlock, numel),
-           [&](std::int64_t position, std::int64_t, std::int64_t offset_other, std::int64_t n) {
+           [&](std::int64_t position, std::int64_t offset_target, std::int64_t offset_other,
+               std::int64_t n) {
              sum += dot_segment(g + position, other ? other + offset_other : nullptr,
                                 other_advances, n);
+             full_segment(position, offset_target, n);
            });
       partial[static_cast<std::size_t>(block)] = sum;
     }
@@ -264,8 +270,15 @@ void reduce_to_target(const float* g, const float* other, const BroadcastPlan& p
     for (std::int64_t c = 0; c < chunks; ++c) {
       double* acc = partial.data() + c * cols;
       for (std::int64_t r = rows * c / chunks; r < rows * (c + 1) / chunks; ++r) {
+        if (other == nullptr && full.out != nullptr && full.factor == nullptr) {
+          // add's bias gradient beside β·g: one loop over the row (the common case)
+          detail::reduce_kernels().accumulate_and_scale(acc, g + r * cols, full.out + r * cols,
+                                                         full.beta, cols);
+          continue;
+        }
         const float* other_row = other ? other + r * plan.strides[1][0] : nullptr;
         accumulate_segment(acc, g + r * cols, other_row, other_advances, cols);
+        full_segment(r * cols, 0, cols);
       }
     }
 #pragma omp parallel for schedule(static) if (numel > kParallelThreshold)
@@ -286,13 +299,13 @@ void reduce_to_target(const float* g, const float* other, const BroadcastPlan& p
       const float* other_row = other ? other + r * plan.strides[1][0] : nullptr;
       grad[r] =
           static_cast<float>(beta * dot_segment(g + r * cols, other_row, other_advances, cols));
+      full_segment(r * cols, r, cols);
     }
     return;
   }
 
   // Any other pattern: one ordered pass accumulating into a double copy of the target.
   std::vector<double> acc(static_cast<std::size_t>(target_numel), 0.0);
-  const bool target_advances = plan.inner_stride(0) != 0;
   walk(plan, 0, numel,
        [&](std::int64_t position, std::int64_t offset_target, std::int64_t offset_other,
            std::int64_t n) {
@@ -304,9 +317,28 @@ void reduce_to_target(const float* g, const float* other, const BroadcastPlan& p
            acc[static_cast<std::size_t>(offset_target)] +=
                dot_segment(g + position, other_segment, other_advances, n);
          }
+         full_segment(position, offset_target, n);
        });
   for (std::int64_t i = 0; i < target_numel; ++i) {
     grad[i] = static_cast<float>(beta * acc[static_cast<std::size_t>(i)]);
+  }
+}
+
+// Both operands have the output's shape: one loop writes both gradients, grad_a = β_a·g·b and
+// grad_b = β_b·g·a for mul (kProduct), β_a·g and β_b·g for add, rounding as reduce_to_target does.
+template <bool kProduct>
+void same_shape_gradients(const float* g, const float* a, const float* b, float* grad_a,
+                          float* grad_b, float beta_a, float beta_b, std::int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float gv = g[i];
+    if constexpr (kProduct) {
+      grad_a[i] = beta_a * gv * b[i];
+      grad_b[i] = beta_b * gv * a[i];
+    } else {
+      grad_a[i] = beta_a * gv;
+      grad_b[i] = beta_b * gv;
+    }
   }
 }
 
@@ -325,10 +357,23 @@ void add_forward(ConstTensorView a, ConstTensorView b, TensorView out, float alp
 void add_backward(ConstTensorView grad_out, TensorView grad_a, TensorView grad_b, float beta_a,
                   float beta_b) {
   const Shape scalar{};
-  for (const auto& [grad, beta] : {std::pair{grad_a, beta_a}, std::pair{grad_b, beta_b}}) {
-    if (!present(grad)) continue;
+  const auto reduce = [&](TensorView grad, float beta, const FullGradient& full) {
     reduce_to_target(grad_out.data(), nullptr, make_plan(grad_out.shape(), grad.shape(), scalar),
-                     grad.data(), grad.numel(), beta);
+                     grad.data(), grad.numel(), beta, full);
+  };
+  const std::int64_t numel = grad_out.numel();
+  const bool full_a = present(grad_a) && grad_a.numel() == numel;
+  const bool full_b = present(grad_b) && grad_b.numel() == numel;
+  if (full_a && full_b) {
+    same_shape_gradients<false>(grad_out.data(), nullptr, nullptr, grad_a.data(), grad_b.data(),
+                                beta_a, beta_b, numel);
+  } else if (full_a && present(grad_b)) {  // β_a·g written while g is summed for b
+    reduce(grad_b, beta_b, {grad_a.data(), nullptr, beta_a});
+  } else if (full_b && present(grad_a)) {
+    reduce(grad_a, beta_a, {grad_b.data(), nullptr, beta_b});
+  } else {
+    if (present(grad_a)) reduce(grad_a, beta_a, {});
+    if (present(grad_b)) reduce(grad_b, beta_b, {});
   }
 }
 
@@ -340,13 +385,26 @@ void mul_forward(ConstTensorView a, ConstTensorView b, TensorView out) {
 
 void mul_backward(ConstTensorView grad_out, ConstTensorView a, ConstTensorView b, TensorView grad_a,
                   TensorView grad_b) {
-  if (present(grad_a)) {
-    reduce_to_target(grad_out.data(), b.data(), make_plan(grad_out.shape(), a.shape(), b.shape()),
-                     grad_a.data(), grad_a.numel(), 1.0f);
-  }
-  if (present(grad_b)) {
-    reduce_to_target(grad_out.data(), a.data(), make_plan(grad_out.shape(), b.shape(), a.shape()),
-                     grad_b.data(), grad_b.numel(), 1.0f);
+  // grad_target = Σ↓ g · other; `full` is the other operand's gradient when it is written in the
+  // same pass (g · target, the target's values broadcast).
+  const auto reduce = [&](ConstTensorView target, ConstTensorView other, TensorView grad,
+                          const FullGradient& full) {
+    reduce_to_target(grad_out.data(), other.data(),
+                     make_plan(grad_out.shape(), target.shape(), other.shape()), grad.data(),
+                     grad.numel(), 1.0f, full);
+  };
+  const std::int64_t numel = grad_out.numel();
+  const bool both = present(grad_a) && present(grad_b);
+  if (both && a.numel() == numel && b.numel() == numel) {
+    same_shape_gradients<true>(grad_out.data(), a.data(), b.data(), grad_a.data(), grad_b.data(),
+                               1.0f, 1.0f, numel);
+  } else if (both && a.numel() == numel) {  // g·b written while g·a is summed for b
+    reduce(b, a, grad_b, {grad_a.data(), b.data(), 1.0f});
+  } else if (both && b.numel() == numel) {
+    reduce(a, b, grad_a, {grad_b.data(), a.data(), 1.0f});
+  } else {
+    if (present(grad_a)) reduce(a, b, grad_a, {});
+    if (present(grad_b)) reduce(b, a, grad_b, {});
   }
 }
 

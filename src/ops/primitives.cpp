@@ -10,13 +10,30 @@
 #include <utility>
 #include <vector>
 
+#include "ops/pointwise_common.hpp"
+#include "ops/reduce_kernels.hpp"
 #include "unitscale/error.hpp"
 
 namespace unitscale {
 namespace {
 
-// Below this many elements the OpenMP fork/join costs more than it saves.
-constexpr std::int64_t kParallelThreshold = std::int64_t{1} << 15;
+using detail::kParallelThreshold;
+
+// Long rows are copied, filled and summed in pieces of this many floats, so that a tensor of a
+// few long rows still keeps every thread busy. Sums add their pieces in piece order, so this
+// size (never the thread count) fixes their rounding.
+constexpr std::int64_t kBlock = std::int64_t{1} << 14;
+
+// Reductions along a non-innermost axis (column sums, column maxima) share the columns out in
+// pieces of this many: wide enough for vector loops over a row, narrow enough that a 1024-wide
+// matrix still splits four ways.
+constexpr std::int64_t kColumnPiece = 256;
+
+// Sums over an outer axis (column sums) split that axis into this many chunks at most, each with
+// its own partial sums, so that every thread reads whole rows.
+constexpr std::int64_t kReduceChunks = 16;
+
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
 // The product of dims [begin, end) of `shape`.
 std::int64_t dims_product(const Shape& shape, int begin, int end) {
@@ -25,13 +42,36 @@ std::int64_t dims_product(const Shape& shape, int begin, int end) {
   return n;
 }
 
-void copy_floats(const float* from, float* to, std::int64_t n) {
-  if (n > 0) std::memcpy(to, from, static_cast<std::size_t>(n) * sizeof(float));
+// Calls fn(row, begin, length) for `rows` rows of `width` elements in pieces of at most kBlock,
+// in parallel once the work is large enough.
+template <class Fn>
+void for_row_pieces(std::int64_t rows, std::int64_t width, Fn&& fn) {
+  if (rows <= 0 || width <= 0) return;
+  const std::int64_t pieces = ceil_div(width, kBlock);
+#pragma omp parallel for schedule(static) if (rows * width > kParallelThreshold)
+  for (std::int64_t item = 0; item < rows * pieces; ++item) {
+    const std::int64_t row = item / pieces, begin = item % pieces * kBlock;
+    fn(row, begin, std::min(kBlock, width - begin));
+  }
 }
 
-void fill_zero(float* to, std::int64_t n) {
-  if (n > 0) std::memset(to, 0, static_cast<std::size_t>(n) * sizeof(float));
+// Copies `rows` rows of `width` floats; the strides are in floats.
+void copy_rows(const float* from, std::int64_t from_stride, float* to, std::int64_t to_stride,
+               std::int64_t rows, std::int64_t width) {
+  for_row_pieces(rows, width, [&](std::int64_t r, std::int64_t begin, std::int64_t n) {
+    std::memcpy(to + r * to_stride + begin, from + r * from_stride + begin,
+                static_cast<std::size_t>(n) * sizeof(float));
+  });
 }
+
+void zero_rows(float* to, std::int64_t stride, std::int64_t rows, std::int64_t width) {
+  for_row_pieces(rows, width, [&](std::int64_t r, std::int64_t begin, std::int64_t n) {
+    std::memset(to + r * stride + begin, 0, static_cast<std::size_t>(n) * sizeof(float));
+  });
+}
+
+void copy_floats(const float* from, float* to, std::int64_t n) { copy_rows(from, 0, to, 0, 1, n); }
+void fill_zero(float* to, std::int64_t n) { zero_rows(to, 0, 1, n); }
 
 // Resolves a possibly negative axis; errors name the op and the shape.
 int resolve_axis(std::int64_t axis, const Shape& shape, std::string_view op) {
@@ -76,6 +116,12 @@ void map_binary(const float* a, const float* b, float* y, std::int64_t n, F f) {
 struct ReductionLayout {
   std::vector<std::int64_t> sizes;  // coalesced groups, outermost first; never empty
   std::vector<bool> reduced;
+  std::vector<std::int64_t> in_stride;   // element stride of each group in the input
+  std::vector<std::int64_t> out_stride;  // and in the output (0 for a reduced group)
+
+  std::size_t groups() const { return sizes.size(); }
+  std::int64_t run() const { return sizes.back(); }
+  bool run_reduced() const { return reduced.back(); }
 };
 
 ReductionLayout coalesce(const Shape& shape, const std::vector<bool>& reduced) {
@@ -95,43 +141,145 @@ ReductionLayout coalesce(const Shape& shape, const std::vector<bool>& reduced) {
     layout.sizes.push_back(1);
     layout.reduced.push_back(false);
   }
+  const std::size_t groups = layout.sizes.size();
+  layout.in_stride.assign(groups, 0);
+  layout.out_stride.assign(groups, 0);
+  std::int64_t in = 1, out = 1;
+  for (std::size_t g = groups; g-- > 0;) {
+    layout.in_stride[g] = in;
+    in *= layout.sizes[g];
+    if (!layout.reduced[g]) {
+      layout.out_stride[g] = out;
+      out *= layout.sizes[g];
+    }
+  }
   return layout;
 }
 
-// Calls fn(input_offset, output_offset, run_length, run_is_reduced) for each contiguous run of
-// the innermost group, in input order. A reduced run maps every element to output_offset; a kept
-// run maps element j to output_offset + j.
-template <class Fn>
-void for_each_run(const Shape& input_shape, const std::vector<bool>& reduced, Fn&& fn) {
-  if (input_shape.numel() == 0) return;
-  const ReductionLayout layout = coalesce(input_shape, reduced);
-  const std::size_t groups = layout.sizes.size();
-  std::vector<std::int64_t> output_stride(groups, 0);
-  std::int64_t stride = 1;
-  for (std::size_t g = groups; g-- > 0;) {
-    if (!layout.reduced[g]) {
-      output_stride[g] = stride;
-      stride *= layout.sizes[g];
-    }
+// Calls leaf(input_offset, output_offset, run_length) for each innermost run of groups g… of
+// `layout`, starting from the given offsets, in input order. A reduced run maps all its elements
+// to output_offset; a kept run maps element j to output_offset + j.
+template <class Leaf>
+void for_each_run(const ReductionLayout& layout, std::size_t g, std::int64_t in, std::int64_t out,
+                  const Leaf& leaf) {
+  if (g + 1 == layout.groups()) {
+    leaf(in, out, layout.run());
+    return;
   }
-  const std::int64_t run = layout.sizes.back();
-  const bool run_reduced = layout.reduced.back();
-  const std::int64_t runs = input_shape.numel() / run;
-  std::vector<std::int64_t> index(groups - 1, 0);
-  std::int64_t output_offset = 0;
-  for (std::int64_t r = 0; r < runs; ++r) {
-    fn(r * run, output_offset, run, run_reduced);
-    for (std::size_t g = groups - 1; g-- > 0;) {  // odometer over the outer groups
-      output_offset += output_stride[g];
-      if (++index[g] < layout.sizes[g]) break;
-      output_offset -= output_stride[g] * layout.sizes[g];
-      index[g] = 0;
+  for (std::int64_t i = 0; i < layout.sizes[g]; ++i) {
+    for_each_run(layout, g + 1, in + i * layout.in_stride[g], out + i * layout.out_stride[g], leaf);
+  }
+}
+
+// for_each_run over the whole layout, in parallel pieces of group g: one index of g each, or
+// kColumnPiece elements when g is the innermost group. Pieces cover disjoint parts of the input;
+// when g is kept they also write disjoint outputs, and each output still meets its inputs in the
+// serial order, so a reduction's result does not depend on how the pieces are shared out.
+template <class Leaf>
+void for_each_run_parallel(const ReductionLayout& layout, std::size_t g, std::int64_t numel,
+                           const Leaf& leaf) {
+  const std::int64_t size = layout.sizes[g];
+  const std::int64_t piece = g + 1 == layout.groups() ? kColumnPiece : 1;
+  const std::int64_t pieces = ceil_div(size, piece);
+#pragma omp parallel if (numel > kParallelThreshold && pieces > 1)
+  {
+    ReductionLayout part = layout;  // this thread's copy, narrowed to one piece of group g
+#pragma omp for schedule(static)
+    for (std::int64_t p = 0; p < pieces; ++p) {
+      const std::int64_t begin = p * piece;
+      part.sizes[g] = std::min(piece, size - begin);
+      for_each_run(part, 0, begin * layout.in_stride[g], begin * layout.out_stride[g], leaf);
     }
   }
 }
 
+// Σ x[0..n) in double for n ≤ kBlock, in a fixed order (detail::ReduceKernels::sum).
+double sum_block(const float* x, std::int64_t n) { return detail::reduce_kernels().sum(x, n); }
+
+// Σ x[0..n) in double: sum_block over consecutive kBlock pieces, added in order, which is what
+// lets sum_forward split a long run across threads without changing its result.
+double sum_run(const float* x, std::int64_t n) {
+  double total = 0;
+  for (std::int64_t begin = 0; begin < n; begin += kBlock) {
+    total += sum_block(x + begin, std::min(kBlock, n - begin));
+  }
+  return total;
+}
+
+// NaN wins; among equal values the first is kept (strict comparison).
 bool max_beats(float candidate, float best) {
   return candidate > best || (std::isnan(candidate) && !std::isnan(best));
+}
+
+// The largest of x[0..n), n ≥ 1, or NaN if x holds one. The max reduction vectorises (its order
+// is free, and without NaNs any order gives the same maximum); NaNs are only flagged on the way.
+float lane_max(const float* x, std::int64_t n) {
+  float best = -std::numeric_limits<float>::infinity();
+  int nan = 0;
+#pragma omp simd reduction(max : best) reduction(| : nan)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    best = v > best ? v : best;
+    nan |= static_cast<int>(v != v);
+  }
+  return nan != 0 ? std::numeric_limits<float>::quiet_NaN() : best;
+}
+
+// The first i < n with x[i] == value (a non-NaN value that occurs in x): 16 at a time so the
+// comparisons vectorise, then one by one within the block that matched.
+std::int64_t find_first_equal(const float* x, std::int64_t n, float value) {
+  constexpr std::int64_t kWidth = 16;
+  std::int64_t i = 0;
+  for (; i + kWidth <= n; i += kWidth) {
+    int hit = 0;
+    for (std::int64_t l = 0; l < kWidth; ++l) hit |= static_cast<int>(x[i + l] == value);
+    if (hit != 0) break;
+  }
+  while (i < n && x[i] != value) ++i;
+  return i;
+}
+
+// The index of the first maximum of x[0..n), n ≥ 1, as max_beats defines it: the first NaN if
+// there is one, else the first element equal to the largest (−0 and +0 being equal).
+std::int64_t first_argmax(const float* x, std::int64_t n) {
+  const float best = lane_max(x, n);
+  if (!std::isnan(best)) return find_first_equal(x, n, best);
+  std::int64_t i = 0;
+  while (!std::isnan(x[i])) ++i;
+  return i;
+}
+
+// The value max_beats keeps for x[0..n): the largest, except that the sign of a zero maximum and
+// the payload of a NaN are those of the first such element.
+float first_max(const float* x, std::int64_t n) {
+  const float best = lane_max(x, n);
+  return std::isnan(best) || best == 0.0f ? x[first_argmax(x, n)] : best;
+}
+
+// to[j, i] = from[i, j] for rows [i0, i1) and columns [j0, j1) of `from` (row strides in floats).
+// Blocks of 4 × 4 read four source rows and write four target rows four floats at a time, which
+// the compiler turns into register shuffles; the ragged edges go one by one.
+void transpose_tile(const float* from, std::int64_t from_row, float* to, std::int64_t to_row,
+                    std::int64_t i0, std::int64_t i1, std::int64_t j0, std::int64_t j1) {
+  const std::int64_t i4 = i0 + (i1 - i0) / 4 * 4, j4 = j0 + (j1 - j0) / 4 * 4;
+  for (std::int64_t j = j0; j < j4; j += 4) {
+    for (std::int64_t i = i0; i < i4; i += 4) {
+      const float* s = from + i * from_row + j;
+      float* d = to + j * to_row + i;
+      for (std::int64_t c = 0; c < 4; ++c) {
+        d[c * to_row + 0] = s[0 * from_row + c];
+        d[c * to_row + 1] = s[1 * from_row + c];
+        d[c * to_row + 2] = s[2 * from_row + c];
+        d[c * to_row + 3] = s[3 * from_row + c];
+      }
+    }
+    for (std::int64_t i = i4; i < i1; ++i) {
+      for (std::int64_t c = 0; c < 4; ++c) to[(j + c) * to_row + i] = from[i * from_row + j + c];
+    }
+  }
+  for (std::int64_t j = j4; j < j1; ++j) {
+    for (std::int64_t i = i0; i < i1; ++i) to[j * to_row + i] = from[i * from_row + j];
+  }
 }
 
 }  // namespace
@@ -146,24 +294,42 @@ void transpose_copy(ConstTensorView x, TensorView y, int dim0, int dim1) {
     copy_floats(x.data(), y.data(), x.numel());
     return;
   }
-  // x = [outer, n0, middle, n1, inner] becomes y = [outer, n1, middle, n0, inner].
+  // x = [outer, n0, middle, n1, inner] becomes y = [outer, n1, middle, n0, inner]: for each
+  // (outer, middle) index, the transpose of an n0 × n1 matrix whose elements are runs of `inner`
+  // floats. It goes tile by tile, so that the strided side of the copy (reading a column of x, or
+  // writing one of y) stays within cache lines that are reused across the tile.
   const Shape& shape = x.shape();
   const std::int64_t outer = dims_product(shape, 0, dim0);
   const std::int64_t n0 = shape.dim(dim0);
   const std::int64_t middle = dims_product(shape, dim0 + 1, dim1);
   const std::int64_t n1 = shape.dim(dim1);
   const std::int64_t inner = dims_product(shape, dim1 + 1, shape.rank());
-  const float* from = x.data();
-  float* to = y.data();
-  const std::int64_t blocks = outer * n1;
+  if (x.numel() == 0) return;
+  constexpr std::int64_t kTile0 = 64, kTile1 = 32;  // rows of x × columns of x per tile
+  const std::int64_t tiles0 = ceil_div(n0, kTile0), tiles1 = ceil_div(n1, kTile1);
+  const std::int64_t from_row = middle * n1 * inner;  // x's stride along n0
+  const std::int64_t to_row = middle * n0 * inner;    // y's stride along n1
+  const std::int64_t items = outer * middle * tiles0 * tiles1;
 #pragma omp parallel for schedule(static) if (x.numel() > kParallelThreshold)
-  for (std::int64_t block = 0; block < blocks; ++block) {
-    const std::int64_t o = block / n1, j = block % n1;
-    for (std::int64_t m = 0; m < middle; ++m) {
-      for (std::int64_t i = 0; i < n0; ++i) {
-        const float* source = from + (((o * n0 + i) * middle + m) * n1 + j) * inner;
-        float* target = to + (((o * n1 + j) * middle + m) * n0 + i) * inner;
-        for (std::int64_t c = 0; c < inner; ++c) target[c] = source[c];
+  for (std::int64_t item = 0; item < items; ++item) {
+    std::int64_t rest = item;
+    const std::int64_t t1 = rest % tiles1;
+    rest /= tiles1;
+    const std::int64_t t0 = rest % tiles0;
+    rest /= tiles0;
+    const std::int64_t m = rest % middle, o = rest / middle;
+    const std::int64_t i0 = t0 * kTile0, i1 = std::min(n0, i0 + kTile0);
+    const std::int64_t j0 = t1 * kTile1, j1 = std::min(n1, j0 + kTile1);
+    const float* from = x.data() + ((o * n0 * middle + m) * n1) * inner;  // x[o, 0, m, 0, 0]
+    float* to = y.data() + ((o * n1 * middle + m) * n0) * inner;          // y[o, 0, m, 0, 0]
+    if (inner == 1) {
+      transpose_tile(from, from_row, to, to_row, i0, i1, j0, j1);
+      continue;
+    }
+    for (std::int64_t j = j0; j < j1; ++j) {
+      for (std::int64_t i = i0; i < i1; ++i) {
+        std::memcpy(to + j * to_row + i * inner, from + i * from_row + j * inner,
+                    static_cast<std::size_t>(inner) * sizeof(float));
       }
     }
   }
@@ -172,30 +338,23 @@ void transpose_copy(ConstTensorView x, TensorView y, int dim0, int dim1) {
 void slice_forward(ConstTensorView x, TensorView y, int axis, std::int64_t start) {
   const Shape& shape = x.shape();
   const std::int64_t outer = dims_product(shape, 0, axis);
-  const std::int64_t size = shape.dim(axis);
   const std::int64_t inner = dims_product(shape, axis + 1, shape.rank());
+  const std::int64_t row = shape.dim(axis) * inner;
   const std::int64_t width = y.shape().dim(axis) * inner;
-#pragma omp parallel for schedule(static) if (y.numel() > kParallelThreshold)
-  for (std::int64_t o = 0; o < outer; ++o) {
-    copy_floats(x.data() + (o * size + start) * inner, y.data() + o * width, width);
-  }
+  copy_rows(x.data() + start * inner, row, y.data(), width, outer, width);
 }
 
 void slice_backward(ConstTensorView grad_y, TensorView grad_x, int axis, std::int64_t start) {
   const Shape& shape = grad_x.shape();
   const std::int64_t outer = dims_product(shape, 0, axis);
-  const std::int64_t size = shape.dim(axis);
   const std::int64_t inner = dims_product(shape, axis + 1, shape.rank());
+  const std::int64_t row = shape.dim(axis) * inner;
   const std::int64_t width = grad_y.shape().dim(axis) * inner;
-  const std::int64_t row = size * inner;
   const std::int64_t before = start * inner;
-#pragma omp parallel for schedule(static) if (grad_x.numel() > kParallelThreshold)
-  for (std::int64_t o = 0; o < outer; ++o) {
-    float* target = grad_x.data() + o * row;
-    fill_zero(target, before);
-    copy_floats(grad_y.data() + o * width, target + before, width);
-    fill_zero(target + before + width, row - before - width);
-  }
+  float* dx = grad_x.data();
+  zero_rows(dx, row, outer, before);
+  copy_rows(grad_y.data(), width, dx + before, row, outer, width);
+  zero_rows(dx + before + width, row, outer, row - before - width);
 }
 
 void concat_forward(ConstTensorView a, ConstTensorView b, TensorView y, int axis) {
@@ -203,12 +362,8 @@ void concat_forward(ConstTensorView a, ConstTensorView b, TensorView y, int axis
   const std::int64_t inner = dims_product(a.shape(), axis + 1, a.shape().rank());
   const std::int64_t width_a = a.shape().dim(axis) * inner;
   const std::int64_t width_b = b.shape().dim(axis) * inner;
-#pragma omp parallel for schedule(static) if (y.numel() > kParallelThreshold)
-  for (std::int64_t o = 0; o < outer; ++o) {
-    float* target = y.data() + o * (width_a + width_b);
-    copy_floats(a.data() + o * width_a, target, width_a);
-    copy_floats(b.data() + o * width_b, target + width_a, width_b);
-  }
+  copy_rows(a.data(), width_a, y.data(), width_a + width_b, outer, width_a);
+  copy_rows(b.data(), width_b, y.data() + width_a, width_a + width_b, outer, width_b);
 }
 
 void concat_backward(ConstTensorView grad_y, TensorView grad_a, TensorView grad_b, int axis) {
@@ -220,33 +375,84 @@ void concat_backward(ConstTensorView grad_y, TensorView grad_a, TensorView grad_
   const std::int64_t width_a =
       present(grad_a) ? grad_a.shape().dim(axis) * inner : total - grad_b.shape().dim(axis) * inner;
   const std::int64_t width_b = total - width_a;
-#pragma omp parallel for schedule(static) if (grad_y.numel() > kParallelThreshold)
-  for (std::int64_t o = 0; o < outer; ++o) {
-    const float* source = grad_y.data() + o * total;
-    if (present(grad_a)) copy_floats(source, grad_a.data() + o * width_a, width_a);
-    if (present(grad_b)) copy_floats(source + width_a, grad_b.data() + o * width_b, width_b);
+  if (present(grad_a)) copy_rows(grad_y.data(), total, grad_a.data(), width_a, outer, width_a);
+  if (present(grad_b)) {
+    copy_rows(grad_y.data() + width_a, total, grad_b.data(), width_b, outer, width_b);
   }
 }
 
 void sum_forward(ConstTensorView x, TensorView y, const std::vector<bool>& reduced, double scale) {
-  std::vector<double> accumulator(static_cast<std::size_t>(y.numel()), 0.0);
+  const std::int64_t numel = x.numel(), outputs = y.numel();
+  std::vector<double> accumulator(static_cast<std::size_t>(outputs), 0.0);
+  double* total = accumulator.data();
   const float* data = x.data();
-  for_each_run(x.shape(), reduced,
-               [&](std::int64_t in, std::int64_t out, std::int64_t run, bool run_reduced) {
-                 const float* source = data + in;
-                 double* target = accumulator.data() + out;
-                 if (run_reduced) {
-                   double partial = 0;
-                   for (std::int64_t j = 0; j < run; ++j) partial += source[j];
-                   *target += partial;
-                 } else {
-                   for (std::int64_t j = 0; j < run; ++j) target[j] += source[j];
-                 }
-               });
-  float* result = y.data();
-  for (std::int64_t i = 0; i < y.numel(); ++i) {
-    result[i] = static_cast<float>(accumulator[static_cast<std::size_t>(i)] * scale);
+  const ReductionLayout layout = coalesce(x.shape(), reduced);
+  const bool run_reduced = layout.run_reduced();
+  // Adds each run into `target` (the accumulator, or one chunk's partial outputs).
+  const auto summing_into = [&](double* target) {
+    return [=](std::int64_t in, std::int64_t out, std::int64_t run) {
+      if (run_reduced) {
+        target[out] += sum_run(data + in, run);
+      } else {
+        detail::reduce_kernels().accumulate(target + out, data + in, run);
+      }
+    };
+  };
+
+  if (numel == 0) {
+    // Nothing to add: the sums are 0 (and a mean 0/0).
+  } else if (run_reduced && layout.run() >= 2 * kBlock) {
+    // Few long runs (a full reduction, or sums of long rows): their kBlock pieces are shared out
+    // across threads, then each run adds its pieces in order, exactly as sum_run would.
+    const std::int64_t run = layout.run(), runs = numel / run, pieces = ceil_div(run, kBlock);
+    std::vector<double> partial(static_cast<std::size_t>(runs * pieces));
+#pragma omp parallel for schedule(static) if (numel > kParallelThreshold)
+    for (std::int64_t item = 0; item < runs * pieces; ++item) {
+      const std::int64_t begin = item / pieces * run + item % pieces * kBlock;
+      partial[static_cast<std::size_t>(item)] =
+          sum_block(data + begin, std::min(kBlock, run - item % pieces * kBlock));
+    }
+    for_each_run(layout, 0, 0, 0, [&](std::int64_t in, std::int64_t out, std::int64_t) {
+      const auto first = static_cast<std::size_t>(in / run * pieces);
+      double sum = 0;
+      for (std::size_t p = first; p < first + static_cast<std::size_t>(pieces); ++p) sum += partial[p];
+      total[out] += sum;
+    });
+  } else if (!layout.reduced[0]) {
+    // The outermost group is kept (e.g. row sums): its slices are independent.
+    for_each_run_parallel(layout, 0, numel, summing_into(total));
+  } else if (layout.groups() == 1) {
+    for_each_run(layout, 0, 0, 0, summing_into(total));  // a short full reduction
+  } else if (const std::int64_t size = layout.sizes[0], chunks = std::min(size, kReduceChunks);
+             chunks * outputs <= numel / 4) {
+    // Reduced outermost (e.g. column sums): a fixed number of chunks of the outermost group each
+    // sum whole rows into their own partial outputs, which are then added in chunk order. The
+    // partials take at most half the input's memory.
+    std::vector<double> partial(static_cast<std::size_t>(chunks * outputs), 0.0);
+#pragma omp parallel if (numel > kParallelThreshold)
+    {
+      ReductionLayout part = layout;
+#pragma omp for schedule(static)
+      for (std::int64_t c = 0; c < chunks; ++c) {
+        const std::int64_t begin = size * c / chunks;
+        part.sizes[0] = size * (c + 1) / chunks - begin;
+        for_each_run(part, 0, begin * layout.in_stride[0], 0,
+                     summing_into(partial.data() + c * outputs));
+      }
+    }
+    for (std::int64_t c = 0; c < chunks; ++c) {
+      for (std::int64_t o = 0; o < outputs; ++o) {
+        total[o] += partial[static_cast<std::size_t>(c * outputs + o)];
+      }
+    }
+  } else {
+    // Reduced outermost over few rows with many outputs each (e.g. [8, 10⁶] summed over its
+    // rows): pieces of the next, kept, group are independent.
+    for_each_run_parallel(layout, 1, numel, summing_into(total));
   }
+  float* result = y.data();
+#pragma omp parallel for simd schedule(static) if (outputs > kParallelThreshold)
+  for (std::int64_t i = 0; i < outputs; ++i) result[i] = static_cast<float>(total[i] * scale);
 }
 
 void sum_backward(ConstTensorView grad_y, TensorView grad_x, const std::vector<bool>& reduced,
@@ -254,15 +460,18 @@ void sum_backward(ConstTensorView grad_y, TensorView grad_x, const std::vector<b
   const auto factor = static_cast<float>(scale);
   const float* g = grad_y.data();
   float* dx = grad_x.data();
-  for_each_run(grad_x.shape(), reduced,
-               [&](std::int64_t in, std::int64_t out, std::int64_t run, bool run_reduced) {
-                 if (run_reduced) {
-                   const float value = factor * g[out];
-                   for (std::int64_t j = 0; j < run; ++j) dx[in + j] = value;
-                 } else {
-                   for (std::int64_t j = 0; j < run; ++j) dx[in + j] = factor * g[out + j];
-                 }
-               });
+  const ReductionLayout layout = coalesce(grad_x.shape(), reduced);
+  const bool run_reduced = layout.run_reduced();
+  if (grad_x.numel() == 0) return;
+  // Every piece writes its own part of dx, so any group may be split.
+  for_each_run_parallel(layout, 0, grad_x.numel(),
+                        [=](std::int64_t in, std::int64_t out, std::int64_t run) {
+                          if (run_reduced) {
+                            std::fill(dx + in, dx + in + run, factor * g[out]);
+                          } else {
+                            for (std::int64_t j = 0; j < run; ++j) dx[in + j] = factor * g[out + j];
+                          }
+                        });
 }
 
 void max_forward(ConstTensorView x, TensorView y, int axis) {
@@ -270,15 +479,28 @@ void max_forward(ConstTensorView x, TensorView y, int axis) {
   const std::int64_t outer = dims_product(shape, 0, axis);
   const std::int64_t size = shape.dim(axis);
   const std::int64_t inner = dims_product(shape, axis + 1, shape.rank());
+  const float* data = x.data();
+  float* result = y.data();
+  if (inner == 1) {  // maxima of contiguous rows
 #pragma omp parallel for schedule(static) if (x.numel() > kParallelThreshold)
-  for (std::int64_t o = 0; o < outer; ++o) {
-    const float* base = x.data() + o * size * inner;
-    float* best = y.data() + o * inner;
-    copy_floats(base, best, inner);
+    for (std::int64_t o = 0; o < outer; ++o) result[o] = first_max(data + o * size, size);
+    return;
+  }
+  // Along an outer axis: running maxima over whole rows of `inner`, in column pieces so that the
+  // threads can share even a single outer slice.
+  const std::int64_t pieces = ceil_div(inner, kColumnPiece);
+#pragma omp parallel for schedule(static) if (x.numel() > kParallelThreshold)
+  for (std::int64_t item = 0; item < outer * pieces; ++item) {
+    const std::int64_t o = item / pieces, begin = item % pieces * kColumnPiece;
+    const std::int64_t n = std::min(kColumnPiece, inner - begin);
+    const float* base = data + o * size * inner + begin;
+    float* best = result + o * inner + begin;
+    std::copy(base, base + n, best);
     for (std::int64_t k = 1; k < size; ++k) {
       const float* row = base + k * inner;
-      for (std::int64_t c = 0; c < inner; ++c) {
-        if (max_beats(row[c], best[c])) best[c] = row[c];
+      for (std::int64_t c = 0; c < n; ++c) {
+        const float v = row[c], b = best[c];
+        best[c] = (v > b) | ((v != v) & (b == b)) ? v : b;  // max_beats, branch-free
       }
     }
   }
@@ -289,27 +511,40 @@ void max_backward(ConstTensorView x, ConstTensorView grad_y, TensorView grad_x, 
   const std::int64_t outer = dims_product(shape, 0, axis);
   const std::int64_t size = shape.dim(axis);
   const std::int64_t inner = dims_product(shape, axis + 1, shape.rank());
-  fill_zero(grad_x.data(), grad_x.numel());
-  std::vector<float> best(static_cast<std::size_t>(inner));
-  std::vector<std::int64_t> argmax(static_cast<std::size_t>(inner));
-  for (std::int64_t o = 0; o < outer; ++o) {
-    const float* base = x.data() + o * size * inner;
-    std::copy(base, base + inner, best.begin());
-    std::fill(argmax.begin(), argmax.end(), 0);
+  const float* data = x.data();
+  const float* g = grad_y.data();
+  float* dx = grad_x.data();
+  if (inner == 1) {
+#pragma omp parallel for schedule(static) if (x.numel() > kParallelThreshold)
+    for (std::int64_t o = 0; o < outer; ++o) {
+      float* row = dx + o * size;
+      std::fill(row, row + size, 0.0f);
+      row[first_argmax(data + o * size, size)] = g[o];
+    }
+    return;
+  }
+  const std::int64_t pieces = ceil_div(inner, kColumnPiece);
+#pragma omp parallel for schedule(static) if (x.numel() > kParallelThreshold)
+  for (std::int64_t item = 0; item < outer * pieces; ++item) {
+    const std::int64_t o = item / pieces, begin = item % pieces * kColumnPiece;
+    const std::int64_t n = std::min(kColumnPiece, inner - begin);
+    const float* base = data + o * size * inner + begin;
+    float* target = dx + o * size * inner + begin;
+    float best[kColumnPiece];
+    std::int64_t argmax[kColumnPiece] = {};
+    std::copy(base, base + n, best);
+    std::fill(target, target + n, 0.0f);
     for (std::int64_t k = 1; k < size; ++k) {
       const float* row = base + k * inner;
-      for (std::int64_t c = 0; c < inner; ++c) {
-        const auto ci = static_cast<std::size_t>(c);
-        if (max_beats(row[c], best[ci])) {  // strict: ties keep the first argmax
-          best[ci] = row[c];
-          argmax[ci] = k;
+      for (std::int64_t c = 0; c < n; ++c) {
+        if (max_beats(row[c], best[c])) {  // strict: ties keep the first argmax
+          best[c] = row[c];
+          argmax[c] = k;
         }
       }
+      std::fill(target + k * inner, target + k * inner + n, 0.0f);
     }
-    for (std::int64_t c = 0; c < inner; ++c) {
-      grad_x.data()[(o * size + argmax[static_cast<std::size_t>(c)]) * inner + c] =
-          grad_y.data()[o * inner + c];
-    }
+    for (std::int64_t c = 0; c < n; ++c) target[argmax[c] * inner + c] = g[o * inner + begin + c];
   }
 }
 
@@ -319,19 +554,33 @@ void where_forward(ConstTensorView cond, ConstTensorView a, ConstTensorView b, T
   const float* pb = b.data();
   float* out = y.data();
   const std::int64_t n = y.numel();
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) out[i] = c[i] != 0.0f ? pa[i] : pb[i];
+  // Both operands are loaded before the select, so the loop is a vector blend, not a branch.
+#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float av = pa[i], bv = pb[i];
+    out[i] = c[i] != 0.0f ? av : bv;
+  }
 }
 
 void where_backward(ConstTensorView cond, ConstTensorView grad_y, TensorView grad_a,
                     TensorView grad_b) {
-  if (present(grad_a)) {
-    map_binary(cond.data(), grad_y.data(), grad_a.data(), grad_y.numel(),
-               [](float c, float g) { return c != 0.0f ? g : 0.0f; });
-  }
-  if (present(grad_b)) {
-    map_binary(cond.data(), grad_y.data(), grad_b.data(), grad_y.numel(),
-               [](float c, float g) { return c != 0.0f ? 0.0f : g; });
+  const float* c = cond.data();
+  const float* g = grad_y.data();
+  const std::int64_t n = grad_y.numel();
+  if (present(grad_a) && present(grad_b)) {  // one pass for both
+    float* da = grad_a.data();
+    float* db = grad_b.data();
+#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+    for (std::int64_t i = 0; i < n; ++i) {
+      const bool take = c[i] != 0.0f;
+      const float gv = g[i];
+      da[i] = take ? gv : 0.0f;
+      db[i] = take ? 0.0f : gv;
+    }
+  } else if (present(grad_a)) {
+    map_binary(c, g, grad_a.data(), n, [](float cv, float gv) { return cv != 0.0f ? gv : 0.0f; });
+  } else if (present(grad_b)) {
+    map_binary(c, g, grad_b.data(), n, [](float cv, float gv) { return cv != 0.0f ? 0.0f : gv; });
   }
 }
 

@@ -1,15 +1,52 @@
 #include "unitscale/ops/residual.hpp"
 
 #include <cmath>
+#include <cstdint>
+#include <utility>
 
 #include <fmt/format.h>
 
+#include "ops/pointwise_common.hpp"
 #include "unitscale/error.hpp"
 
 namespace unitscale {
 namespace {
 
-constexpr std::int64_t kParallelThreshold = std::int64_t{1} << 15;
+using detail::kParallelThreshold;
+
+// first = x and, if second is not null, second = x: one parallel pass that reads x once for both
+// copies (the fork of residual_split, the identity backward of residual_add).
+void copy_to(const float* x, float* first, float* second, std::int64_t n) {
+  if (second == nullptr) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+    for (std::int64_t i = 0; i < n; ++i) first[i] = x[i];
+    return;
+  }
+#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    first[i] = v;
+    second[i] = v;
+  }
+}
+
+// y = a·x over n elements, in parallel.
+void scale_to(const float* x, float* y, float a, std::int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) y[i] = a * x[i];
+}
+
+// y = a·x + b·z over n elements, in parallel.
+void weighted_sum(const float* x, float a, const float* z, float b, float* y, std::int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) y[i] = a * x[i] + b * z[i];
+}
+
+// Those of `first` and `second` that are present receive x.
+void copy_to_present(const float* x, TensorView first, TensorView second, std::int64_t n) {
+  if (!present(first)) std::swap(first, second);
+  if (present(first)) copy_to(x, first.data(), present(second) ? second.data() : nullptr, n);
+}
 
 double tau_of(std::string_view op, const Attributes& attrs) {
   const double tau = attrs.get_double(op, "tau");
@@ -67,9 +104,7 @@ void residual_add_kernel(std::span<const ConstTensorView> in, std::span<const Te
 // applied here: that is the point of delayed residual scaling (see the header).
 void residual_add_backward_kernel(std::span<const ConstTensorView> in,
                                   std::span<const TensorView> out, const Attributes&, const KernelContext&) {
-  for (const TensorView& grad : out) {
-    if (present(grad)) grad.vector() = in[3].vector();
-  }
+  copy_to_present(in[3].data(), out[0], out[1], in[3].numel());
 }
 
 const OpDef kResidualSplitBackwardOp{
@@ -94,36 +129,28 @@ ResidualWeights residual_weights(double tau) {
 }
 
 void residual_split_forward(ConstTensorView x, TensorView branch, TensorView skip) {
-  if (present(branch)) branch.vector() = x.vector();
-  if (present(skip)) skip.vector() = x.vector();
+  copy_to_present(x.data(), branch, skip, x.numel());
 }
 
 void residual_split_backward(ConstTensorView grad_branch, ConstTensorView grad_skip,
                              TensorView grad_x, float beta_branch, float beta_skip) {
+  const std::int64_t n = grad_x.numel();
+  float* dx = grad_x.data();
   if (present(grad_branch) && present(grad_skip)) {
-    const std::int64_t n = grad_x.numel();
-    const float* gb = grad_branch.data();
-    const float* gs = grad_skip.data();
-    float* dx = grad_x.data();
-#pragma omp parallel for if (n >= kParallelThreshold)
-    for (std::int64_t i = 0; i < n; ++i) dx[i] = beta_branch * gb[i] + beta_skip * gs[i];
+    weighted_sum(grad_branch.data(), beta_branch, grad_skip.data(), beta_skip, dx, n);
   } else if (present(grad_branch)) {
-    grad_x.vector() = beta_branch * grad_branch.vector();
+    scale_to(grad_branch.data(), dx, beta_branch, n);
   } else if (present(grad_skip)) {
-    grad_x.vector() = beta_skip * grad_skip.vector();
-  } else {
-    grad_x.vector().setZero();
+    scale_to(grad_skip.data(), dx, beta_skip, n);
+  } else {  // no gradient reached either fork
+#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+    for (std::int64_t i = 0; i < n; ++i) dx[i] = 0.0f;
   }
 }
 
 void residual_add_forward(ConstTensorView residual, ConstTensorView skip, TensorView y,
                           float alpha_residual, float alpha_skip) {
-  const std::int64_t n = y.numel();
-  const float* r = residual.data();
-  const float* s = skip.data();
-  float* out = y.data();
-#pragma omp parallel for if (n >= kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) out[i] = alpha_residual * r[i] + alpha_skip * s[i];
+  weighted_sum(residual.data(), alpha_residual, skip.data(), alpha_skip, y.data(), y.numel());
 }
 
 std::vector<double> transformer_residual_scaling_rule(int layers, double residual_mult,

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -145,6 +146,29 @@ TEST_P(ElementwiseKernels, MatchReferenceOnLargeTensors) {
   expect_close(add_grad_b, ref_add_b, beta_b, "add grad b");
   expect_close(mul_grad_a, ref_mul_a, 1.0, "mul grad a");
   expect_close(mul_grad_b, ref_mul_b, 1.0, "mul grad b");
+}
+
+// When both gradients are wanted, the one of a non-broadcast operand is written in the same pass
+// as the other's reduction; either gradient alone must come out bit for bit the same.
+TEST_P(ElementwiseKernels, OneGradientAloneEqualsBothTogether) {
+  const BroadcastCase& c = GetParam();
+  std::mt19937 rng(7);
+  const Tensor a = random_normal(c.a, rng), b = random_normal(c.b, rng);
+  const Tensor g = random_normal(broadcast_shapes(c.a, c.b, "test"), rng);
+  const auto same = [](const Tensor& x, const Tensor& y) {
+    return std::equal(x.span().begin(), x.span().end(), y.span().begin(), y.span().end());
+  };
+  Tensor both_a(c.a), both_b(c.b), only_a(c.a), only_b(c.b);
+  add_backward(g, both_a, both_b, 1.25f, 0.5f);
+  add_backward(g, only_a, TensorView{}, 1.25f, 0.5f);
+  add_backward(g, TensorView{}, only_b, 1.25f, 0.5f);
+  EXPECT_TRUE(same(both_a, only_a)) << "add, grad a";
+  EXPECT_TRUE(same(both_b, only_b)) << "add, grad b";
+  mul_backward(g, a, b, both_a, both_b);
+  mul_backward(g, a, b, only_a, TensorView{});
+  mul_backward(g, a, b, TensorView{}, only_b);
+  EXPECT_TRUE(same(both_a, only_a)) << "mul, grad a";
+  EXPECT_TRUE(same(both_b, only_b)) << "mul, grad b";
 }
 
 // In order: same shape, scalar (either side), row vector (over rows, over two leading

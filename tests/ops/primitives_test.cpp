@@ -2,9 +2,12 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 #include <random>
 #include <string>
@@ -355,6 +358,337 @@ TEST(PrimitivesForward, LargeTensorsMatchSimpleLoops) {
     double total = 0;
     for (std::int64_t r = 0; r < rows; ++r) total += x[r * cols + c];
     ASSERT_EQ(col_sum[c], static_cast<float>(total));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Large tensors through every parallel and vectorised path, against plain references
+// ---------------------------------------------------------------------------------------------
+
+// One reduction of sum/mean and the kernel path it takes (see sum_forward).
+struct ReductionCase {
+  Shape shape;
+  Ints axes;
+  const char* path;
+};
+
+// Every path of sum_forward: long runs split into pieces, outermost group kept, reduced outermost
+// with partial sums per chunk of rows or (few rows) split along the next group, a short serial
+// one.
+const std::vector<ReductionCase>& reduction_cases() {
+  static const std::vector<ReductionCase> cases{
+      {{std::int64_t{1} << 22}, {}, "full reduction of 2^22"},
+      {{3, std::int64_t{1} << 19}, {1}, "long rows"},
+      {{4096, 1024}, {1}, "rows"},
+      {{16, 64, 32}, {1}, "middle axis"},
+      {{512, 2048}, {0}, "columns"},
+      {{std::int64_t{1} << 18, 3}, {0}, "narrow columns"},
+      {{8, 64, 300}, {0, 2}, "outer and inner axes"},
+      {{8, 20000}, {0}, "few long columns"},
+      {{4, 3000, 2}, {0, 2}, "outer and inner axes, few rows"},
+      {{1000}, {0}, "short full reduction"},
+  };
+  return cases;
+}
+
+std::vector<bool> reduced_mask(const Shape& shape, const Ints& axes) {
+  std::vector<bool> reduced(static_cast<std::size_t>(shape.rank()), axes.empty());
+  for (const std::int64_t axis : axes) reduced[static_cast<std::size_t>(axis)] = true;
+  return reduced;
+}
+
+// Per output of reducing x over `reduced`: the sum by Neumaier's compensated summation in plain
+// index order (its error, about 2⁻⁵³ of the sum plus n·2⁻¹⁰⁶ of Σ|x|, is far below the tolerances
+// below), and Σ|x|.
+struct ReferenceSums {
+  std::vector<double> sum, abs_sum;
+};
+
+ReferenceSums reference_sums(const Tensor& x, const std::vector<bool>& reduced) {
+  const Shape& shape = x.shape();
+  std::int64_t outputs = 1;
+  for (int d = 0; d < shape.rank(); ++d) {
+    if (!reduced[static_cast<std::size_t>(d)]) outputs *= shape.dim(d);
+  }
+  const auto size = static_cast<std::size_t>(outputs);
+  std::vector<double> sum(size), compensation(size), abs_sum(size);
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    std::int64_t rest = i, out = 0, stride = 1;
+    for (int d = shape.rank() - 1; d >= 0; --d) {
+      const std::int64_t index = rest % shape.dim(d);
+      rest /= shape.dim(d);
+      if (!reduced[static_cast<std::size_t>(d)]) {
+        out += index * stride;
+        stride *= shape.dim(d);
+      }
+    }
+    const auto o = static_cast<std::size_t>(out);
+    const double v = x[i], t = sum[o] + v;
+    compensation[o] += std::abs(sum[o]) >= std::abs(v) ? (sum[o] - t) + v : (v - t) + sum[o];
+    sum[o] = t;
+    abs_sum[o] += std::abs(v);
+  }
+  for (std::size_t o = 0; o < size; ++o) sum[o] += compensation[o];
+  return {sum, abs_sum};
+}
+
+// Integers that cancel: ±2^30 in equal numbers (in random places) plus small integers. Every
+// partial sum is an integer below 2^53, so a double accumulator is exact in any order, while a
+// float one rounds away the small terms (its spacing at 2^30 is 128).
+Tensor cancelling_integers(const Shape& shape, std::mt19937& rng) {
+  Tensor t(shape);
+  std::uniform_int_distribution<int> small(-1000, 1000);
+  for (std::int64_t i = 0; i < t.numel(); ++i) {
+    t[i] = i % 4 == 0 ? 1073741824.0f : i % 4 == 1 ? -1073741824.0f : static_cast<float>(small(rng));
+  }
+  std::shuffle(t.span().begin(), t.span().end(), rng);
+  return t;
+}
+
+// Normal values scaled over twelve orders of magnitude, with random signs.
+Tensor mixed_magnitudes(const Shape& shape, std::mt19937& rng) {
+  Tensor t(shape);
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<float> exponent(-6.0f, 6.0f);
+  for (float& v : t.span()) v = normal(rng) * std::pow(10.0f, exponent(rng));
+  return t;
+}
+
+TEST(PrimitivesReductions, SumOfCancellingIntegersIsExactOnEveryPath) {
+  std::mt19937 rng(21);
+  for (const ReductionCase& c : reduction_cases()) {
+    const Tensor x = cancelling_integers(c.shape, rng);
+    const std::vector<bool> reduced = reduced_mask(c.shape, c.axes);
+    const ReferenceSums want = reference_sums(x, reduced);
+    const Tensor got = forward(kSumOp, {x}, reduce_attrs(c.axes));
+    ASSERT_EQ(static_cast<std::size_t>(got.numel()), want.sum.size()) << c.path;
+    int bad = 0;
+    for (std::int64_t o = 0; o < got.numel() && bad < 3; ++o) {
+      if (got[o] != static_cast<float>(want.sum[static_cast<std::size_t>(o)])) {
+        ++bad;
+        ADD_FAILURE() << c.path << ", output " << o << ": " << got[o] << " vs "
+                      << want.sum[static_cast<std::size_t>(o)];
+      }
+    }
+  }
+  // The mean divides the exact sum by a power of two here, which is exact too.
+  const Tensor x = cancelling_integers({std::int64_t{1} << 22}, rng);
+  const double total = reference_sums(x, {true}).sum[0];
+  EXPECT_EQ(forward(kMeanOp, {x}, reduce_attrs({}))[0], static_cast<float>(total / 4194304.0));
+}
+
+// Mixed magnitudes: the sums stay within one float rounding of the exact value plus 2⁻⁴⁰·Σ|x|,
+// which a double accumulator meets with a wide margin (its error is about 2⁻⁵³·√n·max|partial
+// sum|) and a float accumulator misses by orders of magnitude (about 2⁻²⁴ of its partial sums).
+TEST(PrimitivesReductions, SumAndMeanMatchCompensatedReferenceOnMixedMagnitudes) {
+  std::mt19937 rng(22);
+  for (const ReductionCase& c : reduction_cases()) {
+    const Tensor x = mixed_magnitudes(c.shape, rng);
+    const std::vector<bool> reduced = reduced_mask(c.shape, c.axes);
+    const ReferenceSums want = reference_sums(x, reduced);
+    const double count = static_cast<double>(x.numel()) / static_cast<double>(want.sum.size());
+    const Tensor sum = forward(kSumOp, {x}, reduce_attrs(c.axes));
+    const Tensor mean = forward(kMeanOp, {x}, reduce_attrs(c.axes));
+    int bad = 0;
+    for (std::int64_t o = 0; o < sum.numel() && bad < 3; ++o) {
+      const auto i = static_cast<std::size_t>(o);
+      const double tolerance = std::ldexp(std::abs(want.sum[i]), -23) +
+                               std::ldexp(want.abs_sum[i], -40);
+      const double mean_error = std::abs(mean[o] - want.sum[i] / count) * count;
+      if (std::abs(sum[o] - want.sum[i]) > tolerance || mean_error > tolerance) {
+        ++bad;
+        ADD_FAILURE() << c.path << ", output " << o << ": sum " << sum[o] << ", mean " << mean[o]
+                      << " vs " << want.sum[i] << " (Σ|x| " << want.abs_sum[i] << ")";
+      }
+    }
+  }
+}
+
+TEST(PrimitivesReductions, SumDoesNotDependOnThreadCount) {
+  std::mt19937 rng(23);
+  const int threads = omp_get_max_threads();
+  for (const ReductionCase& c : reduction_cases()) {
+    const Tensor x = mixed_magnitudes(c.shape, rng);
+    omp_set_num_threads(1);
+    const Tensor one = forward(kSumOp, {x}, reduce_attrs(c.axes));
+    for (const int n : {2, 3}) {
+      omp_set_num_threads(n);
+      const Tensor many = forward(kSumOp, {x}, reduce_attrs(c.axes));
+      EXPECT_TRUE(std::equal(one.span().begin(), one.span().end(), many.span().begin()))
+          << c.path << " with " << n << " threads";
+    }
+  }
+  omp_set_num_threads(threads);
+}
+
+// The backward of sum/mean on the same paths: every element of dx is g / N at its output.
+TEST(PrimitivesReductions, MeanBackwardBroadcastsOnEveryPath) {
+  std::mt19937 rng(24);
+  for (const ReductionCase& c : reduction_cases()) {
+    const std::vector<bool> reduced = reduced_mask(c.shape, c.axes);
+    const Shape out = forward(kSumOp, {Tensor(c.shape)}, reduce_attrs(c.axes)).shape();
+    const Tensor g = random_normal(out, rng);
+    const double count = static_cast<double>(c.shape.numel()) / static_cast<double>(out.numel());
+    const auto factor = static_cast<float>(1.0 / count);
+    Tensor dx(c.shape);
+    sum_backward(g, dx, reduced, 1.0 / count);
+    int bad = 0;
+    for (std::int64_t i = 0; i < dx.numel() && bad < 3; ++i) {
+      std::int64_t rest = i, o = 0, stride = 1;
+      for (int d = c.shape.rank() - 1; d >= 0; --d) {
+        const std::int64_t index = rest % c.shape.dim(d);
+        rest /= c.shape.dim(d);
+        if (!reduced[static_cast<std::size_t>(d)]) {
+          o += index * stride;
+          stride *= c.shape.dim(d);
+        }
+      }
+      if (dx[i] != factor * g[o]) {
+        ++bad;
+        ADD_FAILURE() << c.path << ", element " << i << ": " << dx[i] << " vs " << factor * g[o];
+      }
+    }
+  }
+}
+
+// max and its backward against a serial loop with the documented rules (NaN wins, ties and equal
+// zeros keep the first), compared bit for bit: rows and columns, with NaNs, signed zeros and ties
+// planted.
+TEST(PrimitivesReductions, MaxMatchesSerialRuleWithNansZerosAndTies) {
+  std::mt19937 rng(25);
+  const auto bits = [](float v) { return std::bit_cast<std::uint32_t>(v); };
+  for (const Shape& shape : {Shape{300, 257}, Shape{7, 300, 45}, Shape{2, 5, 700}}) {
+    Tensor x = random_normal(shape, rng);
+    const std::int64_t n = x.numel();
+    // NaNs of two payloads, runs of negative values around signed zeros, and repeated maxima.
+    for (std::int64_t i = 0; i < n; i += 997) x[i] = std::bit_cast<float>(0x7FC00001u);
+    for (std::int64_t i = 500; i < n; i += 1499) x[i] = std::bit_cast<float>(0xFFC00002u);
+    for (std::int64_t i = 2000; i < std::min<std::int64_t>(n, 2600); ++i) {
+      x[i] = i % 7 == 0 ? -0.0f : i % 7 == 3 ? 0.0f : -1.0f - static_cast<float>(i % 5);
+    }
+    for (std::int64_t i = 4000; i < n; i += 1201) x[i] = x[i + 1] = 50.0f;
+    for (int axis = 0; axis < shape.rank(); ++axis) {
+      const std::int64_t size = shape.dim(axis);
+      std::int64_t inner = 1;
+      for (int d = axis + 1; d < shape.rank(); ++d) inner *= shape.dim(d);
+      const std::int64_t outer = n / (size * inner);
+      std::vector<std::int64_t> out_dims;
+      for (int d = 0; d < shape.rank(); ++d) {
+        if (d != axis) out_dims.push_back(shape.dim(d));
+      }
+      Tensor y{Shape(out_dims)}, dx(shape);
+      const Tensor g = random_normal(y.shape(), rng);
+      max_forward(x, y, axis);
+      max_backward(x, g, dx, axis);
+      int bad = 0;
+      for (std::int64_t o = 0; o < outer; ++o) {
+        for (std::int64_t c = 0; c < inner; ++c) {
+          std::int64_t first = 0;
+          const auto at = [&](std::int64_t k) { return x[(o * size + k) * inner + c]; };
+          for (std::int64_t k = 1; k < size; ++k) {
+            const float v = at(k), best = at(first);
+            if (v > best || (std::isnan(v) && !std::isnan(best))) first = k;
+          }
+          const std::int64_t out = o * inner + c;
+          bool ok = bits(y[out]) == bits(at(first));
+          for (std::int64_t k = 0; k < size; ++k) {
+            ok = ok && dx[(o * size + k) * inner + c] == (k == first ? g[out] : 0.0f);
+          }
+          if (!ok && ++bad <= 3) {
+            ADD_FAILURE() << shape.to_string() << " axis " << axis << ", output " << out << ": "
+                          << y[out] << " vs " << at(first) << " at " << first;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Transposes whose elements are single floats (ragged 4 × 4 blocks at the edges) or runs of
+// `inner` floats, against index arithmetic.
+TEST(PrimitivesForward, LargeTransposesMatchIndexArithmetic) {
+  std::mt19937 rng(26);
+  struct Case {
+    Shape shape;
+    int dim0, dim1;
+  };
+  for (const Case& c : {Case{{130, 70}, 0, 1}, Case{{3, 130, 70}, 2, 1},
+                        Case{{5, 67, 3, 33, 2}, 1, 3}, Case{{4, 9, 64, 33}, 0, 2}}) {
+    const Tensor x = random_normal(c.shape, rng);
+    std::vector<std::int64_t> dims(c.shape.dims().begin(), c.shape.dims().end());
+    std::swap(dims[static_cast<std::size_t>(c.dim0)], dims[static_cast<std::size_t>(c.dim1)]);
+    Tensor y{Shape(dims)};
+    transpose_copy(x, y, c.dim0, c.dim1);
+    const int rank = c.shape.rank();
+    int bad = 0;
+    for (std::int64_t i = 0; i < x.numel() && bad < 3; ++i) {
+      std::vector<std::int64_t> index(static_cast<std::size_t>(rank));
+      std::int64_t rest = i;
+      for (int d = rank - 1; d >= 0; --d) {
+        index[static_cast<std::size_t>(d)] = rest % c.shape.dim(d);
+        rest /= c.shape.dim(d);
+      }
+      std::swap(index[static_cast<std::size_t>(c.dim0)], index[static_cast<std::size_t>(c.dim1)]);
+      std::int64_t target = 0;
+      for (int d = 0; d < rank; ++d) target = target * y.shape().dim(d) + index[static_cast<std::size_t>(d)];
+      if (y[target] != x[i]) {
+        ++bad;
+        ADD_FAILURE() << c.shape.to_string() << " element " << i;
+      }
+    }
+  }
+}
+
+// Slices and concatenations along the first axis are a few long rows, which the copies split into
+// pieces across threads.
+TEST(PrimitivesForward, LongRowSlicesAndConcatsMatchLoops) {
+  std::mt19937 rng(27);
+  const std::int64_t width = 40000;
+  const Tensor x = random_normal({3, width}, rng);
+  const Attributes attrs{{"axis", std::int64_t{0}}, {"start", std::int64_t{1}}, {"end", std::int64_t{3}}};
+  OpRun slice(kSliceOp, {x}, attrs);
+  slice.forward();
+  const Tensor g = random_normal({2, width}, rng);
+  const Tensor dx = *slice.backward({g})[0];
+  for (std::int64_t i = 0; i < 3 * width; ++i) {
+    if (i >= width) {
+      ASSERT_EQ(slice.output()[i - width], x[i]);
+    }
+    ASSERT_EQ(dx[i], i < width ? 0.0f : g[i - width]);
+  }
+  const Tensor a = random_normal({1, width}, rng);
+  OpRun concat(kConcatOp, {a, x}, {{"axis", std::int64_t{0}}});
+  concat.forward();
+  const Tensor gy = random_normal({4, width}, rng);
+  const auto grads = concat.backward({gy});
+  for (std::int64_t i = 0; i < 4 * width; ++i) {
+    ASSERT_EQ(concat.output()[i], i < width ? a[i] : x[i - width]);
+    ASSERT_EQ(i < width ? (*grads[0])[i] : (*grads[1])[i - width], gy[i]);
+  }
+}
+
+// where with both gradients (one fused pass) or either one alone.
+TEST(PrimitivesForward, LargeWhereMatchesLoops) {
+  std::mt19937 rng(28);
+  const Shape shape{300, 257};
+  Tensor cond(shape);
+  for (std::int64_t i = 0; i < cond.numel(); ++i) {
+    cond[i] = i % 11 == 0 ? NAN : static_cast<float>(rng() % 2);
+  }
+  const Tensor a = random_normal(shape, rng), b = random_normal(shape, rng),
+               g = random_normal(shape, rng);
+  Tensor y(shape), da(shape), db(shape), da_only(shape), db_only(shape);
+  where_forward(cond, a, b, y);
+  where_backward(cond, g, da, db);
+  where_backward(cond, g, da_only, TensorView{});
+  where_backward(cond, g, TensorView{}, db_only);
+  for (std::int64_t i = 0; i < y.numel(); ++i) {
+    const bool take = cond[i] != 0.0f;
+    ASSERT_EQ(y[i], take ? a[i] : b[i]);
+    ASSERT_EQ(da[i], take ? g[i] : 0.0f);
+    ASSERT_EQ(db[i], take ? 0.0f : g[i]);
+    ASSERT_EQ(da_only[i], da[i]);
+    ASSERT_EQ(db_only[i], db[i]);
   }
 }
 

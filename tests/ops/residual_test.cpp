@@ -137,6 +137,44 @@ TEST(ResidualScales, AbsentSplitGradientsCountAsZero) {
   for (std::int64_t i = 0; i < 5; ++i) EXPECT_FLOAT_EQ(exec.get(grad).data()[i], static_cast<float>(w.skip) * g[i]);
 }
 
+// Large enough for the parallel loops; every combination of present and absent outputs.
+TEST(ResidualKernels, LargeTensorsMatchLoops) {
+  std::mt19937 rng(5);
+  const std::int64_t n = 100003;
+  const Tensor x = random_normal({n}, rng), gb = random_normal({n}, rng), gs = random_normal({n}, rng);
+  const float wb = 0.6f, ws = 0.8f;
+  Tensor branch({n}), skip({n}), only_skip({n});
+  residual_split_forward(x, branch, skip);
+  residual_split_forward(x, TensorView{}, only_skip);
+  Tensor y({n});
+  residual_add_forward(gb, gs, y, wb, ws);
+  Tensor dx_both({n}), dx_branch({n}), dx_skip({n}), dx_none = Tensor::filled({n}, NAN);
+  residual_split_backward(gb, gs, dx_both, wb, ws);
+  residual_split_backward(gb, ConstTensorView{}, dx_branch, wb, ws);
+  residual_split_backward(ConstTensorView{}, gs, dx_skip, wb, ws);
+  residual_split_backward(ConstTensorView{}, ConstTensorView{}, dx_none, wb, ws);
+  // residual_add's backward (reachable through its OpDef): both gradients, or one.
+  Tensor dr({n}), ds({n}), ds_only({n});
+  const ConstTensorView absent{};
+  const std::vector<ConstTensorView> in{absent, absent, absent, x};
+  kResidualAddOp.backward->kernel(in, std::vector<TensorView>{dr, ds}, {}, KernelContext{});
+  kResidualAddOp.backward->kernel(in, std::vector<TensorView>{TensorView{}, ds_only}, {},
+                                  KernelContext{});
+  for (std::int64_t i = 0; i < n; ++i) {
+    ASSERT_EQ(branch[i], x[i]);
+    ASSERT_EQ(skip[i], x[i]);
+    ASSERT_EQ(only_skip[i], x[i]);
+    ASSERT_EQ(y[i], wb * gb[i] + ws * gs[i]);
+    ASSERT_EQ(dx_both[i], wb * gb[i] + ws * gs[i]);
+    ASSERT_EQ(dx_branch[i], wb * gb[i]);
+    ASSERT_EQ(dx_skip[i], ws * gs[i]);
+    ASSERT_EQ(dx_none[i], 0.0f);
+    ASSERT_EQ(dr[i], x[i]);
+    ASSERT_EQ(ds[i], x[i]);
+    ASSERT_EQ(ds_only[i], x[i]);
+  }
+}
+
 // ---- a residual block through the builders, autodiff and the executor ------------------------------
 
 struct BlockRun {

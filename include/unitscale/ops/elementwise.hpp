@@ -30,7 +30,9 @@
 // one loop per row. Anything else walks contiguous inner segments, deciding per segment (never per
 // element) which operand advances. Gradients of broadcast operands are reduced in double in a fixed
 // order (scalar: per-block partial sums; row vector: 16 row chunks; column: per-row sums; other
-// patterns: one serial pass), so results do not depend on the number of threads.
+// patterns: one serial pass), so results do not depend on the number of threads. When both
+// gradients are wanted and one operand is not broadcast, its gradient is written in the same pass
+// over g as the other's reduction.
 
 #include "unitscale/ops/op_def.hpp"
 

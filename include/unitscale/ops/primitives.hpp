@@ -26,7 +26,9 @@
 //                                shapes; NaN is nonzero)         db = cond ≠ 0 ? 0 : g;
 //                                                                cond gets no gradient
 //
-// sum and mean accumulate in double. keepdim is an integer attribute (0: the reduced dims are
+// sum and mean accumulate in double, in an order fixed by the shape (16 interleaved partial sums
+// per contiguous run, fixed-size blocks and chunks added in order), so their results do not depend
+// on the number of threads. keepdim is an integer attribute (0: the reduced dims are
 // dropped, 1: they are kept with size 1). The backward ops read only what they need: reshape,
 // transpose, slice, concat, sum and mean read no forward value; max and log read x; exp and sqrt
 // read y; where reads cond.
