@@ -35,11 +35,7 @@ struct DropoutMask {
 
   // m ∘ M/(1−p) in place; `first` is the flat index of m(0, 0) among all the op's probabilities.
   void apply(RowMajorMatrix& m, std::int64_t first) const {
-    const std::int64_t n = m.size();
-    float* data = m.data();
-    for (std::int64_t e = 0; e < n; ++e) {
-      data[e] = dropout_keeps(seed, first + e, p) ? data[e] * keep_scale : 0.0f;
-    }
+    dropout_apply_mask(m.data(), m.data(), m.size(), first, p, seed, keep_scale);
   }
 };
 

@@ -1,16 +1,25 @@
 #include "unitscale/ops/dropout.hpp"
 
 #include <fmt/format.h>
+#include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 
+#include "ops/dropout_kernels.hpp"
 #include "ops/pointwise_common.hpp"
 #include "unitscale/error.hpp"
+#include "unitscale/format/detail/simd_level.hpp"
 
 namespace unitscale {
 namespace {
 
-// splitmix64's output function: a bijection on 64-bit words with good avalanche.
+using detail::dropout::mask_bits;
+
+// splitmix64's output function: a bijection on 64-bit words with good avalanche. Used only where
+// a hash runs once per call or per 2^32 elements (keys, step seeds), so its 64-bit multiplies cost
+// nothing; the per-element hash is mask_bits (ops/dropout_kernels.hpp).
 inline std::uint64_t splitmix64(std::uint64_t z) {
   z += 0x9E3779B97F4A7C15ull;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -18,29 +27,79 @@ inline std::uint64_t splitmix64(std::uint64_t z) {
   return z ^ (z >> 31);
 }
 
-// 64 random bits for element `index`: hashing the index before mixing in the key means two seeds
-// give unrelated masks (with key ^ index alone, one seed's mask would permute another's).
-inline std::uint64_t random_bits(std::uint64_t key, std::uint64_t index) {
-  return splitmix64(key ^ splitmix64(index));
-}
-
 inline std::uint64_t key_of(std::uint64_t seed) { return splitmix64(seed ^ 0x5DEECE66Dull); }
 
-// An element is dropped iff its bits fall below p·2^64.
-inline std::uint64_t drop_threshold(double p) {
-  return p <= 0 ? 0 : static_cast<std::uint64_t>(std::ldexp(p, 64));
+// The two 32-bit round keys of the block of 2^32 indices `block` (the high index bits). Hashing the
+// block number before mixing in the key means neighbouring blocks, and the same block under two
+// seeds, get unrelated keys.
+struct BlockKeys {
+  std::uint32_t lo, hi;
+};
+
+inline BlockKeys block_keys(std::uint64_t key, std::uint64_t block) {
+  const std::uint64_t k = splitmix64(key ^ splitmix64(block));
+  return {static_cast<std::uint32_t>(k), static_cast<std::uint32_t>(k >> 32)};
+}
+
+// An element is dropped iff its 32 bits fall below ⌊p·2^32⌋, so the drop probability is p to
+// within 2^-32.
+inline std::uint32_t drop_threshold(double p) {
+  if (!(p > 0)) return 0;
+  const double t = std::ldexp(p, 32);
+  return t >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<std::uint32_t>(t);
+}
+
+// The reference form of the kernels, for SimdLevel::kScalar (which tests force to cross-check).
+void apply_mask_scalar(const float* x, float* y, std::size_t count, std::uint32_t first,
+                       std::uint32_t key_lo, std::uint32_t key_hi, std::uint32_t threshold,
+                       float factor) {
+  for (std::size_t e = 0; e < count; ++e) {
+    const std::uint32_t bits = mask_bits(first + static_cast<std::uint32_t>(e), key_lo, key_hi);
+    y[e] = bits >= threshold ? factor * x[e] : 0.0f;
+  }
+}
+
+constexpr detail::dropout::KernelTable kScalarKernels{.apply_mask = apply_mask_scalar};
+
+// The mask kernel for the instruction set the CPU supports (the bulk conversions' choice, which
+// tests may force).
+const detail::dropout::KernelTable& kernels() {
+  switch (detail::active_simd_level()) {
+    case detail::SimdLevel::kAvx512:
+      return detail::dropout::kAvx512Kernels;
+    case detail::SimdLevel::kAvx2:
+      return detail::dropout::kAvx2Kernels;
+    case detail::SimdLevel::kGeneric:
+      return detail::dropout::kGenericKernels;
+    case detail::SimdLevel::kScalar:
+      break;
+  }
+  return kScalarKernels;
+}
+
+// kernel(begin, count) over [0, n): one contiguous share per OpenMP thread above the threshold.
+// The mask depends on the element index only, so the split does not change the result.
+template <class Kernel>
+void for_each_share(std::int64_t n, const Kernel& kernel) {
+  if (n <= detail::kParallelThreshold) {
+    if (n > 0) kernel(std::int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel
+  {
+    const auto threads = static_cast<std::int64_t>(omp_get_num_threads());
+    const auto thread = static_cast<std::int64_t>(omp_get_thread_num());
+    const std::int64_t begin = n * thread / threads, end = n * (thread + 1) / threads;
+    if (end > begin) kernel(begin, end - begin);
+  }
 }
 
 // out_i = keep_i ? factor·in_i : 0.
 void apply_mask(const float* in, float* out, std::int64_t n, double p, std::uint64_t seed,
                 float factor) {
-  const std::uint64_t key = key_of(seed);
-  const std::uint64_t threshold = drop_threshold(p);
-#pragma omp parallel for schedule(static) if (n > detail::kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) {
-    const bool keep = random_bits(key, static_cast<std::uint64_t>(i)) >= threshold;
-    out[i] = keep ? factor * in[i] : 0.0f;
-  }
+  for_each_share(n, [&](std::int64_t begin, std::int64_t count) {
+    dropout_apply_mask(in + begin, out + begin, count, begin, p, seed, factor);
+  });
 }
 
 void scale_copy(const float* in, float* out, std::int64_t n, float factor) {
@@ -65,7 +124,29 @@ std::uint64_t dropout_seed_at_step(std::uint64_t seed, std::uint64_t step) {
 }
 
 bool dropout_keeps(std::uint64_t seed, std::int64_t index, double p) {
-  return random_bits(key_of(seed), static_cast<std::uint64_t>(index)) >= drop_threshold(p);
+  const auto j = static_cast<std::uint64_t>(index);
+  const BlockKeys keys = block_keys(key_of(seed), j >> 32);
+  return mask_bits(static_cast<std::uint32_t>(j), keys.lo, keys.hi) >= drop_threshold(p);
+}
+
+void dropout_apply_mask(const float* x, float* y, std::int64_t count, std::int64_t first_index,
+                        double p, std::uint64_t seed, float factor) {
+  const auto apply = kernels().apply_mask;
+  const std::uint64_t key = key_of(seed);
+  const std::uint32_t threshold = drop_threshold(p);
+  auto j = static_cast<std::uint64_t>(first_index);
+  // One kernel call per block of 2^32 indices touched (almost always one).
+  while (count > 0) {
+    const auto low = static_cast<std::uint32_t>(j);
+    const std::uint64_t room = (std::uint64_t{1} << 32) - low;
+    const auto n = static_cast<std::int64_t>(std::min(static_cast<std::uint64_t>(count), room));
+    const BlockKeys keys = block_keys(key, j >> 32);
+    apply(x, y, static_cast<std::size_t>(n), low, keys.lo, keys.hi, threshold, factor);
+    x += n;
+    y += n;
+    count -= n;
+    j += static_cast<std::uint64_t>(n);
+  }
 }
 
 void dropout_forward(ConstTensorView x, TensorView y, double p, std::uint64_t seed,

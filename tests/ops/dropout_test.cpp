@@ -1,16 +1,19 @@
 #include "unitscale/ops/dropout.hpp"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <omp.h>
 
 #include <cmath>
+#include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
+#include "unitscale/format/detail/simd_level.hpp"
 #include "unitscale/graph/autodiff.hpp"
 #include "unitscale/graph/builders/dropout.hpp"
 #include "unitscale/graph/builders/linear.hpp"
@@ -91,6 +94,103 @@ TEST(DropoutMask, DropFractionIsPAndMasksAreUncorrelated) {
     EXPECT_NEAR(lag_product / nd / variance, 0.0, 5 / std::sqrt(nd)) << p;
     EXPECT_NEAR(seed_product / nd / variance, 0.0, 5 / std::sqrt(nd)) << p;
   }
+}
+
+// The mask as 0/1 bytes for indices [first, first + n), through the bulk kernel.
+std::vector<std::uint8_t> mask_of(std::uint64_t seed, std::int64_t first, std::int64_t n,
+                                  double p) {
+  const std::vector<float> ones(static_cast<std::size_t>(n), 1.0f);
+  std::vector<float> kept(ones.size());
+  dropout_apply_mask(ones.data(), kept.data(), n, first, p, seed, 1.0f);
+  std::vector<std::uint8_t> mask(ones.size());
+  for (std::size_t i = 0; i < mask.size(); ++i) mask[i] = kept[i] != 0.0f;
+  return mask;
+}
+
+// Two masks, each keeping a unit with probability 1 − p, independent of each other, agree on a
+// unit with probability a = p² + (1 − p)²; over n units the agreement rate is binomial, within
+// 5·√(a(1 − a)/n) of a. Checked for neighbouring seeds, successive steps, indices a small or a
+// power-of-two distance apart (attention rows are a power of two long), and across the blocks of
+// 2^32 indices that share the hash's round keys. Weak mixers fail many of these by far more than
+// 5 standard deviations (a single multiply-xorshift, or a multiply alone, does).
+TEST(DropoutMask, NeighbouringSeedsIndicesAndBlocksAgreeOnlyByChance) {
+  const std::int64_t n = 1 << 18;
+  const std::int64_t k2To32 = std::int64_t{1} << 32;
+  for (const double p : {0.5, 0.1, 0.01}) {
+    const double a = p * p + (1 - p) * (1 - p);
+    const double tolerance = 5 * std::sqrt(a * (1 - a) / static_cast<double>(n));
+    auto expect_unrelated = [&](const std::vector<std::uint8_t>& m1,
+                                const std::vector<std::uint8_t>& m2, const std::string& what) {
+      std::int64_t agree = 0;
+      for (std::size_t i = 0; i < m1.size(); ++i) agree += m1[i] == m2[i];
+      EXPECT_NEAR(static_cast<double>(agree) / static_cast<double>(m1.size()), a, tolerance)
+          << what << ", p = " << p;
+    };
+    for (const std::uint64_t seed : {std::uint64_t{0}, std::uint64_t{99}, std::uint64_t{1} << 32}) {
+      const auto base = mask_of(seed, 0, n, p);
+      expect_unrelated(base, mask_of(seed + 1, 0, n, p), fmt::format("seeds {} and +1", seed));
+      expect_unrelated(base, mask_of(seed ^ (std::uint64_t{1} << 63), 0, n, p),
+                       fmt::format("seed {} and its top bit flipped", seed));
+      expect_unrelated(base, mask_of(dropout_seed_at_step(seed, 1), 0, n, p),
+                       fmt::format("seed {} at steps 0 and 1", seed));
+      expect_unrelated(mask_of(dropout_seed_at_step(seed, 1), 0, n, p),
+                       mask_of(dropout_seed_at_step(seed, 2), 0, n, p),
+                       fmt::format("seed {} at steps 1 and 2", seed));
+      expect_unrelated(base, mask_of(seed, k2To32, n, p),
+                       fmt::format("seed {}, blocks 0, 1", seed));
+      expect_unrelated(mask_of(seed, 5 * k2To32 - n / 2, n, p),
+                       mask_of(seed, 6 * k2To32 - n / 2, n, p),
+                       fmt::format("seed {}, across the ends of blocks 4, 5", seed));
+      const std::int64_t longest_lag = 1 << 16;
+      const auto longer = mask_of(seed, 0, n + longest_lag, p);
+      for (const std::int64_t lag : {1, 2, 3, 4, 7, 8, 16, 64, 1000, 1024, 4096, 1 << 16}) {
+        const std::vector<std::uint8_t> shifted(longer.begin() + lag, longer.begin() + lag + n);
+        expect_unrelated(base, shifted, fmt::format("seed {}, indices {} apart", seed, lag));
+      }
+    }
+  }
+}
+
+// The vector kernel of every instruction set, its tail, and the split at a block boundary give
+// exactly dropout_keeps, in place or not.
+TEST(DropoutMask, BulkMaskEqualsDropoutKeepsAtEverySimdLevel) {
+  const float factor = 1.25f;
+  for (const detail::SimdLevel level : detail::supported_simd_levels()) {
+    detail::force_simd_level(level);
+    SCOPED_TRACE(detail::simd_level_name(level));
+    for (const std::int64_t first :
+         {std::int64_t{0}, std::int64_t{5}, (std::int64_t{1} << 32) - 37, std::int64_t{3} << 40}) {
+      for (const std::int64_t count : {0, 1, 15, 16, 17, 100, 1000}) {
+        for (const bool in_place : {false, true}) {
+          std::mt19937 rng(static_cast<std::uint32_t>(count));
+          std::normal_distribution<float> normal;
+          std::vector<float> x(static_cast<std::size_t>(count));
+          for (float& v : x) v = normal(rng);
+          std::vector<float> y = in_place ? x : std::vector<float>(x.size(), -1.0f);
+          const float* in = in_place ? y.data() : x.data();
+          dropout_apply_mask(in, y.data(), count, first, 0.3, 17, factor);
+          for (std::int64_t e = 0; e < count; ++e) {
+            const auto i = static_cast<std::size_t>(e);
+            ASSERT_EQ(y[i], dropout_keeps(17, first + e, 0.3) ? factor * x[i] : 0.0f)
+                << "first " << first << " count " << count << " in place " << in_place << " e "
+                << e;
+          }
+        }
+      }
+    }
+  }
+  detail::force_simd_level(detail::best_simd_level());
+}
+
+// The drop probability is p rounded down to a multiple of 2^-32: p = 0 keeps everything and a p
+// just below 1 still keeps about (1 − p)·n units rather than none.
+TEST(DropoutMask, ExtremeProbabilities) {
+  const std::int64_t n = 1 << 16;
+  for (std::int64_t i = 0; i < n; ++i) ASSERT_TRUE(dropout_keeps(3, i, 0.0)) << i;
+  const auto almost_all = mask_of(3, 0, n, 1.0 - 1.0 / 4096);
+  std::int64_t kept = 0;
+  for (const std::uint8_t m : almost_all) kept += m;
+  EXPECT_NEAR(static_cast<double>(kept), 16.0, 5 * 4.0);  // binomial(2^16, 2^-12): 16 ± 4
 }
 
 TEST(DropoutMask, ForwardAndBackwardAgreeWithoutAStoredMask) {

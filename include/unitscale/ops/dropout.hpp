@@ -11,12 +11,14 @@
 // Unit-scaled training output is then keep·x/√(1−p) (unit std), and the eval output √(1−p)·x is
 // its expectation. Unscaled (SP) it is plain inverted dropout, identity in eval.
 //
-// The mask is a pure function of (seed, element index): a counter-based hash (splitmix64) of the
-// two, so the backward recomputes it instead of storing it, and the result does not depend on the
-// number of threads. Give each dropout node its own seed (the builder derives one from the node's
-// position when none is given). In a graph, the node's seed is combined with the executor's step
-// counter (KernelContext::step) through dropout_seed_at_step, so every training step draws a fresh
-// mask, and the forward and backward of one step agree.
+// The mask is a pure function of (seed, element index): a counter-based hash of the two (32-bit
+// multiply-xorshift rounds, which vectorise on every x86-64 level; see
+// src/ops/dropout_kernels.hpp), so the backward recomputes it instead of storing it, and the result
+// does not depend on the number of threads or the instruction set. Give each dropout node its own
+// seed (the builder derives one from the node's position when none is given). In a graph, the
+// node's seed is combined with the executor's step counter (KernelContext::step) through
+// dropout_seed_at_step, so every training step draws a fresh mask, and the forward and backward of
+// one step agree.
 
 #include <cstdint>
 #include <string_view>
@@ -36,8 +38,15 @@ DropoutMode dropout_mode_from_name(std::string_view name);
 // (so a graph's first run matches a direct dropout_forward call), an unrelated one at later steps.
 std::uint64_t dropout_seed_at_step(std::uint64_t seed, std::uint64_t step);
 
-// Whether dropout(p, seed) keeps element `index`.
+// Whether dropout(p, seed) keeps element `index`: with probability 1 − p, p rounded down to a
+// multiple of 2^-32.
 bool dropout_keeps(std::uint64_t seed, std::int64_t index, double p);
+
+// The bulk form of dropout_keeps, for ops that apply dropout's mask to pieces of a tensor
+// (attention on its probabilities): y[e] = factor·x[e] if dropout_keeps(seed, first_index + e, p),
+// else 0, for e in [0, count), vectorised, on the calling thread. x may equal y (in place).
+void dropout_apply_mask(const float* x, float* y, std::int64_t count, std::int64_t first_index,
+                        double p, std::uint64_t seed, float factor);
 
 // `scale` is α in the forward and β in the backward.
 void dropout_forward(ConstTensorView x, TensorView y, double p, std::uint64_t seed,

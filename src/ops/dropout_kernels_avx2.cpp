@@ -1,0 +1,7 @@
+// dropout's mask kernel with 8 lanes for AVX2 (built with -mavx2 -mfma -mf16c -mbmi2).
+#define UNITSCALE_DROPOUT_LANES 8
+#include "ops/dropout_kernels.inl"
+
+namespace unitscale::detail::dropout {
+const KernelTable kAvx2Kernels = kKernels;
+}  // namespace unitscale::detail::dropout
