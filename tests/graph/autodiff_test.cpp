@@ -15,7 +15,7 @@
 namespace unitscale {
 namespace {
 
-using testing::random_normal;
+using namespace testing;
 
 // loss = v · W · (W · x): W is used twice, so its two gradient contributions must be summed.
 struct SharedWeightModel {

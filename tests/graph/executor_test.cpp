@@ -16,10 +16,7 @@
 namespace unitscale {
 namespace {
 
-using ::testing::AllOf;
-using ::testing::HasSubstr;
-using ::testing::ThrowsMessage;
-using testing::random_normal;
+using namespace testing;
 
 TEST(Executor, ComputesWhatTheKernelsCompute) {
   std::mt19937 rng(1);

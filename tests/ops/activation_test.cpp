@@ -23,11 +23,7 @@
 namespace unitscale {
 namespace {
 
-using ::testing::AllOf;
-using ::testing::HasSubstr;
-using testing::OpRun;
-using testing::random_normal;
-using ::testing::ThrowsMessage;
+using namespace testing;
 
 Attributes gelu_attrs(double mult, std::string_view approximate = "none",
                       std::string_view constraint = "to_output_scale") {

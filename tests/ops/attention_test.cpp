@@ -18,11 +18,7 @@
 namespace unitscale {
 namespace {
 
-using testing::OpRun;
-using testing::random_normal;
-using ::testing::AllOf;
-using ::testing::HasSubstr;
-using ::testing::ThrowsMessage;
+using namespace testing;
 
 Attributes attention_attrs(double mult = 1.0, std::string_view mask = "none", double dropout = 0.0,
                            std::int64_t seed = 0) {

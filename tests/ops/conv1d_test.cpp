@@ -13,11 +13,7 @@
 namespace unitscale {
 namespace {
 
-using testing::OpRun;
-using testing::random_normal;
-using ::testing::AllOf;
-using ::testing::HasSubstr;
-using ::testing::ThrowsMessage;
+using namespace testing;
 
 struct Geometry {
   std::int64_t stride = 1, padding = 0, dilation = 1, groups = 1;

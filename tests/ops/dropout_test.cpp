@@ -22,11 +22,7 @@
 namespace unitscale {
 namespace {
 
-using ::testing::AllOf;
-using ::testing::HasSubstr;
-using testing::OpRun;
-using testing::random_normal;
-using ::testing::ThrowsMessage;
+using namespace testing;
 
 Attributes dropout_attrs(double p, std::int64_t seed = 1234, std::string_view mode = "training") {
   return {{"p", p}, {"seed", seed}, {"mode", std::string(mode)}};

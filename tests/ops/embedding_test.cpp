@@ -10,11 +10,7 @@
 namespace unitscale {
 namespace {
 
-using testing::OpRun;
-using testing::random_normal;
-using ::testing::AllOf;
-using ::testing::HasSubstr;
-using ::testing::ThrowsMessage;
+using namespace testing;
 
 Tensor random_ids(const Shape& shape, std::int64_t vocabulary, std::mt19937& rng) {
   Tensor ids(shape);

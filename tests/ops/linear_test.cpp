@@ -10,9 +10,7 @@
 namespace unitscale {
 namespace {
 
-using testing::OpRun;
-using testing::random_normal;
-using ::testing::HasSubstr;
+using namespace testing;
 
 Attributes linear_attrs(std::string_view constraint = "to_output_scale", double power_alpha = 0.5) {
   return {{"constraint", std::string(constraint)},

@@ -20,11 +20,7 @@
 namespace unitscale {
 namespace {
 
-using ::testing::AllOf;
-using ::testing::HasSubstr;
-using testing::OpRun;
-using testing::random_normal;
-using ::testing::ThrowsMessage;
+using namespace testing;
 
 Attributes ce_attrs(std::string_view reduction = "mean", double mult = 1.0,
                     std::int64_t ignore_index = kDefaultIgnoreIndex) {

@@ -12,11 +12,7 @@
 namespace unitscale {
 namespace {
 
-using testing::OpRun;
-using testing::random_normal;
-using ::testing::AllOf;
-using ::testing::HasSubstr;
-using ::testing::ThrowsMessage;
+using namespace testing;
 
 Attributes matmul_attrs(std::string_view constraint = "to_output_scale") {
   return {{"constraint", std::string(constraint)}};

@@ -16,11 +16,7 @@
 namespace unitscale {
 namespace {
 
-using testing::OpRun;
-using testing::random_normal;
-using ::testing::AllOf;
-using ::testing::HasSubstr;
-using ::testing::ThrowsMessage;
+using namespace testing;
 
 Attributes eps_attrs(double eps = kDefaultNormEps) { return {{"eps", eps}}; }
 

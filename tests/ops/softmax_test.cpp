@@ -21,11 +21,7 @@
 namespace unitscale {
 namespace {
 
-using ::testing::AllOf;
-using ::testing::HasSubstr;
-using testing::OpRun;
-using testing::random_normal;
-using ::testing::ThrowsMessage;
+using namespace testing;
 
 Attributes softmax_attrs(double mult, std::string_view constraint = "to_output_scale") {
   return {{"mult", mult}, {"constraint", std::string(constraint)}};

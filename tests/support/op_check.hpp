@@ -22,6 +22,12 @@
 
 namespace unitscale::testing {
 
+// The matchers every op test uses, so that a test needs only `using namespace testing;` (inside
+// namespace unitscale, `testing` is this namespace).
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
+
 inline Tensor random_normal(const Shape& shape, std::mt19937& rng, float std = 1.0f) {
   Tensor t(shape);
   std::normal_distribution<float> normal(0.0f, std);
