@@ -2,121 +2,27 @@
 //
 // Included by activation_kernels_generic.cpp (4 lanes, baseline x86-64),
 // activation_kernels_avx2.cpp (8) and activation_kernels_avx512.cpp (16), each compiled for its
-// instruction set, after defining UNITSCALE_ACTIVATION_LANES. Everything here lives in an anonymous
-// namespace so that no function compiled for AVX-512 can be picked by the linker for portable code.
+// instruction set, after defining UNITSCALE_SIMD_LANES; the lane types and helpers, and the ODR
+// rules the kernels follow, are in simd_lanes.inl.
 //
 // libm's expf and erfcf are scalar calls that cost more than the memory traffic of these ops, so
-// the kernels bring their own exp and normal tail function, branch-free so that every lane does
-// the same work. GCC contracts a·b + c into FMAs where the instruction set has them (its default
-// for C++), which makes the AVX2 and AVX-512 kernels about 30% faster; the instruction sets
-// therefore agree to rounding, not bit for bit. The accuracy of every level (a few ulps, including
-// the tails) is checked against double precision in tests/ops/activation_test.cpp.
-
-#include <immintrin.h>
+// the kernels use the vector exp of simd_lanes.inl and their own normal tail function, branch-free
+// so that every lane does the same work. GCC contracts a·b + c into FMAs where the instruction set
+// has them (its default for C++), which makes the AVX2 and AVX-512 kernels about 30% faster; the
+// instruction sets therefore agree to rounding, not bit for bit. The accuracy of every level (a
+// few ulps, including the tails) is checked against double precision in
+// tests/ops/activation_test.cpp.
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
 #include "ops/activation_kernels.hpp"
-
-#ifndef UNITSCALE_ACTIVATION_LANES
-#error "define UNITSCALE_ACTIVATION_LANES before including activation_kernels.inl"
-#endif
+#include "ops/simd_lanes.inl"
 
 namespace unitscale::detail::activation {
 namespace {
 
-constexpr int kLanes = UNITSCALE_ACTIVATION_LANES;
-
-typedef float F32 __attribute__((vector_size(4 * kLanes)));
-typedef std::int32_t I32 __attribute__((vector_size(4 * kLanes)));
-typedef std::uint32_t U32 __attribute__((vector_size(4 * kLanes)));
-
-// The lane helpers are inlined into the loops so that their constants are hoisted out of them.
-#define UNITSCALE_ACTIVATION_INLINE [[gnu::always_inline]] inline
-
-// Same-size vector casts reinterpret the bits.
-UNITSCALE_ACTIVATION_INLINE F32 as_f32(I32 v) { return (F32)v; }
-UNITSCALE_ACTIVATION_INLINE F32 as_f32(U32 v) { return (F32)v; }
-UNITSCALE_ACTIVATION_INLINE I32 as_i32(F32 v) { return (I32)v; }
-UNITSCALE_ACTIVATION_INLINE U32 as_u32(F32 v) { return (U32)v; }
-
-UNITSCALE_ACTIVATION_INLINE F32 splat(float v) { return F32{} + v; }
-
-// min(bound, v) and max(bound, v) with NaN v giving NaN: the x86 instructions return their second
-// operand when either is NaN. (GCC keeps a compare and a blend for the equivalent v > b ? b : v.)
-// The AVX-512 forms are the zero-masking ones with every lane selected: the plain ones start from
-// an undefined register, which GCC 12 reports as maybe-uninitialized.
-UNITSCALE_ACTIVATION_INLINE F32 min(float bound, F32 v) {
-#if UNITSCALE_ACTIVATION_LANES == 16
-  return _mm512_maskz_min_ps(0xFFFF, splat(bound), v);
-#elif UNITSCALE_ACTIVATION_LANES == 8
-  return _mm256_min_ps(splat(bound), v);
-#else
-  return _mm_min_ps(splat(bound), v);
-#endif
-}
-
-UNITSCALE_ACTIVATION_INLINE F32 max(float bound, F32 v) {
-#if UNITSCALE_ACTIVATION_LANES == 16
-  return _mm512_maskz_max_ps(0xFFFF, splat(bound), v);
-#elif UNITSCALE_ACTIVATION_LANES == 8
-  return _mm256_max_ps(splat(bound), v);
-#else
-  return _mm_max_ps(splat(bound), v);
-#endif
-}
-
-// v limited to [lo, hi]; NaN stays NaN.
-UNITSCALE_ACTIVATION_INLINE F32 clamp(F32 v, float lo, float hi) { return min(hi, max(lo, v)); }
-
-UNITSCALE_ACTIVATION_INLINE F32 abs(F32 v) { return as_f32(as_u32(v) & 0x7FFFFFFFu); }
-
-// ---- exp ----
-
-constexpr float kLog2E = 1.44269504f;
-// ln 2 = kLn2Hi + kLn2Lo, kLn2Hi with 9 significant bits so that n·kLn2Hi is exact for |n| < 2^15.
-constexpr float kLn2Hi = 0.693359375f;
-constexpr float kLn2Lo = -2.12194440e-4f;
-// Adding 1.5·2^23 to |v| < 2^22 rounds v to an integer held in the low bits of the mantissa.
-constexpr float kRoundShift = 12582912.0f;
-// e^r ≈ 1 + r + r²·(c2 + c3·r + … + c6·r⁴) on |r| ≤ ln2/2: a relative-error minimax fit, 3e-9.
-constexpr float kExpC2 = 4.999999305e-1f, kExpC3 = 1.666651479e-1f, kExpC4 = 4.166845679e-2f,
-                kExpC5 = 8.369418836e-3f, kExpC6 = 1.381314450e-3f;
-// The largest |w| the exp functions accept: 2^n is built as two factors 2^⌊n/2⌋·2^⌈n/2⌉, each a
-// normal float for |n| ≤ 2·126, so results from subnormal (e^-105 rounds to 0) to +inf (above
-// 88.72) come out right. Callers clamp their arguments, which they need anyway for their limits.
-constexpr float kExpMaxArgument = 150.0f;
-
-// e^r·2^n from `shifted` (n in its low mantissa bits) and the reduced argument |r| ≤ ~ln2/2.
-UNITSCALE_ACTIVATION_INLINE F32 exp_reconstruct(F32 shifted, F32 r) {
-  F32 p = splat(kExpC6);
-  p = p * r + kExpC5;
-  p = p * r + kExpC4;
-  p = p * r + kExpC3;
-  p = p * r + kExpC2;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const I32 n = as_i32(shifted) - as_i32(splat(kRoundShift));
-  const I32 half = n >> 1;
-  return p * as_f32((half + 127) << 23) * as_f32((n - half + 127) << 23);
-}
-
-// e^w for |w| ≤ kExpMaxArgument: w = n·ln2 + r (Cody-Waite; w - n·kLn2Hi is exact). NaN in, NaN
-// out.
-UNITSCALE_ACTIVATION_INLINE F32 exp(F32 w) {
-  const F32 shifted = w * kLog2E + kRoundShift;
-  const F32 n = shifted - kRoundShift;
-  return exp_reconstruct(shifted, (w - n * kLn2Hi) - n * kLn2Lo);
-}
-
-// e^(w + w_lo) for an argument held as a two-float sum, |w_lo| ≪ 1.
-UNITSCALE_ACTIVATION_INLINE F32 exp(F32 w, F32 w_lo) {
-  const F32 shifted = (w + w_lo) * kLog2E + kRoundShift;
-  const F32 n = shifted - kRoundShift;
-  return exp_reconstruct(shifted, (w - n * kLn2Hi) - n * kLn2Lo + w_lo);
-}
+using namespace simd;
 
 // ---- the standard normal distribution ----
 
@@ -138,7 +44,7 @@ struct Normal {
   F32 z_density;  // z·φ(z); 0, the limit, for z = ±inf
 };
 
-UNITSCALE_ACTIVATION_INLINE Normal normal(F32 z) {
+UNITSCALE_SIMD_INLINE Normal normal(F32 z) {
   const U32 sign = as_u32(z) & 0x80000000u;
   const F32 a = min(kNormalClamp, abs(z));
   // a²/2 as the exact sum half_sq + half_sq_lo: a = a_hi + a_lo with 12-bit halves, whose products
@@ -176,7 +82,7 @@ struct Sigmoid {
 
 // With e = e^−|z| ≤ 1 (no overflow), σ(|z|) = 1/(1 + e) and σ(−|z|) = e/(1 + e): both keep their
 // relative accuracy, including σ of large negative z and 1 − σ of large positive z.
-UNITSCALE_ACTIVATION_INLINE Sigmoid sigmoid(F32 z) {
+UNITSCALE_SIMD_INLINE Sigmoid sigmoid(F32 z) {
   const F32 e = exp(-min(kSigmoidClamp, abs(z)));
   const F32 upper = 1.0f / (1.0f + e);
   const F32 lower = e * upper;
@@ -186,18 +92,12 @@ UNITSCALE_ACTIVATION_INLINE Sigmoid sigmoid(F32 z) {
 
 // ---- the loop ----
 
-UNITSCALE_ACTIVATION_INLINE F32 load(const float* p) {
-  F32 v;
-  std::memcpy(&v, p, sizeof(F32));
-  return v;
-}
-
 // r = lane(v) for every kLanes-wide slice of the In input and Out output arrays; the tail runs as
 // one more slice through zero-padded copies. A null output is not written. The loops over the
 // arrays are unrolled so that the slices stay in registers.
 template <int In, int Out, class Lane>
-UNITSCALE_ACTIVATION_INLINE void map_lanes(const float* const (&in)[In], float* const (&out)[Out],
-                                           std::size_t count, Lane lane) {
+UNITSCALE_SIMD_INLINE void map_lanes(const float* const (&in)[In], float* const (&out)[Out],
+                                     std::size_t count, Lane lane) {
   std::size_t i = 0;
   for (; i + kLanes <= count; i += kLanes) {
     F32 v[In], r[Out];
@@ -206,16 +106,16 @@ UNITSCALE_ACTIVATION_INLINE void map_lanes(const float* const (&in)[In], float* 
     lane(v, r);
 #pragma GCC unroll 4
     for (int k = 0; k < Out; ++k) {
-      if (out[k] != nullptr) std::memcpy(out[k] + i, &r[k], sizeof(F32));
+      if (out[k] != nullptr) store(out[k] + i, r[k]);
     }
   }
   if (i == count) return;
-  const std::size_t rest_bytes = (count - i) * sizeof(float);
-  F32 v[In] = {}, r[Out];
-  for (int k = 0; k < In; ++k) std::memcpy(&v[k], in[k] + i, rest_bytes);
+  const auto rest = static_cast<std::int64_t>(count - i);
+  F32 v[In], r[Out];
+  for (int k = 0; k < In; ++k) v[k] = load_n(in[k] + i, rest);
   lane(v, r);
   for (int k = 0; k < Out; ++k) {
-    if (out[k] != nullptr) std::memcpy(out[k] + i, &r[k], rest_bytes);
+    if (out[k] != nullptr) store_n(out[k] + i, r[k], rest);
   }
 }
 
@@ -315,8 +215,6 @@ constexpr KernelTable kKernels{
     .silu_glu_forward = silu_glu_forward,
     .silu_glu_backward = silu_glu_backward,
 };
-
-#undef UNITSCALE_ACTIVATION_INLINE
 
 }  // namespace
 }  // namespace unitscale::detail::activation

@@ -1,5 +1,5 @@
 // The activation kernels with 4 lanes for baseline x86-64 (SSE2); the fallback on every CPU.
-#define UNITSCALE_ACTIVATION_LANES 4
+#define UNITSCALE_SIMD_LANES 4
 #include "ops/activation_kernels.inl"
 
 namespace unitscale::detail::activation {

@@ -2,53 +2,36 @@
 //
 // Included by dropout_kernels_generic.cpp (4 lanes, baseline x86-64), dropout_kernels_avx2.cpp (8)
 // and dropout_kernels_avx512.cpp (16), each compiled for its instruction set, after defining
-// UNITSCALE_DROPOUT_LANES. Everything here lives in an anonymous namespace so that no function
-// compiled for AVX-512 can be picked by the linker for portable code. Integer hashing and one
-// float multiply per element: every level gives bit-identical results.
+// UNITSCALE_SIMD_LANES; the lane types and helpers, and the ODR rules the kernel follows, are in
+// simd_lanes.inl. Integer hashing and one float multiply per element: every level gives
+// bit-identical results.
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
 #include "ops/dropout_kernels.hpp"
-
-#ifndef UNITSCALE_DROPOUT_LANES
-#error "define UNITSCALE_DROPOUT_LANES before including dropout_kernels.inl"
-#endif
+#include "ops/simd_lanes.inl"
 
 namespace unitscale::detail::dropout {
 namespace {
 
-constexpr int kLanes = UNITSCALE_DROPOUT_LANES;
-
-typedef float F32 __attribute__((vector_size(4 * kLanes)));
-typedef std::int32_t I32 __attribute__((vector_size(4 * kLanes)));
-typedef std::uint32_t U32 __attribute__((vector_size(4 * kLanes)));
-
-U32 lane_offsets() {
-  U32 offsets{};
-  for (int lane = 0; lane < kLanes; ++lane) offsets[lane] = static_cast<std::uint32_t>(lane);
-  return offsets;
-}
+using namespace simd;
 
 void apply_mask(const float* x, float* y, std::size_t count, std::uint32_t first,
-                std::uint32_t key_lo, std::uint32_t key_hi, std::uint32_t threshold,
-                float factor) {
-  U32 low = first + lane_offsets();
+                std::uint32_t key_lo, std::uint32_t key_hi, std::uint32_t threshold, float factor) {
+  U32 low = first + (U32)lane_index();
   std::size_t e = 0;
   for (; e + kLanes <= count; e += kLanes) {
     // A vector comparison gives all-ones lanes where true: and-ing with it zeroes dropped lanes
     // (NaN included, as the scalar select does) without a blend.
     const I32 keep = mask_bits(low, key_lo, key_hi) >= threshold;
-    F32 v;
-    std::memcpy(&v, x + e, sizeof v);  // unaligned load; x may alias y
+    F32 v = load(x + e);  // x may alias y
     // Keeps the load a plain one: with AVX-512, GCC folds it into the multiply as a load masked
     // by `keep`, which cannot issue until the hash is done; the loads then miss the cache one
     // after another instead of overlapping, and the kernel ran at 60-80% of its AVX2 speed on
     // data beyond L2.
     __asm__("" : "+x"(v));
-    const F32 out = (F32)((I32)(v * factor) & keep);
-    std::memcpy(y + e, &out, sizeof out);
+    store(y + e, as_f32(as_i32(v * factor) & keep));
     low += static_cast<std::uint32_t>(kLanes);
   }
   for (; e < count; ++e) {

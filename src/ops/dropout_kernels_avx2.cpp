@@ -1,5 +1,5 @@
 // dropout's mask kernel with 8 lanes for AVX2 (built with -mavx2 -mfma -mf16c -mbmi2).
-#define UNITSCALE_DROPOUT_LANES 8
+#define UNITSCALE_SIMD_LANES 8
 #include "ops/dropout_kernels.inl"
 
 namespace unitscale::detail::dropout {

@@ -1,5 +1,5 @@
 // dropout's mask kernel with 16 lanes for AVX-512 (built with -mavx512f/bw/vl/dq/cd).
-#define UNITSCALE_DROPOUT_LANES 16
+#define UNITSCALE_SIMD_LANES 16
 #include "ops/dropout_kernels.inl"
 
 namespace unitscale::detail::dropout {

@@ -49,9 +49,8 @@ struct KernelTable {
   float (*max)(const float* x, std::int64_t n);
   float (*min)(const float* x, std::int64_t n);
   // out[j] = exp(mult·(x[j] − shift)) and returns the sum of those values. out may be x (in
-  // place) or null (the sum only). exp is computed in float to ~2 ulps; results below FLT_MIN
-  // (arguments below −87.3365) are 0, so the kernel is meant for arguments ≤ 0, where that flush is
-  // an absolute error below 1.2e-38.
+  // place) or null (the sum only). exp is computed in float to about 1 ulp, subnormal results
+  // included (simd_lanes.inl); the callers shift by the largest m·x so that arguments are ≤ 0.
   double (*exp_sum)(const float* x, float* out, std::int64_t n, float mult, float shift);
   // x[j] *= factor.
   void (*scale)(float* x, std::int64_t n, float factor);

@@ -3,74 +3,36 @@
 //
 // Included by row_kernels_generic.cpp (4 lanes, baseline x86-64), row_kernels_avx2.cpp (8) and
 // row_kernels_avx512.cpp (16), each compiled for its instruction set, after defining
-// UNITSCALE_ROW_LANES. Everything here lives in an anonymous namespace and calls no inline library
-// function (std::max, std::array, ...), so that no code compiled for AVX2 or AVX-512 can be picked
-// by the linker for portable code.
+// UNITSCALE_SIMD_LANES; the lane types and helpers, the vector exp, and the ODR rules the kernels
+// follow (anonymous namespace, no inline library functions) are in simd_lanes.inl.
 //
 // A row is processed in whole vectors plus, for the last n mod kLanes elements, one vector padded
 // through a small buffer, so every element goes through the same arithmetic wherever it sits.
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
 #include "ops/row_kernels.hpp"
-
-#ifndef UNITSCALE_ROW_LANES
-#error "define UNITSCALE_ROW_LANES before including row_kernels.inl"
-#endif
+#include "ops/simd_lanes.inl"
 
 namespace unitscale::detail::rows {
 namespace {
 
-constexpr int kLanes = UNITSCALE_ROW_LANES;
+using namespace simd;
+
 // Elements per block of a sum. Within a block each float lane adds at most kBlock / (2·kLanes)
 // terms (32 with 4 lanes); block totals are added in double. So the float part of any sum of
 // same-sign terms is accurate to ~32 ulps however long the row.
 constexpr std::int64_t kBlock = 256;
 
-typedef float F32 __attribute__((vector_size(4 * kLanes)));
-typedef std::int32_t I32 __attribute__((vector_size(4 * kLanes)));
-typedef std::uint32_t U32 __attribute__((vector_size(4 * kLanes)));
-
-// The lane helpers are inlined into the loops so that their constants are hoisted out of them.
-#define UNITSCALE_ROW_INLINE [[gnu::always_inline]] inline
-
-UNITSCALE_ROW_INLINE F32 splat(float x) { return F32{} + x; }
-
-// Loads and stores of `count` (1..kLanes) elements; a partial vector goes through a buffer whose
-// other lanes hold `fill`, so nothing past the row is touched.
-UNITSCALE_ROW_INLINE F32 load_n(const float* p, std::int64_t count, float fill = 0.0f) {
-  F32 v;
-  if (count == kLanes) {
-    std::memcpy(&v, p, sizeof v);
-  } else {
-    float lanes[kLanes];
-    for (int l = 0; l < kLanes; ++l) lanes[l] = fill;
-    std::memcpy(lanes, p, static_cast<std::size_t>(count) * sizeof(float));
-    std::memcpy(&v, lanes, sizeof v);
-  }
-  return v;
-}
-
-UNITSCALE_ROW_INLINE void store_n(float* p, F32 v, std::int64_t count) {
-  if (count == kLanes) {
-    std::memcpy(p, &v, sizeof v);
-  } else {
-    std::memcpy(p, &v, static_cast<std::size_t>(count) * sizeof(float));
-  }
-}
-
 // All ones in the first `count` lanes.
-UNITSCALE_ROW_INLINE I32 first_lanes(std::int64_t count) {
-  I32 index;
-  for (int l = 0; l < kLanes; ++l) index[l] = l;
-  return index < static_cast<std::int32_t>(count);
+UNITSCALE_SIMD_INLINE I32 first_lanes(std::int64_t count) {
+  return lane_index() < static_cast<std::int32_t>(count);
 }
 
 // step(j, count) for the vectors of [0, n): count == kLanes but for a last partial vector.
 template <class Step>
-UNITSCALE_ROW_INLINE void for_each_vector(std::int64_t n, Step&& step) {
+UNITSCALE_SIMD_INLINE void for_each_vector(std::int64_t n, Step&& step) {
   std::int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes) step(j, std::int64_t{kLanes});
   if (j < n) step(j, n - j);
@@ -80,7 +42,7 @@ UNITSCALE_ROW_INLINE void for_each_vector(std::int64_t n, Step&& step) {
 // terms of the elements j .. j + count − 1 (lanes past count are ignored). Two accumulators per sum
 // hide the latency of the adds; see kBlock for the precision.
 template <int K, class Terms>
-UNITSCALE_ROW_INLINE void sum_terms(std::int64_t n, double (&total)[K], Terms&& terms) {
+UNITSCALE_SIMD_INLINE void sum_terms(std::int64_t n, double (&total)[K], Terms&& terms) {
   for (int k = 0; k < K; ++k) total[k] = 0;
   for (std::int64_t begin = 0; begin < n; begin += kBlock) {
     const std::int64_t end = n - begin < kBlock ? n : begin + kBlock;
@@ -105,44 +67,6 @@ UNITSCALE_ROW_INLINE void sum_terms(std::int64_t n, double (&total)[K], Terms&& 
       for (int l = 0; l < kLanes; ++l) total[k] += static_cast<double>(block[l]);
     }
   }
-}
-
-// ---- exp ----
-
-// exp(x) in float lanes, within about 1 ulp of the exact value (1.05 ulps at most without FMA,
-// checked against double exp for every float argument in [kExpMin, kExpMax]).
-//
-// x = k·ln2 + r with k = round(x / ln2), |r| ≤ ln2/2, and exp(x) = 2^k·exp(r). ln2 is split in two
-// so that r is exact to float precision; exp(r) = 1 + r + r²·q(r) with q of degree 4 interpolating
-// (eʳ − 1 − r)/r² at the Chebyshev nodes of [−ln2/2, ln2/2] (relative error ≤ 1e-8 with the
-// coefficients rounded to float, derived for this file); 2^k is then added to the exponent field.
-// That is exact for results in [FLT_MIN, FLT_MAX]: below kExpMin the result would be subnormal and
-// is flushed to 0, above kExpMax it overflows to +inf, and NaN stays NaN.
-UNITSCALE_ROW_INLINE F32 exp_lanes(F32 x) {
-  constexpr float kLog2e = 0x1.715476p+0f;
-  constexpr float kRoundMagic = 0x1.8p+23f;  // x + 1.5·2^23 rounds x to an integer in the low bits
-  constexpr float kLn2Hi = 0x1.63p-1f;       // 9 significant bits: k·kLn2Hi is exact
-  constexpr float kLn2Lo = -0x1.bd0106p-13f;  // ln 2 − kLn2Hi
-  // ln(FLT_MIN) < kExpMin: when k reaches −126, r > 0 and exp(r) > 1, so 2^k·exp(r) stays normal.
-  // kExpMax < ln(FLT_MAX): when k reaches 128, r < 0 and exp(r) < 1.
-  constexpr float kExpMin = -87.3365f;
-  constexpr float kExpMax = 88.72283f;
-  constexpr float kFloatMax = 0x1.fffffep+127f;
-
-  const F32 shifted = x * kLog2e + kRoundMagic;
-  const F32 k = shifted - kRoundMagic;
-  const F32 r = (x - k * kLn2Hi) - k * kLn2Lo;
-  F32 q = splat(0x1.6d10fcp-10f);
-  q = q * r + 0x1.120b62p-7f;
-  q = q * r + 0x1.55551ap-5f;
-  q = q * r + 0x1.5554dep-3f;
-  q = q * r + 0.5f;
-  const F32 exp_r = (r + r * r * q) + 1.0f;
-  // k sits in the low bits of `shifted`; unsigned arithmetic wraps for negative k as intended.
-  const U32 two_to_k = ((U32)shifted - (U32)splat(kRoundMagic)) << 23;
-  const F32 in_range = (F32)((U32)exp_r + two_to_k);
-  const F32 out_of_range = x < kExpMin ? F32{} : x * kFloatMax;  // 0, +inf, or NaN
-  return (x >= kExpMin) & (x <= kExpMax) ? in_range : out_of_range;
 }
 
 // ---- reductions and row maps ----
@@ -173,11 +97,13 @@ float extremum(const float* x, std::int64_t n) {
 float row_max(const float* x, std::int64_t n) { return extremum<true>(x, n); }
 float row_min(const float* x, std::int64_t n) { return extremum<false>(x, n); }
 
+// The clamp keeps exp's argument in its range; beyond it e^x is 0 or +inf anyway, and NaN stays
+// NaN.
 template <bool kStore>
 double exp_sum_impl(const float* x, float* out, std::int64_t n, float mult, float shift) {
   double total[1];
   sum_terms<1>(n, total, [&](std::int64_t j, std::int64_t count, F32(&t)[1]) {
-    t[0] = exp_lanes(mult * (load_n(x + j, count) - shift));
+    t[0] = exp(clamp(mult * (load_n(x + j, count) - shift), -kExpMaxArgument, kExpMaxArgument));
     if constexpr (kStore) store_n(out + j, t[0], count);
   });
   return total[0];
@@ -230,7 +156,7 @@ double shifted_sum(const float* x, std::int64_t n, float shift) {
 
 // (x − mean_hi) − mean_lo: the first difference is exact when x is near the mean (Sterbenz), so a
 // row with a large common offset keeps its full float precision after centring.
-UNITSCALE_ROW_INLINE F32 centre(F32 x, float mean_hi, float mean_lo) {
+UNITSCALE_SIMD_INLINE F32 centre(F32 x, float mean_hi, float mean_lo) {
   return (x - mean_hi) - mean_lo;
 }
 
