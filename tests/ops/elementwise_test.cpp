@@ -21,11 +21,7 @@
 namespace unitscale {
 namespace {
 
-using ::testing::AllOf;
-using ::testing::HasSubstr;
-using testing::OpRun;
-using testing::random_normal;
-using ::testing::ThrowsMessage;
+using namespace testing;
 
 Attributes add_attrs(std::string_view constraint = "to_output_scale") {
   return {{"constraint", std::string(constraint)}};

@@ -22,12 +22,8 @@
 namespace unitscale {
 namespace {
 
-using ::testing::AllOf;
+using namespace testing;
 using ::testing::ElementsAreArray;
-using ::testing::HasSubstr;
-using testing::OpRun;
-using testing::random_normal;
-using ::testing::ThrowsMessage;
 
 using Ints = std::vector<std::int64_t>;
 
