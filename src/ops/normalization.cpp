@@ -121,57 +121,65 @@ void norm_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView we
   const bool want_weight = present(grad_weight);
   const bool want_bias = present(grad_bias);
   const rows::KernelTable& kernels = rows::kernels();
-  // Parameter gradients sum over all rows. Each thread adds up to kRowsPerFlush rows into float
-  // sums (a short float sum loses little), moves them into its double sums, and the threads' double
-  // sums are merged once: float sums over all B rows would lose precision, double sums updated
-  // every row cost the kernel twice the memory traffic.
+  // Parameter gradients sum over all rows. The rows are cut into a fixed number of chunks (not one
+  // per thread, so the result does not depend on the thread count or on which thread finishes
+  // first); within a chunk up to kRowsPerFlush rows are added into float sums (a short float sum
+  // loses little) and then moved into the chunk's double sums, and the chunks are added in order.
+  // Float sums over all B rows would lose precision; double sums updated every row would cost the
+  // kernel twice the memory traffic.
   constexpr std::int64_t kRowsPerFlush = 16;
-  std::vector<double> total_weight(want_weight ? width : 0, 0.0);
-  std::vector<double> total_bias(want_bias ? width : 0, 0.0);
+  constexpr std::int64_t kParamGradChunks = 32;
+  const std::int64_t chunks = std::min(rows, kParamGradChunks);
+  const auto chunk_count = static_cast<std::size_t>(chunks);
+  std::vector<double> chunk_weight(want_weight ? chunk_count * width : 0, 0.0);
+  std::vector<double> chunk_bias(want_bias ? chunk_count * width : 0, 0.0);
 
 #pragma omp parallel if (x.numel() >= kParallelThreshold)
   {
-    std::vector<float> part_weight(total_weight.size(), 0.0f), part_bias(total_bias.size(), 0.0f);
-    std::vector<double> acc_weight(total_weight.size(), 0.0), acc_bias(total_bias.size(), 0.0);
-    auto flush = [](std::vector<float>& part, std::vector<double>& acc) {
+    std::vector<float> part_weight(want_weight ? width : 0, 0.0f);
+    std::vector<float> part_bias(want_bias ? width : 0, 0.0f);
+    auto flush = [](std::vector<float>& part, double* acc) {
       for (std::size_t j = 0; j < part.size(); ++j) acc[j] += part[j];
       std::fill(part.begin(), part.end(), 0.0f);
     };
-    std::int64_t pending = 0;  // rows in the float sums
-#pragma omp for
-    for (std::int64_t r = 0; r < rows; ++r) {
-      const float* x_row = x.data() + r * d;
-      const float* g_row = grad_y.data() + r * d;
-      const RowStats stats = row_stats<kCenter>(kernels, x_row, g_row, w, d, eps);
-      // Σĝ·x̂ = rstd·Σĝ·(c − δ): the pass-2 sums are centred on μ̃, not μ.
-      const double n = static_cast<double>(d);
-      const double sum_gh_xh = stats.rstd * (stats.sums.gh_c - stats.delta * stats.sums.gh);
-      const FloatPair mean(stats.mean);
-      rows::NormBackwardRow row;
-      row.mean_hi = mean.hi;
-      row.mean_lo = mean.lo;
-      row.rstd = static_cast<float>(stats.rstd);
-      row.dx_scale = static_cast<float>(beta_x * stats.rstd);
-      row.mean_gh = kCenter ? static_cast<float>(stats.sums.gh / n) : 0.0f;
-      row.mean_gh_xh = static_cast<float>(sum_gh_xh / n);
-      kernels.norm_backward(x_row, g_row, w, present(grad_x) ? grad_x.data() + r * d : nullptr,
-                            want_weight ? part_weight.data() : nullptr,
-                            want_bias ? part_bias.data() : nullptr, d, row);
-      if (++pending == kRowsPerFlush) {
-        flush(part_weight, acc_weight);
-        flush(part_bias, acc_bias);
-        pending = 0;
+#pragma omp for schedule(static)
+    for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
+      double* acc_weight = chunk_weight.data() + (want_weight ? chunk * d : 0);
+      double* acc_bias = chunk_bias.data() + (want_bias ? chunk * d : 0);
+      std::int64_t pending = 0;  // rows in the float sums
+      for (std::int64_t r = rows * chunk / chunks; r < rows * (chunk + 1) / chunks; ++r) {
+        const float* x_row = x.data() + r * d;
+        const float* g_row = grad_y.data() + r * d;
+        const RowStats stats = row_stats<kCenter>(kernels, x_row, g_row, w, d, eps);
+        // Σĝ·x̂ = rstd·Σĝ·(c − δ): the pass-2 sums are centred on μ̃, not μ.
+        const double n = static_cast<double>(d);
+        const double sum_gh_xh = stats.rstd * (stats.sums.gh_c - stats.delta * stats.sums.gh);
+        const FloatPair mean(stats.mean);
+        rows::NormBackwardRow row;
+        row.mean_hi = mean.hi;
+        row.mean_lo = mean.lo;
+        row.rstd = static_cast<float>(stats.rstd);
+        row.dx_scale = static_cast<float>(beta_x * stats.rstd);
+        row.mean_gh = kCenter ? static_cast<float>(stats.sums.gh / n) : 0.0f;
+        row.mean_gh_xh = static_cast<float>(sum_gh_xh / n);
+        kernels.norm_backward(x_row, g_row, w, present(grad_x) ? grad_x.data() + r * d : nullptr,
+                              want_weight ? part_weight.data() : nullptr,
+                              want_bias ? part_bias.data() : nullptr, d, row);
+        if (++pending == kRowsPerFlush) {
+          flush(part_weight, acc_weight);
+          flush(part_bias, acc_bias);
+          pending = 0;
+        }
       }
+      flush(part_weight, acc_weight);
+      flush(part_bias, acc_bias);
     }
-    flush(part_weight, acc_weight);
-    flush(part_bias, acc_bias);
-    if (want_weight || want_bias) {
-#pragma omp critical(unitscale_norm_param_grad)
-      {
-        for (std::size_t j = 0; j < acc_weight.size(); ++j) total_weight[j] += acc_weight[j];
-        for (std::size_t j = 0; j < acc_bias.size(); ++j) total_bias[j] += acc_bias[j];
-      }
-    }
+  }
+  std::vector<double> total_weight(want_weight ? width : 0, 0.0);
+  std::vector<double> total_bias(want_bias ? width : 0, 0.0);
+  for (std::size_t chunk = 0; chunk < chunk_count; ++chunk) {
+    for (std::size_t j = 0; j < total_weight.size(); ++j) total_weight[j] += chunk_weight[chunk * width + j];
+    for (std::size_t j = 0; j < total_bias.size(); ++j) total_bias[j] += chunk_bias[chunk * width + j];
   }
   for (std::size_t j = 0; j < total_weight.size(); ++j) {
     grad_weight.data()[j] = static_cast<float>(beta_weight * total_weight[j]);

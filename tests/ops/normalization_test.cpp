@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <random>
@@ -187,6 +188,28 @@ TEST(NormalizationAccuracy, ForwardAndBackwardMatchDoublePrecisionOnHardRows) {
       EXPECT_LE(db_error.error, 1.0) << db_error.where;
     }
   });
+}
+
+// The parameter gradients sum over every row in a fixed order, so they are bit-identical whatever
+// the number of threads (and from run to run).
+TEST(NormalizationBackward, ParameterGradientsDoNotDependOnTheThreadCount) {
+  std::mt19937 rng(5);
+  const Shape shape{333, 128};  // above the parallel threshold; rows not a multiple of the chunks
+  const Tensor x = random_normal(shape, rng), g = random_normal(shape, rng);
+  const Tensor w = random_normal({128}, rng);
+  auto grads = [&](int threads) {
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    Tensor dx(shape), dw({128}), db({128});
+    layer_norm_backward(g, x, w, dx, dw, db, 1e-5, 1.0f, 1.0f, 1.0f);
+    omp_set_num_threads(saved);
+    std::vector<float> out(dw.data(), dw.data() + 128);
+    out.insert(out.end(), db.data(), db.data() + 128);
+    return out;
+  };
+  const std::vector<float> one = grads(1);
+  EXPECT_EQ(grads(2), one);
+  EXPECT_EQ(grads(3), one);
 }
 
 TEST(NormalizationGradcheck, LayerNormAffineVariants) {
