@@ -1,11 +1,12 @@
 #pragma once
-// Which instruction set the bulk conversions (format/bulk.hpp) run on, and the vectorised
-// activation kernels (ops/activation.hpp) with them.
+// Which instruction set the SIMD kernels run on: the bulk conversions (format/bulk.hpp) and, with
+// them, the op kernels (activations, softmax/norm/loss rows, dropout, reductions in src/ops).
 //
 // The kernels exist once per level and are chosen at run time from what the CPU supports, so one
 // binary runs everywhere and uses AVX-512 where it can. Every level gives bit-identical bulk
-// conversions (the activations agree to rounding: FMA where available); tests and benchmarks
-// force each supported level in turn to check and measure that.
+// conversions, dropout masks and sum/mean; the other op kernels agree to rounding (FMA
+// where available). Tests and benchmarks force each supported level in turn to check and measure
+// that.
 
 #include <cstdint>
 #include <span>
