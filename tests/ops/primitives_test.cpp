@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/accuracy.hpp"
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
@@ -294,8 +295,10 @@ TEST(PrimitivesForward, MaxPropagatesNan) {
 
 TEST(PrimitivesForward, ExpLogSqrtAndTheirBackward) {
   const Tensor x = make({3}, {0, 1, 4});
-  EXPECT_THAT(values_of(forward(kExpOp, {x}, {})),
-              ElementsAreArray({1.0f, std::exp(1.0f), std::exp(4.0f)}));
+  const Tensor exps = forward(kExpOp, {x}, {});
+  EXPECT_EQ(exps[0], 1.0f);
+  EXPECT_FLOAT_EQ(exps[1], std::exp(1.0f));
+  EXPECT_FLOAT_EQ(exps[2], std::exp(4.0f));
   EXPECT_THAT(values_of(forward(kSqrtOp, {x}, {})), ElementsAreArray({0, 1, 2}));
   const Tensor logs = forward(kLogOp, {x}, {});
   EXPECT_EQ(logs[0], -INFINITY);
@@ -308,8 +311,37 @@ TEST(PrimitivesForward, ExpLogSqrtAndTheirBackward) {
            {&kSqrtOp, {INFINITY, 1, 0.5}}}) {
     OpRun run(*op, {x}, {});
     run.forward();
-    EXPECT_THAT(values_of(*run.backward({g})[0]), ElementsAreArray(expected)) << op->name;
+    const std::vector<float> got = values_of(*run.backward({g})[0]);
+    for (std::size_t i = 0; i < got.size(); ++i) EXPECT_FLOAT_EQ(got[i], expected[i]) << op->name;
   }
+}
+
+// exp runs a vector approximation: within 1 ulp of the exact value over the whole float range
+// where the result is normal, with the overflow, underflow and NaN behaviour of expf.
+TEST(PrimitivesAccuracy, ExpIsWithinOneUlpAndKeepsSpecialValues) {
+  std::vector<float> args;
+  for (float v = -87.0f; v < 88.7f; v = std::nextafter(v, INFINITY) + 1e-4f) args.push_back(v);
+  for (const float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-8f, 88.72f, -87.33f}) args.push_back(v);
+  const auto n = static_cast<std::int64_t>(args.size());
+  Tensor x({n});
+  std::copy(args.begin(), args.end(), x.data());
+  testing::for_each_simd_level([&] {
+    const Tensor y = forward(kExpOp, {x}, {});
+    double worst = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      const double exact = std::exp(static_cast<double>(x[i]));
+      const double ulp = std::ldexp(1.0, std::ilogb(exact) - 23);
+      worst = std::max(worst, std::abs(y[i] - exact) / ulp);
+    }
+    EXPECT_LE(worst, 1.0) << "over " << n << " arguments";
+    const Tensor special =
+        forward(kExpOp, {make({5}, {INFINITY, -INFINITY, NAN, 100.0f, -120.0f})}, {});
+    EXPECT_EQ(special[0], INFINITY);
+    EXPECT_EQ(special[1], 0.0f);
+    EXPECT_TRUE(std::isnan(special[2]));
+    EXPECT_EQ(special[3], INFINITY);
+    EXPECT_EQ(special[4], 0.0f);
+  });
 }
 
 TEST(PrimitivesForward, WhereAndItsBackward) {
@@ -342,7 +374,7 @@ TEST(PrimitivesForward, LargeTensorsMatchSimpleLoops) {
     float best = x[r * cols];
     for (std::int64_t c = 0; c < cols; ++c) {
       ASSERT_EQ(xt[c * rows + r], x[r * cols + c]);
-      ASSERT_EQ(e[r * cols + c], std::exp(x[r * cols + c]));
+      ASSERT_FLOAT_EQ(e[r * cols + c], std::exp(x[r * cols + c]));
       if (c >= 7 && c < 200) {
         ASSERT_EQ(sliced[r * 193 + c - 7], x[r * cols + c]);
       }
