@@ -1,7 +1,6 @@
 #include "unitscale/ops/activation.hpp"
 
 #include <fmt/format.h>
-#include <omp.h>
 
 #include <cmath>
 #include <cstddef>
@@ -12,42 +11,19 @@
 #include "ops/activation_kernels.hpp"
 #include "ops/pointwise_common.hpp"
 #include "unitscale/error.hpp"
-#include "unitscale/format/detail/simd_level.hpp"
 
 namespace unitscale {
 namespace {
 
+using detail::for_each_share;
 using detail::kParallelThreshold;
 
 // The gelu / silu / silu_glu kernels for the instruction set the CPU supports (see
 // activation_kernels.inl); the bulk conversions' choice, which tests may force.
 const detail::activation::KernelTable& kernels() {
-  switch (detail::active_simd_level()) {
-    case detail::SimdLevel::kAvx512:
-      return detail::activation::kAvx512Kernels;
-    case detail::SimdLevel::kAvx2:
-      return detail::activation::kAvx2Kernels;
-    case detail::SimdLevel::kGeneric:
-    case detail::SimdLevel::kScalar:
-      break;
-  }
-  return detail::activation::kGenericKernels;
-}
-
-// kernel(begin, count) over [0, n): one contiguous share per OpenMP thread above the threshold.
-template <class Kernel>
-void for_each_share(std::int64_t n, const Kernel& kernel) {
-  if (n <= kParallelThreshold) {
-    if (n > 0) kernel(std::size_t{0}, static_cast<std::size_t>(n));
-    return;
-  }
-#pragma omp parallel
-  {
-    const auto threads = static_cast<std::int64_t>(omp_get_num_threads());
-    const auto thread = static_cast<std::int64_t>(omp_get_thread_num());
-    const std::int64_t begin = n * thread / threads, end = n * (thread + 1) / threads;
-    if (end > begin) kernel(static_cast<std::size_t>(begin), static_cast<std::size_t>(end - begin));
-  }
+  using namespace detail::activation;
+  return detail::table_for_active_level(kAvx512Kernels, kAvx2Kernels, kGenericKernels,
+                                        kGenericKernels);
 }
 
 // relu's loops are a compare and a select, which the compiler vectorises by itself.
@@ -97,8 +73,8 @@ void gelu_forward(ConstTensorView x, TensorView y, float mult, GeluApproximation
                                                                 : kernels().gelu_forward;
   const float* xs = x.data();
   float* ys = y.data();
-  for_each_share(y.numel(), [&](std::size_t begin, std::size_t count) {
-    kernel(xs + begin, ys + begin, count, mult, alpha);
+  for_each_share(y.numel(), [&](std::int64_t begin, std::int64_t count) {
+    kernel(xs + begin, ys + begin, static_cast<std::size_t>(count), mult, alpha);
   });
 }
 
@@ -110,8 +86,8 @@ void gelu_backward(ConstTensorView grad_y, ConstTensorView x, TensorView grad_x,
   const float* g = grad_y.data();
   const float* xs = x.data();
   float* dx = grad_x.data();
-  for_each_share(grad_x.numel(), [&](std::size_t begin, std::size_t count) {
-    kernel(g + begin, xs + begin, dx + begin, count, mult, beta);
+  for_each_share(grad_x.numel(), [&](std::int64_t begin, std::int64_t count) {
+    kernel(g + begin, xs + begin, dx + begin, static_cast<std::size_t>(count), mult, beta);
   });
 }
 
@@ -119,8 +95,8 @@ void silu_forward(ConstTensorView x, TensorView y, float mult, float alpha) {
   const auto kernel = kernels().silu_forward;
   const float* xs = x.data();
   float* ys = y.data();
-  for_each_share(y.numel(), [&](std::size_t begin, std::size_t count) {
-    kernel(xs + begin, ys + begin, count, mult, alpha);
+  for_each_share(y.numel(), [&](std::int64_t begin, std::int64_t count) {
+    kernel(xs + begin, ys + begin, static_cast<std::size_t>(count), mult, alpha);
   });
 }
 
@@ -131,8 +107,8 @@ void silu_backward(ConstTensorView grad_y, ConstTensorView x, TensorView grad_x,
   const float* g = grad_y.data();
   const float* xs = x.data();
   float* dx = grad_x.data();
-  for_each_share(grad_x.numel(), [&](std::size_t begin, std::size_t count) {
-    kernel(g + begin, xs + begin, dx + begin, count, mult, beta);
+  for_each_share(grad_x.numel(), [&](std::int64_t begin, std::int64_t count) {
+    kernel(g + begin, xs + begin, dx + begin, static_cast<std::size_t>(count), mult, beta);
   });
 }
 
@@ -142,8 +118,8 @@ void silu_glu_forward(ConstTensorView x, ConstTensorView gate, TensorView y, flo
   const float* xs = x.data();
   const float* gates = gate.data();
   float* ys = y.data();
-  for_each_share(y.numel(), [&](std::size_t begin, std::size_t count) {
-    kernel(xs + begin, gates + begin, ys + begin, count, mult, alpha);
+  for_each_share(y.numel(), [&](std::int64_t begin, std::int64_t count) {
+    kernel(xs + begin, gates + begin, ys + begin, static_cast<std::size_t>(count), mult, alpha);
   });
 }
 
@@ -156,9 +132,9 @@ void silu_glu_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorVie
   const float* gates = gate.data();
   float* dx = grad_x.data();
   float* dgate = grad_gate.data();
-  for_each_share(grad_y.numel(), [&](std::size_t begin, std::size_t count) {
+  for_each_share(grad_y.numel(), [&](std::int64_t begin, std::int64_t count) {
     kernel(g + begin, xs + begin, gates + begin, dx == nullptr ? nullptr : dx + begin,
-           dgate == nullptr ? nullptr : dgate + begin, count, mult, beta_x, beta_gate);
+           dgate == nullptr ? nullptr : dgate + begin, static_cast<std::size_t>(count), mult, beta_x, beta_gate);
   });
 }
 

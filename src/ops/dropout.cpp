@@ -1,7 +1,6 @@
 #include "unitscale/ops/dropout.hpp"
 
 #include <fmt/format.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +9,6 @@
 #include "ops/dropout_kernels.hpp"
 #include "ops/pointwise_common.hpp"
 #include "unitscale/error.hpp"
-#include "unitscale/format/detail/simd_level.hpp"
 
 namespace unitscale {
 namespace {
@@ -64,40 +62,15 @@ constexpr detail::dropout::KernelTable kScalarKernels{.apply_mask = apply_mask_s
 // The mask kernel for the instruction set the CPU supports (the bulk conversions' choice, which
 // tests may force).
 const detail::dropout::KernelTable& kernels() {
-  switch (detail::active_simd_level()) {
-    case detail::SimdLevel::kAvx512:
-      return detail::dropout::kAvx512Kernels;
-    case detail::SimdLevel::kAvx2:
-      return detail::dropout::kAvx2Kernels;
-    case detail::SimdLevel::kGeneric:
-      return detail::dropout::kGenericKernels;
-    case detail::SimdLevel::kScalar:
-      break;
-  }
-  return kScalarKernels;
-}
-
-// kernel(begin, count) over [0, n): one contiguous share per OpenMP thread above the threshold.
-// The mask depends on the element index only, so the split does not change the result.
-template <class Kernel>
-void for_each_share(std::int64_t n, const Kernel& kernel) {
-  if (n <= detail::kParallelThreshold) {
-    if (n > 0) kernel(std::int64_t{0}, n);
-    return;
-  }
-#pragma omp parallel
-  {
-    const auto threads = static_cast<std::int64_t>(omp_get_num_threads());
-    const auto thread = static_cast<std::int64_t>(omp_get_thread_num());
-    const std::int64_t begin = n * thread / threads, end = n * (thread + 1) / threads;
-    if (end > begin) kernel(begin, end - begin);
-  }
+  using namespace detail::dropout;
+  return detail::table_for_active_level(kAvx512Kernels, kAvx2Kernels, kGenericKernels,
+                                        kScalarKernels);
 }
 
 // out_i = keep_i ? factor·in_i : 0.
 void apply_mask(const float* in, float* out, std::int64_t n, double p, std::uint64_t seed,
                 float factor) {
-  for_each_share(n, [&](std::int64_t begin, std::int64_t count) {
+  detail::for_each_share(n, [&](std::int64_t begin, std::int64_t count) {
     dropout_apply_mask(in + begin, out + begin, count, begin, p, seed, factor);
   });
 }

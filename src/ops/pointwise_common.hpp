@@ -1,9 +1,10 @@
 #pragma once
 // Private helpers shared by the pointwise op families (elementwise, activation, softmax, dropout):
-// when to go parallel, how a `mult` is validated, and how a constraint is applied so that its
-// errors name the op.
+// when to go parallel, how work is split over threads, how the SIMD kernel table is picked, how a
+// `mult` is validated, and how a constraint is applied so that its errors name the op.
 
 #include <fmt/format.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "unitscale/error.hpp"
+#include "unitscale/format/detail/simd_level.hpp"
 #include "unitscale/ops/attributes.hpp"
 #include "unitscale/ops/constraint.hpp"
 
@@ -19,6 +21,42 @@ namespace unitscale::detail {
 
 // Below this many elements the cost of waking OpenMP threads exceeds the work.
 inline constexpr std::int64_t kParallelThreshold = std::int64_t{1} << 15;
+
+// kernel(begin, count) over [0, n): one contiguous share per OpenMP thread above the threshold, so
+// each thread streams through its own memory. Only for kernels whose result for an element does
+// not depend on where the split falls (pointwise maps, index-keyed dropout masks).
+template <class Kernel>
+void for_each_share(std::int64_t n, const Kernel& kernel) {
+  if (n <= kParallelThreshold) {
+    if (n > 0) kernel(std::int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel
+  {
+    const auto threads = static_cast<std::int64_t>(omp_get_num_threads());
+    const auto thread = static_cast<std::int64_t>(omp_get_thread_num());
+    const std::int64_t begin = n * thread / threads, end = n * (thread + 1) / threads;
+    if (end > begin) kernel(begin, end - begin);
+  }
+}
+
+// The kernel table of the active SIMD level (simd_level.hpp, which tests may force) among a
+// family's per-level tables; `scalar` is the generic table for families without a scalar level.
+template <class Table>
+const Table& table_for_active_level(const Table& avx512, const Table& avx2, const Table& generic,
+                                    const Table& scalar) {
+  switch (active_simd_level()) {
+    case SimdLevel::kAvx512:
+      return avx512;
+    case SimdLevel::kAvx2:
+      return avx2;
+    case SimdLevel::kGeneric:
+      return generic;
+    case SimdLevel::kScalar:
+      break;
+  }
+  return scalar;
+}
 
 // The op's "mult" attribute (default 1), which must be finite and positive: the rules divide by it
 // and take its logarithm.

@@ -2,21 +2,13 @@
 
 #include "ops/row_kernels.hpp"
 
-#include "unitscale/format/detail/simd_level.hpp"
+#include "ops/pointwise_common.hpp"
 
 namespace unitscale::detail::rows {
 
+// The row kernels have no scalar reference level: it runs the generic kernels.
 const KernelTable& kernels() {
-  switch (active_simd_level()) {
-    case SimdLevel::kAvx512:
-      return kAvx512Kernels;
-    case SimdLevel::kAvx2:
-      return kAvx2Kernels;
-    case SimdLevel::kGeneric:
-    case SimdLevel::kScalar:  // the row kernels have no scalar reference level
-      break;
-  }
-  return kGenericKernels;
+  return table_for_active_level(kAvx512Kernels, kAvx2Kernels, kGenericKernels, kGenericKernels);
 }
 
 }  // namespace unitscale::detail::rows
