@@ -16,7 +16,8 @@ namespace unitscale {
 namespace {
 
 using detail::for_each_share;
-using detail::kParallelThreshold;
+using detail::map_binary;
+using detail::map_unary;
 
 // The gelu / silu / silu_glu kernels for the instruction set the CPU supports (see
 // activation_kernels.inl); the bulk conversions' choice, which tests may force.
@@ -24,21 +25,6 @@ const detail::activation::KernelTable& kernels() {
   using namespace detail::activation;
   return detail::table_for_active_level(kAvx512Kernels, kAvx2Kernels, kGenericKernels,
                                         kGenericKernels);
-}
-
-// relu's loops are a compare and a select, which the compiler vectorises by itself.
-// y[i] = f(x[i]) over n elements, in parallel above the threshold.
-template <class F>
-void map_unary(const float* x, float* y, std::int64_t n, F f) {
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
-}
-
-// out[i] = f(a[i], b[i]).
-template <class F>
-void map_binary(const float* a, const float* b, float* out, std::int64_t n, F f) {
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
 }
 
 }  // namespace
@@ -57,6 +43,7 @@ GeluApproximation gelu_approximation_from_name(std::string_view name) {
 // Kernels
 // ---------------------------------------------------------------------------------------------
 
+// relu is a compare and a select, which the compiler vectorises by itself: no SIMD kernel needed.
 void relu_forward(ConstTensorView x, TensorView y) {
   map_unary(x.data(), y.data(), y.numel(), [](float v) { return v > 0.0f ? v : 0.0f; });
 }

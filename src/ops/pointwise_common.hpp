@@ -40,6 +40,21 @@ void for_each_share(std::int64_t n, const Kernel& kernel) {
   }
 }
 
+// y[i] = f(x[i]) over n elements, in parallel above the threshold: for loops simple enough that
+// the compiler vectorises them (relu, where) or that are not on a hot path (log, sqrt).
+template <class F>
+void map_unary(const float* x, float* y, std::int64_t n, F f) {
+#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+}
+
+// out[i] = f(a[i], b[i]).
+template <class F>
+void map_binary(const float* a, const float* b, float* out, std::int64_t n, F f) {
+#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
+}
+
 // The kernel table of the active SIMD level (simd_level.hpp, which tests may force) among a
 // family's per-level tables; `scalar` is the generic table for families without a scalar level.
 template <class Table>

@@ -19,6 +19,8 @@ namespace unitscale {
 namespace {
 
 using detail::kParallelThreshold;
+using detail::map_binary;
+using detail::map_unary;
 
 // Long rows are copied, filled and summed in pieces of this many floats, so that a tensor of a
 // few long rows still keeps every thread busy. Sums add their pieces in piece order, so this
@@ -94,18 +96,6 @@ bool keepdim_attr(const Attributes& attrs, std::string_view op) {
     throw Error(fmt::format("{}: attribute keepdim must be 0 or 1, got {}", op, keepdim));
   }
   return keepdim == 1;
-}
-
-template <class F>
-void map_unary(const float* x, float* y, std::int64_t n, F f) {
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
-}
-
-template <class F>
-void map_binary(const float* a, const float* b, float* y, std::int64_t n, F f) {
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
-  for (std::int64_t i = 0; i < n; ++i) y[i] = f(a[i], b[i]);
 }
 
 // ---------------------------------------------------------------------------------------------
