@@ -17,6 +17,9 @@ packages=(
   libfmt-dev
   libgtest-dev
   libbenchmark-dev
+  libdnnl-dev
+  ocl-icd-opencl-dev  # Debian's oneDNN is built with its GPU runtime; its CMake config finds OpenCL
+  libopenblas-dev
   "$@"
 )
 

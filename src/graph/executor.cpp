@@ -105,10 +105,27 @@ Executor::Executor(Graph& graph, std::span<const Value> outputs)
   }
   for (const int id : requested_) last_use[static_cast<std::size_t>(id)] = kForever;
 
-  for (const Node* node : order) steps_.push_back(Step{node, {}, {}});
+  for (const Node* node : order) {
+    steps_.push_back(Step{node, {}, {}});
+    if (node->op->prepare != nullptr) prepare(*node);
+  }
   bound_.resize(value_count);
   offset_.assign(value_count, -1);
   plan_memory(last_use);
+}
+
+void Executor::prepare(const Node& node) const {
+  std::vector<ConstTensorView> inputs;
+  std::vector<TensorView> outputs;
+  for (const int in : node.inputs) {
+    inputs.push_back(in >= 0 ? ConstTensorView(prepare_placeholder(), graph_.info(in).shape)
+                             : ConstTensorView{});
+  }
+  for (const int out : node.outputs) {
+    outputs.push_back(out >= 0 ? TensorView(prepare_placeholder(), graph_.info(out).shape)
+                               : TensorView{});
+  }
+  node.op->prepare(inputs, outputs, node.attrs);
 }
 
 void Executor::plan_memory(const std::vector<int>& last_use) {

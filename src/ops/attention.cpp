@@ -10,6 +10,7 @@
 #include "unitscale/error.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/dropout.hpp"
+#include "unitscale/ops/gemm.hpp"
 
 namespace unitscale {
 namespace {
@@ -62,14 +63,64 @@ void softmax_rows(const detail::rows::KernelTable& kernels, RowMajorMatrix& s, b
   }
 }
 
+// The GEMMs of one slice, described once for the kernels (run = gemm, on the slice's data) and
+// the prepare hooks (run = gemm_prepare): every slice has the same shapes. Operands are the
+// slice's matrices: q [s_q, d], k [s_k, d], v [s_k, d_v], probabilities and dS [s_q, s_k],
+// g = dy [s_q, d_v].
+
+// S = (m/d)·q·kᵀ
+void scores_gemm(GemmFn run, const float* q, const float* k, float* scores, const Geometry& g,
+                 float logit_scale) {
+  run(gemm_matrix(q, g.query_len, g.head_dim),
+      gemm_matrix(k, g.key_len, g.head_dim, /*transposed=*/true),
+      gemm_output(scores, g.query_len, g.key_len), {.alpha = logit_scale}, kOpName);
+}
+
+// y = α·P·v
+void output_gemm(GemmFn run, const float* probs, const float* v, float* y, const Geometry& g,
+                 float alpha) {
+  run(gemm_matrix(probs, g.query_len, g.key_len), gemm_matrix(v, g.key_len, g.value_dim),
+      gemm_output(y, g.query_len, g.value_dim), {.alpha = alpha}, kOpName);
+}
+
+// dv = β_v·Pᵀ·g
+void grad_v_gemm(GemmFn run, const float* probs, const float* grad_y, float* grad_v,
+                 const Geometry& g, float beta_v) {
+  run(gemm_matrix(probs, g.query_len, g.key_len, /*transposed=*/true),
+      gemm_matrix(grad_y, g.query_len, g.value_dim), gemm_output(grad_v, g.key_len, g.value_dim),
+      {.alpha = beta_v}, kOpName);
+}
+
+// dP̃ = g·vᵀ
+void grad_probs_gemm(GemmFn run, const float* grad_y, const float* v, float* grad_probs,
+                     const Geometry& g) {
+  run(gemm_matrix(grad_y, g.query_len, g.value_dim),
+      gemm_matrix(v, g.key_len, g.value_dim, /*transposed=*/true),
+      gemm_output(grad_probs, g.query_len, g.key_len), {}, kOpName);
+}
+
+// dq = scale·dS·k
+void grad_q_gemm(GemmFn run, const float* grad_scores, const float* k, float* grad_q,
+                 const Geometry& g, float scale) {
+  run(gemm_matrix(grad_scores, g.query_len, g.key_len), gemm_matrix(k, g.key_len, g.head_dim),
+      gemm_output(grad_q, g.query_len, g.head_dim), {.alpha = scale}, kOpName);
+}
+
+// dk = scale·dSᵀ·q
+void grad_k_gemm(GemmFn run, const float* grad_scores, const float* q, float* grad_k,
+                 const Geometry& g, float scale) {
+  run(gemm_matrix(grad_scores, g.query_len, g.key_len, /*transposed=*/true),
+      gemm_matrix(q, g.query_len, g.head_dim), gemm_output(grad_k, g.key_len, g.head_dim),
+      {.alpha = scale}, kOpName);
+}
+
 // P = softmax((m/d)·q·kᵀ) of slice b, into `probs` (s_q × s_k).
 void attention_probabilities(const detail::rows::KernelTable& kernels, ConstTensorView q,
                              ConstTensorView k, const Geometry& g, std::int64_t b,
                              const AttentionConfig& config, RowMajorMatrix& probs) {
-  const ConstMatrixMap q_b(q.data() + b * g.query_len * g.head_dim, g.query_len, g.head_dim);
-  const ConstMatrixMap k_b(k.data() + b * g.key_len * g.head_dim, g.key_len, g.head_dim);
   const auto logit_scale = static_cast<float>(config.mult / static_cast<double>(g.head_dim));
-  probs.noalias() = logit_scale * (q_b * k_b.transpose());
+  scores_gemm(gemm, q.data() + b * g.query_len * g.head_dim, k.data() + b * g.key_len * g.head_dim,
+              probs.data(), g, logit_scale);
   softmax_rows(kernels, probs, config.mask == AttentionMask::kCausal);
 }
 
@@ -146,11 +197,33 @@ void attention_backward_kernel(std::span<const ConstTensorView> in,
                      scale_of(attrs, "beta_v"));
 }
 
+void attention_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                       const Attributes&) {
+  const Geometry g = geometry_of(in[0].shape(), in[1].shape(), in[2].shape());
+  float* placeholder = prepare_placeholder();
+  scores_gemm(gemm_prepare, in[0].data(), in[1].data(), placeholder, g, 1.0f);
+  output_gemm(gemm_prepare, placeholder, in[2].data(), out[0].data(), g, 1.0f);
+}
+
+// Backward inputs: q, k, v, y (absent), grad_y; outputs dq, dk, dv, each possibly absent.
+void attention_backward_prepare(std::span<const ConstTensorView> in,
+                                std::span<const TensorView> out, const Attributes&) {
+  const Geometry g = geometry_of(in[0].shape(), in[1].shape(), in[2].shape());
+  float* placeholder = prepare_placeholder();
+  scores_gemm(gemm_prepare, in[0].data(), in[1].data(), placeholder, g, 1.0f);
+  if (present(out[2])) grad_v_gemm(gemm_prepare, placeholder, in[4].data(), out[2].data(), g, 1.0f);
+  if (!present(out[0]) && !present(out[1])) return;
+  grad_probs_gemm(gemm_prepare, in[4].data(), in[2].data(), placeholder, g);
+  if (present(out[0])) grad_q_gemm(gemm_prepare, placeholder, in[1].data(), out[0].data(), g, 1.0f);
+  if (present(out[1])) grad_k_gemm(gemm_prepare, placeholder, in[0].data(), out[1].data(), g, 1.0f);
+}
+
 const OpDef kScaledDotProductAttentionBackwardOp{
     .name = "scaled_dot_product_attention_backward",
     .inputs = {"q?", "k?", "v?", "y?", "grad_y?"},
     .output_count = 3,
     .kernel = attention_backward_kernel,
+    .prepare = attention_backward_prepare,
 };
 
 }  // namespace
@@ -187,9 +260,8 @@ void attention_forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, 
     for (std::int64_t b = 0; b < g.slices; ++b) {
       attention_probabilities(kernels, q, k, g, b, config, probs);
       if (dropout.active) dropout.apply(probs, b * g.query_len * g.key_len);
-      const ConstMatrixMap v_b(v.data() + b * g.key_len * g.value_dim, g.key_len, g.value_dim);
-      MatrixMap(y.data() + b * g.query_len * g.value_dim, g.query_len, g.value_dim).noalias() =
-          alpha * (probs * v_b);
+      output_gemm(gemm, probs.data(), v.data() + b * g.key_len * g.value_dim,
+                  y.data() + b * g.query_len * g.value_dim, g, alpha);
     }
   }
 }
@@ -211,21 +283,20 @@ void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorVi
     for (std::int64_t b = 0; b < g.slices; ++b) {
       const std::int64_t first = b * g.query_len * g.key_len;
       attention_probabilities(kernels, q, k, g, b, config, probs);
-      const ConstMatrixMap g_b(grad_y.data() + b * g.query_len * g.value_dim, g.query_len,
-                               g.value_dim);
-      const ConstMatrixMap v_b(v.data() + b * g.key_len * g.value_dim, g.key_len, g.value_dim);
+      const float* g_b = grad_y.data() + b * g.query_len * g.value_dim;
+      const float* v_b = v.data() + b * g.key_len * g.value_dim;
       if (present(grad_v)) {
-        MatrixMap dv_b(grad_v.data() + b * g.key_len * g.value_dim, g.key_len, g.value_dim);
+        float* dv_b = grad_v.data() + b * g.key_len * g.value_dim;
         if (dropout.active) {
           dropped = probs;
           dropout.apply(dropped, first);
-          dv_b.noalias() = beta_v * (dropped.transpose() * g_b);
+          grad_v_gemm(gemm, dropped.data(), g_b, dv_b, g, beta_v);
         } else {
-          dv_b.noalias() = beta_v * (probs.transpose() * g_b);
+          grad_v_gemm(gemm, probs.data(), g_b, dv_b, g, beta_v);
         }
       }
       if (!want_scores) continue;
-      grad_scores.noalias() = g_b * v_b.transpose();  // dP̃
+      grad_probs_gemm(gemm, g_b, v_b, grad_scores.data(), g);  // dP̃
       if (dropout.active) dropout.apply(grad_scores, first);  // dP
       // dS = P ∘ (dP − rowsum(P ∘ dP)), the softmax VJP row by row, in place.
       for (std::int64_t i = 0; i < g.query_len; ++i) {
@@ -235,14 +306,12 @@ void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorVi
         kernels.softmax_vjp(p_row, d_row, d_row, g.key_len, 1.0f, row_dot);
       }
       if (present(grad_q)) {
-        const ConstMatrixMap k_b(k.data() + b * g.key_len * g.head_dim, g.key_len, g.head_dim);
-        MatrixMap(grad_q.data() + b * g.query_len * g.head_dim, g.query_len, g.head_dim)
-            .noalias() = (beta_q * logit_scale) * (grad_scores * k_b);
+        grad_q_gemm(gemm, grad_scores.data(), k.data() + b * g.key_len * g.head_dim,
+                    grad_q.data() + b * g.query_len * g.head_dim, g, beta_q * logit_scale);
       }
       if (present(grad_k)) {
-        const ConstMatrixMap q_b(q.data() + b * g.query_len * g.head_dim, g.query_len, g.head_dim);
-        MatrixMap(grad_k.data() + b * g.key_len * g.head_dim, g.key_len, g.head_dim).noalias() =
-            (beta_k * logit_scale) * (grad_scores.transpose() * q_b);
+        grad_k_gemm(gemm, grad_scores.data(), q.data() + b * g.query_len * g.head_dim,
+                    grad_k.data() + b * g.key_len * g.head_dim, g, beta_k * logit_scale);
       }
     }
   }
@@ -255,6 +324,7 @@ const OpDef kScaledDotProductAttentionOp{
     .infer_shapes = infer_attention,
     .unit_scale = unit_scale_attention,
     .kernel = attention_kernel,
+    .prepare = attention_prepare,
     .backward = &kScaledDotProductAttentionBackwardOp,
     .backward_reads = 0b0111,
 };

@@ -9,6 +9,7 @@
 
 #include "unitscale/error.hpp"
 #include "unitscale/ops/constraint.hpp"
+#include "unitscale/ops/gemm.hpp"
 
 namespace unitscale {
 namespace {
@@ -99,6 +100,35 @@ int batch_threads(const ConvDims& dims) {
   return dims.batch >= available && dims.gemm_work() >= kParallelWork ? available : 1;
 }
 
+// The GEMMs of one sample and group, described once for the kernels (run = gemm) and the prepare
+// hooks (run = gemm_prepare); they have the same shapes for every sample and group. w is the
+// group's [C_out/g, patch] weight block, cols its [patch, L_out] im2col, g and out [C_out/g, L_out].
+
+// out = α·(w·cols + b), the bias per output channel (row)
+void forward_gemm(GemmFn run, const float* w, const float* cols, const float* bias, float* out,
+                  const ConvDims& dims, float alpha) {
+  run(gemm_matrix(w, dims.c_out_group, dims.patch), gemm_matrix(cols, dims.patch, dims.l_out),
+      gemm_output(out, dims.c_out_group, dims.l_out),
+      {.alpha = alpha, .bias = bias, .bias_per_row = true}, "conv1d");
+}
+
+// grad_cols = β_x·wᵀ·g
+void grad_cols_gemm(GemmFn run, const float* w, const float* g, float* grad_cols,
+                    const ConvDims& dims, float beta_x) {
+  run(gemm_matrix(w, dims.c_out_group, dims.patch, /*transposed=*/true),
+      gemm_matrix(g, dims.c_out_group, dims.l_out), gemm_output(grad_cols, dims.patch, dims.l_out),
+      {.alpha = beta_x}, "conv1d_backward");
+}
+
+// dw += β_w·g·colsᵀ, into the group's rows of the [C_out, patch] gradient
+void grad_weight_gemm(GemmFn run, const float* g, const float* cols, float* dw,
+                      const ConvDims& dims, float beta_weight) {
+  run(gemm_matrix(g, dims.c_out_group, dims.l_out),
+      gemm_matrix(cols, dims.patch, dims.l_out, /*transposed=*/true),
+      gemm_output(dw, dims.c_out_group, dims.patch), {.alpha = beta_weight, .accumulate = true},
+      "conv1d_backward");
+}
+
 }  // namespace
 
 void conv1d_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias, TensorView y,
@@ -115,16 +145,10 @@ void conv1d_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView b
     for (std::int64_t group = 0; group < dims.groups; ++group) {
       const float* x_group = x.data() + (n * dims.c_in + group * dims.c_in_group) * dims.length;
       if (!identity) im2col(x_group, cols_data, dims);
-      const ConstMatrixMap cols(identity ? x_group : cols_data, dims.patch, dims.l_out);
-      const ConstMatrixMap w(weight.data() + group * dims.c_out_group * dims.patch,
-                             dims.c_out_group, dims.patch);
-      MatrixMap out(y.data() + (n * dims.c_out + group * dims.c_out_group) * dims.l_out,
-                    dims.c_out_group, dims.l_out);
-      out.noalias() = alpha * (w * cols);
-      if (present(bias)) {
-        out.colwise() += alpha * ConstVectorMap(bias.data() + group * dims.c_out_group,
-                                                dims.c_out_group);
-      }
+      forward_gemm(gemm, weight.data() + group * dims.c_out_group * dims.patch,
+                   identity ? x_group : cols_data,
+                   present(bias) ? bias.data() + group * dims.c_out_group : nullptr,
+                   y.data() + (n * dims.c_out + group * dims.c_out_group) * dims.l_out, dims, alpha);
     }
   }
 }
@@ -163,30 +187,26 @@ void conv1d_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView 
       float* dx_sample = grad_x.data() + n * dims.c_in * dims.length;
       if (!identity) std::fill(dx_sample, dx_sample + dims.c_in * dims.length, 0.0f);
       for (std::int64_t group = 0; group < dims.groups; ++group) {
-        const ConstMatrixMap w(weight.data() + group * dims.c_out_group * dims.patch,
-                               dims.c_out_group, dims.patch);
-        const auto g = g_sample.middleRows(group * dims.c_out_group, dims.c_out_group);
+        const float* w = weight.data() + group * dims.c_out_group * dims.patch;
+        const float* g = g_sample.data() + group * dims.c_out_group * dims.l_out;
         float* dx_group = dx_sample + group * dims.c_in_group * dims.length;
         if (identity) {
-          MatrixMap(dx_group, dims.patch, dims.l_out).noalias() = beta_x * (w.transpose() * g);
+          grad_cols_gemm(gemm, w, g, dx_group, dims, beta_x);
         } else {
-          MatrixMap grad_cols(grad_cols_scratch[slot].data(), dims.patch, dims.l_out);
-          grad_cols.noalias() = beta_x * (w.transpose() * g);
-          col2im_add(grad_cols.data(), dx_group, dims);
+          float* grad_cols = grad_cols_scratch[slot].data();
+          grad_cols_gemm(gemm, w, g, grad_cols, dims, beta_x);
+          col2im_add(grad_cols, dx_group, dims);
         }
       }
     }
     if (want_weight) {
-      MatrixMap dw(slot == 0 ? dw_total.data() : weight_partials[slot - 1].data(), dims.c_out,
-                   dims.patch);
+      float* dw = slot == 0 ? dw_total.data() : weight_partials[slot - 1].data();
       for (std::int64_t group = 0; group < dims.groups; ++group) {
         const float* x_group = x.data() + (n * dims.c_in + group * dims.c_in_group) * dims.length;
         if (!identity) im2col(x_group, cols_scratch[slot].data(), dims);
-        const ConstMatrixMap cols(identity ? x_group : cols_scratch[slot].data(), dims.patch,
-                                  dims.l_out);
-        const auto g = g_sample.middleRows(group * dims.c_out_group, dims.c_out_group);
-        dw.middleRows(group * dims.c_out_group, dims.c_out_group).noalias() +=
-            beta_weight * (g * cols.transpose());
+        grad_weight_gemm(gemm, g_sample.data() + group * dims.c_out_group * dims.l_out,
+                         identity ? x_group : cols_scratch[slot].data(),
+                         dw + group * dims.c_out_group * dims.patch, dims, beta_weight);
       }
     }
   }
@@ -285,11 +305,27 @@ void conv1d_backward_kernel(std::span<const ConstTensorView> in, std::span<const
                   scale_of(attrs, "beta_bias"));
 }
 
+void conv1d_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                    const Attributes& attrs) {
+  const ConvDims dims(in[0].shape(), in[1].shape(), geometry_of(attrs));
+  forward_gemm(gemm_prepare, in[1].data(), in[0].data(), in[2].data(), out[0].data(), dims, 1.0f);
+}
+
+// Backward inputs: x, weight, bias, y (absent), grad_y; outputs dx, dw, db.
+void conv1d_backward_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                             const Attributes& attrs) {
+  const ConvDims dims(in[0].shape(), in[1].shape(), geometry_of(attrs));
+  float* placeholder = prepare_placeholder();
+  if (present(out[0])) grad_cols_gemm(gemm_prepare, in[1].data(), in[4].data(), placeholder, dims, 1.0f);
+  if (present(out[1])) grad_weight_gemm(gemm_prepare, in[4].data(), placeholder, out[1].data(), dims, 1.0f);
+}
+
 const OpDef kConv1dBackwardOp{
     .name = "conv1d_backward",
     .inputs = {"x?", "weight?", "bias?", "y?", "grad_y?"},
     .output_count = 3,
     .kernel = conv1d_backward_kernel,
+    .prepare = conv1d_backward_prepare,
 };
 
 }  // namespace
@@ -300,6 +336,7 @@ const OpDef kConv1dOp{
     .infer_shapes = infer_conv1d,
     .unit_scale = unit_scale_conv1d,
     .kernel = conv1d_kernel,
+    .prepare = conv1d_prepare,
     .backward = &kConv1dBackwardOp,
     .backward_reads = 0b011,
 };

@@ -5,22 +5,47 @@
 
 #include "unitscale/error.hpp"
 #include "unitscale/ops/constraint.hpp"
+#include "unitscale/ops/gemm.hpp"
 
 namespace unitscale {
 
+namespace {
+
+// The GEMMs of linear, described once for the kernels (run = gemm) and the prepare hooks
+// (run = gemm_prepare). y = α·(x·Wᵀ + b): the bias is the GEMM's post-op.
+void forward_gemms(GemmFn run, ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+                   TensorView y, float alpha) {
+  run(gemm_matrix(x), gemm_matrix(weight, /*transposed=*/true), gemm_output(y),
+      {.alpha = alpha, .bias = bias.data()}, "linear");
+}
+
+// dx = β_x·g·W and dW = β_W·gᵀ·x.
+void backward_gemms(GemmFn run, ConstTensorView grad_y, ConstTensorView x, ConstTensorView weight,
+                    TensorView grad_x, TensorView grad_weight, float beta_x, float beta_weight) {
+  if (present(grad_x)) {
+    run(gemm_matrix(grad_y), gemm_matrix(weight), gemm_output(grad_x), {.alpha = beta_x},
+        "linear_backward");
+  }
+  if (present(grad_weight)) {
+    run(gemm_matrix(grad_y, /*transposed=*/true), gemm_matrix(x), gemm_output(grad_weight),
+        {.alpha = beta_weight}, "linear_backward");
+  }
+}
+
+}  // namespace
+
 void linear_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias, TensorView y,
                     float alpha) {
-  y.matrix().noalias() = alpha * (x.matrix() * weight.matrix().transpose());
-  if (present(bias)) y.matrix().rowwise() += alpha * bias.vector().transpose();
+  forward_gemms(gemm, x, weight, bias, y, alpha);
 }
 
 void linear_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView weight,
                      TensorView grad_x, TensorView grad_weight, TensorView grad_bias, float beta_x,
                      float beta_weight, float beta_bias) {
-  const ConstMatrixMap g = grad_y.matrix();
-  if (present(grad_x)) grad_x.matrix().noalias() = beta_x * (g * weight.matrix());
-  if (present(grad_weight)) grad_weight.matrix().noalias() = beta_weight * (g.transpose() * x.matrix());
-  if (present(grad_bias)) grad_bias.vector().noalias() = beta_bias * g.colwise().sum().transpose();
+  backward_gemms(gemm, grad_y, x, weight, grad_x, grad_weight, beta_x, beta_weight);
+  if (present(grad_bias)) {
+    grad_bias.vector().noalias() = beta_bias * grad_y.matrix().colwise().sum().transpose();
+  }
 }
 
 namespace {
@@ -75,11 +100,22 @@ void linear_backward_kernel(std::span<const ConstTensorView> in, std::span<const
                   scale_of(attrs, "beta_weight"), scale_of(attrs, "beta_bias"));
 }
 
+void linear_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                    const Attributes& attrs) {
+  forward_gemms(gemm_prepare, in[0], in[1], in[2], out[0], scale_of(attrs, "alpha"));
+}
+
+void linear_backward_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                             const Attributes&) {
+  backward_gemms(gemm_prepare, in[4], in[0], in[1], out[0], out[1], 1.0f, 1.0f);
+}
+
 const OpDef kLinearBackwardOp{
     .name = "linear_backward",
     .inputs = {"x?", "weight?", "bias?", "y?", "grad_y?"},
     .output_count = 3,
     .kernel = linear_backward_kernel,
+    .prepare = linear_backward_prepare,
 };
 
 }  // namespace
@@ -90,6 +126,7 @@ const OpDef kLinearOp{
     .infer_shapes = infer_linear,
     .unit_scale = unit_scale_linear,
     .kernel = linear_kernel,
+    .prepare = linear_prepare,
     .backward = &kLinearBackwardOp,
     .backward_reads = 0b011,
 };
@@ -100,6 +137,7 @@ const OpDef kLinearReadoutOp{
     .infer_shapes = infer_linear_readout,
     .unit_scale = unit_scale_linear,
     .kernel = linear_kernel,
+    .prepare = linear_prepare,
     .backward = &kLinearBackwardOp,
     .backward_reads = 0b011,
 };

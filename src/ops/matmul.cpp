@@ -2,16 +2,18 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
 
 #include "unitscale/error.hpp"
 #include "unitscale/ops/constraint.hpp"
+#include "unitscale/ops/gemm.hpp"
 
 namespace unitscale {
 namespace {
 
-// Below this many multiply-adds a GEMM is too small for Eigen to split it across threads, so a
+// Below this many multiply-adds a GEMM is too small to split across threads, so a
 // batch of them is better spread over threads one matrix each; below kParallelWork in all, a
 // parallel region costs more than it saves.
 constexpr std::int64_t kSmallGemm = std::int64_t{1} << 20;
@@ -133,7 +135,7 @@ Groups group_by(const std::vector<std::int64_t>& source_of, std::int64_t source_
 }
 
 // Whether to run `tasks` GEMMs (one per thread at a time) of `gemm_size` multiply-adds each in
-// parallel, rather than one after another with Eigen threading each.
+// parallel, rather than one after another with the GEMM engine threading each.
 bool spread_over_threads(std::int64_t tasks, std::int64_t gemm_size) {
   return tasks > 1 && tasks * gemm_size >= kParallelWork &&
          (tasks >= omp_get_max_threads() || gemm_size < kSmallGemm);
@@ -141,75 +143,108 @@ bool spread_over_threads(std::int64_t tasks, std::int64_t gemm_size) {
 
 }  // namespace
 
+namespace {
+
+// The three products of matmul on one matrix of each operand, described once for the kernels
+// (run = gemm) and the prepare hooks (run = gemm_prepare). A tall product (a 2-D right operand)
+// is one GEMM with m = all rows of the left operand.
+struct ProductDims {
+  std::int64_t m, k, n;
+};
+
+// out = α·l·r
+void forward_product(GemmFn run, const float* l, const float* r, float* out, ProductDims d,
+                     float alpha) {
+  run(gemm_matrix(l, d.m, d.k), gemm_matrix(r, d.k, d.n), gemm_output(out, d.m, d.n),
+      {.alpha = alpha}, "matmul");
+}
+
+// dl (+)= β·g·rᵀ
+void grad_left_product(GemmFn run, const float* g, const float* r, float* dl, ProductDims d,
+                       float beta, bool accumulate) {
+  run(gemm_matrix(g, d.m, d.n), gemm_matrix(r, d.k, d.n, /*transposed=*/true),
+      gemm_output(dl, d.m, d.k), {.alpha = beta, .accumulate = accumulate}, "matmul_backward");
+}
+
+// dr (+)= β·lᵀ·g
+void grad_right_product(GemmFn run, const float* l, const float* g, float* dr, ProductDims d,
+                        float beta, bool accumulate) {
+  run(gemm_matrix(l, d.m, d.k, /*transposed=*/true), gemm_matrix(g, d.m, d.n),
+      gemm_output(dr, d.k, d.n), {.alpha = beta, .accumulate = accumulate}, "matmul_backward");
+}
+
+ProductDims dims_of(const Shape& left, const Shape& right, bool tall) {
+  const std::int64_t k = left.dim(-1);
+  return {tall ? left.outer() : left.dim(-2), k, right.dim(-1)};
+}
+
+}  // namespace
+
 void matmul_forward(ConstTensorView left, ConstTensorView right, TensorView out, float alpha) {
-  const std::int64_t m = left.shape().dim(-2), k = left.shape().dim(-1), n = right.shape().dim(-1);
   const BatchMap map = batch_map(left.shape(), right.shape());
-  if (map.is_tall()) {
-    out.matrix().noalias() = alpha * (left.matrix() * right.matrix());
-    return;
-  }
-  const bool parallel = spread_over_threads(map.out_count, m * n * k);
+  const ProductDims d = dims_of(left.shape(), right.shape(), map.is_tall());
+  if (map.is_tall()) return forward_product(gemm, left.data(), right.data(), out.data(), d, alpha);
+  const bool parallel = spread_over_threads(map.out_count, d.m * d.n * d.k);
 #pragma omp parallel for schedule(static) if (parallel)
   for (std::int64_t o = 0; o < map.out_count; ++o) {
-    const ConstMatrixMap l(left.data() + map.left_of[static_cast<std::size_t>(o)] * m * k, m, k);
-    const ConstMatrixMap r(right.data() + map.right_of[static_cast<std::size_t>(o)] * k * n, k, n);
-    MatrixMap(out.data() + o * m * n, m, n).noalias() = alpha * (l * r);
+    forward_product(gemm, left.data() + map.left_of[static_cast<std::size_t>(o)] * d.m * d.k,
+                    right.data() + map.right_of[static_cast<std::size_t>(o)] * d.k * d.n,
+                    out.data() + o * d.m * d.n, d, alpha);
   }
 }
 
 void matmul_backward(ConstTensorView grad_out, ConstTensorView left, ConstTensorView right,
                      TensorView grad_left, TensorView grad_right, float beta_left,
                      float beta_right) {
-  const std::int64_t m = left.shape().dim(-2), k = left.shape().dim(-1), n = right.shape().dim(-1);
   const BatchMap map = batch_map(left.shape(), right.shape());
+  const ProductDims d = dims_of(left.shape(), right.shape(), map.is_tall());
   if (map.is_tall()) {
     if (present(grad_left)) {
-      grad_left.matrix().noalias() = beta_left * (grad_out.matrix() * right.matrix().transpose());
+      grad_left_product(gemm, grad_out.data(), right.data(), grad_left.data(), d, beta_left, false);
     }
     if (present(grad_right)) {
-      grad_right.matrix().noalias() = beta_right * (left.matrix().transpose() * grad_out.matrix());
+      grad_right_product(gemm, left.data(), grad_out.data(), grad_right.data(), d, beta_right,
+                         false);
     }
     return;
   }
-  auto g = [&](std::int64_t o) { return ConstMatrixMap(grad_out.data() + o * m * n, m, n); };
+  auto g = [&](std::int64_t o) { return grad_out.data() + o * d.m * d.n; };
   auto l = [&](std::int64_t o) {
-    return ConstMatrixMap(left.data() + map.left_of[static_cast<std::size_t>(o)] * m * k, m, k);
+    return left.data() + map.left_of[static_cast<std::size_t>(o)] * d.m * d.k;
   };
   auto r = [&](std::int64_t o) {
-    return ConstMatrixMap(right.data() + map.right_of[static_cast<std::size_t>(o)] * k * n, k, n);
+    return right.data() + map.right_of[static_cast<std::size_t>(o)] * d.k * d.n;
   };
 
   // One task per gradient matrix, summing over the output matrices it fed: no two threads write
   // the same memory.
   if (present(grad_left)) {
     const Groups groups = group_by(map.left_of, map.left_count);
-    const bool parallel = spread_over_threads(map.left_count, m * n * k);
+    const bool parallel = spread_over_threads(map.left_count, d.m * d.n * d.k);
 #pragma omp parallel for schedule(static) if (parallel)
     for (std::int64_t x = 0; x < map.left_count; ++x) {
-      MatrixMap dl(grad_left.data() + x * m * k, m, k);
+      float* dl = grad_left.data() + x * d.m * d.k;
       const auto begin = groups.start[static_cast<std::size_t>(x)];
       const auto end = groups.start[static_cast<std::size_t>(x) + 1];
-      if (begin == end) dl.setZero();
+      if (begin == end) std::fill(dl, dl + d.m * d.k, 0.0f);
       for (auto i = begin; i < end; ++i) {
         const std::int64_t o = groups.members[static_cast<std::size_t>(i)];
-        if (i == begin) dl.noalias() = beta_left * (g(o) * r(o).transpose());
-        else dl.noalias() += beta_left * (g(o) * r(o).transpose());
+        grad_left_product(gemm, g(o), r(o), dl, d, beta_left, i != begin);
       }
     }
   }
   if (present(grad_right)) {
     const Groups groups = group_by(map.right_of, map.right_count);
-    const bool parallel = spread_over_threads(map.right_count, m * n * k);
+    const bool parallel = spread_over_threads(map.right_count, d.m * d.n * d.k);
 #pragma omp parallel for schedule(static) if (parallel)
     for (std::int64_t x = 0; x < map.right_count; ++x) {
-      MatrixMap dr(grad_right.data() + x * k * n, k, n);
+      float* dr = grad_right.data() + x * d.k * d.n;
       const auto begin = groups.start[static_cast<std::size_t>(x)];
       const auto end = groups.start[static_cast<std::size_t>(x) + 1];
-      if (begin == end) dr.setZero();
+      if (begin == end) std::fill(dr, dr + d.k * d.n, 0.0f);
       for (auto i = begin; i < end; ++i) {
         const std::int64_t o = groups.members[static_cast<std::size_t>(i)];
-        if (i == begin) dr.noalias() = beta_right * (l(o).transpose() * g(o));
-        else dr.noalias() += beta_right * (l(o).transpose() * g(o));
+        grad_right_product(gemm, l(o), g(o), dr, d, beta_right, i != begin);
       }
     }
   }
@@ -260,11 +295,39 @@ void matmul_backward_kernel(std::span<const ConstTensorView> in, std::span<const
                   scale_of(attrs, "beta_right"));
 }
 
+// Every product the kernels run has the same dimensions, so preparing one of each kind (and the
+// accumulating variant where an operand matrix feeds several outputs) covers them all.
+void matmul_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                    const Attributes&) {
+  const BatchMap map = batch_map(in[0].shape(), in[1].shape());
+  const ProductDims d = dims_of(in[0].shape(), in[1].shape(), map.is_tall());
+  forward_product(gemm_prepare, in[0].data(), in[1].data(), out[0].data(), d, 1.0f);
+}
+
+// Backward inputs: left, right, out (absent), grad_out.
+void matmul_backward_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                             const Attributes&) {
+  const BatchMap map = batch_map(in[0].shape(), in[1].shape());
+  const ProductDims d = dims_of(in[0].shape(), in[1].shape(), map.is_tall());
+  for (const bool accumulate : {false, true}) {
+    if (accumulate && map.is_tall()) break;
+    if (present(out[0])) {
+      grad_left_product(gemm_prepare, in[3].data(), in[1].data(), out[0].data(), d, 1.0f,
+                        accumulate);
+    }
+    if (present(out[1])) {
+      grad_right_product(gemm_prepare, in[0].data(), in[3].data(), out[1].data(), d, 1.0f,
+                         accumulate);
+    }
+  }
+}
+
 const OpDef kMatmulBackwardOp{
     .name = "matmul_backward",
     .inputs = {"left?", "right?", "out?", "grad_out?"},
     .output_count = 2,
     .kernel = matmul_backward_kernel,
+    .prepare = matmul_backward_prepare,
 };
 
 }  // namespace
@@ -275,6 +338,7 @@ const OpDef kMatmulOp{
     .infer_shapes = infer_matmul,
     .unit_scale = unit_scale_matmul,
     .kernel = matmul_kernel,
+    .prepare = matmul_prepare,
     .backward = &kMatmulBackwardOp,
     .backward_reads = 0b011,
 };

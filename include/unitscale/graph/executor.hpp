@@ -1,9 +1,10 @@
 #pragma once
 // Executor: runs the part of a graph that the requested values depend on.
 //
-// Planning happens once, in the constructor: the nodes to run, and a memory plan in which every
-// intermediate value gets an offset into one arena, reusing the space of values whose last reader
-// has run (best-fit over a free list). peak_bytes() is the arena size. Inputs and parameters are
+// Planning happens once, in the constructor: the nodes to run, each op's own preparation (GEMM
+// primitives, see OpDef::prepare), and a memory plan in which every intermediate value gets an
+// offset into one arena, reusing the space of values whose last reader has run (best-fit over a
+// free list). peak_bytes() is the arena size. Inputs and parameters are
 // bound to caller-owned tensors (no copy); constants live in the graph. Kernels use both cores
 // (OpenMP and Eigen's threads).
 //
@@ -50,6 +51,7 @@ class Executor {
     std::vector<TensorView> outputs;
   };
   void plan_memory(const std::vector<int>& last_use);
+  void prepare(const Node& node) const;
   ConstTensorView view_of(int id) const;
 
   Graph& graph_;

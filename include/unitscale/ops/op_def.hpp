@@ -41,6 +41,11 @@ struct KernelContext {
 using KernelFn = void (*)(std::span<const ConstTensorView> inputs,
                           std::span<const TensorView> outputs, const Attributes& attrs,
                           const KernelContext& context);
+// Called once when an executor plans a node, with the kernel's views except that their data is
+// never read: a view's pointer only tells present from absent (see prepare_placeholder()). Ops
+// whose kernels run GEMMs create them here (gemm_prepare), so no kernel call pays for it.
+using PrepareFn = void (*)(std::span<const ConstTensorView> inputs,
+                           std::span<const TensorView> outputs, const Attributes& attrs);
 
 struct OpDef {
   std::string_view name;
@@ -51,6 +56,7 @@ struct OpDef {
   InferShapesFn infer_shapes = nullptr;  // null only for backward ops (autodiff knows the shapes)
   UnitScaleFn unit_scale = nullptr;      // null: the op has no scales of its own
   KernelFn kernel = nullptr;
+  PrepareFn prepare = nullptr;  // null: nothing to prepare
   const OpDef* backward = nullptr;  // null: not differentiable
   // Bit i set: the backward op reads forward value i, counting inputs then outputs.
   std::uint32_t backward_reads = ~std::uint32_t{0};
@@ -68,6 +74,12 @@ struct OpDef {
 // A resolved unit scale of a node, 1 when the graph is unscaled.
 inline float scale_of(const Attributes& attrs, std::string_view name) {
   return static_cast<float>(attrs.get_double("scale", name, 1.0));
+}
+
+// The data pointer of every present view a PrepareFn receives: a valid address that is never read.
+inline float* prepare_placeholder() {
+  static float placeholder = 0.0f;
+  return &placeholder;
 }
 
 inline bool present(const ConstTensorView& t) { return t.data() != nullptr; }

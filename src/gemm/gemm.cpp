@@ -1,0 +1,322 @@
+#include "unitscale/ops/gemm.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <fmt/format.h>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+
+#include "gemm/eigen_gemm.hpp"
+#include "gemm/onednn_matmul.hpp"
+#include "gemm/widen.hpp"
+#include "unitscale/error.hpp"
+
+namespace unitscale {
+namespace {
+
+// Below this many multiply-adds (32³) oneDNN's per-call cost exceeds the work, and Eigen is faster.
+constexpr std::int64_t kTinyGemm = std::int64_t{1} << 15;
+
+bool fp8(GemmType t) { return t == GemmType::kE4M3 || t == GemmType::kE5M2; }
+bool bf16_exact(GemmType t) { return t == GemmType::kBF16 || fp8(t); }
+
+struct Forced {
+  std::optional<GemmEngine> engine;
+  bool allow_bf16 = true;
+};
+Forced& forced() {
+  static Forced instance;
+  return instance;
+}
+
+std::string matrix_string(const GemmMatrix& x) {
+  return fmt::format("{}[{}x{}]{}", gemm_type_name(x.type), x.rows, x.cols,
+                     x.transposed ? "ᵀ" : "");
+}
+
+struct ProblemHash {
+  std::size_t operator()(const GemmProblem& p) const {
+    std::size_t h = 0;
+    auto mix = [&h](std::int64_t v) {
+      h ^= std::hash<std::int64_t>{}(v) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    };
+    for (const std::int64_t v : {p.batch, p.m, p.n, p.k, p.a_row_stride, p.b_row_stride,
+                                 p.c_row_stride, p.a_batch_stride, p.b_batch_stride,
+                                 p.c_batch_stride}) {
+      mix(v);
+    }
+    mix(static_cast<std::int64_t>(p.a_type) | static_cast<std::int64_t>(p.b_type) << 8 |
+        std::int64_t{p.a_transposed} << 16 | std::int64_t{p.b_transposed} << 17 |
+        std::int64_t{p.bias} << 18 | std::int64_t{p.accumulate} << 19 |
+        std::int64_t{p.bias_per_row} << 20);
+    return h;
+  }
+};
+
+// How one problem runs: decided and, for oneDNN, created once.
+struct Plan {
+  GemmEngine engine = GemmEngine::kOneDnn;
+  GemmType compute = GemmType::kF32;
+  std::unique_ptr<detail::OneDnnMatmul> matmul;
+  std::atomic<std::uint64_t> calls{0};
+};
+
+class PlanCache {
+ public:
+  Plan& get(const GemmProblem& problem, const GemmMatrix& a, const GemmMatrix& b) {
+    {
+      std::shared_lock lock(mutex_);
+      if (auto it = plans_.find(problem); it != plans_.end()) return *it->second;
+    }
+    auto plan = std::make_unique<Plan>();
+    plan->engine = gemm_engine_for(problem);
+    plan->compute = gemm_compute_type(problem);
+    if (plan->engine == GemmEngine::kOneDnn) {
+      // The primitive sees the operands as widened: one matrix, packed unless already of the
+      // compute type.
+      const GemmMatrix wa = detail::widened_layout(a, plan->compute);
+      const GemmMatrix wb = detail::widened_layout(b, plan->compute);
+      GemmProblem single = problem;
+      single.batch = 1;
+      single.a_type = single.b_type = plan->compute;
+      single.a_row_stride = wa.row_stride == 0 ? wa.cols : wa.row_stride;
+      single.b_row_stride = wb.row_stride == 0 ? wb.cols : wb.row_stride;
+      single.a_batch_stride = single.b_batch_stride = single.c_batch_stride = 0;
+      plan->matmul = std::make_unique<detail::OneDnnMatmul>(single);  // outside the lock
+    }
+    std::unique_lock lock(mutex_);
+    auto [it, inserted] = plans_.try_emplace(problem, std::move(plan));
+    return *it->second;
+  }
+
+  std::vector<GemmProfileEntry> profile() const {
+    std::shared_lock lock(mutex_);
+    std::vector<GemmProfileEntry> entries;
+    for (const auto& [problem, plan] : plans_) {
+      entries.push_back({problem, plan->engine, plan->compute, plan->calls.load()});
+    }
+    std::sort(entries.begin(), entries.end(),
+              [](const auto& x, const auto& y) { return x.calls > y.calls; });
+    return entries;
+  }
+
+  void reset_counts() {
+    std::shared_lock lock(mutex_);
+    for (auto& entry : plans_) entry.second->calls = 0;
+  }
+
+  std::size_t primitive_count() const {
+    std::shared_lock lock(mutex_);
+    return static_cast<std::size_t>(std::count_if(
+        plans_.begin(), plans_.end(), [](const auto& e) { return e.second->matmul != nullptr; }));
+  }
+
+  void clear() {
+    std::unique_lock lock(mutex_);
+    plans_.clear();
+  }
+
+ private:
+  mutable std::shared_mutex mutex_;
+  std::unordered_map<GemmProblem, std::unique_ptr<Plan>, ProblemHash> plans_;
+};
+
+PlanCache& plan_cache() {
+  static PlanCache cache;
+  return cache;
+}
+
+// Per-thread buffers for widened operands and the scaled bias.
+struct Scratch {
+  std::vector<std::byte> a, b;
+  std::vector<float> bias;
+};
+Scratch& thread_scratch() {
+  thread_local Scratch scratch;
+  return scratch;
+}
+
+// C = alpha·bias (or 0), added to C when accumulating: the whole GEMM when k = 0.
+void empty_sum(const GemmOutput& c, const GemmOptions& options, std::int64_t row_stride,
+               std::int64_t batch_stride) {
+  for (std::int64_t b = 0; b < options.batch; ++b) {
+    for (std::int64_t i = 0; i < c.rows; ++i) {
+      float* row = c.data + b * batch_stride + i * row_stride;
+      for (std::int64_t j = 0; j < c.cols; ++j) {
+        const float* bias = options.bias;
+        const float value = bias == nullptr         ? 0.0f
+                            : options.bias_per_row ? options.alpha * bias[i]
+                                                   : options.alpha * bias[j];
+        row[j] = options.accumulate ? row[j] + value : value;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::string_view gemm_type_name(GemmType type) {
+  switch (type) {
+    case GemmType::kF32: return "f32";
+    case GemmType::kBF16: return "bf16";
+    case GemmType::kF16: return "f16";
+    case GemmType::kE4M3: return "float8_e4m3fn";
+    case GemmType::kE5M2: return "float8_e5m2";
+  }
+  return "?";
+}
+
+int gemm_type_bytes(GemmType type) {
+  switch (type) {
+    case GemmType::kF32: return 4;
+    case GemmType::kBF16:
+    case GemmType::kF16: return 2;
+    case GemmType::kE4M3:
+    case GemmType::kE5M2: return 1;
+  }
+  return 0;
+}
+
+std::string_view gemm_engine_name(GemmEngine engine) {
+  return engine == GemmEngine::kOneDnn ? "onednn" : "eigen";
+}
+
+GemmProblem GemmProblem::of(const GemmMatrix& a, const GemmMatrix& b, const GemmOutput& c,
+                            const GemmOptions& options, std::string_view op) {
+  auto fail = [&](std::string_view what) {
+    return Error(fmt::format("{}: {} · {} -> f32[{}x{}] (batch {}): {}", op, matrix_string(a),
+                             matrix_string(b), c.rows, c.cols, options.batch, what));
+  };
+  for (const std::int64_t d : {a.rows, a.cols, b.rows, b.cols, c.rows, c.cols, options.batch}) {
+    if (d < 0) throw fail("negative dimension");
+  }
+  if (a.used_cols() != b.used_rows()) {
+    throw fail(fmt::format("inner dimensions differ ({} vs {}): expected op(A) [M, K] and op(B) "
+                           "[K, N]",
+                           a.used_cols(), b.used_rows()));
+  }
+  if (c.rows != a.used_rows() || c.cols != b.used_cols()) {
+    throw fail(fmt::format("expected the output [{}x{}]", a.used_rows(), b.used_cols()));
+  }
+  if ((a.row_stride != 0 && a.row_stride < a.cols) || (b.row_stride != 0 && b.row_stride < b.cols) ||
+      (c.row_stride != 0 && c.row_stride < c.cols)) {
+    throw fail("a row stride is smaller than the row");
+  }
+  if (options.batch > 1 && c.batch_stride != 0 &&
+      c.batch_stride < c.rows * (c.row_stride == 0 ? c.cols : c.row_stride)) {
+    throw fail("the output's batch stride makes its matrices overlap");
+  }
+  if (!std::isfinite(options.alpha) || !std::isfinite(a.scale) || !std::isfinite(b.scale)) {
+    throw fail(fmt::format("alpha {} and the scales {} and {} must be finite", options.alpha,
+                           a.scale, b.scale));
+  }
+  GemmProblem p;
+  p.batch = options.batch;
+  p.m = c.rows;
+  p.n = c.cols;
+  p.k = a.used_cols();
+  p.a_type = a.type;
+  p.b_type = b.type;
+  p.a_transposed = a.transposed;
+  p.b_transposed = b.transposed;
+  // Packed strides are spelled out, so that equal layouts are equal problems.
+  p.a_row_stride = a.row_stride == 0 ? a.cols : a.row_stride;
+  p.b_row_stride = b.row_stride == 0 ? b.cols : b.row_stride;
+  p.c_row_stride = c.row_stride == 0 ? c.cols : c.row_stride;
+  if (p.batch > 1) {
+    p.a_batch_stride = a.batch_stride;
+    p.b_batch_stride = b.batch_stride;
+    p.c_batch_stride = c.batch_stride == 0 ? c.rows * p.c_row_stride : c.batch_stride;
+  }
+  p.bias = options.bias != nullptr;
+  p.bias_per_row = p.bias && options.bias_per_row;
+  p.accumulate = options.accumulate;
+  return p;
+}
+
+std::string GemmProblem::to_string() const {
+  return fmt::format("{}{}[{}x{}]{} · {}[{}x{}]{} -> f32[{}x{}]{}{}",
+                     batch > 1 ? fmt::format("{} x ", batch) : "", gemm_type_name(a_type), m, k,
+                     a_transposed ? "ᵀ" : "", gemm_type_name(b_type), k, n,
+                     b_transposed ? "ᵀ" : "", m, n,
+                     bias ? (bias_per_row ? " +row bias" : " +bias") : "",
+                     accumulate ? " +=" : "");
+}
+
+GemmType gemm_compute_type(const GemmProblem& p) {
+  const Forced& f = forced();
+  const bool bf16 = bf16_exact(p.a_type) && bf16_exact(p.b_type) && f.allow_bf16 &&
+                    detail::onednn_has_native_bf16() && f.engine != GemmEngine::kEigen;
+  return bf16 ? GemmType::kBF16 : GemmType::kF32;
+}
+
+GemmEngine gemm_engine_for(const GemmProblem& p) {
+  if (forced().engine) return *forced().engine;
+  if (gemm_compute_type(p) == GemmType::kBF16) return GemmEngine::kOneDnn;
+  // Measured (docs/performance.md): oneDNN's FP32 matrix-vector products run at half Eigen's speed,
+  // and tiny products are dominated by oneDNN's per-call cost.
+  const bool vector = p.m == 1 || p.n == 1;
+  return vector || p.m * p.n * p.k < kTinyGemm ? GemmEngine::kEigen : GemmEngine::kOneDnn;
+}
+
+void gemm(const GemmMatrix& a, const GemmMatrix& b, const GemmOutput& c,
+          const GemmOptions& options, std::string_view op) {
+  const GemmProblem p = GemmProblem::of(a, b, c, options, op);
+  if (p.batch == 0 || p.m == 0 || p.n == 0) return;
+  if (c.data == nullptr || (p.k > 0 && (a.data == nullptr || b.data == nullptr))) {
+    throw Error(fmt::format("{}: {}: a null data pointer", op, p.to_string()));
+  }
+  if (p.k == 0) return empty_sum(c, options, p.c_row_stride, p.c_batch_stride);
+
+  Plan& plan = plan_cache().get(p, a, b);
+  plan.calls.fetch_add(1, std::memory_order_relaxed);
+  Scratch& scratch = thread_scratch();
+  const GemmMatrix wa = detail::widen(a, plan.compute, p.batch, scratch.a);
+  const GemmMatrix wb = detail::widen(b, plan.compute, p.batch, scratch.b);
+  const float output_scale = options.alpha * a.scale * b.scale;
+  const float* bias = nullptr;
+  if (options.bias != nullptr) {
+    const std::int64_t count = p.bias_per_row ? p.m : p.n;
+    scratch.bias.resize(static_cast<std::size_t>(count));
+    for (std::int64_t j = 0; j < count; ++j) {
+      scratch.bias[static_cast<std::size_t>(j)] = options.alpha * options.bias[j];
+    }
+    bias = scratch.bias.data();
+  }
+  const int a_bytes = gemm_type_bytes(wa.type), b_bytes = gemm_type_bytes(wb.type);
+  for (std::int64_t i = 0; i < p.batch; ++i) {
+    if (plan.engine == GemmEngine::kEigen) {
+      detail::eigen_gemm(wa, wb, c, i, output_scale, bias, p.bias_per_row, p.accumulate);
+      continue;
+    }
+    plan.matmul->run(static_cast<const std::byte*>(wa.data) + i * wa.batch_stride * a_bytes,
+                     static_cast<const std::byte*>(wb.data) + i * wb.batch_stride * b_bytes,
+                     c.data + i * p.c_batch_stride, bias, output_scale);
+  }
+}
+
+void gemm_prepare(const GemmMatrix& a, const GemmMatrix& b, const GemmOutput& c,
+                  const GemmOptions& options, std::string_view op) {
+  const GemmProblem p = GemmProblem::of(a, b, c, options, op);
+  if (p.batch == 0 || p.m == 0 || p.n == 0 || p.k == 0) return;
+  plan_cache().get(p, a, b);
+}
+
+std::string gemm_isa() { return detail::onednn_isa(); }
+bool gemm_has_native_bf16() { return detail::onednn_has_native_bf16(); }
+
+std::vector<GemmProfileEntry> gemm_profile() { return plan_cache().profile(); }
+void reset_gemm_profile() { plan_cache().reset_counts(); }
+std::size_t gemm_cached_primitive_count() { return plan_cache().primitive_count(); }
+
+namespace detail {
+void force_gemm_engine(std::optional<GemmEngine> engine, bool allow_bf16) {
+  forced() = Forced{engine, allow_bf16};
+  plan_cache().clear();  // plans made under the old setting would keep it
+}
+}  // namespace detail
+
+}  // namespace unitscale
