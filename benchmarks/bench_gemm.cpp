@@ -24,6 +24,8 @@
 //   onednn_f32           the three GEMMs as raw oneDNN primitives (scales as constant output
 //                        scales): the baseline
 //   unitscale_f32        linear_forward then linear_backward (grad_x and grad_weight)
+//   unitscale_fp8        x and W encoded to E4M3 and g to E5M2 (counted), then the same three
+//                        GEMMs on those codes: FP8 training's linear layer
 // with counters fwd_ms and bwd_ms splitting the wall time per iteration. PyTorch's figure for the
 // same layer comes from benchmarks/compare/linear_torch.py (benchmarks/compare/run.sh runs both).
 //
@@ -33,7 +35,8 @@
 // onednn_bf16 for the BF16 and FP8 rows), present when that row ran before it in this run.
 //
 // Shapes: 1024³ and 2048³, and the training shapes of a width-D transformer on 1024 tokens for
-// D in {64, 256, 1024}: M = 1024 with (N, K) = (D, D), (4D, D) (FFN up) and (D, 4D) (FFN down).
+// D in {64, 256, 1024}: M = 1024 with (N, K) = (D, D), (4D, D) (FFN up) and (D, 4D) (FFN down);
+// then the vector and tiny shapes where unitscale picks Eigen for FP32, and 64³.
 // The context printed first names the CPU, the ISA oneDNN dispatches to, whether BF16 is native,
 // the thread counts, OPENBLAS_CORETYPE, the SIMD sets of both Eigen builds, and per shape the
 // engine unitscale picks for each operand type.
@@ -83,13 +86,7 @@
 
 #include "unitscale/format/bulk.hpp"
 #include "unitscale/format/float8.hpp"
-// GCC's -Wshadow takes the enumerator GemmType::kE5M2 for a shadow of the FormatSpec
-// constant kFloat8E5M2 (format/format_spec.hpp) when both headers are included in this order.
-// Remove the pragmas once gemm.hpp no longer triggers it.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wshadow"
 #include "unitscale/ops/gemm.hpp"
-#pragma GCC diagnostic pop
 #include "unitscale/ops/linear.hpp"
 #include "unitscale/tensor/tensor.hpp"
 
@@ -330,6 +327,14 @@ std::vector<GemmShape> gemm_shapes() {
   }
   add(1024, 1024, 1024);
   add(2048, 2048, 2048);
+  // Where gemm_engine_for picks Eigen for FP32 (vectors and tiny products), so that the choice can
+  // be checked against both engines' rows; and one just above the tiny threshold.
+  add(1, 1024, 1024);
+  add(1024, 1, 1024);
+  add(16, 16, 16);
+  add(24, 32, 32);
+  add(32, 32, 32);
+  add(64, 64, 64);
   return shapes;
 }
 
@@ -518,6 +523,40 @@ void bm_linear_unitscale(benchmark::State& state) {
   });
 }
 
+// FP8 training's linear layer: x and W quantised to E4M3 for the forward GEMM, the incoming
+// gradient to E5M2 for both backward GEMMs (the quantisation counted in the times, as a training
+// step pays it), all three on the BF16 units.
+void bm_linear_unitscale_fp8(benchmark::State& state) {
+  guarded(state, [&] {
+    LinearData d(state);
+    AlignedVector<float8_e4m3fn> x8(static_cast<std::size_t>(d.x.numel()));
+    AlignedVector<float8_e4m3fn> w8(static_cast<std::size_t>(d.w.numel()));
+    AlignedVector<float8_e5m2> g8(static_cast<std::size_t>(d.g.numel()));
+    auto fp8 = [](const auto& codes, GemmType type, std::int64_t rows, std::int64_t cols,
+                  bool transposed) {
+      return GemmMatrix{.data = codes.data(), .type = type, .rows = rows, .cols = cols,
+                        .transposed = transposed};
+    };
+    const GemmMatrix x = fp8(x8, GemmType::kE4M3, d.tokens, d.in, false);
+    const GemmMatrix w = fp8(w8, GemmType::kE4M3, d.out, d.in, true);
+    const GemmMatrix w_plain = fp8(w8, GemmType::kE4M3, d.out, d.in, false);
+    const GemmMatrix g = fp8(g8, GemmType::kE5M2, d.tokens, d.out, false);
+    const GemmMatrix g_transposed = fp8(g8, GemmType::kE5M2, d.tokens, d.out, true);
+    linear_loop(
+        state, d, Role::kVsF32,
+        [&] {
+          encode(std::span<const float>(d.x.span()), std::span(x8));
+          encode(std::span<const float>(d.w.span()), std::span(w8));
+          gemm(x, w, gemm_output(d.y), {.alpha = d.alpha});
+        },
+        [&] {
+          encode(std::span<const float>(d.g.span()), std::span(g8));
+          gemm(g, w_plain, gemm_output(d.dx), {.alpha = d.beta_x});
+          gemm(g_transposed, x, gemm_output(d.dw), {.alpha = d.beta_w});
+        });
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Context and registration
 // ---------------------------------------------------------------------------------------------
@@ -598,6 +637,7 @@ void register_benchmarks(const std::vector<GemmShape>& shapes) {
   const std::vector<std::string> linear{"tokens", "in", "out"};
   add("linear_fwd_bwd/onednn_f32", bm_linear_onednn, 1024, 1024, 1024, linear);
   add("linear_fwd_bwd/unitscale_f32", bm_linear_unitscale, 1024, 1024, 1024, linear);
+  add("linear_fwd_bwd/unitscale_fp8", bm_linear_unitscale_fp8, 1024, 1024, 1024, linear);
 }
 
 }  // namespace

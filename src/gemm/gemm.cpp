@@ -310,6 +310,15 @@ bool gemm_has_native_bf16() { return detail::onednn_has_native_bf16(); }
 
 std::vector<GemmProfileEntry> gemm_profile() { return plan_cache().profile(); }
 void reset_gemm_profile() { plan_cache().reset_counts(); }
+
+std::string gemm_profile_table() {
+  std::string table = fmt::format("{:<60} {:<7} {:<5} {:>10}\n", "problem", "engine", "type", "calls");
+  for (const GemmProfileEntry& e : gemm_profile()) {
+    table += fmt::format("{:<60} {:<7} {:<5} {:>10}\n", e.problem.to_string(),
+                         gemm_engine_name(e.engine), gemm_type_name(e.compute_type), e.calls);
+  }
+  return table;
+}
 std::size_t gemm_cached_primitive_count() { return plan_cache().primitive_count(); }
 
 namespace detail {

@@ -18,9 +18,15 @@
 // a BF16 value, and a product of two BF16 values is exact in FP32, so FP8 and BF16 operands run on
 // the CPU's BF16 units and the result equals the FP32 GEMM of the exactly dequantised inputs up to
 // the order of summation. FP16 operands (not exact in BF16) are widened to FP32. On CPUs without
-// BF16 instructions every operand is widened to FP32, with the same guarantee. Scales are applied
-// as one output scale alpha·sa·sb, exactly for powers of two.
-//
+// BF16 instructions every operand is widened to FP32, with the same guarantee.
+// One exception: the BF16 dot-product instructions flush values below FP32's normal range
+// (|x| < 2^-126) to zero, in their inputs, products and sums. FP8 operands never get there (every
+// nonzero product and partial sum of FP8 codes is at least 2^-32), but BF16 operands with such tiny
+// values or products do: give them as FP32 if that matters.
+// Scales are applied to the FP32 sum as one output scale alpha·sa·sb, exactly for powers of two;
+// that product is formed in FP32, so extreme scales whose product under- or overflows FP32 give 0
+// or ∞ even where the result would be representable.
+
 // Determinism: the same problem on the same machine with the same thread count gives the same bits
 // (the engine, the kernel and the split over threads are fixed by the shape). Results computed with
 // a different thread count may differ in the last bits, as the summation order may change.
@@ -155,7 +161,9 @@ struct GemmProfileEntry {
   GemmType compute_type;
   std::uint64_t calls = 0;
 };
-std::vector<GemmProfileEntry> gemm_profile();
+std::vector<GemmProfileEntry> gemm_profile();  // most called first
+// The profile as a table: one line per problem with its engine, compute type and calls.
+std::string gemm_profile_table();
 void reset_gemm_profile();
 std::size_t gemm_cached_primitive_count();
 
