@@ -131,7 +131,7 @@ PlanCache& plan_cache() {
 
 // Per-thread buffers for widened operands and the scaled bias.
 struct Scratch {
-  std::vector<std::byte> a, b;
+  detail::WidenBuffer a, b;
   std::vector<float> bias;
 };
 Scratch& thread_scratch() {

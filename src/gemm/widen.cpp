@@ -3,14 +3,13 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <array>
 #include <bit>
 #include <cstring>
 #include <span>
 
+#include "gemm/fp8_decode_kernels.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/format/bulk.hpp"
-#include "unitscale/format/float8.hpp"
 #include "unitscale/format/half.hpp"
 
 namespace unitscale::detail {
@@ -21,47 +20,24 @@ constexpr std::int64_t kParallelElements = std::int64_t{1} << 16;
 // Contiguous operands are converted in chunks of this many elements, spread over the threads.
 constexpr std::int64_t kChunk = std::int64_t{1} << 14;
 
-// Decoding tables for one FP8 format, built once from the format layer's scalar codec: the FP32
-// value and its BF16 bits (the top half of the FP32 bits, exact for every E4M3 and E5M2 code).
-template <typename T>
-struct Float8Tables {
-  std::array<float, 256> f32{};
-  std::array<std::uint16_t, 256> bf16{};
-  Float8Tables() {
-    for (unsigned code = 0; code < 256; ++code) {
-      f32[code] = T::from_bits(static_cast<std::uint8_t>(code)).to_float();
-      bf16[code] = static_cast<std::uint16_t>(std::bit_cast<std::uint32_t>(f32[code]) >> 16);
-    }
-  }
-};
-
-template <typename T>
-const Float8Tables<T>& tables() {
-  static const Float8Tables<T> instance;
-  return instance;
-}
-
-template <typename Out, std::size_t N>
-void lookup(const std::uint8_t* in, Out* out, std::int64_t n, const std::array<Out, N>& table) {
-  for (std::int64_t i = 0; i < n; ++i) out[i] = table[in[i]];
-}
-
 // Converts n consecutive elements of type `from` at `in` to `to` at `out`.
 void convert_run(const void* in, GemmType from, void* out, GemmType to, std::int64_t n) {
+  using fp8_decode::Fp8;
   const auto* bytes = static_cast<const std::uint8_t*>(in);
+  const fp8_decode::KernelTable& fp8 = fp8_decode::kernels();
   if (to == GemmType::kBF16) {
     auto* dst = static_cast<std::uint16_t*>(out);
     switch (from) {
-      case GemmType::kE4M3: return lookup(bytes, dst, n, tables<float8_e4m3fn>().bf16);
-      case GemmType::kE5M2: return lookup(bytes, dst, n, tables<float8_e5m2>().bf16);
+      case GemmType::kE4M3: return fp8.to_bf16(bytes, dst, n, Fp8::kE4M3);
+      case GemmType::kE5M2: return fp8.to_bf16(bytes, dst, n, Fp8::kE5M2);
       default: break;
     }
   } else {
     auto* dst = static_cast<float*>(out);
     const auto count = static_cast<std::size_t>(n);
     switch (from) {
-      case GemmType::kE4M3: return lookup(bytes, dst, n, tables<float8_e4m3fn>().f32);
-      case GemmType::kE5M2: return lookup(bytes, dst, n, tables<float8_e5m2>().f32);
+      case GemmType::kE4M3: return fp8.to_f32(bytes, dst, n, Fp8::kE4M3);
+      case GemmType::kE5M2: return fp8.to_f32(bytes, dst, n, Fp8::kE5M2);
       case GemmType::kF16:
         return decode(std::span(static_cast<const float16*>(in), count), std::span(dst, count));
       case GemmType::kBF16: {
@@ -79,6 +55,14 @@ void convert_run(const void* in, GemmType from, void* out, GemmType to, std::int
 
 }  // namespace
 
+std::byte* WidenBuffer::reserve(std::size_t bytes) {
+  if (bytes > capacity_) {
+    storage_ = allocate_aligned((bytes + sizeof(float) - 1) / sizeof(float));
+    capacity_ = bytes;
+  }
+  return reinterpret_cast<std::byte*>(storage_.get());
+}
+
 GemmMatrix widened_layout(const GemmMatrix& matrix, GemmType to) {
   if (matrix.type == to) return matrix;
   GemmMatrix out = matrix;
@@ -89,7 +73,7 @@ GemmMatrix widened_layout(const GemmMatrix& matrix, GemmType to) {
 }
 
 GemmMatrix widen(const GemmMatrix& matrix, GemmType to, std::int64_t batch,
-                 std::vector<std::byte>& scratch) {
+                 WidenBuffer& scratch) {
   if (matrix.type == to) return matrix;
   UNITSCALE_ASSERT(to == GemmType::kF32 || to == GemmType::kBF16);
   GemmMatrix out = widened_layout(matrix, to);
@@ -97,14 +81,13 @@ GemmMatrix widen(const GemmMatrix& matrix, GemmType to, std::int64_t batch,
   const std::int64_t rows = matrices * matrix.rows;
   const int in_bytes = gemm_type_bytes(matrix.type);
   const int out_bytes = gemm_type_bytes(to);
-  scratch.resize(static_cast<std::size_t>(rows * matrix.cols * out_bytes));
-  out.data = scratch.data();
+  std::byte* dst = scratch.reserve(static_cast<std::size_t>(rows * matrix.cols * out_bytes));
+  out.data = dst;
 
   const std::int64_t in_row_stride = matrix.row_stride == 0 ? matrix.cols : matrix.row_stride;
   const std::int64_t in_batch_stride =
       matrix.batch_stride == 0 ? matrix.rows * in_row_stride : matrix.batch_stride;
   const auto* in = static_cast<const std::byte*>(matrix.data);
-  auto* dst = scratch.data();
   const std::int64_t total = rows * matrix.cols;
   const bool parallel = total >= kParallelElements && !omp_in_parallel();
   if (in_row_stride == matrix.cols && in_batch_stride == matrix.rows * matrix.cols) {

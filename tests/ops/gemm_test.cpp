@@ -21,6 +21,7 @@
 
 #include "unitscale/error.hpp"
 #include "unitscale/format/convert.hpp"
+#include "unitscale/format/detail/simd_level.hpp"
 #include "unitscale/format/float8.hpp"
 #include "unitscale/format/half.hpp"
 
@@ -536,6 +537,36 @@ TEST(GemmFloat8, EveryProductOfCodesIsExact) {
       }
     }
   }
+}
+
+// Every code, NaN and infinity included, widens to its value at every SIMD level of the decoding
+// kernels: the codes times one, a GEMM with K = 1 whose outputs are the decoded codes.
+TEST(GemmFloat8, EveryCodeWidensToItsValueAtEverySimdLevel) {
+  std::vector<std::byte> codes(256);
+  for (unsigned c = 0; c < 256; ++c) codes[c] = static_cast<std::byte>(c);
+  std::byte one[2];
+  encode(GemmType::kBF16, 1.0f, one);
+  for (const detail::SimdLevel level : detail::supported_simd_levels()) {
+    detail::force_simd_level(level);
+    for (const Path& path : kPaths) {
+      const ForcedPath forced(path);
+      for (const GemmType type : {GemmType::kE4M3, GemmType::kE5M2}) {
+        SCOPED_TRACE(std::string(detail::simd_level_name(level)) + " " + path.name + " " +
+                     short_name(type));
+        std::vector<float> c(256);
+        gemm({codes.data(), type, 256, 1}, {one, GemmType::kBF16, 1, 1}, {c.data(), 256, 1});
+        for (std::size_t i = 0; i < 256; ++i) {
+          const double expected = decode(type, &codes[i]);
+          if (std::isnan(expected)) {
+            EXPECT_TRUE(std::isnan(c[i])) << "code " << i;
+          } else {
+            EXPECT_EQ(c[i], expected) << "code " << i;
+          }
+        }
+      }
+    }
+  }
+  detail::force_simd_level(detail::best_simd_level());
 }
 
 // Values in FP32's subnormal range: a BF16 subnormal input, a product below 2^-126 and a sum that
