@@ -96,6 +96,7 @@ const us::OpDef kHardtanhBackwardOp{
 const us::OpDef kHardtanhOp{
     .name = "hardtanh",
     .inputs = {"x"},
+    .scales = {"alpha", "beta_x"},  // what the kernels read; Graph::set_scale accepts only these
     .infer_shapes = hardtanh_shapes,
     .unit_scale = hardtanh_unit_scale,
     .kernel = hardtanh_kernel,

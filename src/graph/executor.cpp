@@ -71,7 +71,7 @@ class ArenaPlanner {
 }  // namespace
 
 Executor::Executor(Graph& graph, std::span<const Value> outputs)
-    : graph_(graph), graph_node_count_(graph.nodes().size()) {
+    : graph_(graph), graph_version_(graph.version()) {
   const auto value_count = static_cast<std::size_t>(graph.value_count());
   std::vector<bool> needed(value_count, false);
   for (const Value& v : outputs) {
@@ -83,13 +83,14 @@ Executor::Executor(Graph& graph, std::span<const Value> outputs)
 
   // Walk backwards to find the nodes the outputs depend on.
   const auto nodes = graph.nodes();
-  std::vector<const Node*> order;
-  for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
-    const bool run = std::any_of(it->outputs.begin(), it->outputs.end(),
+  std::vector<int> order;
+  for (auto index = static_cast<int>(nodes.size()); index-- > 0;) {
+    const Node& node = nodes[static_cast<std::size_t>(index)];
+    const bool run = std::any_of(node.outputs.begin(), node.outputs.end(),
                                  [&](int out) { return out >= 0 && needed[static_cast<std::size_t>(out)]; });
     if (!run) continue;
-    order.push_back(&*it);
-    for (const int in : it->inputs) {
+    order.push_back(index);
+    for (const int in : node.inputs) {
       if (in >= 0) needed[static_cast<std::size_t>(in)] = true;
     }
   }
@@ -99,15 +100,16 @@ Executor::Executor(Graph& graph, std::span<const Value> outputs)
   constexpr int kForever = std::numeric_limits<int>::max();
   std::vector<int> last_use(value_count, -1);
   for (std::size_t s = 0; s < order.size(); ++s) {
-    for (const int in : order[s]->inputs) {
+    for (const int in : nodes[static_cast<std::size_t>(order[s])].inputs) {
       if (in >= 0) last_use[static_cast<std::size_t>(in)] = static_cast<int>(s);
     }
   }
   for (const int id : requested_) last_use[static_cast<std::size_t>(id)] = kForever;
 
-  for (const Node* node : order) {
-    steps_.push_back(Step{node, {}, {}});
-    if (node->op->prepare != nullptr) prepare(*node);
+  for (const int index : order) {
+    steps_.push_back(Step{index, {}, {}});
+    const Node& node = nodes[static_cast<std::size_t>(index)];
+    if (node.op->prepare != nullptr) prepare(node);
   }
   bound_.resize(value_count);
   offset_.assign(value_count, -1);
@@ -134,7 +136,7 @@ void Executor::plan_memory(const std::vector<int>& last_use) {
   for (std::size_t s = 0; s < steps_.size(); ++s) {
     // Outputs are placed before the step's inputs are released, so no kernel's output aliases
     // one of its inputs.
-    for (const int out : steps_[s].node->outputs) {
+    for (const int out : node_of(steps_[s]).outputs) {
       if (out < 0) continue;
       offset_[static_cast<std::size_t>(out)] = planner.allocate(aligned_size(graph_.info(out).shape.numel()));
       const int last = last_use[static_cast<std::size_t>(out)];
@@ -183,15 +185,18 @@ ConstTensorView Executor::view_of(int id) const {
 }
 
 void Executor::run() {
-  if (graph_.nodes().size() != graph_node_count_) {
-    throw Error("Executor::run: the graph changed after the executor was made; make a new one");
+  if (graph_.version() != graph_version_) {
+    throw Error(fmt::format("Executor::run: the graph changed after the executor was made "
+                            "(version {} then, {} now); make a new executor",
+                            graph_version_, graph_.version()));
   }
   if (!views_ready_) {
     for (Step& step : steps_) {
       step.inputs.clear();
       step.outputs.clear();
-      for (const int in : step.node->inputs) step.inputs.push_back(in >= 0 ? view_of(in) : ConstTensorView{});
-      for (const int out : step.node->outputs) {
+      const Node& node = node_of(step);
+      for (const int in : node.inputs) step.inputs.push_back(in >= 0 ? view_of(in) : ConstTensorView{});
+      for (const int out : node.outputs) {
         step.outputs.push_back(out >= 0 ? TensorView{arena_.get() + offset_[static_cast<std::size_t>(out)], graph_.info(out).shape}
                                         : TensorView{});
       }
@@ -200,7 +205,8 @@ void Executor::run() {
   }
   const KernelContext context{.step = step_};
   for (const Step& step : steps_) {
-    step.node->op->kernel(step.inputs, step.outputs, step.node->attrs, context);
+    const Node& node = node_of(step);
+    node.op->kernel(step.inputs, step.outputs, node.attrs, context);
   }
   ++step_;
 }

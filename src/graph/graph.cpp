@@ -69,6 +69,22 @@ void Graph::check_owned(const Value& v, std::string_view op) const {
   }
 }
 
+// A rule evaluated on a zero-sized dimension divides by zero: name the op and the shapes rather than
+// record a node whose outputs would all be ∞ or NaN.
+void Graph::check_unit_scales(const OpDef& op, std::span<const Shape* const> shapes,
+                              const Attributes& attrs) {
+  for (const std::string_view name : op.scales) {
+    if (!attrs.has(name)) continue;
+    const double value = attrs.get_double(op.name, name);
+    if (std::isfinite(value)) continue;
+    std::vector<std::string> given;
+    for (const Shape* shape : shapes) given.push_back(shape ? shape->to_string() : "absent");
+    throw Error(fmt::format("{}: the unit scale {} is {} for inputs {}: a dimension the rule divides "
+                            "by is zero",
+                            op.name, name, value, fmt::join(given, ", ")));
+  }
+}
+
 std::vector<Value> Graph::apply(const OpDef& op, std::span<const Value> inputs, Attributes attrs) {
   if (op.infer_shapes == nullptr) {
     throw Error(fmt::format("{}: this op is recorded by autodiff only", op.name));
@@ -84,9 +100,13 @@ std::vector<Value> Graph::apply(const OpDef& op, std::span<const Value> inputs, 
     }
     shapes.push_back(inputs[i].present() ? &info(inputs[i].id()).shape : nullptr);
   }
-  if (scaling_ == Scaling::kUnit && op.unit_scale != nullptr) op.unit_scale(shapes, attrs);
+  // Shapes first: the scale rules index dimensions that only the shape check guarantees.
   const std::vector<Shape> output_shapes = op.infer_shapes(shapes, attrs);
   UNITSCALE_ASSERT(output_shapes.size() == static_cast<std::size_t>(op.output_count));
+  if (scaling_ == Scaling::kUnit && op.unit_scale != nullptr) {
+    op.unit_scale(shapes, attrs);
+    check_unit_scales(op, shapes, attrs);
+  }
   std::vector<std::optional<Shape>> optional_shapes(output_shapes.begin(), output_shapes.end());
   return apply_with_shapes(op, inputs, std::move(attrs), optional_shapes);
 }
@@ -119,6 +139,7 @@ std::vector<Value> Graph::apply_with_shapes(const OpDef& op, std::span<const Val
     outputs.emplace_back(this, id);
   }
   nodes_.push_back(std::move(node));
+  ++version_;
   return outputs;
 }
 
@@ -129,21 +150,20 @@ void Graph::set_scale(Value v, std::string_view scale, double value) {
     throw Error(fmt::format("set_scale: %{} is not the output of a node", v.id()));
   }
   Node& node = nodes_[static_cast<std::size_t>(producer.node)];
-  std::vector<std::string> valid{"alpha"};
-  for (std::size_t i = 0; i < node.op->inputs.size(); ++i) {
-    if (!(node.op->nondifferentiable_inputs >> i & 1)) {
-      valid.push_back(fmt::format("beta_{}", node.op->input_name(i)));
-    }
-  }
+  const std::vector<std::string_view>& valid = node.op->scales;
   if (std::find(valid.begin(), valid.end(), scale) == valid.end()) {
-    throw Error(fmt::format("set_scale: {} has no scale '{}' (expected one of: {})", node.op->name,
-                            scale, fmt::join(valid, ", ")));
+    throw Error(valid.empty()
+                    ? fmt::format("set_scale: {} has no unit scales (asked for '{}')",
+                                  node.op->name, scale)
+                    : fmt::format("set_scale: {} has no scale '{}' (expected one of: {})",
+                                  node.op->name, scale, fmt::join(valid, ", ")));
   }
   if (!std::isfinite(value) || value <= 0) {
     throw Error(fmt::format("set_scale: {} {} must be finite and positive, got {}", node.op->name,
                             scale, value));
   }
   node.attrs.set(scale, value);
+  ++version_;
   const int forward_output = node.outputs.front();
   for (Node& other : nodes_) {
     if (other.differentiates == forward_output) other.attrs.set(scale, value);
@@ -151,7 +171,23 @@ void Graph::set_scale(Value v, std::string_view scale, double value) {
 }
 
 void Graph::retain_nodes(const std::vector<bool>& keep) {
-  UNITSCALE_ASSERT(keep.size() == nodes_.size());
+  if (keep.size() != nodes_.size()) {
+    throw Error(fmt::format("retain_nodes: {} flags for a graph of {} nodes", keep.size(),
+                            nodes_.size()));
+  }
+  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    if (!keep[i]) continue;
+    for (const int in : nodes_[i].inputs) {
+      if (in < 0) continue;
+      const int producer = values_[static_cast<std::size_t>(in)].node;
+      if (producer >= 0 && !keep[static_cast<std::size_t>(producer)]) {
+        throw Error(fmt::format("retain_nodes: node {} ({}) is kept but its input %{} comes from "
+                                "node {} ({}), which would be removed",
+                                i, nodes_[i].op->name, in, producer,
+                                nodes_[static_cast<std::size_t>(producer)].op->name));
+      }
+    }
+  }
   std::vector<Node> kept;
   for (std::size_t i = 0; i < nodes_.size(); ++i) {
     if (keep[i]) {
@@ -166,6 +202,7 @@ void Graph::retain_nodes(const std::vector<bool>& keep) {
     }
   }
   nodes_ = std::move(kept);
+  ++version_;
 }
 
 std::string Graph::to_string() const {

@@ -275,6 +275,7 @@ const OpDef kReluOp{
 const OpDef kGeluOp{
     .name = "gelu",
     .inputs = {"x"},
+    .scales = {"alpha", "beta_x"},
     .infer_shapes = infer_gelu,
     .unit_scale = unit_scale_gelu,
     .kernel = gelu_kernel,
@@ -285,6 +286,7 @@ const OpDef kGeluOp{
 const OpDef kSiluOp{
     .name = "silu",
     .inputs = {"x"},
+    .scales = {"alpha", "beta_x"},
     .infer_shapes = infer_silu,
     .unit_scale = unit_scale_silu,
     .kernel = silu_kernel,
@@ -295,6 +297,7 @@ const OpDef kSiluOp{
 const OpDef kSiluGluOp{
     .name = "silu_glu",
     .inputs = {"x", "gate"},
+    .scales = {"alpha", "beta_x", "beta_gate"},
     .infer_shapes = infer_silu_glu,
     .unit_scale = unit_scale_silu_glu,
     .kernel = silu_glu_kernel,

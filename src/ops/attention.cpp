@@ -321,6 +321,7 @@ void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorVi
 const OpDef kScaledDotProductAttentionOp{
     .name = kOpName,
     .inputs = {"q", "k", "v"},
+    .scales = {"alpha", "beta_q", "beta_k", "beta_v"},
     .infer_shapes = infer_attention,
     .unit_scale = unit_scale_attention,
     .kernel = attention_kernel,

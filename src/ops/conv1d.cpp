@@ -333,6 +333,7 @@ const OpDef kConv1dBackwardOp{
 const OpDef kConv1dOp{
     .name = "conv1d",
     .inputs = {"x", "weight", "bias?"},
+    .scales = {"alpha", "beta_x", "beta_weight", "beta_bias"},
     .infer_shapes = infer_conv1d,
     .unit_scale = unit_scale_conv1d,
     .kernel = conv1d_kernel,

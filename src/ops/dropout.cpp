@@ -202,6 +202,7 @@ const OpDef kDropoutBackwardOp{
 const OpDef kDropoutOp{
     .name = "dropout",
     .inputs = {"x"},
+    .scales = {"alpha", "beta_x"},
     .infer_shapes = infer_dropout,
     .unit_scale = unit_scale_dropout,
     .kernel = dropout_kernel,

@@ -513,6 +513,7 @@ const OpDef kScaleBackwardOp{
 const OpDef kAddOp{
     .name = "add",
     .inputs = {"a", "b"},
+    .scales = {"alpha", "beta_a", "beta_b"},
     .infer_shapes = infer_add,
     .unit_scale = unit_scale_add,
     .kernel = add_kernel,
@@ -532,6 +533,7 @@ const OpDef kMulOp{
 const OpDef kScaleOp{
     .name = "scale",
     .inputs = {"x"},
+    .scales = {"alpha", "beta_x"},
     .infer_shapes = infer_scale,
     .kernel = scale_forward_kernel,
     .backward = &kScaleBackwardOp,

@@ -118,6 +118,7 @@ void embedding_backward(ConstTensorView grad_y, ConstTensorView ids, TensorView 
 const OpDef kEmbeddingOp{
     .name = "embedding",
     .inputs = {"ids", "table"},
+    .scales = {"alpha", "beta_table"},
     .infer_shapes = infer_embedding,
     .unit_scale = unit_scale_embedding,
     .kernel = embedding_kernel,

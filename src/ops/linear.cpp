@@ -72,20 +72,38 @@ std::vector<Shape> infer_linear_readout(std::span<const Shape* const> in, const 
   return linear_shapes("linear_readout", in);
 }
 
-// Shared by both ops; the builders set the scale powers and constraint.
-void unit_scale_linear(std::span<const Shape* const> in, Attributes& attrs) {
+// The unit-scaling rule of both ops, each with its own defaults, so that a node recorded by name
+// (op_by_name) without the builder's attributes still gets the op's defining rule: linear is
+// α = fan_in^-½ constrained to the output scale; linear_readout (μP's output layer) is α = 1/fan_in,
+// unconstrained. The builders' ScalePowers and constraint override these.
+struct LinearRule {
+  double power_alpha;
+  std::string_view constraint;
+};
+
+void unit_scale_linear_rule(std::span<const Shape* const> in, Attributes& attrs,
+                            std::string_view op, const LinearRule& rule) {
   const auto fan_in = static_cast<double>(in[0]->dim(-1));
   const auto fan_out = static_cast<double>(in[1]->dim(0));
   const double rows = static_cast<double>(in[0]->numel()) / fan_in;
-  const double p_alpha = attrs.get_double("linear", "power_alpha", 0.5);
-  const double p_beta_x = attrs.get_double("linear", "power_beta_x", 0.5);
-  const double p_beta_weight = attrs.get_double("linear", "power_beta_weight", 0.5);
-  const Constraint constraint = constraint_from_name(attrs.get_string("linear", "constraint"));
+  const double p_alpha = attrs.get_double(op, "power_alpha", rule.power_alpha);
+  const double p_beta_x = attrs.get_double(op, "power_beta_x", 0.5);
+  const double p_beta_weight = attrs.get_double(op, "power_beta_weight", 0.5);
+  const Constraint constraint = constraint_from_name(
+      attrs.has("constraint") ? attrs.get_string(op, "constraint") : std::string(rule.constraint));
   const std::vector<double> scales = apply_constraint(
       constraint, {std::pow(fan_in, -p_alpha), std::pow(fan_out, -p_beta_x)});
   attrs.set("alpha", scales[0]).set("beta_x", scales[1]);
   attrs.set("beta_weight", std::pow(rows, -p_beta_weight));
   attrs.set("beta_bias", std::pow(rows, -p_beta_weight));
+}
+
+void unit_scale_linear(std::span<const Shape* const> in, Attributes& attrs) {
+  unit_scale_linear_rule(in, attrs, "linear", {.power_alpha = 0.5, .constraint = "to_output_scale"});
+}
+
+void unit_scale_linear_readout(std::span<const Shape* const> in, Attributes& attrs) {
+  unit_scale_linear_rule(in, attrs, "linear_readout", {.power_alpha = 1.0, .constraint = "none"});
 }
 
 void linear_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
@@ -123,6 +141,7 @@ const OpDef kLinearBackwardOp{
 const OpDef kLinearOp{
     .name = "linear",
     .inputs = {"x", "weight", "bias?"},
+    .scales = {"alpha", "beta_x", "beta_weight", "beta_bias"},
     .infer_shapes = infer_linear,
     .unit_scale = unit_scale_linear,
     .kernel = linear_kernel,
@@ -134,8 +153,9 @@ const OpDef kLinearOp{
 const OpDef kLinearReadoutOp{
     .name = "linear_readout",
     .inputs = {"x", "weight", "bias?"},
+    .scales = {"alpha", "beta_x", "beta_weight", "beta_bias"},
     .infer_shapes = infer_linear_readout,
-    .unit_scale = unit_scale_linear,
+    .unit_scale = unit_scale_linear_readout,
     .kernel = linear_kernel,
     .prepare = linear_prepare,
     .backward = &kLinearBackwardOp,

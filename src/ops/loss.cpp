@@ -333,6 +333,7 @@ const OpDef kMseLossBackwardOp{
 const OpDef kCrossEntropyOp{
     .name = kCrossEntropy,
     .inputs = {"logits", "labels"},
+    .scales = {"beta_logits"},
     .infer_shapes = infer_cross_entropy,
     .unit_scale = unit_scale_cross_entropy,
     .kernel = cross_entropy_kernel,
@@ -344,6 +345,7 @@ const OpDef kCrossEntropyOp{
 const OpDef kMseLossOp{
     .name = kMseLoss,
     .inputs = {"a", "b"},
+    .scales = {"beta_a", "beta_b"},
     .infer_shapes = infer_mse_loss,
     .unit_scale = unit_scale_mse_loss,
     .kernel = mse_loss_kernel,

@@ -335,6 +335,7 @@ const OpDef kMatmulBackwardOp{
 const OpDef kMatmulOp{
     .name = "matmul",
     .inputs = {"left", "right"},
+    .scales = {"alpha", "beta_left", "beta_right"},
     .infer_shapes = infer_matmul,
     .unit_scale = unit_scale_matmul,
     .kernel = matmul_kernel,

@@ -309,6 +309,7 @@ void rms_norm_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorVie
 const OpDef kLayerNormOp{
     .name = "layer_norm",
     .inputs = {"x", "weight?", "bias?"},
+    .scales = {"alpha", "beta_x", "beta_weight", "beta_bias"},
     .infer_shapes = infer_layer_norm,
     .unit_scale = unit_scale_norm,
     .kernel = layer_norm_kernel,
@@ -319,6 +320,7 @@ const OpDef kLayerNormOp{
 const OpDef kRmsNormOp{
     .name = "rms_norm",
     .inputs = {"x", "weight?"},
+    .scales = {"alpha", "beta_x", "beta_weight"},
     .infer_shapes = infer_rms_norm,
     .unit_scale = unit_scale_norm,
     .kernel = rms_norm_kernel,

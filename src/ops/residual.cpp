@@ -186,6 +186,7 @@ std::vector<double> transformer_residual_scaling_rule(int layers, double residua
 const OpDef kResidualSplitOp{
     .name = "residual_split",
     .inputs = {"x"},
+    .scales = {"beta_branch", "beta_skip"},
     .output_count = 2,
     .infer_shapes = infer_residual_split,
     .unit_scale = unit_scale_residual_split,
@@ -197,6 +198,7 @@ const OpDef kResidualSplitOp{
 const OpDef kResidualAddOp{
     .name = "residual_add",
     .inputs = {"residual", "skip"},
+    .scales = {"alpha_residual", "alpha_skip"},
     .infer_shapes = infer_residual_add,
     .unit_scale = unit_scale_residual_add,
     .kernel = residual_add_kernel,

@@ -102,6 +102,7 @@ const OpDef kSoftmaxBackwardOp{
 const OpDef kSoftmaxOp{
     .name = "softmax",
     .inputs = {"x"},
+    .scales = {"alpha", "beta_x"},
     .infer_shapes = infer_softmax,
     .unit_scale = unit_scale_softmax,
     .kernel = softmax_kernel,

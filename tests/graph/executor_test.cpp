@@ -8,7 +8,10 @@
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
+#include "unitscale/graph/builders/activation.hpp"
 #include "unitscale/graph/builders/dropout.hpp"
+#include "unitscale/graph/builders/residual.hpp"
+#include "unitscale/graph/dead_code.hpp"
 #include "unitscale/graph/builders/linear.hpp"
 #include "unitscale/graph/builders/primitives.hpp"
 #include "unitscale/ops/linear.hpp"
@@ -169,6 +172,63 @@ TEST(Executor, DetectsGraphChangesAfterPlanning) {
   Executor exec(g, outputs);
   linear(y, g.parameter("w2", {2, 2}));
   EXPECT_THAT([&] { exec.run(); }, ::testing::ThrowsMessage<Error>(HasSubstr("graph changed")));
+}
+
+// Dead-code elimination rebuilds the node storage even when it removes nothing; the executor holds
+// node indices and the graph's version, so it refuses to run instead of reading freed nodes.
+TEST(Executor, RefusesToRunAfterDeadCodeElimination) {
+  Graph g;
+  const Value x = g.input("x", {1, 2});
+  const Value y = linear(x, g.parameter("w", {2, 2}));
+  const Value outputs[] = {y};
+  Executor exec(g, outputs);
+  EXPECT_EQ(eliminate_dead_code(g, outputs), 0);
+  EXPECT_THAT([&] { exec.run(); }, ThrowsMessage<Error>(HasSubstr("graph changed")));
+  Executor fresh(g, outputs);  // a new executor plans the new graph and runs
+  const Tensor xt = Tensor::filled({1, 2}, 1.0f), wt = Tensor::filled({2, 2}, 1.0f);
+  fresh.bind(x, xt);
+  fresh.bind(g.find("w"), wt);
+  fresh.run();
+  EXPECT_FLOAT_EQ(fresh.get(y).data()[0], static_cast<float>(2 / std::sqrt(2.0)));
+}
+
+TEST(Executor, RefusesToRunAfterAScaleOverride) {
+  Graph g;
+  const Value x = g.input("x", {1, 2});
+  const Value y = linear(x, g.parameter("w", {2, 2}));
+  const Value outputs[] = {y};
+  Executor exec(g, outputs);
+  g.set_scale(y, "alpha", 2.0);
+  EXPECT_THAT([&] { exec.run(); }, ThrowsMessage<Error>(HasSubstr("graph changed")));
+}
+
+// Each op accepts exactly the scales its kernels read: a name that is declared changes the result
+// (checked through the executor for the residual ops, whose names are not alpha/beta_<input>),
+// and any other name is an error naming the op.
+TEST(Executor, SetScaleAcceptsExactlyTheScalesTheKernelsRead) {
+  Graph g;
+  const Value x = g.input("x", {2, 3});
+  const Value r = relu(x);
+  EXPECT_THAT([&] { g.set_scale(r, "alpha", 2.0); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("relu"), HasSubstr("no unit scales"))));
+  const auto [branch, skip] = residual_split(x, 0.5);
+  const Value sum_value = residual_add(branch, skip, 0.5);
+  EXPECT_THAT([&] { g.set_scale(sum_value, "beta_residual", 2.0); },
+              ThrowsMessage<Error>(HasSubstr("alpha_residual, alpha_skip")));
+  const Value outputs[] = {sum_value};
+  const Tensor xt = Tensor::filled({2, 3}, 1.0f);
+  auto run = [&] {
+    Executor exec(g, outputs);
+    exec.bind(x, xt);
+    exec.run();
+    return exec.get(sum_value).data()[0];
+  };
+  const float before = run();
+  g.set_scale(sum_value, "alpha_residual", 0.0625);
+  g.set_scale(sum_value, "alpha_skip", 0.125);
+  const float after = run();
+  EXPECT_NE(before, after);
+  EXPECT_FLOAT_EQ(after, 0.0625f + 0.125f);  // x + x with the overridden weights
 }
 
 }  // namespace

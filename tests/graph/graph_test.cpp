@@ -6,10 +6,12 @@
 #include "unitscale/error.hpp"
 #include "unitscale/graph/builders/linear.hpp"
 #include "unitscale/graph/dead_code.hpp"
+#include "unitscale/ops/registry.hpp"
 
 namespace unitscale {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 TEST(Graph, PrinterIsStable) {
@@ -68,6 +70,48 @@ TEST(DeadCode, RemovesOnlyUnusedNodes) {
   EXPECT_FALSE(g.is_dead(used.id()));
   EXPECT_THAT([&] { linear(unused, g.parameter("w4", {1, 4})); },
               ::testing::ThrowsMessage<Error>(HasSubstr("removed by a pass")));
+}
+
+TEST(Graph, RetainNodesRejectsKeepingAConsumerOfARemovedNode) {
+  Graph g;
+  const Value x = g.input("x", {2, 3});
+  const Value h = linear(x, g.parameter("w1", {3, 3}));
+  linear(h, g.parameter("w2", {1, 3}));
+  const std::uint64_t version = g.version();
+  EXPECT_THAT([&] { g.retain_nodes({false, true}); },
+              ::testing::ThrowsMessage<Error>(AllOf(HasSubstr("node 1 (linear)"),
+                                                    HasSubstr("node 0 (linear)"))));
+  EXPECT_THAT([&] { g.retain_nodes({true}); },
+              ::testing::ThrowsMessage<Error>(HasSubstr("1 flags for a graph of 2 nodes")));
+  EXPECT_EQ(g.nodes().size(), 2u);  // nothing changed
+  EXPECT_EQ(g.version(), version);
+  EXPECT_FALSE(g.is_dead(h.id()));
+}
+
+// Shapes are checked before the scale rules run: a rank-0 weight is a shape error naming the op,
+// and a zero-sized dimension the rule divides by is an error, not a node scaled by ∞.
+TEST(Graph, ShapeChecksComeBeforeScaleRules) {
+  Graph g;
+  const Value x = g.input("x", {4, 3});
+  EXPECT_THAT([&] { linear(x, g.parameter("w0", Shape{})); },
+              ::testing::ThrowsMessage<Error>(AllOf(HasSubstr("linear"), HasSubstr("weight []"))));
+  const Value empty = g.input("empty", {4, 0});
+  EXPECT_THAT([&] { linear(empty, g.parameter("w", {5, 0})); },
+              ::testing::ThrowsMessage<Error>(AllOf(HasSubstr("linear"), HasSubstr("alpha"),
+                                                    HasSubstr("[4, 0]"))));
+}
+
+// A node recorded by name gets the op's own rule: linear_readout is α = 1/fan_in, unconstrained
+// (β_x = fan_out^-½), without the builder's attributes.
+TEST(Graph, LinearReadoutByNameHasItsDefiningRule) {
+  Graph g;
+  const Value x = g.input("x", {4, 16});
+  const Value w = g.parameter("w", {9, 16});
+  const Value inputs[] = {x, w, Value{}};
+  const Value y = g.apply1(op_by_name("linear_readout"), inputs, {});
+  const Attributes& attrs = g.nodes()[static_cast<std::size_t>(g.info(y).node)].attrs;
+  EXPECT_DOUBLE_EQ(attrs.get_double("test", "alpha"), 1.0 / 16);
+  EXPECT_DOUBLE_EQ(attrs.get_double("test", "beta_x"), 1.0 / 3);
 }
 
 }  // namespace

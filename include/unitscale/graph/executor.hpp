@@ -13,7 +13,8 @@
 //   exec.run();
 //   float l = exec.get(loss).data()[0];
 //
-// The graph must not change while an executor made from it is in use; run() checks this.
+// The executor holds node indices, never pointers into the graph. A graph changed after the
+// executor was made (Graph::version) is refused by run() with a clear error: make a new executor.
 
 #include <cstddef>
 #include <cstdint>
@@ -46,16 +47,19 @@ class Executor {
 
  private:
   struct Step {
-    const Node* node;
+    int node;  // index into graph_.nodes()
     std::vector<ConstTensorView> inputs;
     std::vector<TensorView> outputs;
   };
   void plan_memory(const std::vector<int>& last_use);
   void prepare(const Node& node) const;
+  const Node& node_of(const Step& step) const {
+    return graph_.nodes()[static_cast<std::size_t>(step.node)];
+  }
   ConstTensorView view_of(int id) const;
 
   Graph& graph_;
-  std::size_t graph_node_count_;
+  std::uint64_t graph_version_;
   std::vector<int> requested_;
   std::vector<Step> steps_;
   std::vector<std::ptrdiff_t> offset_;  // per value: arena offset in floats, or -1

@@ -6,6 +6,7 @@
 //
 // A Graph is neither copyable nor movable, because Values point at it.
 
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -82,7 +83,7 @@ class Graph {
                                        std::span<const std::optional<Shape>> output_shapes,
                                        int differentiates = -1);
 
-  // Overrides one unit scale of the node that produced `v`: "alpha" or "beta_<input name>". The
+  // Overrides one unit scale of the node that produced `v`, one of its op's `scales`. The
   // rule's init-time scale assumes independent unit-variance inputs; when that is off (e.g.
   // correlated tokens in a deep residual stream) a measured scale can replace it. The backward
   // node, if autodiff has recorded it already, gets the same value. Throws if `v` is not a node
@@ -99,9 +100,14 @@ class Graph {
   Value find(std::string_view name);
 
   // Keeps only the nodes with keep[i] true (value ids stay valid; outputs of removed nodes are
-  // marked dead). Used by passes such as dead-code elimination.
+  // marked dead). Used by passes such as dead-code elimination. Throws, changing nothing, if
+  // `keep` has the wrong size or keeps a node whose input is produced by a removed one.
   void retain_nodes(const std::vector<bool>& keep);
   bool is_dead(int id) const { return info(id).node == kDeadNode; }
+
+  // Counts the changes to the graph (recorded nodes, removed nodes, overridden scales): an executor
+  // remembers the version it planned and refuses to run a graph that has changed since.
+  std::uint64_t version() const { return version_; }
 
   // A stable textual form for golden tests, one line per value or node:
   //   %0 = input "x" [4, 8]
@@ -112,11 +118,14 @@ class Graph {
   static constexpr int kDeadNode = -2;
   int add_value(Shape shape, ValueKind kind, std::string name);
   void check_owned(const Value& v, std::string_view op) const;
+  static void check_unit_scales(const OpDef& op, std::span<const Shape* const> shapes,
+                                const Attributes& attrs);
 
   Scaling scaling_;
   std::vector<ValueInfo> values_;
   std::vector<Node> nodes_;
   std::vector<std::pair<int, Tensor>> constants_;
+  std::uint64_t version_ = 0;
 };
 
 }  // namespace unitscale

@@ -6,9 +6,10 @@
 // Conventions every op follows:
 // - Optional inputs (a bias) and gradients nobody asked for are *absent*: a null Shape pointer in
 //   shape inference, a view whose data() is null in kernels.
-// - Unit scales are attributes: "alpha" (forward output scale) and "beta_<input name>" (gradient
-//   scales), resolved at record time by `unit_scale` when the graph is unit-scaled. Kernels read
-//   them with a default of 1, which is how the same op runs unscaled (SP).
+// - Unit scales are attributes, usually "alpha" (forward output scale) and "beta_<input name>"
+//   (gradient scales), resolved at record time by `unit_scale` when the graph is unit-scaled.
+//   Kernels read them with a default of 1, which is how the same op runs unscaled (SP). `scales`
+//   lists exactly the names its kernels read: Graph::set_scale accepts those and nothing else.
 // - The backward op takes (forward inputs..., forward outputs..., output gradients...) — the
 //   forward values it does not read (see `backward_reads`) are passed absent so their memory can
 //   be freed early — and produces one gradient per forward input, each absent when not requested
@@ -52,6 +53,8 @@ struct OpDef {
   // One name per input, used in error messages, the printer and "beta_<name>"; a trailing '?'
   // marks an optional input.
   std::vector<std::string_view> inputs;
+  // The unit scales the op's kernels (forward and backward) read; empty: the op has none.
+  std::vector<std::string_view> scales = {};
   int output_count = 1;
   InferShapesFn infer_shapes = nullptr;  // null only for backward ops (autodiff knows the shapes)
   UnitScaleFn unit_scale = nullptr;      // null: the op has no scales of its own
