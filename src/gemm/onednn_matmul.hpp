@@ -26,8 +26,9 @@ class OneDnnMatmul {
   // The implementation oneDNN chose, e.g. "gemm:jit" or "brg:avx512_core_amx".
   std::string implementation() const;
 
- private:
   struct State;
+
+ private:
   State* state_;
 };
 
