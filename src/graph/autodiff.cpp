@@ -2,7 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+#include <optional>
+
 #include "unitscale/error.hpp"
+#include "unitscale/graph/builders/elementwise.hpp"
 
 namespace unitscale {
 namespace {
@@ -39,13 +43,33 @@ std::vector<bool> depends_on(const Graph& graph, std::span<const Value> sources)
   return depends;
 }
 
+// The gradient flowing into the loss: the given seed or ones, times the loss scale.
+Value seed_of(Graph& graph, Value loss, const AutodiffOptions& options) {
+  if (!std::isfinite(options.loss_scale) || options.loss_scale <= 0) {
+    throw Error(fmt::format("autodiff: the loss scale must be finite and positive, got {}",
+                            options.loss_scale));
+  }
+  if (!options.seed.present()) {
+    if (loss.shape().numel() != 1) {
+      throw Error("autodiff: without a seed the loss must have one element, got shape " +
+                  loss.shape().to_string());
+    }
+    return graph.constant(Tensor::filled(loss.shape(), static_cast<float>(options.loss_scale)),
+                          "grad_seed");
+  }
+  if (&options.seed.graph() != &graph || options.seed.shape() != loss.shape()) {
+    throw Error(fmt::format("autodiff: the seed {} must belong to the graph and have the loss's "
+                            "shape {}",
+                            options.seed.shape().to_string(), loss.shape().to_string()));
+  }
+  return options.loss_scale == 1.0 ? options.seed : scale_fwd(options.seed, options.loss_scale);
+}
+
 }  // namespace
 
-std::vector<Value> autodiff(Graph& graph, Value loss, std::span<const Value> wrt) {
+std::vector<Value> autodiff(Graph& graph, Value loss, std::span<const Value> wrt,
+                            const AutodiffOptions& options) {
   if (&loss.graph() != &graph) throw Error("autodiff: the loss belongs to a different graph");
-  if (loss.shape().numel() != 1) {
-    throw Error("autodiff: the loss must have one element, got shape " + loss.shape().to_string());
-  }
   for (const Value& v : wrt) {
     if (!v.present() || &v.graph() != &graph) {
       throw Error("autodiff: every value to differentiate with respect to must belong to the graph");
@@ -57,10 +81,15 @@ std::vector<Value> autodiff(Graph& graph, Value loss, std::span<const Value> wrt
   std::vector<Value> grads(static_cast<std::size_t>(graph.value_count()));
   auto add_grad = [&](int id, Value g) {
     Value& slot = grads[static_cast<std::size_t>(id)];
+    if (!slot.present()) {
+      slot = g;
+      return;
+    }
     const Value operands[] = {slot, g};
-    slot = slot.present() ? graph.apply1(kAccumulateGrad, operands, {}) : g;
+    const std::optional<Shape> shape[] = {graph.info(id).shape};
+    slot = graph.apply_with_shapes(kAccumulateGrad, operands, {}, shape, id).at(0);
   };
-  add_grad(loss.id(), graph.constant(Tensor::filled(loss.shape(), 1.0f), "grad_seed"));
+  add_grad(loss.id(), seed_of(graph, loss, options));
 
   // Only the forward nodes: the ones appended below are visited by nobody.
   for (int n = static_cast<int>(graph.nodes().size()) - 1; n >= 0; --n) {
@@ -104,6 +133,9 @@ std::vector<Value> autodiff(Graph& graph, Value loss, std::span<const Value> wrt
     }
   }
 
+  for (std::size_t id = 0; id < grads.size(); ++id) {
+    if (grads[id].present()) graph.record_gradient(graph.value(static_cast<int>(id)), grads[id]);
+  }
   std::vector<Value> result;
   for (const Value& v : wrt) result.push_back(grads[static_cast<std::size_t>(v.id())]);
   return result;

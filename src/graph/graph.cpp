@@ -166,8 +166,28 @@ void Graph::set_scale(Value v, std::string_view scale, double value) {
   ++version_;
   const int forward_output = node.outputs.front();
   for (Node& other : nodes_) {
-    if (other.differentiates == forward_output) other.attrs.set(scale, value);
+    if (other.differentiates == forward_output && other.op == node.op->backward) {
+      other.attrs.set(scale, value);
+    }
   }
+}
+
+Value Graph::grad_of(Value v) {
+  check_owned(v, "grad_of");
+  const auto id = static_cast<std::size_t>(v.id());
+  return id < gradient_.size() && gradient_[id] >= 0 ? Value(this, gradient_[id]) : Value{};
+}
+
+void Graph::record_gradient(Value v, Value grad) {
+  check_owned(v, "record_gradient");
+  check_owned(grad, "record_gradient");
+  if (!v.present() || !grad.present() || grad.shape() != v.shape()) {
+    throw Error(fmt::format("record_gradient: the gradient {} of %{} must be present and of its shape {}",
+                            grad.present() ? grad.shape().to_string() : "(absent)", v.id(),
+                            v.present() ? v.shape().to_string() : "(absent)"));
+  }
+  if (gradient_.size() < values_.size()) gradient_.resize(values_.size(), -1);
+  gradient_[static_cast<std::size_t>(v.id())] = grad.id();
 }
 
 void Graph::retain_nodes(const std::vector<bool>& keep) {

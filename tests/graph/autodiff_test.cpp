@@ -119,5 +119,62 @@ TEST(Autodiff, NondifferentiableInputsGetNoGradient) {
   EXPECT_TRUE(grads[1].present());
 }
 
+// The value→gradient map stays on the graph, and every appended node names the forward value it
+// belongs to: the shared weight's accumulate_grad node belongs to w.
+TEST(Autodiff, RecordsTheGradientOfEveryValueAndWhatEachNodeBelongsTo) {
+  SharedWeightModel m;
+  const std::size_t forward_nodes = m.graph.nodes().size();
+  const Value wrt[] = {m.w, m.x};
+  const std::vector<Value> grads = autodiff(m.graph, m.loss, wrt);
+  EXPECT_EQ(m.graph.grad_of(m.w), grads[0]);
+  EXPECT_EQ(m.graph.grad_of(m.x), grads[1]);
+  EXPECT_TRUE(m.graph.grad_of(m.loss).present());  // the seed
+  int accumulations = 0;
+  for (std::size_t n = forward_nodes; n < m.graph.nodes().size(); ++n) {
+    const Node& node = m.graph.nodes()[n];
+    EXPECT_GE(node.differentiates, 0) << node.op->name;
+    if (node.op->name == "accumulate_grad") {
+      ++accumulations;
+      EXPECT_EQ(node.differentiates, m.w.id());
+    }
+  }
+  EXPECT_EQ(accumulations, 1);
+}
+
+// A given seed is the upstream gradient (here of a non-scalar "loss"), and the loss scale
+// multiplies every gradient, exactly for a power of two.
+TEST(Autodiff, SeedsWithAnUpstreamGradientAndALossScale) {
+  std::mt19937 rng(8);
+  Graph g(Scaling::kUnscaled);
+  const Value x = g.input("x", {3, 4});
+  const Value w = g.parameter("w", {2, 4});
+  const Value y = linear(x, w);  // [3, 2], not a scalar
+  const Value upstream = g.input("upstream", {3, 2});
+  const Value wrt[] = {w};
+  const Value dw = autodiff(g, y, wrt, {.seed = upstream})[0];
+  const Value dw_scaled = autodiff(g, y, wrt, {.seed = upstream, .loss_scale = 1024.0})[0];
+  const Value outputs[] = {dw, dw_scaled};
+  Executor exec(g, outputs);
+  const Tensor xt = random_normal({3, 4}, rng), wt = random_normal({2, 4}, rng);
+  const Tensor gt = random_normal({3, 2}, rng);
+  exec.bind(x, xt);
+  exec.bind(w, wt);
+  exec.bind(upstream, gt);
+  exec.run();
+  for (int o = 0; o < 2; ++o) {
+    for (int i = 0; i < 4; ++i) {  // dW = gᵀ·x
+      double expected = 0;
+      for (int t = 0; t < 3; ++t) expected += double{gt[t * 2 + o]} * xt[t * 4 + i];
+      EXPECT_NEAR(exec.get(dw).data()[o * 4 + i], expected, 1e-5);
+      EXPECT_EQ(exec.get(dw_scaled).data()[o * 4 + i], 1024.0f * exec.get(dw).data()[o * 4 + i]);
+    }
+  }
+  EXPECT_THAT([&] { autodiff(g, y, wrt); }, ThrowsMessage<Error>(HasSubstr("one element")));
+  EXPECT_THAT([&] { autodiff(g, y, wrt, {.seed = x}); },
+              ThrowsMessage<Error>(HasSubstr("the loss's shape [3, 2]")));
+  EXPECT_THAT([&] { autodiff(g, y, wrt, {.seed = upstream, .loss_scale = 0.0}); },
+              ThrowsMessage<Error>(HasSubstr("loss scale")));
+}
+
 }  // namespace
 }  // namespace unitscale

@@ -54,8 +54,10 @@ struct Node {
   std::vector<int> inputs;   // value ids; -1 for an absent optional input
   std::vector<int> outputs;  // value ids; -1 for an absent output (e.g. an unrequested gradient)
   Attributes attrs;
-  // For a node recorded by autodiff: the first output of the forward node it differentiates
-  // (a value id, which stays valid across passes); -1 otherwise.
+  // For a node recorded by autodiff, the forward value it belongs to (a value id, which stays
+  // valid across passes): for a backward node, the first output of the forward node it
+  // differentiates; for an accumulate_grad node, the value whose gradient contributions it sums.
+  // -1 for forward nodes.
   int differentiates = -1;
 };
 
@@ -89,6 +91,12 @@ class Graph {
   // node, if autodiff has recorded it already, gets the same value. Throws if `v` is not a node
   // output, the op has no such scale, or `value` is not finite and positive.
   void set_scale(Value v, std::string_view scale, double value);
+
+  // The gradient autodiff recorded for `v` (absent if none): the most recent autodiff that
+  // reached `v` records it, so the training step's passes can find a parameter's gradient.
+  Value grad_of(Value v);
+  // Records `grad` as the gradient of `v`; for autodiff and passes that build backward graphs.
+  void record_gradient(Value v, Value grad);
 
   int value_count() const { return static_cast<int>(values_.size()); }
   const ValueInfo& info(int id) const;
@@ -126,6 +134,7 @@ class Graph {
   std::vector<Node> nodes_;
   std::vector<std::pair<int, Tensor>> constants_;
   std::uint64_t version_ = 0;
+  std::vector<int> gradient_;  // per value id: its gradient's id, or -1
 };
 
 }  // namespace unitscale
