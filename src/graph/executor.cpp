@@ -204,11 +204,64 @@ void Executor::run() {
     views_ready_ = true;
   }
   const KernelContext context{.step = step_};
-  for (const Step& step : steps_) {
+  if (profiling_ && node_time_.size() != steps_.size()) {
+    node_time_.assign(steps_.size(), {});
+    node_calls_.assign(steps_.size(), 0);
+  }
+  for (std::size_t s = 0; s < steps_.size(); ++s) {
+    const Step& step = steps_[s];
     const Node& node = node_of(step);
-    node.op->kernel(step.inputs, step.outputs, node.attrs, context);
+    if (profiling_) {
+      const auto start = std::chrono::steady_clock::now();
+      node.op->kernel(step.inputs, step.outputs, node.attrs, context);
+      node_time_[s] += std::chrono::steady_clock::now() - start;
+      ++node_calls_[s];
+    } else {
+      node.op->kernel(step.inputs, step.outputs, node.attrs, context);
+    }
+    if (!observers_.empty()) {
+      const NodeEvent event{step.node, node,
+                            node.differentiates >= 0 ? Phase::kBackward : Phase::kForward,
+                            step.outputs};
+      for (const Observer& observer : observers_) observer(event);
+    }
   }
   ++step_;
+}
+
+std::vector<OpProfile> Executor::profile() const {
+  std::vector<OpProfile> ops;
+  for (std::size_t s = 0; s < node_time_.size(); ++s) {
+    const Node& node = node_of(steps_[s]);
+    auto it = std::find_if(ops.begin(), ops.end(),
+                           [&](const OpProfile& p) { return p.op == node.op->name; });
+    if (it == ops.end()) it = ops.insert(ops.end(), OpProfile{std::string(node.op->name)});
+    it->calls += node_calls_[s];
+    it->seconds += std::chrono::duration<double>(node_time_[s]).count();
+    for (const int out : node.outputs) {
+      if (out >= 0) {
+        it->output_bytes += node_calls_[s] * static_cast<std::uint64_t>(graph_.info(out).shape.numel()) *
+                            sizeof(float);
+      }
+    }
+  }
+  std::sort(ops.begin(), ops.end(),
+            [](const OpProfile& a, const OpProfile& b) { return a.seconds > b.seconds; });
+  return ops;
+}
+
+std::string Executor::profile_table() const {
+  const std::vector<OpProfile> ops = profile();
+  double total = 0;
+  for (const OpProfile& p : ops) total += p.seconds;
+  std::string table = fmt::format("{:<40} {:>8} {:>12} {:>7} {:>12}\n", "op", "calls", "ms", "%",
+                                  "MB written");
+  for (const OpProfile& p : ops) {
+    table += fmt::format("{:<40} {:>8} {:>12.3f} {:>6.1f}% {:>12.1f}\n", p.op, p.calls,
+                         p.seconds * 1e3, total > 0 ? 100 * p.seconds / total : 0.0,
+                         static_cast<double>(p.output_bytes) / 1e6);
+  }
+  return table;
 }
 
 ConstTensorView Executor::get(Value v) const {

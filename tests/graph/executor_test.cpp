@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "../support/op_check.hpp"
@@ -172,6 +173,69 @@ TEST(Executor, DetectsGraphChangesAfterPlanning) {
   Executor exec(g, outputs);
   linear(y, g.parameter("w2", {2, 2}));
   EXPECT_THAT([&] { exec.run(); }, ::testing::ThrowsMessage<Error>(HasSubstr("graph changed")));
+}
+
+// Observers see every node right after its kernel, with its outputs before the arena is reused:
+// in a chain whose intermediates share memory, each observed copy still matches a direct
+// computation. Nodes from autodiff are reported as backward.
+TEST(Executor, ObserversSeeEveryNodeWithItsOutputsAndPhase) {
+  std::mt19937 rng(11);
+  Graph g;
+  const Value x = g.input("x", {4, 8});
+  const Value w = g.parameter("w", {8, 8});
+  const Value h1 = linear(x, w);
+  const Value h2 = linear(h1, w);
+  const Value loss = sum(linear(h2, w));
+  const Value wrt[] = {w};
+  const Value dw = autodiff(g, loss, wrt)[0];
+  const Value outputs[] = {loss, dw};
+  Executor exec(g, outputs);
+  const Tensor xt = random_normal({4, 8}, rng), wt = random_normal({8, 8}, rng);
+  exec.bind(x, xt);
+  exec.bind(w, wt);
+  std::vector<int> seen;
+  std::vector<Phase> phases;
+  Tensor observed_h1;
+  exec.add_observer([&](const NodeEvent& event) {
+    seen.push_back(event.node_index);
+    phases.push_back(event.phase);
+    EXPECT_EQ(event.phase == Phase::kBackward, event.node.differentiates >= 0);
+    if (event.node.outputs[0] == h1.id()) {
+      observed_h1 = Tensor(event.outputs[0].shape(), event.outputs[0].span());
+    }
+  });
+  exec.run();
+  EXPECT_EQ(seen.size(), exec.planned_node_count());
+  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+  EXPECT_EQ(std::count(phases.begin(), phases.end(), Phase::kForward), 4);
+  EXPECT_GT(std::count(phases.begin(), phases.end(), Phase::kBackward), 0);
+  Tensor expected({4, 8});
+  linear_forward(xt, wt, {}, expected, static_cast<float>(1 / std::sqrt(8.0)));
+  ASSERT_EQ(observed_h1.numel(), 32);
+  for (int i = 0; i < 32; ++i) EXPECT_FLOAT_EQ(observed_h1[i], expected[i]);
+}
+
+TEST(Executor, ProfileSumsTimeAndBytesPerOp) {
+  Graph g;
+  const Value x = g.input("x", {16, 32});
+  const Value w = g.parameter("w", {32, 32});
+  const Value y = linear(linear(x, w), w);
+  const Value outputs[] = {y};
+  Executor exec(g, outputs);
+  const Tensor xt = Tensor::filled({16, 32}, 0.5f), wt = Tensor::filled({32, 32}, 0.25f);
+  exec.bind(x, xt);
+  exec.bind(w, wt);
+  exec.run();  // not profiled
+  exec.set_profiling(true);
+  exec.run();
+  exec.run();
+  const std::vector<OpProfile> profile = exec.profile();
+  ASSERT_EQ(profile.size(), 1u);
+  EXPECT_EQ(profile[0].op, "linear");
+  EXPECT_EQ(profile[0].calls, 4u);  // two nodes, two runs
+  EXPECT_EQ(profile[0].output_bytes, 4u * 16 * 32 * sizeof(float));
+  EXPECT_GT(profile[0].seconds, 0.0);
+  EXPECT_THAT(exec.profile_table(), HasSubstr("linear"));
 }
 
 // Dead-code elimination rebuilds the node storage even when it removes nothing; the executor holds

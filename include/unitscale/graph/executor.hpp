@@ -16,14 +16,38 @@
 // The executor holds node indices, never pointers into the graph. A graph changed after the
 // executor was made (Graph::version) is refused by run() with a clear error: make a new executor.
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "unitscale/graph/graph.hpp"
 
 namespace unitscale {
+
+// Which part of a training step a node belongs to: nodes recorded by autodiff are backward.
+enum class Phase { kForward, kBackward };
+
+// What an observer sees after each node: the node, its outputs (valid only during the call: the
+// arena is reused by later nodes) and its phase.
+struct NodeEvent {
+  int node_index;  // into graph.nodes()
+  const Node& node;
+  Phase phase;
+  std::span<const TensorView> outputs;  // absent outputs have null data
+};
+using Observer = std::function<void(const NodeEvent&)>;
+
+// Time and output bytes of one op over the profiled runs.
+struct OpProfile {
+  std::string op;
+  std::uint64_t calls = 0;
+  double seconds = 0;
+  std::uint64_t output_bytes = 0;
+};
 
 class Executor {
  public:
@@ -41,6 +65,16 @@ class Executor {
   void set_step(std::uint64_t step) { step_ = step; }
   // A requested output (valid until the next run()); throws if `v` was not requested.
   ConstTensorView get(Value v) const;
+
+  // Calls `observer` after every node of every following run(), in execution order. With none
+  // registered, run() does no per-node work beyond the kernels.
+  void add_observer(Observer observer) { observers_.push_back(std::move(observer)); }
+
+  // Times every node of the following runs (steady clock around each kernel) until turned off.
+  void set_profiling(bool on) { profiling_ = on; }
+  // Per op, summed over the profiled runs, most time first; and the same as a table.
+  std::vector<OpProfile> profile() const;
+  std::string profile_table() const;
 
   std::size_t peak_bytes() const { return arena_bytes_; }
   std::size_t planned_node_count() const { return steps_.size(); }
@@ -68,6 +102,10 @@ class Executor {
   std::unique_ptr<float[], void (*)(float*)> arena_{nullptr, nullptr};
   bool views_ready_ = false;
   std::uint64_t step_ = 0;
+  std::vector<Observer> observers_;
+  bool profiling_ = false;
+  std::vector<std::chrono::steady_clock::duration> node_time_;  // per step, when profiling
+  std::vector<std::uint64_t> node_calls_;
 };
 
 }  // namespace unitscale
