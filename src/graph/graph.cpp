@@ -18,7 +18,7 @@ Graph& Value::graph() const {
 const Shape& Value::shape() const { return graph().info(id_).shape; }
 
 int Graph::add_value(Shape shape, ValueKind kind, std::string name) {
-  values_.push_back(ValueInfo{std::move(shape), kind, std::move(name), -1, 0});
+  values_.push_back(ValueInfo{std::move(shape), kind, std::move(name), -1, 0, std::nullopt});
   return value_count() - 1;
 }
 
@@ -28,6 +28,13 @@ Value Graph::input(std::string name, Shape shape) {
 
 Value Graph::parameter(std::string name, Shape shape) {
   return {this, add_value(std::move(shape), ValueKind::kParameter, std::move(name))};
+}
+
+Value Graph::parameter(std::string name, Shape shape, ParameterInfo info) {
+  info.check(name, shape);
+  const Value v = parameter(std::move(name), std::move(shape));
+  values_[static_cast<std::size_t>(v.id())].parameter = std::move(info);
+  return v;
 }
 
 Value Graph::constant(Tensor value, std::string name) {
@@ -234,7 +241,9 @@ std::string Graph::to_string() const {
         text += fmt::format("%{} = input \"{}\" {}\n", id, v.name, v.shape.to_string());
         break;
       case ValueKind::kParameter:
-        text += fmt::format("%{} = parameter \"{}\" {}\n", id, v.name, v.shape.to_string());
+        text += fmt::format("%{} = parameter \"{}\" {}", id, v.name, v.shape.to_string());
+        if (v.parameter) text += fmt::format(" {{{}}}", v.parameter->to_string());
+        text += "\n";
         break;
       case ValueKind::kConstant:
         text += fmt::format("%{} = constant \"{}\" {}\n", id, v.name, v.shape.to_string());

@@ -72,6 +72,27 @@ TEST(DeadCode, RemovesOnlyUnusedNodes) {
               ::testing::ThrowsMessage<Error>(HasSubstr("removed by a pass")));
 }
 
+TEST(Graph, ParametersCarryTheirMetadataIntoThePrinter) {
+  Graph g;
+  const Value w = g.parameter("w", {3, 8},
+                              {.role = ParameterRole::kWeight, .fan_in = 8, .fan_out = 3,
+                               .width_dims = {0, 1}, .depth = 2});
+  const Value b = g.parameter("b", {3});
+  ASSERT_TRUE(g.info(w).parameter.has_value());
+  EXPECT_EQ(g.info(w).parameter->fan_in, 8);
+  EXPECT_FALSE(g.info(b).parameter.has_value());
+  EXPECT_EQ(g.to_string(),
+            "%0 = parameter \"w\" [3, 8] {role=weight, fan_in=8, fan_out=3, width_dims=[0, 1], "
+            "depth=2}\n"
+            "%1 = parameter \"b\" [3]\n");
+  EXPECT_THAT([&] { g.parameter("e", {10, 4}, {.role = ParameterRole::kEmbedding, .width_dims = {2}}); },
+              ::testing::ThrowsMessage<Error>(AllOf(HasSubstr("'e'"), HasSubstr("width dim 2"))));
+  EXPECT_THAT([&] { g.parameter("f", {4}, {.fan_in = 0}); },
+              ::testing::ThrowsMessage<Error>(HasSubstr("fan_in and fan_out")));
+  EXPECT_THAT([&] { g.parameter("d", {4}, {.depth = -1}); },
+              ::testing::ThrowsMessage<Error>(HasSubstr("depth")));
+}
+
 TEST(Graph, RetainNodesRejectsKeepingAConsumerOfARemovedNode) {
   Graph g;
   const Value x = g.input("x", {2, 3});

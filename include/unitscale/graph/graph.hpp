@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "unitscale/graph/parameter_info.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/op_def.hpp"
 #include "unitscale/tensor/tensor.hpp"
@@ -47,6 +48,7 @@ struct ValueInfo {
   std::string name;  // inputs, parameters and named constants
   int node = -1;     // producing node, for node outputs
   int output_index = 0;
+  std::optional<ParameterInfo> parameter;  // parameters made with their metadata
 };
 
 struct Node {
@@ -72,6 +74,9 @@ class Graph {
 
   Value input(std::string name, Shape shape);
   Value parameter(std::string name, Shape shape);
+  // A parameter with the metadata the parametrizations need (checked against the shape; the
+  // printer shows it).
+  Value parameter(std::string name, Shape shape, ParameterInfo info);
   Value constant(Tensor value, std::string name = {});
 
   // Records a node of `op`: resolves its unit scales (when the graph is unit-scaled), infers its
