@@ -1,6 +1,7 @@
 #include "unitscale/ops/gemm.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <fmt/format.h>
@@ -117,16 +118,45 @@ class PlanCache {
   void clear() {
     std::unique_lock lock(mutex_);
     plans_.clear();
+    ++generation_;
   }
+
+  // Plans live until clear(), which bumps the generation: a plan pointer remembered with the
+  // generation it was found in is valid while the generation is unchanged.
+  std::uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
  private:
   mutable std::shared_mutex mutex_;
   std::unordered_map<GemmProblem, std::unique_ptr<Plan>, ProblemHash> plans_;
+  std::atomic<std::uint64_t> generation_{0};
 };
 
 PlanCache& plan_cache() {
   static PlanCache cache;
   return cache;
+}
+
+// The plan of `problem`, through a per-thread memory of the last few problems: kernels call the
+// same few GEMMs over and over, and this skips the shared lock and the hash (about 200 ns, which
+// showed on tiny GEMMs).
+Plan& find_plan(const GemmProblem& problem, const GemmMatrix& a, const GemmMatrix& b) {
+  struct Recent {
+    GemmProblem problem;
+    Plan* plan = nullptr;
+    std::uint64_t generation = 0;
+  };
+  constexpr std::size_t kRecent = 4;
+  thread_local std::array<Recent, kRecent> recent{};
+  thread_local std::size_t next = 0;
+  PlanCache& cache = plan_cache();
+  const std::uint64_t generation = cache.generation();
+  for (const Recent& r : recent) {
+    if (r.plan != nullptr && r.generation == generation && r.problem == problem) return *r.plan;
+  }
+  Plan& plan = cache.get(problem, a, b);
+  recent[next] = {problem, &plan, generation};
+  next = (next + 1) % kRecent;
+  return plan;
 }
 
 // Per-thread buffers for widened operands and the scaled bias.
@@ -271,7 +301,7 @@ void gemm(const GemmMatrix& a, const GemmMatrix& b, const GemmOutput& c,
   }
   if (p.k == 0) return empty_sum(c, options, p.c_row_stride, p.c_batch_stride);
 
-  Plan& plan = plan_cache().get(p, a, b);
+  Plan& plan = find_plan(p, a, b);
   plan.calls.fetch_add(1, std::memory_order_relaxed);
   Scratch& scratch = thread_scratch();
   const GemmMatrix wa = detail::widen(a, plan.compute, p.batch, scratch.a);

@@ -13,15 +13,17 @@ namespace {
 
 // The GEMMs of linear, described once for the kernels (run = gemm) and the prepare hooks
 // (run = gemm_prepare). y = α·(x·Wᵀ + b): the bias is the GEMM's post-op.
-void forward_gemms(GemmFn run, ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
-                   TensorView y, float alpha) {
+// Views by reference: copying one copies its Shape, a heap allocation that tiny GEMMs notice.
+void forward_gemms(GemmFn run, const ConstTensorView& x, const ConstTensorView& weight,
+                   const ConstTensorView& bias, const TensorView& y, float alpha) {
   run(gemm_matrix(x), gemm_matrix(weight, /*transposed=*/true), gemm_output(y),
       {.alpha = alpha, .bias = bias.data()}, "linear");
 }
 
 // dx = β_x·g·W and dW = β_W·gᵀ·x.
-void backward_gemms(GemmFn run, ConstTensorView grad_y, ConstTensorView x, ConstTensorView weight,
-                    TensorView grad_x, TensorView grad_weight, float beta_x, float beta_weight) {
+void backward_gemms(GemmFn run, const ConstTensorView& grad_y, const ConstTensorView& x,
+                    const ConstTensorView& weight, const TensorView& grad_x,
+                    const TensorView& grad_weight, float beta_x, float beta_weight) {
   if (present(grad_x)) {
     run(gemm_matrix(grad_y), gemm_matrix(weight), gemm_output(grad_x), {.alpha = beta_x},
         "linear_backward");
