@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <fmt/format.h>
+#include <omp.h>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -57,11 +58,30 @@ struct ProblemHash {
   }
 };
 
+GemmType preferred_compute_type(const GemmProblem& p) {
+  const Forced& f = forced();
+  const bool bf16 = bf16_exact(p.a_type) && bf16_exact(p.b_type) && f.allow_bf16 &&
+                    detail::onednn_has_native_bf16() && f.engine != GemmEngine::kEigen;
+  return bf16 ? GemmType::kBF16 : GemmType::kF32;
+}
+
+// The engine the shape asks for; PlanCache::get falls back to Eigen where oneDNN would only have
+// its reference kernel.
+GemmEngine preferred_engine(const GemmProblem& p) {
+  if (forced().engine) return *forced().engine;
+  if (preferred_compute_type(p) == GemmType::kBF16) return GemmEngine::kOneDnn;
+  // Measured (docs/performance.md): oneDNN's FP32 matrix-vector products run at half Eigen's speed,
+  // and tiny products are dominated by oneDNN's per-call cost.
+  const bool vector = p.m == 1 || p.n == 1;
+  return vector || p.m * p.n * p.k < kTinyGemm ? GemmEngine::kEigen : GemmEngine::kOneDnn;
+}
+
 // How one problem runs: decided and, for oneDNN, created once.
 struct Plan {
   GemmEngine engine = GemmEngine::kOneDnn;
   GemmType compute = GemmType::kF32;
   std::unique_ptr<detail::OneDnnMatmul> matmul;
+  bool bias_in_gemm = false;  // oneDNN adds the bias (else gemm() does, after the product)
   std::atomic<std::uint64_t> calls{0};
 };
 
@@ -73,8 +93,8 @@ class PlanCache {
       if (auto it = plans_.find(problem); it != plans_.end()) return *it->second;
     }
     auto plan = std::make_unique<Plan>();
-    plan->engine = gemm_engine_for(problem);
-    plan->compute = gemm_compute_type(problem);
+    plan->engine = preferred_engine(problem);
+    plan->compute = preferred_compute_type(problem);
     if (plan->engine == GemmEngine::kOneDnn) {
       // The primitive sees the operands as widened: one matrix, packed unless already of the
       // compute type.
@@ -86,7 +106,23 @@ class PlanCache {
       single.a_row_stride = wa.row_stride == 0 ? wa.cols : wa.row_stride;
       single.b_row_stride = wb.row_stride == 0 ? wb.cols : wb.row_stride;
       single.a_batch_stride = single.b_batch_stride = single.c_batch_stride = 0;
+      // The bias as a post-op where oneDNN has a fast kernel for it. oneDNN 2.6 runs only its
+      // reference kernel (hundreds of times slower) with a per-row bias, or with a per-column one
+      // when B is transposed (linear's weight), so there gemm() adds the bias itself.
+      single.bias = problem.bias && !problem.bias_per_row;
+      single.bias_per_row = false;
       plan->matmul = std::make_unique<detail::OneDnnMatmul>(single);  // outside the lock
+      plan->bias_in_gemm = single.bias;
+      if (single.bias && plan->matmul->is_reference()) {
+        single.bias = false;
+        plan->matmul = std::make_unique<detail::OneDnnMatmul>(single);
+        plan->bias_in_gemm = false;
+      }
+      if (plan->matmul->is_reference()) {  // never the reference kernels: Eigen is far faster
+        plan->matmul.reset();
+        plan->engine = GemmEngine::kEigen;
+        plan->compute = GemmType::kF32;
+      }
     }
     std::unique_lock lock(mutex_);
     auto [it, inserted] = plans_.try_emplace(problem, std::move(plan));
@@ -136,6 +172,18 @@ PlanCache& plan_cache() {
   return cache;
 }
 
+// The plan of a problem given without its operands (their layout is in the problem).
+Plan& plan_for(const GemmProblem& p) {
+  auto operand = [](GemmType type, bool transposed, std::int64_t rows, std::int64_t cols,
+                    std::int64_t row_stride, std::int64_t batch_stride) {
+    return GemmMatrix{.type = type, .rows = transposed ? cols : rows,
+                      .cols = transposed ? rows : cols, .row_stride = row_stride,
+                      .batch_stride = batch_stride, .transposed = transposed};
+  };
+  return plan_cache().get(p, operand(p.a_type, p.a_transposed, p.m, p.k, p.a_row_stride, p.a_batch_stride),
+                          operand(p.b_type, p.b_transposed, p.k, p.n, p.b_row_stride, p.b_batch_stride));
+}
+
 // The plan of `problem`, through a per-thread memory of the last few problems: kernels call the
 // same few GEMMs over and over, and this skips the shared lock and the hash (about 200 ns, which
 // showed on tiny GEMMs).
@@ -182,6 +230,20 @@ void empty_sum(const GemmOutput& c, const GemmOptions& options, std::int64_t row
                                                    : options.alpha * bias[j];
         row[j] = options.accumulate ? row[j] + value : value;
       }
+    }
+  }
+}
+
+// C += scaled bias, per row or per column: where oneDNN cannot take the bias as a fast post-op.
+void add_bias(float* c, const GemmProblem& p, const float* scaled_bias) {
+  const bool parallel = p.m * p.n >= (std::int64_t{1} << 16) && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (parallel)
+  for (std::int64_t r = 0; r < p.m; ++r) {
+    float* row = c + r * p.c_row_stride;
+    if (p.bias_per_row) {
+      for (std::int64_t j = 0; j < p.n; ++j) row[j] += scaled_bias[r];
+    } else {
+      for (std::int64_t j = 0; j < p.n; ++j) row[j] += scaled_bias[j];
     }
   }
 }
@@ -276,20 +338,18 @@ std::string GemmProblem::to_string() const {
                      accumulate ? " +=" : "");
 }
 
-GemmType gemm_compute_type(const GemmProblem& p) {
-  const Forced& f = forced();
-  const bool bf16 = bf16_exact(p.a_type) && bf16_exact(p.b_type) && f.allow_bf16 &&
-                    detail::onednn_has_native_bf16() && f.engine != GemmEngine::kEigen;
-  return bf16 ? GemmType::kBF16 : GemmType::kF32;
+GemmType gemm_compute_type(const GemmProblem& problem) {
+  if (problem.batch == 0 || problem.m == 0 || problem.n == 0 || problem.k == 0) {
+    return preferred_compute_type(problem);
+  }
+  return plan_for(problem).compute;
 }
 
-GemmEngine gemm_engine_for(const GemmProblem& p) {
-  if (forced().engine) return *forced().engine;
-  if (gemm_compute_type(p) == GemmType::kBF16) return GemmEngine::kOneDnn;
-  // Measured (docs/performance.md): oneDNN's FP32 matrix-vector products run at half Eigen's speed,
-  // and tiny products are dominated by oneDNN's per-call cost.
-  const bool vector = p.m == 1 || p.n == 1;
-  return vector || p.m * p.n * p.k < kTinyGemm ? GemmEngine::kEigen : GemmEngine::kOneDnn;
+GemmEngine gemm_engine_for(const GemmProblem& problem) {
+  if (problem.batch == 0 || problem.m == 0 || problem.n == 0 || problem.k == 0) {
+    return preferred_engine(problem);
+  }
+  return plan_for(problem).engine;
 }
 
 void gemm(const GemmMatrix& a, const GemmMatrix& b, const GemmOutput& c,
@@ -322,9 +382,11 @@ void gemm(const GemmMatrix& a, const GemmMatrix& b, const GemmOutput& c,
       detail::eigen_gemm(wa, wb, c, i, output_scale, bias, p.bias_per_row, p.accumulate);
       continue;
     }
+    float* out = c.data + i * p.c_batch_stride;
     plan.matmul->run(static_cast<const std::byte*>(wa.data) + i * wa.batch_stride * a_bytes,
-                     static_cast<const std::byte*>(wb.data) + i * wb.batch_stride * b_bytes,
-                     c.data + i * p.c_batch_stride, bias, output_scale);
+                     static_cast<const std::byte*>(wb.data) + i * wb.batch_stride * b_bytes, out,
+                     plan.bias_in_gemm ? bias : nullptr, output_scale);
+    if (bias != nullptr && !plan.bias_in_gemm) add_bias(out, p, bias);
   }
 }
 

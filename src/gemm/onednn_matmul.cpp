@@ -106,6 +106,9 @@ OneDnnMatmul::OneDnnMatmul(const GemmProblem& p) : state_(new State) {
     state_->scale = memory::desc({1, 1}, memory::data_type::f32, memory::format_tag::ab);
     state_->scale_slot = ops.len();
     ops.append_binary(dnnl::algorithm::binary_mul, state_->scale);
+    // The sum before the bias: oneDNN 2.6's brgemm kernels take binary_mul, sum, binary_add but
+    // fall back to the reference kernel for binary_mul, binary_add, sum.
+    if (p.accumulate) ops.append_sum(1.0f);
     if (p.bias) {
       // After the scale, so a bias is never multiplied by the operands' scales.
       const memory::dims shape = p.bias_per_row ? memory::dims{p.m, 1} : memory::dims{1, p.n};
@@ -113,7 +116,6 @@ OneDnnMatmul::OneDnnMatmul(const GemmProblem& p) : state_(new State) {
       state_->bias_slot = ops.len();
       ops.append_binary(dnnl::algorithm::binary_add, state_->bias);
     }
-    if (p.accumulate) ops.append_sum(1.0f);
     attr.set_post_ops(ops);
     state_->descriptor = dnnl::matmul::primitive_desc(
         dnnl::matmul::desc(state_->a, state_->b, state_->c), attr, cpu_engine());

@@ -25,6 +25,8 @@ class OneDnnMatmul {
 
   // The implementation oneDNN chose, e.g. "gemm:jit" or "brg:avx512_core_amx".
   std::string implementation() const;
+  // Whether that is oneDNN's reference (naive loop) kernel.
+  bool is_reference() const { return implementation().starts_with("ref"); }
 
   struct State;
 

@@ -145,7 +145,9 @@ inline GemmOutput gemm_output(const TensorView& t) {
   return gemm_output(t.data(), t.shape().outer(), t.shape().inner());
 }
 
-// Which engine runs this problem, and in which type the products are formed (kF32 or kBF16).
+// Which engine runs this problem, and in which type the products are formed (kF32 or kBF16): the
+// plan gemm() uses, made now if it is not cached yet. Eigen also runs the layouts for which
+// oneDNN would only have its reference kernel (for instance padded rows with a transposed B).
 GemmEngine gemm_engine_for(const GemmProblem& problem);
 GemmType gemm_compute_type(const GemmProblem& problem);
 
