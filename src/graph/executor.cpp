@@ -113,7 +113,49 @@ Executor::Executor(Graph& graph, std::span<const Value> outputs)
   }
   bound_.resize(value_count);
   offset_.assign(value_count, -1);
+  plan_updates();
   plan_memory(last_use);
+}
+
+// In-place outputs share their state's storage; the state's old value is gone once the update
+// has run, so no later step may read it. States the plan touches start as zeros.
+void Executor::plan_updates() {
+  const auto value_count = static_cast<std::size_t>(graph_.value_count());
+  state_of_.assign(value_count, -1);
+  states_.resize(value_count);
+  std::vector<int> updated_at(value_count, -1);  // per state: the step that overwrote it
+  phases_.clear();
+  for (std::size_t s = 0; s < steps_.size(); ++s) {
+    const Node& node = node_of(steps_[s]);
+    phases_.push_back(node.differentiates >= 0 ? Phase::kBackward : Phase::kForward);
+    for (const int in : node.inputs) {
+      if (in < 0) continue;
+      if (graph_.info(in).kind == ValueKind::kState &&
+          states_[static_cast<std::size_t>(in)].data() == nullptr) {
+        states_[static_cast<std::size_t>(in)] = Tensor(graph_.info(in).shape);
+      }
+      if (updated_at[static_cast<std::size_t>(in)] >= 0) {
+        throw Error(fmt::format("Executor: {} reads state '{}' (%{}) after {} updated it in place in "
+                                "the same run; read the update's output instead",
+                                node.op->name, graph_.info(in).name, in,
+                                node_of(steps_[static_cast<std::size_t>(updated_at[static_cast<std::size_t>(in)])]).op->name));
+      }
+    }
+    for (std::size_t o = 0; o < node.op->in_place.size() && o < node.outputs.size(); ++o) {
+      const int out = node.outputs[o];
+      const int input = node.op->in_place[o];
+      if (out < 0 || input < 0) continue;
+      const int target = node.inputs[static_cast<std::size_t>(input)];
+      if (graph_.info(target).kind != ValueKind::kState) {
+        throw Error(fmt::format("Executor: {} updates %{} in place, but only state values "
+                                "(Graph::state) can be updated in place",
+                                node.op->name, target));
+      }
+      state_of_[static_cast<std::size_t>(out)] = target;
+      updated_at[static_cast<std::size_t>(target)] = static_cast<int>(s);
+      phases_.back() = Phase::kUpdate;
+    }
+  }
 }
 
 void Executor::prepare(const Node& node) const {
@@ -137,7 +179,7 @@ void Executor::plan_memory(const std::vector<int>& last_use) {
     // Outputs are placed before the step's inputs are released, so no kernel's output aliases
     // one of its inputs.
     for (const int out : node_of(steps_[s]).outputs) {
-      if (out < 0) continue;
+      if (out < 0 || state_of_[static_cast<std::size_t>(out)] >= 0) continue;
       offset_[static_cast<std::size_t>(out)] = planner.allocate(aligned_size(graph_.info(out).shape.numel()));
       const int last = last_use[static_cast<std::size_t>(out)];
       if (last != std::numeric_limits<int>::max()) frees_after[static_cast<std::size_t>(std::max<int>(last, static_cast<int>(s)))].push_back(out);
@@ -153,6 +195,11 @@ void Executor::plan_memory(const std::vector<int>& last_use) {
 void Executor::bind(Value v, ConstTensorView tensor) {
   if (!v.present() || &v.graph() != &graph_) throw Error("Executor::bind: value is absent or from another graph");
   const ValueInfo& info = graph_.info(v.id());
+  if (info.kind == ValueKind::kState) {
+    throw Error(fmt::format("Executor::bind: '{}' (%{}) is a state, which the executor owns: "
+                            "load it with set_state",
+                            info.name, v.id()));
+  }
   if (info.kind != ValueKind::kInput && info.kind != ValueKind::kParameter) {
     throw Error(fmt::format("Executor::bind: %{} is not an input or parameter", v.id()));
   }
@@ -178,10 +225,45 @@ ConstTensorView Executor::view_of(int id) const {
     }
     case ValueKind::kConstant:
       return graph_.constant_value(id).view();
+    case ValueKind::kState:
     case ValueKind::kNodeOutput:
-      return {arena_.get() + offset_[static_cast<std::size_t>(id)], info.shape};
+      return output_view(id);
   }
   return {};
+}
+
+TensorView Executor::output_view(int id) const {
+  const auto index = static_cast<std::size_t>(id);
+  if (graph_.info(id).kind == ValueKind::kState) return const_cast<Tensor&>(states_[index]).view();
+  if (state_of_[index] >= 0) {
+    return const_cast<Tensor&>(states_[static_cast<std::size_t>(state_of_[index])]).view();
+  }
+  return {arena_.get() + offset_[index], graph_.info(id).shape};
+}
+
+int Executor::state_id(Value v, std::string_view caller) const {
+  if (!v.present() || &v.graph() != &graph_ || graph_.info(v.id()).kind != ValueKind::kState) {
+    throw Error(fmt::format("Executor::{}: %{} is not a state value of this graph", caller, v.id()));
+  }
+  if (states_[static_cast<std::size_t>(v.id())].data() == nullptr) {
+    throw Error(fmt::format("Executor::{}: state '{}' (%{}) is not used by the planned nodes",
+                            caller, graph_.info(v.id()).name, v.id()));
+  }
+  return v.id();
+}
+
+void Executor::set_state(Value v, ConstTensorView tensor) {
+  Tensor& state = states_[static_cast<std::size_t>(state_id(v, "set_state"))];
+  if (tensor.shape() != state.shape()) {
+    throw Error(fmt::format("Executor::set_state: '{}' (%{}) has shape {}, got {}",
+                            graph_.info(v.id()).name, v.id(), state.shape().to_string(),
+                            tensor.shape().to_string()));
+  }
+  std::copy(tensor.span().begin(), tensor.span().end(), state.span().begin());
+}
+
+ConstTensorView Executor::state(Value v) const {
+  return states_[static_cast<std::size_t>(state_id(v, "state"))].view();
 }
 
 void Executor::run() {
@@ -197,7 +279,7 @@ void Executor::run() {
       const Node& node = node_of(step);
       for (const int in : node.inputs) step.inputs.push_back(in >= 0 ? view_of(in) : ConstTensorView{});
       for (const int out : node.outputs) {
-        step.outputs.push_back(out >= 0 ? TensorView{arena_.get() + offset_[static_cast<std::size_t>(out)], graph_.info(out).shape}
+        step.outputs.push_back(out >= 0 ? output_view(out)
                                         : TensorView{});
       }
     }
@@ -220,9 +302,7 @@ void Executor::run() {
       node.op->kernel(step.inputs, step.outputs, node.attrs, context);
     }
     if (!observers_.empty()) {
-      const NodeEvent event{step.node, node,
-                            node.differentiates >= 0 ? Phase::kBackward : Phase::kForward,
-                            step.outputs};
+      const NodeEvent event{step.node, node, phases_[s], step.outputs};
       for (const Observer& observer : observers_) observer(event);
     }
   }

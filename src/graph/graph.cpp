@@ -37,6 +37,13 @@ Value Graph::parameter(std::string name, Shape shape, ParameterInfo info) {
   return v;
 }
 
+Value Graph::state(std::string name, Shape shape, std::optional<ParameterInfo> info) {
+  if (info) info->check(name, shape);
+  const int id = add_value(std::move(shape), ValueKind::kState, std::move(name));
+  values_[static_cast<std::size_t>(id)].parameter = std::move(info);
+  return {this, id};
+}
+
 Value Graph::constant(Tensor value, std::string name) {
   const int id = add_value(value.shape(), ValueKind::kConstant, std::move(name));
   constants_.emplace_back(id, std::move(value));
@@ -130,6 +137,17 @@ std::vector<Value> Graph::apply_with_shapes(const OpDef& op, std::span<const Val
   for (const Value& v : inputs) {
     check_owned(v, op.name);
     node.inputs.push_back(v.present() ? v.id() : -1);
+  }
+  for (std::size_t o = 0; o < op.in_place.size() && o < output_shapes.size(); ++o) {
+    const int i = op.in_place[o];
+    if (i < 0 || !output_shapes[o]) continue;
+    const auto input = static_cast<std::size_t>(i);
+    if (input >= inputs.size() || !inputs[input].present() ||
+        inputs[input].shape() != *output_shapes[o]) {
+      throw Error(fmt::format("{}: output {} updates input '{}' in place, which must be given and "
+                              "have the output's shape {}",
+                              op.name, o, op.input_name(input), output_shapes[o]->to_string()));
+    }
   }
   const int node_index = static_cast<int>(nodes_.size());
   std::vector<Value> outputs;
@@ -247,6 +265,11 @@ std::string Graph::to_string() const {
         break;
       case ValueKind::kConstant:
         text += fmt::format("%{} = constant \"{}\" {}\n", id, v.name, v.shape.to_string());
+        break;
+      case ValueKind::kState:
+        text += fmt::format("%{} = state \"{}\" {}", id, v.name, v.shape.to_string());
+        if (v.parameter) text += fmt::format(" {{{}}}", v.parameter->to_string());
+        text += "\n";
         break;
       case ValueKind::kNodeOutput:
         break;

@@ -15,6 +15,7 @@
 #include "unitscale/graph/dead_code.hpp"
 #include "unitscale/graph/builders/linear.hpp"
 #include "unitscale/graph/builders/primitives.hpp"
+#include "unitscale/ops/elementwise.hpp"
 #include "unitscale/ops/linear.hpp"
 
 namespace unitscale {
@@ -236,6 +237,73 @@ TEST(Executor, ProfileSumsTimeAndBytesPerOp) {
   EXPECT_EQ(profile[0].output_bytes, 4u * 16 * 32 * sizeof(float));
   EXPECT_GT(profile[0].seconds, 0.0);
   EXPECT_THAT(exec.profile_table(), HasSubstr("linear"));
+}
+
+// A test update op: state += x, written in place into the state's storage.
+void add_into_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                     const Attributes&, const KernelContext&) {
+  for (std::int64_t i = 0; i < out[0].numel(); ++i) out[0].data()[i] = in[0].data()[i] + in[1].data()[i];
+}
+std::vector<Shape> add_into_shapes(std::span<const Shape* const> in, const Attributes&) {
+  return {*in[0]};
+}
+const OpDef kAddIntoOp{
+    .name = "add_into",
+    .inputs = {"state", "x"},
+    .in_place = {0},
+    .infer_shapes = add_into_shapes,
+    .kernel = add_into_kernel,
+};
+
+// A state lives in the executor across runs and an in-place update writes it: three runs of
+// state += x accumulate three times x, the update is reported as such, and the output of the
+// update is the state itself.
+TEST(Executor, StateIsKeptAcrossRunsAndUpdatedInPlace) {
+  Graph g;
+  const Value counter = g.state("counter", {2});
+  const Value x = g.input("x", {2});
+  const Value inputs[] = {counter, x};
+  const Value updated = g.apply1(kAddIntoOp, inputs, {});
+  const Value outputs[] = {updated};
+  Executor exec(g, outputs);
+  EXPECT_EQ(exec.peak_bytes(), 0u);  // the update needs no arena
+  const Tensor start(Shape{2}, std::vector<float>{10.0f, 20.0f});
+  exec.set_state(counter, start);
+  const Tensor xt(Shape{2}, std::vector<float>{1.0f, 2.0f});
+  exec.bind(x, xt);
+  std::vector<Phase> phases;
+  exec.add_observer([&](const NodeEvent& event) { phases.push_back(event.phase); });
+  for (int run = 0; run < 3; ++run) exec.run();
+  EXPECT_EQ(exec.state(counter).data()[0], 13.0f);
+  EXPECT_EQ(exec.state(counter).data()[1], 26.0f);
+  EXPECT_EQ(exec.get(updated).data(), exec.state(counter).data());
+  EXPECT_EQ(phases, std::vector<Phase>(3, Phase::kUpdate));
+  EXPECT_THAT([&] { exec.bind(counter, start); }, ThrowsMessage<Error>(HasSubstr("set_state")));
+  EXPECT_NO_THROW(exec.set_state(counter, xt.view()));
+  EXPECT_THAT([&] { exec.set_state(counter, Tensor({3}).view()); },
+              ThrowsMessage<Error>(HasSubstr("'counter' (%0) has shape [2], got [3]")));
+  EXPECT_THAT([&] { exec.set_state(x, xt.view()); }, ThrowsMessage<Error>(HasSubstr("not a state")));
+}
+
+// The old value of a state is gone once its update has run, so reading it later in the same run
+// is a planning error; and only states can be updated in place.
+TEST(Executor, InPlaceUpdatesAreCheckedWhenPlanning) {
+  Graph g;
+  const Value counter = g.state("counter", {2});
+  const Value x = g.input("x", {2});
+  const Value inputs[] = {counter, x};
+  const Value updated = g.apply1(kAddIntoOp, inputs, {});
+  const Value late[] = {x, counter};
+  const Value stale = g.apply1(kAddOp, late, {});
+  const Value both[] = {updated, stale};
+  EXPECT_THAT([&] { Executor exec(g, both); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("add reads state 'counter'"),
+                                         HasSubstr("after add_into updated it"))));
+  const Value on_input[] = {x, x};
+  const Value bad = g.apply1(kAddIntoOp, on_input, {});
+  const Value bad_outputs[] = {bad};
+  EXPECT_THAT([&] { Executor exec(g, bad_outputs); },
+              ThrowsMessage<Error>(HasSubstr("only state values")));
 }
 
 // Dead-code elimination rebuilds the node storage even when it removes nothing; the executor holds

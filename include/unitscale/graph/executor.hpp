@@ -22,14 +22,16 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "unitscale/graph/graph.hpp"
 
 namespace unitscale {
 
-// Which part of a training step a node belongs to: nodes recorded by autodiff are backward.
-enum class Phase { kForward, kBackward };
+// Which part of a training step a node belongs to: nodes that update a state in place are the
+// update, nodes recorded by autodiff the backward pass, the rest the forward pass.
+enum class Phase { kForward, kBackward, kUpdate };
 
 // What an observer sees after each node: the node, its outputs (valid only during the call: the
 // arena is reused by later nodes) and its phase.
@@ -56,6 +58,10 @@ class Executor {
   // Binds an input or parameter to caller memory that must stay valid while run() is used. The
   // shape must match exactly; errors name the value.
   void bind(Value v, ConstTensorView tensor);
+  // State values (Graph::state) live in the executor across runs, zeros at first: set_state
+  // copies a tensor in, state() shows the current value (after a run: as the updates left it).
+  void set_state(Value v, ConstTensorView tensor);
+  ConstTensorView state(Value v) const;
   // Runs the planned nodes once, then advances the step counter.
   void run();
   // The step counter every kernel of the next run() sees (KernelContext::step): it starts at 0 and
@@ -85,7 +91,10 @@ class Executor {
     std::vector<ConstTensorView> inputs;
     std::vector<TensorView> outputs;
   };
+  void plan_updates();
   void plan_memory(const std::vector<int>& last_use);
+  TensorView output_view(int id) const;
+  int state_id(Value v, std::string_view caller) const;
   void prepare(const Node& node) const;
   const Node& node_of(const Step& step) const {
     return graph_.nodes()[static_cast<std::size_t>(step.node)];
@@ -98,6 +107,9 @@ class Executor {
   std::vector<Step> steps_;
   std::vector<std::ptrdiff_t> offset_;  // per value: arena offset in floats, or -1
   std::vector<ConstTensorView> bound_;  // per value: the bound tensor of an input or parameter
+  std::vector<Tensor> states_;          // per value: a state's storage (empty for others)
+  std::vector<int> state_of_;           // per value: the state an in-place output writes, or -1
+  std::vector<Phase> phases_;           // per step
   std::size_t arena_bytes_ = 0;
   std::unique_ptr<float[], void (*)(float*)> arena_{nullptr, nullptr};
   bool views_ready_ = false;

@@ -40,7 +40,9 @@ class Value {
   int id_ = -1;
 };
 
-enum class ValueKind { kInput, kParameter, kConstant, kNodeOutput };
+// kState: a value whose storage the executor owns and keeps across runs (trained parameters,
+// optimizer moments, step counters); update ops overwrite it in place (OpDef::in_place).
+enum class ValueKind { kInput, kParameter, kConstant, kState, kNodeOutput };
 
 struct ValueInfo {
   Shape shape;
@@ -78,6 +80,9 @@ class Graph {
   // printer shows it).
   Value parameter(std::string name, Shape shape, ParameterInfo info);
   Value constant(Tensor value, std::string name = {});
+  // A value kept by the executor across runs (initially zeros; Executor::set_state loads it).
+  // With ParameterInfo it is a trained parameter that update ops change in place.
+  Value state(std::string name, Shape shape, std::optional<ParameterInfo> info = std::nullopt);
 
   // Records a node of `op`: resolves its unit scales (when the graph is unit-scaled), infers its
   // output shapes (shape errors name the op and the shapes) and returns its outputs.

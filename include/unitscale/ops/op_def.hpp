@@ -56,6 +56,10 @@ struct OpDef {
   // The unit scales the op's kernels (forward and backward) read; empty: the op has none.
   std::vector<std::string_view> scales = {};
   int output_count = 1;
+  // in_place[o]: the input whose storage output o overwrites (an update op: a state value, see
+  // Graph::state), or -1; outputs past the end are not in place. The kernel then gets the same
+  // memory as that input and output, and the executor keeps the result as the state's new value.
+  std::vector<int> in_place = {};
   InferShapesFn infer_shapes = nullptr;  // null only for backward ops (autodiff knows the shapes)
   UnitScaleFn unit_scale = nullptr;      // null: the op has no scales of its own
   KernelFn kernel = nullptr;
