@@ -6,6 +6,7 @@
 #include <cmath>
 #include <string>
 
+#include "ops/parallel.hpp"
 #include "ops/row_kernels.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/ops/constraint.hpp"
@@ -16,8 +17,8 @@ namespace unitscale {
 namespace {
 
 constexpr std::string_view kOpName = "scaled_dot_product_attention";
-// Multiply-adds below which the OpenMP fork costs more than it saves.
-constexpr std::int64_t kParallelThreshold = std::int64_t{1} << 15;
+// The OpenMP threshold, compared here with multiply-adds.
+using detail::kParallelThreshold;
 
 // Dropout on the probabilities, with the dropout op's mask (ops/dropout.hpp): element `index` of
 // the flattened [..., s_q, s_k] probabilities is kept iff dropout_keeps(seed, index, p), so the

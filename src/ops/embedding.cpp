@@ -6,12 +6,13 @@
 
 #include <fmt/format.h>
 
+#include "ops/parallel.hpp"
 #include "unitscale/error.hpp"
 
 namespace unitscale {
 namespace {
 
-constexpr std::int64_t kParallelThreshold = std::int64_t{1} << 15;
+using detail::kParallelThreshold;
 // The largest V whose ids are all exact in float32.
 constexpr std::int64_t kMaxVocabulary = std::int64_t{1} << 24;
 // Columns per task in the backward scatter: tasks own disjoint columns, so no two threads ever

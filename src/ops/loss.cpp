@@ -8,14 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "ops/parallel.hpp"
 #include "ops/row_kernels.hpp"
 #include "unitscale/error.hpp"
 
 namespace unitscale {
 namespace {
 
-// Below this many elements the OpenMP fork/join costs more than it saves.
-constexpr std::int64_t kParallelThreshold = std::int64_t{1} << 15;
+using detail::kParallelThreshold;
 
 constexpr std::int64_t kIgnoredRow = -1;
 

@@ -6,14 +6,14 @@
 #include <cmath>
 #include <vector>
 
+#include "ops/parallel.hpp"
 #include "ops/row_kernels.hpp"
 #include "unitscale/error.hpp"
 
 namespace unitscale {
 namespace {
 
-// Below this many elements the OpenMP fork costs more than it saves.
-constexpr std::int64_t kParallelThreshold = std::int64_t{1} << 15;
+using detail::kParallelThreshold;
 
 namespace rows = detail::rows;
 

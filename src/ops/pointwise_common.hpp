@@ -12,15 +12,13 @@
 #include <string_view>
 #include <vector>
 
+#include "ops/parallel.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/format/detail/simd_level.hpp"
 #include "unitscale/ops/attributes.hpp"
 #include "unitscale/ops/constraint.hpp"
 
 namespace unitscale::detail {
-
-// Below this many elements the cost of waking OpenMP threads exceeds the work.
-inline constexpr std::int64_t kParallelThreshold = std::int64_t{1} << 15;
 
 // kernel(begin, count) over [0, n): one contiguous share per OpenMP thread above the threshold, so
 // each thread streams through its own memory. Only for kernels whose result for an element does

@@ -1,0 +1,365 @@
+// The shape ops reshape, transpose, slice and concat: their kernels, shape inference and OpDefs,
+// forward and backward. They move floats without arithmetic.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "ops/parallel.hpp"
+#include "ops/primitives_common.hpp"
+#include "unitscale/error.hpp"
+#include "unitscale/ops/primitives.hpp"
+
+namespace unitscale {
+namespace {
+
+using detail::axis_attr;
+using detail::ceil_div;
+using detail::dims_product;
+using detail::for_row_pieces;
+using detail::kParallelThreshold;
+using detail::zero_rows;
+
+// Copies `rows` rows of `width` floats; the strides are in floats.
+void copy_rows(const float* from, std::int64_t from_stride, float* to, std::int64_t to_stride,
+               std::int64_t rows, std::int64_t width) {
+  for_row_pieces(rows, width, [&](std::int64_t r, std::int64_t begin, std::int64_t n) {
+    std::memcpy(to + r * to_stride + begin, from + r * from_stride + begin,
+                static_cast<std::size_t>(n) * sizeof(float));
+  });
+}
+
+void copy_floats(const float* from, float* to, std::int64_t n) { copy_rows(from, 0, to, 0, 1, n); }
+
+// to[j, i] = from[i, j] for rows [i0, i1) and columns [j0, j1) of `from` (row strides in floats).
+// Blocks of 4 × 4 read four source rows and write four target rows four floats at a time, which
+// the compiler turns into register shuffles; the ragged edges go one by one.
+void transpose_tile(const float* from, std::int64_t from_row, float* to, std::int64_t to_row,
+                    std::int64_t i0, std::int64_t i1, std::int64_t j0, std::int64_t j1) {
+  const std::int64_t i4 = i0 + (i1 - i0) / 4 * 4, j4 = j0 + (j1 - j0) / 4 * 4;
+  for (std::int64_t j = j0; j < j4; j += 4) {
+    for (std::int64_t i = i0; i < i4; i += 4) {
+      const float* s = from + i * from_row + j;
+      float* d = to + j * to_row + i;
+      for (std::int64_t c = 0; c < 4; ++c) {
+        d[c * to_row + 0] = s[0 * from_row + c];
+        d[c * to_row + 1] = s[1 * from_row + c];
+        d[c * to_row + 2] = s[2 * from_row + c];
+        d[c * to_row + 3] = s[3 * from_row + c];
+      }
+    }
+    for (std::int64_t i = i4; i < i1; ++i) {
+      for (std::int64_t c = 0; c < 4; ++c) to[(j + c) * to_row + i] = from[i * from_row + j + c];
+    }
+  }
+  for (std::int64_t j = j4; j < j1; ++j) {
+    for (std::int64_t i = i0; i < i1; ++i) to[j * to_row + i] = from[i * from_row + j];
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+// ---------------------------------------------------------------------------------------------
+
+void transpose_copy(ConstTensorView x, TensorView y, int dim0, int dim1) {
+  if (dim0 > dim1) std::swap(dim0, dim1);
+  if (dim0 == dim1) {
+    copy_floats(x.data(), y.data(), x.numel());
+    return;
+  }
+  // x = [outer, n0, middle, n1, inner] becomes y = [outer, n1, middle, n0, inner]: for each
+  // (outer, middle) index, the transpose of an n0 × n1 matrix whose elements are runs of `inner`
+  // floats. It goes tile by tile, so that the strided side of the copy (reading a column of x, or
+  // writing one of y) stays within cache lines that are reused across the tile.
+  const Shape& shape = x.shape();
+  const std::int64_t outer = dims_product(shape, 0, dim0);
+  const std::int64_t n0 = shape.dim(dim0);
+  const std::int64_t middle = dims_product(shape, dim0 + 1, dim1);
+  const std::int64_t n1 = shape.dim(dim1);
+  const std::int64_t inner = dims_product(shape, dim1 + 1, shape.rank());
+  if (x.numel() == 0) return;
+  constexpr std::int64_t kTile0 = 64, kTile1 = 32;  // rows of x × columns of x per tile
+  const std::int64_t tiles0 = ceil_div(n0, kTile0), tiles1 = ceil_div(n1, kTile1);
+  const std::int64_t from_row = middle * n1 * inner;  // x's stride along n0
+  const std::int64_t to_row = middle * n0 * inner;    // y's stride along n1
+  const std::int64_t items = outer * middle * tiles0 * tiles1;
+#pragma omp parallel for schedule(static) if (x.numel() > kParallelThreshold)
+  for (std::int64_t item = 0; item < items; ++item) {
+    std::int64_t rest = item;
+    const std::int64_t t1 = rest % tiles1;
+    rest /= tiles1;
+    const std::int64_t t0 = rest % tiles0;
+    rest /= tiles0;
+    const std::int64_t m = rest % middle, o = rest / middle;
+    const std::int64_t i0 = t0 * kTile0, i1 = std::min(n0, i0 + kTile0);
+    const std::int64_t j0 = t1 * kTile1, j1 = std::min(n1, j0 + kTile1);
+    const float* from = x.data() + ((o * n0 * middle + m) * n1) * inner;  // x[o, 0, m, 0, 0]
+    float* to = y.data() + ((o * n1 * middle + m) * n0) * inner;          // y[o, 0, m, 0, 0]
+    if (inner == 1) {
+      transpose_tile(from, from_row, to, to_row, i0, i1, j0, j1);
+      continue;
+    }
+    for (std::int64_t j = j0; j < j1; ++j) {
+      for (std::int64_t i = i0; i < i1; ++i) {
+        std::memcpy(to + j * to_row + i * inner, from + i * from_row + j * inner,
+                    static_cast<std::size_t>(inner) * sizeof(float));
+      }
+    }
+  }
+}
+
+void slice_forward(ConstTensorView x, TensorView y, int axis, std::int64_t start) {
+  const Shape& shape = x.shape();
+  const std::int64_t outer = dims_product(shape, 0, axis);
+  const std::int64_t inner = dims_product(shape, axis + 1, shape.rank());
+  const std::int64_t row = shape.dim(axis) * inner;
+  const std::int64_t width = y.shape().dim(axis) * inner;
+  copy_rows(x.data() + start * inner, row, y.data(), width, outer, width);
+}
+
+void slice_backward(ConstTensorView grad_y, TensorView grad_x, int axis, std::int64_t start) {
+  const Shape& shape = grad_x.shape();
+  const std::int64_t outer = dims_product(shape, 0, axis);
+  const std::int64_t inner = dims_product(shape, axis + 1, shape.rank());
+  const std::int64_t row = shape.dim(axis) * inner;
+  const std::int64_t width = grad_y.shape().dim(axis) * inner;
+  const std::int64_t before = start * inner;
+  float* dx = grad_x.data();
+  zero_rows(dx, row, outer, before);
+  copy_rows(grad_y.data(), width, dx + before, row, outer, width);
+  zero_rows(dx + before + width, row, outer, row - before - width);
+}
+
+void concat_forward(ConstTensorView a, ConstTensorView b, TensorView y, int axis) {
+  const std::int64_t outer = dims_product(a.shape(), 0, axis);
+  const std::int64_t inner = dims_product(a.shape(), axis + 1, a.shape().rank());
+  const std::int64_t width_a = a.shape().dim(axis) * inner;
+  const std::int64_t width_b = b.shape().dim(axis) * inner;
+  copy_rows(a.data(), width_a, y.data(), width_a + width_b, outer, width_a);
+  copy_rows(b.data(), width_b, y.data() + width_a, width_a + width_b, outer, width_b);
+}
+
+void concat_backward(ConstTensorView grad_y, TensorView grad_a, TensorView grad_b, int axis) {
+  const Shape& shape = grad_y.shape();
+  const std::int64_t outer = dims_product(shape, 0, axis);
+  const std::int64_t inner = dims_product(shape, axis + 1, shape.rank());
+  // An absent gradient still occupies its part of grad_y; its width follows from the other's.
+  const std::int64_t total = shape.dim(axis) * inner;
+  const std::int64_t width_a =
+      present(grad_a) ? grad_a.shape().dim(axis) * inner : total - grad_b.shape().dim(axis) * inner;
+  const std::int64_t width_b = total - width_a;
+  if (present(grad_a)) copy_rows(grad_y.data(), total, grad_a.data(), width_a, outer, width_a);
+  if (present(grad_b)) {
+    copy_rows(grad_y.data() + width_a, total, grad_b.data(), width_b, outer, width_b);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shape inference and the OpDefs
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// --- reshape ---------------------------------------------------------------------------------
+
+Shape reshape_target(const Shape& x, const std::vector<std::int64_t>& requested) {
+  const auto fail = [&](std::string_view why) {
+    return Error(fmt::format("reshape: cannot reshape x {} ({} elements) to [{}]: {}",
+                             x.to_string(), x.numel(), fmt::join(requested, ", "), why));
+  };
+  std::vector<std::int64_t> dims = requested;
+  std::size_t inferred = dims.size();
+  std::int64_t known = 1;
+  for (std::size_t i = 0; i < dims.size(); ++i) {
+    if (dims[i] == -1) {
+      if (inferred != dims.size()) throw fail("at most one dimension may be -1");
+      inferred = i;
+    } else if (dims[i] < 0) {
+      throw fail("dimensions must be non-negative, or -1 for the one to infer");
+    } else {
+      known *= dims[i];
+    }
+  }
+  if (inferred != dims.size()) {
+    if (known == 0 || x.numel() % known != 0) {
+      throw fail(
+          fmt::format("the -1 dimension cannot be inferred ({} elements do not divide "
+                      "into parts of {})",
+                      x.numel(), known));
+    }
+    dims[inferred] = x.numel() / known;
+  } else if (known != x.numel()) {
+    throw fail(fmt::format("the number of elements differs ({} vs {})", known, x.numel()));
+  }
+  return Shape(std::move(dims));
+}
+
+std::vector<Shape> infer_reshape(std::span<const Shape* const> in, const Attributes& attrs) {
+  return {reshape_target(*in[0], attrs.get_ints("reshape", "shape"))};
+}
+
+void reshape_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                    const Attributes&, const KernelContext&) {
+  copy_floats(in[0].data(), out[0].data(), in[0].numel());
+}
+
+// Backward inputs: x (absent), y (absent), grad_y.
+void reshape_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                             const Attributes&, const KernelContext&) {
+  if (present(out[0])) copy_floats(in[2].data(), out[0].data(), in[2].numel());
+}
+
+// --- transpose -------------------------------------------------------------------------------
+
+std::pair<int, int> transpose_dims(const Attributes& attrs, const Shape& shape) {
+  return {axis_attr(attrs, "transpose", "dim0", shape),
+          axis_attr(attrs, "transpose", "dim1", shape)};
+}
+
+std::vector<Shape> infer_transpose(std::span<const Shape* const> in, const Attributes& attrs) {
+  const auto [dim0, dim1] = transpose_dims(attrs, *in[0]);
+  std::vector<std::int64_t> dims(in[0]->dims().begin(), in[0]->dims().end());
+  std::swap(dims[static_cast<std::size_t>(dim0)], dims[static_cast<std::size_t>(dim1)]);
+  return {Shape(std::move(dims))};
+}
+
+void transpose_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                      const Attributes& attrs, const KernelContext&) {
+  const auto [dim0, dim1] = transpose_dims(attrs, in[0].shape());
+  transpose_copy(in[0], out[0], dim0, dim1);
+}
+
+// Backward inputs: x (absent), y (absent), grad_y.
+void transpose_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                               const Attributes& attrs, const KernelContext&) {
+  if (!present(out[0])) return;
+  const auto [dim0, dim1] = transpose_dims(attrs, in[2].shape());
+  transpose_copy(in[2], out[0], dim0, dim1);
+}
+
+// --- slice -----------------------------------------------------------------------------------
+
+struct SliceRange {
+  int axis;
+  std::int64_t start;
+  std::int64_t end;
+};
+
+SliceRange slice_range(const Attributes& attrs, const Shape& x) {
+  const int axis = axis_attr(attrs, "slice", "axis", x);
+  const std::int64_t size = x.dim(axis);
+  const std::int64_t requested_start = attrs.get_int("slice", "start");
+  const std::int64_t requested_end = attrs.get_int("slice", "end");
+  const std::int64_t start = requested_start < 0 ? requested_start + size : requested_start;
+  const std::int64_t end = requested_end < 0 ? requested_end + size : requested_end;
+  if (start < 0 || end > size || start > end) {
+    throw Error(
+        fmt::format("slice: [{}, {}) is out of range for axis {} (size {}) of x {}: "
+                    "expected 0 <= start <= end <= size, negative values counting from "
+                    "the end",
+                    requested_start, requested_end, axis, size, x.to_string()));
+  }
+  return {axis, start, end};
+}
+
+std::vector<Shape> infer_slice(std::span<const Shape* const> in, const Attributes& attrs) {
+  const SliceRange range = slice_range(attrs, *in[0]);
+  return {in[0]->with_dim(range.axis, range.end - range.start)};
+}
+
+void slice_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                  const Attributes& attrs, const KernelContext&) {
+  const SliceRange range = slice_range(attrs, in[0].shape());
+  slice_forward(in[0], out[0], range.axis, range.start);
+}
+
+// Backward inputs: x (absent), y (absent), grad_y; grad_x has x's shape.
+void slice_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                           const Attributes& attrs, const KernelContext&) {
+  if (!present(out[0])) return;
+  const SliceRange range = slice_range(attrs, out[0].shape());
+  slice_backward(in[2], out[0], range.axis, range.start);
+}
+
+// --- concat ----------------------------------------------------------------------------------
+
+int concat_axis(const Attributes& attrs, const Shape& shape) {
+  return axis_attr(attrs, "concat", "axis", shape);
+}
+
+std::vector<Shape> infer_concat(std::span<const Shape* const> in, const Attributes& attrs) {
+  const Shape& a = *in[0];
+  const Shape& b = *in[1];
+  const auto mismatch = [&] {
+    return Error(
+        fmt::format("concat: a {} and b {} do not match: expected equal ranks and equal "
+                    "dims except along axis {}",
+                    a.to_string(), b.to_string(), attrs.get_int("concat", "axis")));
+  };
+  if (a.rank() != b.rank()) throw mismatch();
+  const int axis = concat_axis(attrs, a);
+  for (int i = 0; i < a.rank(); ++i) {
+    if (i != axis && a.dim(i) != b.dim(i)) throw mismatch();
+  }
+  return {a.with_dim(axis, a.dim(axis) + b.dim(axis))};
+}
+
+void concat_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                   const Attributes& attrs, const KernelContext&) {
+  concat_forward(in[0], in[1], out[0], concat_axis(attrs, in[0].shape()));
+}
+
+// Backward inputs: a (absent), b (absent), y (absent), grad_y.
+void concat_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                            const Attributes& attrs, const KernelContext&) {
+  if (!present(out[0]) && !present(out[1])) return;
+  concat_backward(in[3], out[0], out[1], concat_axis(attrs, in[3].shape()));
+}
+
+const OpDef kReshapeBackwardOp{.name = "reshape_backward",
+                               .inputs = {"x?", "y?", "grad_y?"},
+                               .kernel = reshape_backward_kernel};
+const OpDef kTransposeBackwardOp{.name = "transpose_backward",
+                                 .inputs = {"x?", "y?", "grad_y?"},
+                                 .kernel = transpose_backward_kernel};
+const OpDef kSliceBackwardOp{
+    .name = "slice_backward", .inputs = {"x?", "y?", "grad_y?"}, .kernel = slice_backward_kernel};
+const OpDef kConcatBackwardOp{.name = "concat_backward",
+                              .inputs = {"a?", "b?", "y?", "grad_y?"},
+                              .output_count = 2,
+                              .kernel = concat_backward_kernel};
+
+}  // namespace
+
+// Bit i of backward_reads: forward value i, counting inputs then outputs.
+const OpDef kReshapeOp{.name = "reshape",
+                       .inputs = {"x"},
+                       .infer_shapes = infer_reshape,
+                       .kernel = reshape_kernel,
+                       .backward = &kReshapeBackwardOp,
+                       .backward_reads = 0b00};
+const OpDef kTransposeOp{.name = "transpose",
+                         .inputs = {"x"},
+                         .infer_shapes = infer_transpose,
+                         .kernel = transpose_kernel,
+                         .backward = &kTransposeBackwardOp,
+                         .backward_reads = 0b00};
+const OpDef kSliceOp{.name = "slice",
+                     .inputs = {"x"},
+                     .infer_shapes = infer_slice,
+                     .kernel = slice_kernel,
+                     .backward = &kSliceBackwardOp,
+                     .backward_reads = 0b00};
+const OpDef kConcatOp{.name = "concat",
+                      .inputs = {"a", "b"},
+                      .infer_shapes = infer_concat,
+                      .kernel = concat_kernel,
+                      .backward = &kConcatBackwardOp,
+                      .backward_reads = 0b000};
+
+}  // namespace unitscale
