@@ -8,6 +8,7 @@
 //   - elementwise ops at >= 50% of memory bandwidth (compare their bytes_per_second with
 //     memory_bandwidth/copy and memory_bandwidth/triad, which run on the same 2^22 floats);
 //   - graph overhead < 1 us per node (executor/per_node_overhead: 1e9 / items_per_second ns).
+//   - planning a 10,000-node graph < 50 ms (executor/plan/10000).
 //
 // Reading the table. Rows are named <op>/<variant>/<size>, variant eigen_baseline or unitscale, so
 // the two sort next to each other. Every row is one forward plus one backward; the counters fwd_ms
@@ -46,6 +47,8 @@
 #include <unsupported/Eigen/SpecialFunctions>
 
 #include "unitscale/graph/builders/linear.hpp"
+#include "unitscale/graph/builders/primitives.hpp"
+#include "unitscale/graph/autodiff.hpp"
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/ops/activation.hpp"
 #include "unitscale/ops/attention.hpp"
@@ -1418,6 +1421,26 @@ void bm_executor_per_node_overhead(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kChainNodes);
 }
 
+// Planning a large graph (the executor's constructor: node order, liveness, preparation of every
+// node's GEMMs, the memory plan) for a 10,000-node chain of small linear layers, a mix of the
+// forward and backward nodes a deep model has. Goal: under 50 ms.
+constexpr std::int64_t kPlannedNodes = 10000;
+
+void bm_executor_plan_large_graph(benchmark::State& state) {
+  Graph g;
+  Value h = g.input("x", {8, 16});
+  const Value w = g.parameter("w", {16, 16});
+  for (std::int64_t i = 0; i < kPlannedNodes / 2; ++i) h = linear(h, w);
+  const Value wrt[] = {w};
+  const Value dw = autodiff(g, sum(h), wrt)[0];
+  const Value outputs[] = {h, dw};
+  state.counters["nodes"] = static_cast<double>(g.nodes().size());
+  for (auto _ : state) {
+    Executor exec(g, outputs);
+    benchmark::DoNotOptimize(exec.peak_bytes());
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Registration: baseline then unitscale, so each pair sits together in the table.
 // ---------------------------------------------------------------------------------------------
@@ -1507,6 +1530,8 @@ void register_benchmarks() {
       benchmark::kMicrosecond);
   add("executor/per_node_overhead/" + chain, bm_executor_per_node_overhead,
       benchmark::kMicrosecond);
+  add("executor/plan/" + std::to_string(kPlannedNodes), bm_executor_plan_large_graph,
+      benchmark::kMillisecond);
 }
 
 }  // namespace
