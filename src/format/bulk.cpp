@@ -26,6 +26,8 @@ namespace {
 
 // ---- instruction set ----
 
+// Portable builds (UNITSCALE_X86_SIMD = 0, any processor) run the generic kernels only.
+#if UNITSCALE_X86_SIMD
 bool cpu_has_avx2() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
          __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
@@ -36,6 +38,10 @@ bool cpu_has_avx512() {
          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd");
 }
+#else
+bool cpu_has_avx2() { return false; }
+bool cpu_has_avx512() { return false; }
+#endif
 
 struct SupportedLevels {
   std::array<SimdLevel, 4> levels{};
@@ -44,7 +50,9 @@ struct SupportedLevels {
 
 const SupportedLevels& supported_levels() {
   static const SupportedLevels supported = [] {
+#if UNITSCALE_X86_SIMD
     __builtin_cpu_init();  // needed if this first runs from another static initialiser
+#endif
     SupportedLevels s;
     s.levels[s.count++] = SimdLevel::kScalar;
     s.levels[s.count++] = SimdLevel::kGeneric;

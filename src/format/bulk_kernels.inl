@@ -19,7 +19,9 @@
 
 #include "format/bulk_kernels.hpp"
 
-#if defined(__SSE2__)
+// UNITSCALE_X86_SIMD (set by CMake) is 0 in portable builds: then no intrinsic is used at all and
+// the vector-extension fallbacks below serve every architecture.
+#if UNITSCALE_X86_SIMD && defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -88,7 +90,7 @@ UNITSCALE_BULK_INLINE void store_codes(std::uint8_t* out, U32 codes) {
   const __m128i halves =
       _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm_packus_epi16(halves, halves));
-#elif UNITSCALE_BULK_LANES == 4 && defined(__SSE2__)
+#elif UNITSCALE_BULK_LANES == 4 && UNITSCALE_X86_SIMD && defined(__SSE2__)
   const __m128i halves = _mm_packs_epi32((__m128i)codes, (__m128i)codes);  // exact below 2^15
   const int bytes = _mm_cvtsi128_si32(_mm_packus_epi16(halves, halves));
   std::memcpy(out, &bytes, 4);
@@ -102,7 +104,7 @@ UNITSCALE_BULK_INLINE void store_codes(std::uint16_t* out, U32 codes) {
   const __m256i v = (__m256i)codes;
   _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
                    _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
-#elif UNITSCALE_BULK_LANES == 4 && defined(__SSE2__)
+#elif UNITSCALE_BULK_LANES == 4 && UNITSCALE_X86_SIMD && defined(__SSE2__)
   // SSE2 packs with signed saturation only: shift the codes into the int16 range and back.
   const __m128i centred = _mm_sub_epi32((__m128i)codes, _mm_set1_epi32(0x8000));
   const __m128i halves = _mm_add_epi16(_mm_packs_epi32(centred, centred), _mm_set1_epi16(-0x8000));

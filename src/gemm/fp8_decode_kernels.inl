@@ -15,7 +15,10 @@
 // results narrowed to 16 bits with intrinsics: GCC 12 turns __builtin_convertvector between 8- and
 // 32-bit lanes into one scalar extract per byte, which ran at a tenth of this speed.
 
+// UNITSCALE_X86_SIMD (set by CMake) is 0 in portable builds: no intrinsics then, on any processor.
+#if UNITSCALE_X86_SIMD && defined(__SSE2__)
 #include <immintrin.h>
+#endif
 
 #include <cstdint>
 #include <cstring>
@@ -35,7 +38,7 @@ typedef std::int32_t I32 __attribute__((vector_size(4 * kLanes)));
 typedef float F32 __attribute__((vector_size(4 * kLanes)));
 
 // kLanes codes widened to 32-bit lanes, and 32-bit lanes (each < 2^16) stored as 16 bits.
-#if UNITSCALE_SIMD_LANES == 16
+#if UNITSCALE_SIMD_LANES == 16 && UNITSCALE_X86_SIMD && defined(__AVX512F__)
 [[gnu::always_inline]] inline U32 load_codes(const std::uint8_t* p) {
   // The zero-masked form: GCC 12 warns that the plain one reads an uninitialised register.
   return (U32)_mm512_maskz_cvtepu8_epi32(0xFFFF,
@@ -45,7 +48,7 @@ typedef float F32 __attribute__((vector_size(4 * kLanes)));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
                       _mm512_maskz_cvtepi32_epi16(0xFFFF, (__m512i)v));
 }
-#elif UNITSCALE_SIMD_LANES == 8
+#elif UNITSCALE_SIMD_LANES == 8 && UNITSCALE_X86_SIMD && defined(__AVX2__)
 [[gnu::always_inline]] inline U32 load_codes(const std::uint8_t* p) {
   return (U32)_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 }
@@ -55,7 +58,7 @@ typedef float F32 __attribute__((vector_size(4 * kLanes)));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
                    _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0b1000)));
 }
-#elif UNITSCALE_SIMD_LANES == 4
+#elif UNITSCALE_SIMD_LANES == 4 && UNITSCALE_X86_SIMD && defined(__SSE2__)
 [[gnu::always_inline]] inline U32 load_codes(const std::uint8_t* p) {
   int word;
   std::memcpy(&word, p, sizeof word);
@@ -69,7 +72,19 @@ typedef float F32 __attribute__((vector_size(4 * kLanes)));
   _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_xor_si128(packed, _mm_set1_epi16(-0x8000)));
 }
 #else
-#error "fp8_decode_kernels.inl: UNITSCALE_SIMD_LANES must be 4, 8 or 16"
+// Portable: GCC lowers these conversions for any target (on x86 it scalarises them, which is why
+// the intrinsic forms above exist).
+typedef std::uint8_t U8 __attribute__((vector_size(kLanes)));
+typedef std::uint16_t U16 __attribute__((vector_size(2 * kLanes)));
+[[gnu::always_inline]] inline U32 load_codes(const std::uint8_t* p) {
+  U8 bytes;
+  std::memcpy(&bytes, p, sizeof bytes);
+  return __builtin_convertvector(bytes, U32);
+}
+[[gnu::always_inline]] inline void store_u16(std::uint16_t* p, U32 v) {
+  const U16 narrow = __builtin_convertvector(v, U16);
+  std::memcpy(p, &narrow, sizeof narrow);
+}
 #endif
 
 // BF16 bits of the canonical quiet NaN and of +∞.

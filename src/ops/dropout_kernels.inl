@@ -30,7 +30,9 @@ void apply_mask(const float* x, float* y, std::size_t count, std::uint32_t first
     // by `keep`, which cannot issue until the hash is done; the loads then miss the cache one
     // after another instead of overlapping, and the kernel ran at 60-80% of its AVX2 speed on
     // data beyond L2.
+#if UNITSCALE_X86_SIMD
     __asm__("" : "+x"(v));
+#endif
     store(y + e, as_f32(as_i32(v * factor) & keep));
     low += static_cast<std::uint32_t>(kLanes);
   }

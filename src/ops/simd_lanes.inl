@@ -9,7 +9,11 @@
 // AVX-512 can be picked by the linker for portable code. The families bring these names into their
 // own anonymous namespace with `using namespace simd;`.
 
+// UNITSCALE_X86_SIMD (set by CMake) is 0 in portable builds: then no intrinsic is used and the
+// plain vector-extension forms below serve every architecture (and every lane count).
+#if UNITSCALE_X86_SIMD && defined(__SSE2__)
 #include <immintrin.h>
+#endif
 
 #include <cstddef>
 #include <cstdint>
@@ -51,22 +55,26 @@ UNITSCALE_SIMD_INLINE I32 lane_index() {
 // The AVX-512 forms are the zero-masking ones with every lane selected: the plain ones start from
 // an undefined register, which GCC 12 reports as maybe-uninitialized.
 UNITSCALE_SIMD_INLINE F32 min(float bound, F32 v) {
-#if UNITSCALE_SIMD_LANES == 16
+#if UNITSCALE_SIMD_LANES == 16 && UNITSCALE_X86_SIMD && defined(__AVX512F__)
   return _mm512_maskz_min_ps(0xFFFF, splat(bound), v);
-#elif UNITSCALE_SIMD_LANES == 8
+#elif UNITSCALE_SIMD_LANES == 8 && UNITSCALE_X86_SIMD && defined(__AVX__)
   return _mm256_min_ps(splat(bound), v);
-#else
+#elif UNITSCALE_SIMD_LANES == 4 && UNITSCALE_X86_SIMD && defined(__SSE2__)
   return _mm_min_ps(splat(bound), v);
+#else
+  return splat(bound) < v ? splat(bound) : v;  // false for NaN v: v
 #endif
 }
 
 UNITSCALE_SIMD_INLINE F32 max(float bound, F32 v) {
-#if UNITSCALE_SIMD_LANES == 16
+#if UNITSCALE_SIMD_LANES == 16 && UNITSCALE_X86_SIMD && defined(__AVX512F__)
   return _mm512_maskz_max_ps(0xFFFF, splat(bound), v);
-#elif UNITSCALE_SIMD_LANES == 8
+#elif UNITSCALE_SIMD_LANES == 8 && UNITSCALE_X86_SIMD && defined(__AVX__)
   return _mm256_max_ps(splat(bound), v);
-#else
+#elif UNITSCALE_SIMD_LANES == 4 && UNITSCALE_X86_SIMD && defined(__SSE2__)
   return _mm_max_ps(splat(bound), v);
+#else
+  return splat(bound) > v ? splat(bound) : v;  // false for NaN v: v
 #endif
 }
 
@@ -133,7 +141,7 @@ UNITSCALE_SIMD_INLINE F32 exp_reconstruct(F32 shifted, F32 n, F32 r) {
   q = q * r + kExpC3;
   q = q * r + kExpC2;
   const F32 p = (r + r * r * q) + 1.0f;
-#if UNITSCALE_SIMD_LANES == 16
+#if UNITSCALE_SIMD_LANES == 16 && UNITSCALE_X86_SIMD && defined(__AVX512F__)
   // AVX-512 scales by 2^n in one instruction, rounding once like the two factors below.
   static_cast<void>(shifted);
   return _mm512_maskz_scalef_ps(0xFFFF, p, n);
