@@ -21,12 +21,12 @@
 #include <vector>
 
 #include "unitscale/ops/attributes.hpp"
+#include "unitscale/tensor/scale.hpp"
 #include "unitscale/tensor/tensor.hpp"
 
 namespace unitscale {
 
 struct OpDef;
-struct ScalePropagationRule;  // defined by the scale-propagation (Scalify) layer
 
 using InferShapesFn = std::vector<Shape> (*)(std::span<const Shape* const> inputs,
                                              const Attributes& attrs);
@@ -42,6 +42,12 @@ struct KernelContext {
 using KernelFn = void (*)(std::span<const ConstTensorView> inputs,
                           std::span<const TensorView> outputs, const Attributes& attrs,
                           const KernelContext& context);
+// Scale propagation (Scalify, arXiv 2407.17353): the scales of an op's outputs from the scales
+// and shapes of its inputs (an absent input has a null shape and scale 1). Ops fill this in where
+// a rule exists; the propagate_scales pass interprets it.
+using ScalePropagationFn = std::vector<Scale> (*)(std::span<const Scale> input_scales,
+                                                 std::span<const Shape* const> input_shapes,
+                                                 const Attributes& attrs);
 // Called once when an executor plans a node, with the kernel's views except that their data is
 // never read: a view's pointer only tells present from absent (see prepare_placeholder()). Ops
 // whose kernels run GEMMs create them here (gemm_prepare), so no kernel call pays for it.
@@ -70,7 +76,7 @@ struct OpDef {
   // Bit i set: forward input i has no gradient (token ids, labels, masks), so autodiff never
   // asks the backward op for it.
   std::uint32_t nondifferentiable_inputs = 0;
-  const ScalePropagationRule* scale_propagation = nullptr;
+  ScalePropagationFn scale_propagation = nullptr;
 
   bool input_is_optional(std::size_t i) const { return inputs[i].ends_with('?'); }
   std::string_view input_name(std::size_t i) const {
