@@ -36,7 +36,7 @@
 //
 // Shapes: 1024³ and 2048³, and the training shapes of a width-D transformer on 1024 tokens for
 // D in {64, 256, 1024}: M = 1024 with (N, K) = (D, D), (4D, D) (FFN up) and (D, 4D) (FFN down);
-// then the vector and tiny shapes where unitscale picks Eigen for FP32, and 64³.
+// then the matrix-vector shapes (unitscale picks Eigen for FP32 at N = 1), tiny ones, and 64³.
 // The context printed first names the CPU, the ISA oneDNN dispatches to, whether BF16 is native,
 // the thread counts, OPENBLAS_CORETYPE, the SIMD sets of both Eigen builds, and per shape the
 // engine unitscale picks for each operand type.

@@ -110,9 +110,9 @@ OneDnnMatmul::OneDnnMatmul(const GemmProblem& p) : state_(new State) {
     // fall back to the reference kernel for binary_mul, binary_add, sum.
     if (p.accumulate) ops.append_sum(1.0f);
     if (p.bias) {
-      // After the scale, so a bias is never multiplied by the operands' scales.
-      const memory::dims shape = p.bias_per_row ? memory::dims{p.m, 1} : memory::dims{1, p.n};
-      state_->bias = memory::desc(shape, memory::data_type::f32, memory::format_tag::ab);
+      // After the scale, so a bias is never multiplied by the operands' scales. Per column only:
+      // oneDNN 2.6 has no fast kernel for a per-row bias (gemm() adds that itself).
+      state_->bias = memory::desc({1, p.n}, memory::data_type::f32, memory::format_tag::ab);
       state_->bias_slot = ops.len();
       ops.append_binary(dnnl::algorithm::binary_add, state_->bias);
     }

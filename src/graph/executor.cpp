@@ -124,16 +124,20 @@ void Executor::plan_updates() {
   state_of_.assign(value_count, -1);
   states_.resize(value_count);
   std::vector<int> updated_at(value_count, -1);  // per state: the step that overwrote it
+  auto allocate = [&](int id) {
+    Tensor& state = states_[static_cast<std::size_t>(id)];
+    if (graph_.info(id).kind == ValueKind::kState && state.data() == nullptr) {
+      state = Tensor(graph_.info(id).shape);
+    }
+  };
+  for (const int id : requested_) allocate(id);
   phases_.clear();
   for (std::size_t s = 0; s < steps_.size(); ++s) {
     const Node& node = node_of(steps_[s]);
     phases_.push_back(node.differentiates >= 0 ? Phase::kBackward : Phase::kForward);
     for (const int in : node.inputs) {
       if (in < 0) continue;
-      if (graph_.info(in).kind == ValueKind::kState &&
-          states_[static_cast<std::size_t>(in)].data() == nullptr) {
-        states_[static_cast<std::size_t>(in)] = Tensor(graph_.info(in).shape);
-      }
+      allocate(in);
       if (updated_at[static_cast<std::size_t>(in)] >= 0) {
         throw Error(fmt::format("Executor: {} reads state '{}' (%{}) after {} updated it in place in "
                                 "the same run; read the update's output instead",
@@ -234,10 +238,8 @@ ConstTensorView Executor::view_of(int id) const {
 
 TensorView Executor::output_view(int id) const {
   const auto index = static_cast<std::size_t>(id);
-  if (graph_.info(id).kind == ValueKind::kState) return const_cast<Tensor&>(states_[index]).view();
-  if (state_of_[index] >= 0) {
-    return const_cast<Tensor&>(states_[static_cast<std::size_t>(state_of_[index])]).view();
-  }
+  if (graph_.info(id).kind == ValueKind::kState) return states_[index].view();
+  if (state_of_[index] >= 0) return states_[static_cast<std::size_t>(state_of_[index])].view();
   return {arena_.get() + offset_[index], graph_.info(id).shape};
 }
 

@@ -285,6 +285,19 @@ TEST(Executor, StateIsKeptAcrossRunsAndUpdatedInPlace) {
   EXPECT_THAT([&] { exec.set_state(x, xt.view()); }, ThrowsMessage<Error>(HasSubstr("not a state")));
 }
 
+// A state that is only requested (no node reads it) still has storage to load and read back.
+TEST(Executor, ARequestedStateHasStorageEvenWithoutReaders) {
+  Graph g;
+  const Value moment = g.state("moment", {3});
+  const Value outputs[] = {moment};
+  Executor exec(g, outputs);
+  EXPECT_EQ(exec.planned_node_count(), 0u);
+  exec.set_state(moment, Tensor::filled({3}, 2.5f));
+  exec.run();
+  ASSERT_NE(exec.get(moment).data(), nullptr);
+  EXPECT_EQ(exec.get(moment).data()[2], 2.5f);
+}
+
 // The old value of a state is gone once its update has run, so reading it later in the same run
 // is a planning error; and only states can be updated in place.
 TEST(Executor, InPlaceUpdatesAreCheckedWhenPlanning) {

@@ -775,7 +775,9 @@ GemmProblem f32_problem(int64_t m, int64_t k, int64_t n) {
 
 TEST(GemmEngineSelection, EigenForVectorsOneDnnForMatrices) {
   const ForcedPath forced;
-  EXPECT_EQ(gemm_engine_for(f32_problem(1, 1024, 1024)), GemmEngine::kEigen);
+  EXPECT_EQ(gemm_engine_for(f32_problem(1024, 1024, 1)), GemmEngine::kEigen);   // one column
+  EXPECT_EQ(gemm_engine_for(f32_problem(1, 1024, 1024)), GemmEngine::kOneDnn);  // one row
+  EXPECT_EQ(gemm_engine_for(f32_problem(16, 16, 16)), GemmEngine::kEigen);      // tiny
   EXPECT_EQ(gemm_engine_for(f32_problem(256, 256, 256)), GemmEngine::kOneDnn);
   EXPECT_EQ(gemm_compute_type(f32_problem(256, 256, 256)), GemmType::kF32);
 }

@@ -107,7 +107,9 @@ class Executor {
   std::vector<Step> steps_;
   std::vector<std::ptrdiff_t> offset_;  // per value: arena offset in floats, or -1
   std::vector<ConstTensorView> bound_;  // per value: the bound tensor of an input or parameter
-  std::vector<Tensor> states_;          // per value: a state's storage (empty for others)
+  // Per value: a state's storage (empty for others). Mutable: the kernels write states through
+  // the views that the const view lookups hand out.
+  mutable std::vector<Tensor> states_;
   std::vector<int> state_of_;           // per value: the state an in-place output writes, or -1
   std::vector<Phase> phases_;           // per step
   std::size_t arena_bytes_ = 0;

@@ -10,8 +10,8 @@
 // always FP32 and the products are always accumulated in FP32.
 //
 // Engines. oneDNN (with run-time dispatch to AVX2, AVX-512, AVX512-BF16 or AMX) runs almost every
-// problem; Eigen runs the few shapes where oneDNN was measured to be slower (matrix-vector
-// products and tiny matrices; see docs/performance.md). The engine is a pure function of the
+// problem; Eigen runs the few shapes where oneDNN was measured to be slower (products with one
+// output column, and tiny ones; see docs/performance.md). The engine is a pure function of the
 // problem's shape and types (gemm_engine_for), never of timings, so results are reproducible.
 //
 // Low precision is exact, not simulated: every E4M3 and E5M2 value (subnormals included) is exactly
