@@ -57,10 +57,10 @@ void convert_run(const void* in, GemmType from, void* out, GemmType to, std::int
 
 std::byte* WidenBuffer::reserve(std::size_t bytes) {
   if (bytes > capacity_) {
-    storage_ = allocate_aligned((bytes + sizeof(float) - 1) / sizeof(float));
+    storage_ = allocate_aligned_bytes(bytes);
     capacity_ = bytes;
   }
-  return reinterpret_cast<std::byte*>(storage_.get());
+  return storage_.get();
 }
 
 GemmMatrix widened_layout(const GemmMatrix& matrix, GemmType to) {

@@ -19,7 +19,7 @@ class WidenBuffer {
   std::byte* reserve(std::size_t bytes);
 
  private:
-  std::unique_ptr<float[], void (*)(float*)> storage_{nullptr, nullptr};
+  std::unique_ptr<std::byte[], void (*)(std::byte*)> storage_{nullptr, nullptr};
   std::size_t capacity_ = 0;
 };
 

@@ -29,10 +29,12 @@ const OpDef kAccumulateGrad{
     .kernel = accumulate_kernel,
 };
 
-std::vector<bool> depends_on(const Graph& graph, std::span<const Value> sources) {
+std::vector<bool> depends_on(const Graph& graph, std::span<const int> order,
+                             std::span<const Value> sources) {
   std::vector<bool> depends(static_cast<std::size_t>(graph.value_count()), false);
   for (const Value& v : sources) depends[static_cast<std::size_t>(v.id())] = true;
-  for (const Node& node : graph.nodes()) {
+  for (const int n : order) {
+    const Node& node = graph.nodes()[static_cast<std::size_t>(n)];
     bool any = false;
     for (const int in : node.inputs) any = any || (in >= 0 && depends[static_cast<std::size_t>(in)]);
     if (!any) continue;
@@ -57,10 +59,12 @@ Value seed_of(Graph& graph, Value loss, const AutodiffOptions& options) {
     return graph.constant(Tensor::filled(loss.shape(), static_cast<float>(options.loss_scale)),
                           "grad_seed");
   }
-  if (&options.seed.graph() != &graph || options.seed.shape() != loss.shape()) {
-    throw Error(fmt::format("autodiff: the seed {} must belong to the graph and have the loss's "
-                            "shape {}",
-                            options.seed.shape().to_string(), loss.shape().to_string()));
+  if (&options.seed.graph() != &graph || options.seed.shape() != loss.shape() ||
+      options.seed.dtype() != DType::kF32) {
+    throw Error(fmt::format("autodiff: the seed ({} {}) must belong to the graph and be f32 of the "
+                            "loss's shape {}",
+                            options.seed.shape().to_string(), dtype_name(options.seed.dtype()),
+                            loss.shape().to_string()));
   }
   return options.loss_scale == 1.0 ? options.seed : scale_fwd(options.seed, options.loss_scale);
 }
@@ -75,7 +79,14 @@ std::vector<Value> autodiff(Graph& graph, Value loss, std::span<const Value> wrt
       throw Error("autodiff: every value to differentiate with respect to must belong to the graph");
     }
   }
-  const std::vector<bool> needs_grad = depends_on(graph, wrt);
+  if (!is_floating(loss.dtype())) {
+    throw Error(fmt::format("autodiff: the loss %{} has dtype {}, which has no gradient", loss.id(),
+                            dtype_name(loss.dtype())));
+  }
+  // Only the forward nodes, in reverse execution order: the nodes recorded below are visited by
+  // nobody.
+  const std::vector<int> order = graph.execution_order();
+  const std::vector<bool> needs_grad = depends_on(graph, order, wrt);
 
   // grads[id]: the gradient of value id accumulated so far (absent: none, i.e. zero).
   std::vector<Value> grads(static_cast<std::size_t>(graph.value_count()));
@@ -91,16 +102,17 @@ std::vector<Value> autodiff(Graph& graph, Value loss, std::span<const Value> wrt
   };
   add_grad(loss.id(), seed_of(graph, loss, options));
 
-  // Only the forward nodes: the ones appended below are visited by nobody.
-  for (int n = static_cast<int>(graph.nodes().size()) - 1; n >= 0; --n) {
-    const Node node = graph.nodes()[static_cast<std::size_t>(n)];  // copy: apply() appends
+  for (auto n = order.rbegin(); n != order.rend(); ++n) {
+    const Node node = graph.nodes()[static_cast<std::size_t>(*n)];  // copy: apply() appends
     bool has_output_grad = false;
     for (const int out : node.outputs) {
       has_output_grad = has_output_grad || (out >= 0 && grads[static_cast<std::size_t>(out)].present());
     }
+    // Integer values (ids, labels) have no gradient, whatever the op.
     auto wants_grad_of_input = [&](std::size_t i) {
       const int in = node.inputs[i];
       return in >= 0 && needs_grad[static_cast<std::size_t>(in)] &&
+             is_floating(graph.info(in).dtype) &&
              ((node.op->nondifferentiable_inputs >> i) & 1) == 0;
     };
     bool wants_input_grad = false;

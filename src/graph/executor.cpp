@@ -1,6 +1,7 @@
 #include "unitscale/graph/executor.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <fmt/format.h>
 #include <iterator>
 #include <limits>
@@ -10,14 +11,20 @@
 namespace unitscale {
 namespace {
 
-constexpr std::ptrdiff_t kAlignFloats = static_cast<std::ptrdiff_t>(kTensorAlignment / sizeof(float));
+constexpr auto kAlignment = static_cast<std::ptrdiff_t>(kTensorAlignment);
 
-std::ptrdiff_t aligned_size(std::int64_t numel) {
-  const auto n = std::max<std::ptrdiff_t>(static_cast<std::ptrdiff_t>(numel), 1);
-  return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats;
+// A value's bytes in the arena, rounded up to the alignment (at least one block, so that every
+// value, even an empty one, has its own address).
+std::ptrdiff_t aligned_size(const ValueInfo& value) {
+  const auto bytes = std::max<std::ptrdiff_t>(
+      static_cast<std::ptrdiff_t>(value.shape.numel()) *
+          static_cast<std::ptrdiff_t>(dtype_size(value.dtype)),
+      1);
+  return (bytes + kAlignment - 1) / kAlignment * kAlignment;
 }
 
-// First-fit-by-size free list over one growing arena (sizes and offsets in floats).
+// Best-fit free list over one growing arena (sizes and offsets in bytes, multiples of the
+// alignment).
 class ArenaPlanner {
  public:
   std::ptrdiff_t allocate(std::ptrdiff_t size) {
@@ -81,10 +88,12 @@ Executor::Executor(Graph& graph, std::span<const Value> outputs)
     requested_.push_back(v.id());
   }
 
-  // Walk backwards to find the nodes the outputs depend on.
+  // Walk the execution order backwards to find the nodes the outputs depend on.
   const auto nodes = graph.nodes();
+  const std::vector<int> execution_order = graph.execution_order();
   std::vector<int> order;
-  for (auto index = static_cast<int>(nodes.size()); index-- > 0;) {
+  for (auto it = execution_order.rbegin(); it != execution_order.rend(); ++it) {
+    const int index = *it;
     const Node& node = nodes[static_cast<std::size_t>(index)];
     const bool run = std::any_of(node.outputs.begin(), node.outputs.end(),
                                  [&](int out) { return out >= 0 && needed[static_cast<std::size_t>(out)]; });
@@ -126,8 +135,8 @@ void Executor::plan_updates() {
   std::vector<int> updated_at(value_count, -1);  // per state: the step that overwrote it
   auto allocate = [&](int id) {
     Tensor& state = states_[static_cast<std::size_t>(id)];
-    if (graph_.info(id).kind == ValueKind::kState && state.data() == nullptr) {
-      state = Tensor(graph_.info(id).shape);
+    if (graph_.info(id).kind == ValueKind::kState && state.bytes() == nullptr) {
+      state = Tensor(graph_.info(id).shape, graph_.info(id).dtype);
     }
   };
   for (const int id : requested_) allocate(id);
@@ -166,11 +175,13 @@ void Executor::prepare(const Node& node) const {
   std::vector<ConstTensorView> inputs;
   std::vector<TensorView> outputs;
   for (const int in : node.inputs) {
-    inputs.push_back(in >= 0 ? ConstTensorView(prepare_placeholder(), graph_.info(in).shape)
+    inputs.push_back(in >= 0 ? ConstTensorView(prepare_placeholder(), graph_.info(in).shape,
+                                               graph_.info(in).dtype)
                              : ConstTensorView{});
   }
   for (const int out : node.outputs) {
-    outputs.push_back(out >= 0 ? TensorView(prepare_placeholder(), graph_.info(out).shape)
+    outputs.push_back(out >= 0 ? TensorView(prepare_placeholder(), graph_.info(out).shape,
+                                            graph_.info(out).dtype)
                                : TensorView{});
   }
   node.op->prepare(inputs, outputs, node.attrs);
@@ -184,16 +195,16 @@ void Executor::plan_memory(const std::vector<int>& last_use) {
     // one of its inputs.
     for (const int out : node_of(steps_[s]).outputs) {
       if (out < 0 || state_of_[static_cast<std::size_t>(out)] >= 0) continue;
-      offset_[static_cast<std::size_t>(out)] = planner.allocate(aligned_size(graph_.info(out).shape.numel()));
+      offset_[static_cast<std::size_t>(out)] = planner.allocate(aligned_size(graph_.info(out)));
       const int last = last_use[static_cast<std::size_t>(out)];
       if (last != std::numeric_limits<int>::max()) frees_after[static_cast<std::size_t>(std::max<int>(last, static_cast<int>(s)))].push_back(out);
     }
     for (const int id : frees_after[s]) {
-      planner.release(offset_[static_cast<std::size_t>(id)], aligned_size(graph_.info(id).shape.numel()));
+      planner.release(offset_[static_cast<std::size_t>(id)], aligned_size(graph_.info(id)));
     }
   }
-  arena_bytes_ = static_cast<std::size_t>(planner.end()) * sizeof(float);
-  arena_ = allocate_aligned(static_cast<std::size_t>(planner.end()));
+  arena_bytes_ = static_cast<std::size_t>(planner.end());
+  arena_ = allocate_aligned_bytes(arena_bytes_);
 }
 
 void Executor::bind(Value v, ConstTensorView tensor) {
@@ -207,9 +218,10 @@ void Executor::bind(Value v, ConstTensorView tensor) {
   if (info.kind != ValueKind::kInput && info.kind != ValueKind::kParameter) {
     throw Error(fmt::format("Executor::bind: %{} is not an input or parameter", v.id()));
   }
-  if (tensor.shape() != info.shape) {
-    throw Error(fmt::format("Executor::bind: '{}' (%{}) expects shape {}, got {}", info.name, v.id(),
-                            info.shape.to_string(), tensor.shape().to_string()));
+  if (tensor.shape() != info.shape || tensor.dtype() != info.dtype) {
+    throw Error(fmt::format("Executor::bind: '{}' (%{}) expects {} {}, got {} {}", info.name, v.id(),
+                            info.shape.to_string(), dtype_name(info.dtype),
+                            tensor.shape().to_string(), dtype_name(tensor.dtype())));
   }
   bound_[static_cast<std::size_t>(v.id())] = tensor;
   views_ready_ = false;
@@ -240,14 +252,14 @@ TensorView Executor::output_view(int id) const {
   const auto index = static_cast<std::size_t>(id);
   if (graph_.info(id).kind == ValueKind::kState) return states_[index].view();
   if (state_of_[index] >= 0) return states_[static_cast<std::size_t>(state_of_[index])].view();
-  return {arena_.get() + offset_[index], graph_.info(id).shape};
+  return {arena_.get() + offset_[index], graph_.info(id).shape, graph_.info(id).dtype};
 }
 
 int Executor::state_id(Value v, std::string_view caller) const {
   if (!v.present() || &v.graph() != &graph_ || graph_.info(v.id()).kind != ValueKind::kState) {
     throw Error(fmt::format("Executor::{}: %{} is not a state value of this graph", caller, v.id()));
   }
-  if (states_[static_cast<std::size_t>(v.id())].data() == nullptr) {
+  if (states_[static_cast<std::size_t>(v.id())].bytes() == nullptr) {
     throw Error(fmt::format("Executor::{}: state '{}' (%{}) is not used by the planned nodes",
                             caller, graph_.info(v.id()).name, v.id()));
   }
@@ -256,12 +268,13 @@ int Executor::state_id(Value v, std::string_view caller) const {
 
 void Executor::set_state(Value v, ConstTensorView tensor) {
   Tensor& state = states_[static_cast<std::size_t>(state_id(v, "set_state"))];
-  if (tensor.shape() != state.shape()) {
-    throw Error(fmt::format("Executor::set_state: '{}' (%{}) has shape {}, got {}",
+  if (tensor.shape() != state.shape() || tensor.dtype() != state.dtype()) {
+    throw Error(fmt::format("Executor::set_state: '{}' (%{}) is {} {}, got {} {}",
                             graph_.info(v.id()).name, v.id(), state.shape().to_string(),
-                            tensor.shape().to_string()));
+                            dtype_name(state.dtype()), tensor.shape().to_string(),
+                            dtype_name(tensor.dtype())));
   }
-  std::copy(tensor.span().begin(), tensor.span().end(), state.span().begin());
+  if (state.byte_size() > 0) std::memcpy(state.bytes(), tensor.bytes(), state.byte_size());
 }
 
 ConstTensorView Executor::state(Value v) const {
@@ -322,8 +335,9 @@ std::vector<OpProfile> Executor::profile() const {
     it->seconds += std::chrono::duration<double>(node_time_[s]).count();
     for (const int out : node.outputs) {
       if (out >= 0) {
-        it->output_bytes += node_calls_[s] * static_cast<std::uint64_t>(graph_.info(out).shape.numel()) *
-                            sizeof(float);
+        it->output_bytes += node_calls_[s] *
+                            static_cast<std::uint64_t>(graph_.info(out).shape.numel()) *
+                            dtype_size(graph_.info(out).dtype);
       }
     }
   }

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <queue>
 
 #include "unitscale/error.hpp"
 
@@ -16,18 +18,20 @@ Graph& Value::graph() const {
 }
 
 const Shape& Value::shape() const { return graph().info(id_).shape; }
+DType Value::dtype() const { return graph().info(id_).dtype; }
 
-int Graph::add_value(Shape shape, ValueKind kind, std::string name) {
-  values_.push_back(ValueInfo{std::move(shape), kind, std::move(name), -1, 0, std::nullopt});
+int Graph::add_value(Shape shape, DType dtype, ValueKind kind, std::string name) {
+  values_.push_back(
+      ValueInfo{std::move(shape), dtype, kind, std::move(name), -1, 0, std::nullopt});
   return value_count() - 1;
 }
 
-Value Graph::input(std::string name, Shape shape) {
-  return {this, add_value(std::move(shape), ValueKind::kInput, std::move(name))};
+Value Graph::input(std::string name, Shape shape, DType dtype) {
+  return {this, add_value(std::move(shape), dtype, ValueKind::kInput, std::move(name))};
 }
 
 Value Graph::parameter(std::string name, Shape shape) {
-  return {this, add_value(std::move(shape), ValueKind::kParameter, std::move(name))};
+  return {this, add_value(std::move(shape), DType::kF32, ValueKind::kParameter, std::move(name))};
 }
 
 Value Graph::parameter(std::string name, Shape shape, ParameterInfo info) {
@@ -37,15 +41,15 @@ Value Graph::parameter(std::string name, Shape shape, ParameterInfo info) {
   return v;
 }
 
-Value Graph::state(std::string name, Shape shape, std::optional<ParameterInfo> info) {
+Value Graph::state(std::string name, Shape shape, std::optional<ParameterInfo> info, DType dtype) {
   if (info) info->check(name, shape);
-  const int id = add_value(std::move(shape), ValueKind::kState, std::move(name));
+  const int id = add_value(std::move(shape), dtype, ValueKind::kState, std::move(name));
   values_[static_cast<std::size_t>(id)].parameter = std::move(info);
   return {this, id};
 }
 
 Value Graph::constant(Tensor value, std::string name) {
-  const int id = add_value(value.shape(), ValueKind::kConstant, std::move(name));
+  const int id = add_value(value.shape(), value.dtype(), ValueKind::kConstant, std::move(name));
   constants_.emplace_back(id, std::move(value));
   return {this, id};
 }
@@ -114,7 +118,8 @@ std::vector<Value> Graph::apply(const OpDef& op, std::span<const Value> inputs, 
     }
     shapes.push_back(inputs[i].present() ? &info(inputs[i].id()).shape : nullptr);
   }
-  // Shapes first: the scale rules index dimensions that only the shape check guarantees.
+  const std::vector<DType> output_dtypes = infer_dtypes(op, inputs, attrs);
+  // Shapes before scales: the scale rules index dimensions that only the shape check guarantees.
   const std::vector<Shape> output_shapes = op.infer_shapes(shapes, attrs);
   UNITSCALE_ASSERT(output_shapes.size() == static_cast<std::size_t>(op.output_count));
   if (scaling_ == Scaling::kUnit && op.unit_scale != nullptr) {
@@ -122,7 +127,32 @@ std::vector<Value> Graph::apply(const OpDef& op, std::span<const Value> inputs, 
     check_unit_scales(op, shapes, attrs);
   }
   std::vector<std::optional<Shape>> optional_shapes(output_shapes.begin(), output_shapes.end());
-  return apply_with_shapes(op, inputs, std::move(attrs), optional_shapes);
+  return apply_with_shapes(op, inputs, std::move(attrs), optional_shapes, -1, output_dtypes);
+}
+
+std::vector<DType> Graph::infer_dtypes(const OpDef& op, std::span<const Value> inputs,
+                                       const Attributes& attrs) const {
+  std::vector<DType> dtypes;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (!inputs[i].present()) {
+      dtypes.push_back(DType::kF32);
+      continue;
+    }
+    const DType dtype = info(inputs[i].id()).dtype;
+    const DTypeSet accepted = op.accepted_dtypes(i);
+    if (!accepted.contains(dtype)) {
+      throw Error(fmt::format("{}: input '{}' (%{}) has dtype {}, expected {}", op.name,
+                              op.input_name(i), inputs[i].id(), dtype_name(dtype),
+                              accepted.to_string()));
+    }
+    dtypes.push_back(dtype);
+  }
+  if (op.infer_dtypes == nullptr) {
+    return std::vector<DType>(static_cast<std::size_t>(op.output_count), DType::kF32);
+  }
+  std::vector<DType> outputs = op.infer_dtypes(dtypes, attrs);
+  UNITSCALE_ASSERT(outputs.size() == static_cast<std::size_t>(op.output_count));
+  return outputs;
 }
 
 Value Graph::apply1(const OpDef& op, std::span<const Value> inputs, Attributes attrs) {
@@ -132,7 +162,8 @@ Value Graph::apply1(const OpDef& op, std::span<const Value> inputs, Attributes a
 std::vector<Value> Graph::apply_with_shapes(const OpDef& op, std::span<const Value> inputs,
                                             Attributes attrs,
                                             std::span<const std::optional<Shape>> output_shapes,
-                                            int differentiates) {
+                                            int differentiates,
+                                            std::span<const DType> output_dtypes) {
   Node node{&op, {}, {}, std::move(attrs), differentiates};
   for (const Value& v : inputs) {
     check_owned(v, op.name);
@@ -142,11 +173,13 @@ std::vector<Value> Graph::apply_with_shapes(const OpDef& op, std::span<const Val
     const int i = op.in_place[o];
     if (i < 0 || !output_shapes[o]) continue;
     const auto input = static_cast<std::size_t>(i);
+    const DType dtype = o < output_dtypes.size() ? output_dtypes[o] : DType::kF32;
     if (input >= inputs.size() || !inputs[input].present() ||
-        inputs[input].shape() != *output_shapes[o]) {
+        inputs[input].shape() != *output_shapes[o] || inputs[input].dtype() != dtype) {
       throw Error(fmt::format("{}: output {} updates input '{}' in place, which must be given and "
-                              "have the output's shape {}",
-                              op.name, o, op.input_name(input), output_shapes[o]->to_string()));
+                              "have the output's shape {} and dtype {}",
+                              op.name, o, op.input_name(input), output_shapes[o]->to_string(),
+                              dtype_name(dtype)));
     }
   }
   const int node_index = static_cast<int>(nodes_.size());
@@ -157,7 +190,8 @@ std::vector<Value> Graph::apply_with_shapes(const OpDef& op, std::span<const Val
       outputs.emplace_back();
       continue;
     }
-    const int id = add_value(*output_shapes[i], ValueKind::kNodeOutput, {});
+    const DType dtype = i < output_dtypes.size() ? output_dtypes[i] : DType::kF32;
+    const int id = add_value(*output_shapes[i], dtype, ValueKind::kNodeOutput, {});
     values_[static_cast<std::size_t>(id)].node = node_index;
     values_[static_cast<std::size_t>(id)].output_index = static_cast<int>(i);
     node.outputs.push_back(id);
@@ -206,28 +240,123 @@ Value Graph::grad_of(Value v) {
 void Graph::record_gradient(Value v, Value grad) {
   check_owned(v, "record_gradient");
   check_owned(grad, "record_gradient");
-  if (!v.present() || !grad.present() || grad.shape() != v.shape()) {
-    throw Error(fmt::format("record_gradient: the gradient {} of %{} must be present and of its shape {}",
-                            grad.present() ? grad.shape().to_string() : "(absent)", v.id(),
-                            v.present() ? v.shape().to_string() : "(absent)"));
+  if (!v.present() || !grad.present() || grad.shape() != v.shape() ||
+      grad.dtype() != DType::kF32) {
+    throw Error(fmt::format("record_gradient: the gradient of %{} must be present, f32 and of its "
+                            "shape {}; got {}",
+                            v.id(), v.present() ? v.shape().to_string() : "(absent)",
+                            grad.present() ? fmt::format("{} {}", grad.shape().to_string(),
+                                                         dtype_name(grad.dtype()))
+                                           : "(absent)"));
   }
   if (gradient_.size() < values_.size()) gradient_.resize(values_.size(), -1);
   gradient_[static_cast<std::size_t>(v.id())] = grad.id();
 }
 
-void Graph::retain_nodes(const std::vector<bool>& keep) {
-  if (keep.size() != nodes_.size()) {
-    throw Error(fmt::format("retain_nodes: {} flags for a graph of {} nodes", keep.size(),
-                            nodes_.size()));
+std::vector<Graph::Use> Graph::uses(Value v) const {
+  check_owned(v, "uses");
+  std::vector<Use> found;
+  for (const int n : execution_order()) {
+    const Node& node = nodes_[static_cast<std::size_t>(n)];
+    for (std::size_t i = 0; i < node.inputs.size(); ++i) {
+      if (node.inputs[i] == v.id()) found.push_back(Use{n, static_cast<int>(i)});
+    }
+  }
+  return found;
+}
+
+// Whether `value` is computed (directly or not) from an output of node `node`.
+bool Graph::depends_on(int value, int node) const {
+  std::vector<bool> seen(nodes_.size(), false);
+  std::vector<int> pending{value};
+  while (!pending.empty()) {
+    const int id = pending.back();
+    pending.pop_back();
+    const int producer = values_[static_cast<std::size_t>(id)].node;
+    if (producer < 0 || seen[static_cast<std::size_t>(producer)]) continue;
+    if (producer == node) return true;
+    seen[static_cast<std::size_t>(producer)] = true;
+    for (const int in : nodes_[static_cast<std::size_t>(producer)].inputs) {
+      if (in >= 0) pending.push_back(in);
+    }
+  }
+  return false;
+}
+
+void Graph::replace_input(int node, int input, Value v) {
+  check_owned(v, "replace_input");
+  if (node < 0 || node >= static_cast<int>(nodes_.size())) {
+    throw Error(fmt::format("replace_input: no node {} (the graph has {})", node, nodes_.size()));
+  }
+  Node& target = nodes_[static_cast<std::size_t>(node)];
+  const std::string_view op = target.op->name;
+  if (input < 0 || input >= static_cast<int>(target.inputs.size())) {
+    throw Error(fmt::format("replace_input: {} (node {}) has no input {}", op, node, input));
+  }
+  const int old = target.inputs[static_cast<std::size_t>(input)];
+  const std::string_view name = target.op->input_name(static_cast<std::size_t>(input));
+  if (old < 0 || !v.present()) {
+    throw Error(fmt::format("replace_input: {} input '{}': only a present input can be replaced, "
+                            "by a present value (record a new node to add or drop one)",
+                            op, name));
+  }
+  const ValueInfo& before = info(old);
+  const ValueInfo& after = info(v.id());
+  if (before.shape != after.shape || before.dtype != after.dtype) {
+    throw Error(fmt::format("replace_input: {} input '{}' is {} {}; %{} is {} {}", op, name,
+                            before.shape.to_string(), dtype_name(before.dtype), v.id(),
+                            after.shape.to_string(), dtype_name(after.dtype)));
+  }
+  if (depends_on(v.id(), node)) {
+    throw Error(fmt::format("replace_input: %{} depends on the output of {} (node {}); reading it "
+                            "as input '{}' would make a cycle",
+                            v.id(), op, node, name));
+  }
+  target.inputs[static_cast<std::size_t>(input)] = v.id();
+  ++version_;
+}
+
+int Graph::replace_uses(Value from, Value to, std::span<const int> consumers) {
+  check_owned(from, "replace_uses");
+  check_owned(to, "replace_uses");
+  if (!from.present() || !to.present()) {
+    throw Error("replace_uses: both values must be present");
+  }
+  std::vector<Use> rewired;
+  for (const Use& use : uses(from)) {
+    const bool chosen = consumers.empty() ||
+                        std::find(consumers.begin(), consumers.end(), use.node) != consumers.end();
+    // The nodes `to` is computed from keep reading `from`: that is what makes an insertion.
+    if (chosen && !depends_on(to.id(), use.node)) rewired.push_back(use);
+  }
+  // Validate every edit before making any, so an error changes nothing.
+  const ValueInfo& a = info(from.id());
+  const ValueInfo& b = info(to.id());
+  if (!rewired.empty() && (a.shape != b.shape || a.dtype != b.dtype)) {
+    throw Error(fmt::format("replace_uses: %{} is {} {} but %{} is {} {}", from.id(),
+                            a.shape.to_string(), dtype_name(a.dtype), to.id(),
+                            b.shape.to_string(), dtype_name(b.dtype)));
+  }
+  for (const Use& use : rewired) replace_input(use.node, use.input, to);
+  return static_cast<int>(rewired.size());
+}
+
+void Graph::remove_nodes(std::span<const int> nodes) {
+  std::vector<bool> removed(nodes_.size(), false);
+  for (const int n : nodes) {
+    if (n < 0 || n >= static_cast<int>(nodes_.size())) {
+      throw Error(fmt::format("remove_nodes: no node {} (the graph has {})", n, nodes_.size()));
+    }
+    removed[static_cast<std::size_t>(n)] = true;
   }
   for (std::size_t i = 0; i < nodes_.size(); ++i) {
-    if (!keep[i]) continue;
+    if (removed[i]) continue;
     for (const int in : nodes_[i].inputs) {
       if (in < 0) continue;
       const int producer = values_[static_cast<std::size_t>(in)].node;
-      if (producer >= 0 && !keep[static_cast<std::size_t>(producer)]) {
-        throw Error(fmt::format("retain_nodes: node {} ({}) is kept but its input %{} comes from "
-                                "node {} ({}), which would be removed",
+      if (producer >= 0 && removed[static_cast<std::size_t>(producer)]) {
+        throw Error(fmt::format("remove_nodes: node {} ({}) stays but reads %{} from node {} ({}), "
+                                "which would be removed",
                                 i, nodes_[i].op->name, in, producer,
                                 nodes_[static_cast<std::size_t>(producer)].op->name));
       }
@@ -235,20 +364,57 @@ void Graph::retain_nodes(const std::vector<bool>& keep) {
   }
   std::vector<Node> kept;
   for (std::size_t i = 0; i < nodes_.size(); ++i) {
-    if (keep[i]) {
-      for (const int out : nodes_[i].outputs) {
-        if (out >= 0) values_[static_cast<std::size_t>(out)].node = static_cast<int>(kept.size());
-      }
-      kept.push_back(std::move(nodes_[i]));
-    } else {
-      for (const int out : nodes_[i].outputs) {
-        if (out >= 0) values_[static_cast<std::size_t>(out)].node = kDeadNode;
-      }
+    const int new_index = removed[i] ? kDeadNode : static_cast<int>(kept.size());
+    for (const int out : nodes_[i].outputs) {
+      if (out >= 0) values_[static_cast<std::size_t>(out)].node = new_index;
     }
+    if (!removed[i]) kept.push_back(std::move(nodes_[i]));
   }
   nodes_ = std::move(kept);
   ++version_;
 }
+
+std::vector<int> Graph::execution_order() const {
+  // Kahn's algorithm, always taking the lowest-index ready node: recording order when it is
+  // topological, and a deterministic order otherwise.
+  const std::size_t n = nodes_.size();
+  std::vector<int> waiting(n, 0);
+  std::vector<std::vector<int>> readers(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    for (const int in : nodes_[i].inputs) {
+      if (in < 0) continue;
+      const int producer = values_[static_cast<std::size_t>(in)].node;
+      if (producer < 0) continue;
+      ++waiting[i];
+      readers[static_cast<std::size_t>(producer)].push_back(static_cast<int>(i));
+    }
+  }
+  std::priority_queue<int, std::vector<int>, std::greater<>> ready;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (waiting[i] == 0) ready.push(static_cast<int>(i));
+  }
+  std::vector<int> order;
+  order.reserve(n);
+  while (!ready.empty()) {
+    const int next = ready.top();
+    ready.pop();
+    order.push_back(next);
+    for (const int reader : readers[static_cast<std::size_t>(next)]) {
+      if (--waiting[static_cast<std::size_t>(reader)] == 0) ready.push(reader);
+    }
+  }
+  // replace_input refuses cycles, so every node is reached.
+  UNITSCALE_ASSERT(order.size() == n);
+  return order;
+}
+
+namespace {
+// "[4, 8]" for f32, "[4, 8] bf16" otherwise.
+std::string typed_shape(const ValueInfo& v) {
+  return v.dtype == DType::kF32 ? v.shape.to_string()
+                                : fmt::format("{} {}", v.shape.to_string(), dtype_name(v.dtype));
+}
+}  // namespace
 
 std::string Graph::to_string() const {
   std::string text;
@@ -256,7 +422,7 @@ std::string Graph::to_string() const {
     const ValueInfo& v = values_[static_cast<std::size_t>(id)];
     switch (v.kind) {
       case ValueKind::kInput:
-        text += fmt::format("%{} = input \"{}\" {}\n", id, v.name, v.shape.to_string());
+        text += fmt::format("%{} = input \"{}\" {}\n", id, v.name, typed_shape(v));
         break;
       case ValueKind::kParameter:
         text += fmt::format("%{} = parameter \"{}\" {}", id, v.name, v.shape.to_string());
@@ -264,10 +430,10 @@ std::string Graph::to_string() const {
         text += "\n";
         break;
       case ValueKind::kConstant:
-        text += fmt::format("%{} = constant \"{}\" {}\n", id, v.name, v.shape.to_string());
+        text += fmt::format("%{} = constant \"{}\" {}\n", id, v.name, typed_shape(v));
         break;
       case ValueKind::kState:
-        text += fmt::format("%{} = state \"{}\" {}", id, v.name, v.shape.to_string());
+        text += fmt::format("%{} = state \"{}\" {}", id, v.name, typed_shape(v));
         if (v.parameter) text += fmt::format(" {{{}}}", v.parameter->to_string());
         text += "\n";
         break;
@@ -275,7 +441,8 @@ std::string Graph::to_string() const {
         break;
     }
   }
-  for (const Node& node : nodes_) {
+  for (const int index : execution_order()) {
+    const Node& node = nodes_[static_cast<std::size_t>(index)];
     std::vector<std::string> outputs, arguments;
     for (const int out : node.outputs) outputs.push_back(out >= 0 ? fmt::format("%{}", out) : "_");
     for (std::size_t i = 0; i < node.inputs.size(); ++i) {
@@ -285,7 +452,7 @@ std::string Graph::to_string() const {
     }
     std::vector<std::string> shapes;
     for (const int out : node.outputs) {
-      if (out >= 0) shapes.push_back(values_[static_cast<std::size_t>(out)].shape.to_string());
+      if (out >= 0) shapes.push_back(typed_shape(values_[static_cast<std::size_t>(out)]));
     }
     text += fmt::format("{} = {}({})", fmt::join(outputs, ", "), node.op->name, fmt::join(arguments, ", "));
     if (!node.attrs.entries().empty()) text += " " + node.attrs.to_string();

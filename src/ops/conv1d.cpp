@@ -254,8 +254,13 @@ Shape conv1d_shape(std::span<const Shape* const> in, const Attributes& attrs) {
     throw Error(fmt::format("conv1d: bias {} does not match weight {}: expected [{}]",
                             in[2]->to_string(), w.to_string(), c_out));
   }
+  if (w.dim(2) < 1) {
+    throw Error(fmt::format("conv1d: weight {} has an empty kernel (k = 0): expected weight "
+                            "[C_out, C_in/groups, k] with k >= 1 (x {})",
+                            w.to_string(), x.to_string()));
+  }
   const std::int64_t span = geo.dilation * (w.dim(2) - 1) + 1;
-  if (w.dim(2) < 1 || x.dim(-1) + 2 * geo.padding < span) {
+  if (x.dim(-1) + 2 * geo.padding < span) {
     throw Error(fmt::format("conv1d: x {} is shorter than the kernel of weight {} (dilation {}, "
                             "padding {}): expected L + 2·padding >= dilation·(k − 1) + 1 = {}",
                             x.to_string(), w.to_string(), geo.dilation, geo.padding, span));

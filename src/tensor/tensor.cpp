@@ -2,44 +2,64 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <string>
+
+#include <fmt/format.h>
 
 #include "unitscale/error.hpp"
 
 namespace unitscale {
 namespace {
 
-float* allocate_floats(std::size_t n) {
-  const std::size_t bytes =
-      std::max<std::size_t>(kTensorAlignment, (n * sizeof(float) + kTensorAlignment - 1) /
-                                                  kTensorAlignment * kTensorAlignment);
+std::byte* allocate_bytes(std::size_t n) {
+  const std::size_t bytes = std::max<std::size_t>(
+      kTensorAlignment, (n + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment);
   void* p = std::aligned_alloc(kTensorAlignment, bytes);
   if (p == nullptr) throw std::bad_alloc();
-  return static_cast<float*>(p);
+  return static_cast<std::byte*>(p);
 }
 
-void free_floats(float* p) { std::free(p); }
+void free_bytes(std::byte* p) { std::free(p); }
 
 }  // namespace
 
-void Tensor::FreeAligned::operator()(float* p) const { free_floats(p); }
-
-std::unique_ptr<float[], void (*)(float*)> allocate_aligned(std::size_t n) {
-  return {allocate_floats(n), &free_floats};
+void detail::throw_dtype_mismatch(std::string_view what, DType expected, DType actual,
+                                  const Shape& shape) {
+  throw Error(fmt::format("{}: expected a {} tensor, got {} (shape {})", what,
+                          dtype_name(expected), dtype_name(actual), shape.to_string()));
 }
 
-Tensor::Tensor(Shape shape)
-    : shape_(std::move(shape)), data_(allocate_floats(static_cast<std::size_t>(shape_.numel()))) {
-  std::fill_n(data_.get(), numel(), 0.0f);
+void Tensor::FreeAligned::operator()(std::byte* p) const { free_bytes(p); }
+
+std::unique_ptr<std::byte[], void (*)(std::byte*)> allocate_aligned_bytes(std::size_t bytes) {
+  return {allocate_bytes(bytes), &free_bytes};
 }
+
+Tensor::Tensor(Shape shape, DType dtype)
+    : shape_(std::move(shape)), dtype_(dtype), data_(allocate_bytes(byte_size())) {
+  std::memset(data_.get(), 0, byte_size());
+}
+
+namespace {
+template <class T>
+void copy_values(std::string_view kind, const Shape& shape, std::span<const T> values, T* out) {
+  if (values.size() != static_cast<std::size_t>(shape.numel())) {
+    throw Error(fmt::format("Tensor: shape {} needs {} {} values, got {}", shape.to_string(),
+                            shape.numel(), kind, values.size()));
+  }
+  std::copy(values.begin(), values.end(), out);
+}
+}  // namespace
 
 Tensor::Tensor(Shape shape, std::span<const float> values) : Tensor(std::move(shape)) {
-  if (values.size() != static_cast<std::size_t>(numel())) {
-    throw Error("Tensor: shape " + shape_.to_string() + " needs " + std::to_string(numel()) +
-                " values, got " + std::to_string(values.size()));
-  }
-  std::copy(values.begin(), values.end(), data_.get());
+  copy_values("f32", shape_, values, data());
+}
+
+Tensor::Tensor(Shape shape, std::span<const std::int32_t> values)
+    : Tensor(std::move(shape), DType::kI32) {
+  copy_values("i32", shape_, values, data_as<std::int32_t>());
 }
 
 Tensor Tensor::filled(Shape shape, float value) {
@@ -49,8 +69,10 @@ Tensor Tensor::filled(Shape shape, float value) {
 }
 
 Tensor::Tensor(const Tensor& other)
-    : shape_(other.shape_), data_(other.data_ ? allocate_floats(static_cast<std::size_t>(other.numel())) : nullptr) {
-  if (data_) std::copy_n(other.data(), numel(), data_.get());
+    : shape_(other.shape_),
+      dtype_(other.dtype_),
+      data_(other.data_ ? allocate_bytes(other.byte_size()) : nullptr) {
+  if (data_) std::memcpy(data_.get(), other.data_.get(), byte_size());
 }
 
 Tensor& Tensor::operator=(const Tensor& other) {
@@ -65,6 +87,12 @@ Tensor Tensor::reshaped(Shape shape) && {
   }
   shape_ = std::move(shape);
   return std::move(*this);
+}
+
+Tensor copy_of(ConstTensorView view) {
+  Tensor t(view.shape(), view.dtype());
+  if (view.byte_size() > 0) std::memcpy(t.bytes(), view.bytes(), view.byte_size());
+  return t;
 }
 
 }  // namespace unitscale

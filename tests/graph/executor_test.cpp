@@ -161,7 +161,7 @@ TEST(Executor, BindingErrorsNameTheValue) {
   Executor exec(g, outputs);
   Tensor wrong({3, 2});
   EXPECT_THAT([&] { exec.bind(x, wrong); },
-              ::testing::ThrowsMessage<Error>(HasSubstr("'x' (%0) expects shape [2, 3], got [3, 2]")));
+              ::testing::ThrowsMessage<Error>(HasSubstr("'x' (%0) expects [2, 3] f32, got [3, 2] f32")));
   EXPECT_THAT([&] { exec.run(); }, ::testing::ThrowsMessage<Error>(HasSubstr("input 'x' (%0) is not bound")));
   EXPECT_THAT([&] { exec.get(x); }, ::testing::ThrowsMessage<Error>(HasSubstr("not requested")));
 }
@@ -281,7 +281,7 @@ TEST(Executor, StateIsKeptAcrossRunsAndUpdatedInPlace) {
   EXPECT_THAT([&] { exec.bind(counter, start); }, ThrowsMessage<Error>(HasSubstr("set_state")));
   EXPECT_NO_THROW(exec.set_state(counter, xt.view()));
   EXPECT_THAT([&] { exec.set_state(counter, Tensor({3}).view()); },
-              ThrowsMessage<Error>(HasSubstr("'counter' (%0) has shape [2], got [3]")));
+              ThrowsMessage<Error>(HasSubstr("'counter' (%0) is [2] f32, got [3] f32")));
   EXPECT_THAT([&] { exec.set_state(x, xt.view()); }, ThrowsMessage<Error>(HasSubstr("not a state")));
 }
 

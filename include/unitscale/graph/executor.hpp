@@ -105,7 +105,7 @@ class Executor {
   std::uint64_t graph_version_;
   std::vector<int> requested_;
   std::vector<Step> steps_;
-  std::vector<std::ptrdiff_t> offset_;  // per value: arena offset in floats, or -1
+  std::vector<std::ptrdiff_t> offset_;  // per value: arena offset in bytes, or -1
   std::vector<ConstTensorView> bound_;  // per value: the bound tensor of an input or parameter
   // Per value: a state's storage (empty for others). Mutable: the kernels write states through
   // the views that the const view lookups hand out.
@@ -113,7 +113,7 @@ class Executor {
   std::vector<int> state_of_;           // per value: the state an in-place output writes, or -1
   std::vector<Phase> phases_;           // per step
   std::size_t arena_bytes_ = 0;
-  std::unique_ptr<float[], void (*)(float*)> arena_{nullptr, nullptr};
+  std::unique_ptr<std::byte[], void (*)(std::byte*)> arena_{nullptr, nullptr};
   bool views_ready_ = false;
   std::uint64_t step_ = 0;
   std::vector<Observer> observers_;

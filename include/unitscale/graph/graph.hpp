@@ -1,8 +1,14 @@
 #pragma once
 // The op-graph IR. User code records nodes through the builder functions (graph/builders/*.hpp):
-// calling linear(x, w) on graph values checks the shapes at once, appends a node and returns its
-// output value. Nodes are stored in recording order, which is a topological order; every pass and
-// the executor rely on that.
+// calling linear(x, w) on graph values checks the shapes and dtypes at once, appends a node and
+// returns its output value.
+//
+// Passes edit a graph in place (see "Writing a pass" in docs/architecture.md): they record new
+// nodes with apply or the builders, rewire consumers with replace_uses / replace_input, and drop
+// nodes with remove_nodes. Value ids stay valid through every edit (the values of removed nodes
+// are marked dead); node indices are valid until the next remove_nodes. Storage order is therefore
+// not execution order: execution_order() computes a topological order, which the executor,
+// autodiff and the printer use.
 //
 // A Graph is neither copyable nor movable, because Values point at it.
 
@@ -32,6 +38,7 @@ class Value {
   Graph& graph() const;  // throws unitscale::Error on an absent value
   int id() const { return id_; }
   const Shape& shape() const;
+  DType dtype() const;
 
   friend bool operator==(const Value&, const Value&) = default;
 
@@ -46,7 +53,8 @@ enum class ValueKind { kInput, kParameter, kConstant, kState, kNodeOutput };
 
 struct ValueInfo {
   Shape shape;
-  ValueKind kind;
+  DType dtype = DType::kF32;
+  ValueKind kind = ValueKind::kInput;
   std::string name;  // inputs, parameters and named constants
   int node = -1;     // producing node, for node outputs
   int output_index = 0;
@@ -74,7 +82,7 @@ class Graph {
   // Whether ops recorded into this graph apply their unit-scaling rules.
   Scaling scaling() const { return scaling_; }
 
-  Value input(std::string name, Shape shape);
+  Value input(std::string name, Shape shape, DType dtype = DType::kF32);
   Value parameter(std::string name, Shape shape);
   // A parameter with the metadata the parametrizations need (checked against the shape; the
   // printer shows it).
@@ -82,18 +90,22 @@ class Graph {
   Value constant(Tensor value, std::string name = {});
   // A value kept by the executor across runs (initially zeros; Executor::set_state loads it).
   // With ParameterInfo it is a trained parameter that update ops change in place.
-  Value state(std::string name, Shape shape, std::optional<ParameterInfo> info = std::nullopt);
+  Value state(std::string name, Shape shape, std::optional<ParameterInfo> info = std::nullopt,
+              DType dtype = DType::kF32);
 
-  // Records a node of `op`: resolves its unit scales (when the graph is unit-scaled), infers its
-  // output shapes (shape errors name the op and the shapes) and returns its outputs.
+  // Records a node of `op`: checks its inputs' dtypes against op.input_dtypes, infers its output
+  // shapes and dtypes (errors name the op, the input and the shapes or dtypes), resolves its unit
+  // scales (when the graph is unit-scaled) and returns its outputs.
   std::vector<Value> apply(const OpDef& op, std::span<const Value> inputs, Attributes attrs);
   Value apply1(const OpDef& op, std::span<const Value> inputs, Attributes attrs);
-  // As apply, with the output shapes given (std::nullopt: absent output). Used by autodiff, which
-  // passes the forward node's first output as `differentiates`.
+  // As apply, with the output shapes given (std::nullopt: absent output) and no dtype rule: the
+  // outputs have `output_dtypes` (empty: all f32). Used by autodiff for backward ops, whose outputs
+  // are fp32 gradients, and which passes the forward node's first output as `differentiates`.
   std::vector<Value> apply_with_shapes(const OpDef& op, std::span<const Value> inputs,
                                        Attributes attrs,
                                        std::span<const std::optional<Shape>> output_shapes,
-                                       int differentiates = -1);
+                                       int differentiates = -1,
+                                       std::span<const DType> output_dtypes = {});
 
   // Overrides one unit scale of the node that produced `v`, one of its op's `scales`. The
   // rule's init-time scale assumes independent unit-variance inputs; when that is off (e.g.
@@ -117,11 +129,34 @@ class Graph {
   // The input, parameter or named constant called `name`; throws if there is none.
   Value find(std::string_view name);
 
-  // Keeps only the nodes with keep[i] true (value ids stay valid; outputs of removed nodes are
-  // marked dead). Used by passes such as dead-code elimination. Throws, changing nothing, if
-  // `keep` has the wrong size or keeps a node whose input is produced by a removed one.
-  void retain_nodes(const std::vector<bool>& keep);
+  // ---- Rewriting (for passes; every edit bumps version()) ----
+
+  // Where a value is read: (node index, input index) pairs, in execution order.
+  struct Use {
+    int node;
+    int input;
+    friend bool operator==(const Use&, const Use&) = default;
+  };
+  std::vector<Use> uses(Value v) const;
+  // Makes input `input` of node `node` read `v` instead. `v` must have the old input's shape and
+  // dtype (the node's shapes and scales were derived from them) and must not depend on the node's
+  // own outputs (that would be a cycle). Throws, changing nothing, otherwise.
+  void replace_input(int node, int input, Value v);
+  // Rewires uses of `from` to `to`: all of them, or only those of the nodes in `consumers`. The
+  // nodes `to` itself depends on keep reading `from`, which is how a node is inserted between a
+  // value and its consumers:
+  //   Value q = cast(x, DType::kE4M3FN);   // appended; reads x
+  //   graph.replace_uses(x, q);            // every other reader of x now reads q
+  // Returns the number of inputs rewired. Throws, changing nothing, as replace_input does.
+  int replace_uses(Value from, Value to, std::span<const int> consumers = {});
+  // Removes the given nodes (indices into nodes()); their outputs are marked dead. Throws, changing
+  // nothing, if an index is out of range or a remaining node reads an output of a removed one.
+  void remove_nodes(std::span<const int> nodes);
   bool is_dead(int id) const { return info(id).node == kDeadNode; }
+
+  // The node indices in an order where every node comes after the producers of its inputs
+  // (recording order where that is one, so graphs that were never rewired run as recorded).
+  std::vector<int> execution_order() const;
 
   // Counts the changes to the graph (recorded nodes, removed nodes, overridden scales): an executor
   // remembers the version it planned and refuses to run a graph that has changed since.
@@ -130,11 +165,15 @@ class Graph {
   // A stable textual form for golden tests, one line per value or node:
   //   %0 = input "x" [4, 8]
   //   %2 = linear(x=%0, weight=%1) {alpha=0.35355339} : [4, 16]
+  // Nodes are listed in execution order; values of dtypes other than f32 show it after the shape.
   std::string to_string() const;
 
  private:
   static constexpr int kDeadNode = -2;
-  int add_value(Shape shape, ValueKind kind, std::string name);
+  int add_value(Shape shape, DType dtype, ValueKind kind, std::string name);
+  bool depends_on(int value, int node) const;
+  std::vector<DType> infer_dtypes(const OpDef& op, std::span<const Value> inputs,
+                                  const Attributes& attrs) const;
   void check_owned(const Value& v, std::string_view op) const;
   static void check_unit_scales(const OpDef& op, std::span<const Shape* const> shapes,
                                 const Attributes& attrs);

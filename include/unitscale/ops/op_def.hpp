@@ -30,6 +30,10 @@ struct OpDef;
 
 using InferShapesFn = std::vector<Shape> (*)(std::span<const Shape* const> inputs,
                                              const Attributes& attrs);
+// The dtypes of an op's outputs from its inputs' dtypes (an absent input reads as f32) and its
+// attributes; it may throw unitscale::Error for a combination the op does not support.
+using InferDTypesFn = std::vector<DType> (*)(std::span<const DType> inputs,
+                                             const Attributes& attrs);
 using UnitScaleFn = void (*)(std::span<const Shape* const> inputs, Attributes& attrs);
 // What a kernel may know about the run it is part of, beyond its inputs and attributes.
 struct KernelContext {
@@ -62,6 +66,11 @@ struct OpDef {
   // The unit scales the op's kernels (forward and backward) read; empty: the op has none.
   std::vector<std::string_view> scales = {};
   int output_count = 1;
+  // input_dtypes[i]: the dtypes input i accepts (Graph::apply rejects others, naming the input).
+  // Inputs past the end of the list, and all inputs when it is empty, accept f32 only.
+  std::vector<DTypeSet> input_dtypes = {};
+  // null: every output is f32.
+  InferDTypesFn infer_dtypes = nullptr;
   // in_place[o]: the input whose storage output o overwrites (an update op: a state value, see
   // Graph::state), or -1; outputs past the end are not in place. The kernel then gets the same
   // memory as that input and output, and the executor keeps the result as the state's new value.
@@ -82,6 +91,9 @@ struct OpDef {
   std::string_view input_name(std::size_t i) const {
     return input_is_optional(i) ? inputs[i].substr(0, inputs[i].size() - 1) : inputs[i];
   }
+  DTypeSet accepted_dtypes(std::size_t i) const {
+    return i < input_dtypes.size() ? input_dtypes[i] : DTypeSet{DType::kF32};
+  }
 };
 
 // A resolved unit scale of a node, 1 when the graph is unscaled.
@@ -95,7 +107,7 @@ inline float* prepare_placeholder() {
   return &placeholder;
 }
 
-inline bool present(const ConstTensorView& t) { return t.data() != nullptr; }
-inline bool present(const TensorView& t) { return t.data() != nullptr; }
+inline bool present(const ConstTensorView& t) { return t.present(); }
+inline bool present(const TensorView& t) { return t.present(); }
 
 }  // namespace unitscale

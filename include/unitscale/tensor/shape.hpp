@@ -26,7 +26,13 @@ class Shape {
   // The innermost dimension and the product of all the others: the (rows, cols) of the matrix
   // view with leading dimensions flattened. A scalar is 1 x 1.
   std::int64_t inner() const { return dims_.empty() ? 1 : dims_.back(); }
-  std::int64_t outer() const { return dims_.empty() ? 1 : numel() / inner(); }
+  // The product of every dimension but the last (1 for rank 0 and 1), well defined when the last
+  // dimension is 0.
+  std::int64_t outer() const {
+    std::int64_t n = 1;
+    for (std::size_t i = 0; i + 1 < dims_.size(); ++i) n *= dims_[i];
+    return n;
+  }
 
   // Resolves a possibly negative axis; throws unitscale::Error naming `op` if it is out of range.
   int axis(int index, std::string_view op) const;
