@@ -105,13 +105,14 @@ Tensor random_tensor(const Shape& shape, std::uint64_t seed) {
   return t;
 }
 
-// Integers in [0, bound) stored as floats (token ids, class labels).
+// Integers in [0, bound) as an i32 tensor (token ids, class labels).
 Tensor random_ids(const Shape& shape, std::int64_t bound, std::uint64_t seed) {
-  Tensor t(shape);
+  Tensor t(shape, DType::kI32);
   const std::uint64_t key = splitmix64(seed);
+  std::int32_t* ids = t.data_as<std::int32_t>();
   for (std::int64_t i = 0; i < t.numel(); ++i) {
     const std::uint64_t bits = splitmix64(key ^ static_cast<std::uint64_t>(i));
-    t[i] = static_cast<float>(bits % static_cast<std::uint64_t>(bound));
+    ids[i] = static_cast<std::int32_t>(bits % static_cast<std::uint64_t>(bound));
   }
   return t;
 }
@@ -844,6 +845,7 @@ void bm_attention_unitscale(benchmark::State& state) {
 void bm_cross_entropy_baseline(benchmark::State& state) {
   const Tensor logits = random_tensor({kRows, kCols}, 1);
   const Tensor labels = random_ids({kRows}, kCols, 2);
+  const std::int32_t* label = labels.data_as<std::int32_t>();
   Tensor dz({kRows, kCols});
   const auto beta = static_cast<float>(cross_entropy_grad_scale(kCols));
   float loss = 0;
@@ -858,7 +860,7 @@ void bm_cross_entropy_baseline(benchmark::State& state) {
 #pragma omp parallel for schedule(static) reduction(+ : total)
         for (std::int64_t r = 0; r < kRows; ++r) {
           const ConstArrayMap z = chunk(logits.data(), r * kCols, kCols);
-          total += static_cast<double>(lse(z) - z(static_cast<Eigen::Index>(labels[r])));
+          total += static_cast<double>(lse(z) - z(static_cast<Eigen::Index>(label[r])));
         }
         loss = static_cast<float>(total / static_cast<double>(kRows));
         benchmark::DoNotOptimize(loss);
@@ -869,7 +871,7 @@ void bm_cross_entropy_baseline(benchmark::State& state) {
           const ConstArrayMap z = chunk(logits.data(), r * kCols, kCols);
           ArrayMap d = chunk(dz.data(), r * kCols, kCols);
           d = beta * (z - lse(z)).exp();
-          d(static_cast<Eigen::Index>(labels[r])) -= beta;
+          d(static_cast<Eigen::Index>(label[r])) -= beta;
         }
       });
   set_bytes(state, 3 * kRows * kCols);  // fwd: read z; bwd: read z, write dz
@@ -956,13 +958,14 @@ void bm_embedding_baseline(benchmark::State& state) {
   const Tensor ids = random_ids({kTokens}, kVocab, 1), table = random_tensor({kVocab, kEmbedDim}, 2),
                g = random_tensor({kTokens, kEmbedDim}, 3);
   Tensor y({kTokens, kEmbedDim}), dtable({kVocab, kEmbedDim});
+  const std::int32_t* id = ids.data_as<std::int32_t>();
   const auto beta = static_cast<float>(std::sqrt(static_cast<double>(kVocab) / static_cast<double>(kTokens)));
   run_fwd_bwd(
       state,
       [&] {
 #pragma omp parallel for schedule(static)
         for (std::int64_t n = 0; n < kTokens; ++n) {
-          y.matrix().row(n) = table.matrix().row(static_cast<Eigen::Index>(ids[n]));
+          y.matrix().row(n) = table.matrix().row(static_cast<Eigen::Index>(id[n]));
         }
       },
       [&] {
@@ -971,7 +974,7 @@ void bm_embedding_baseline(benchmark::State& state) {
           MatrixMap dt = dtable.matrix();
           dt.middleCols(c0, cols).setZero();
           for (std::int64_t n = 0; n < kTokens; ++n) {
-            dt.block(static_cast<Eigen::Index>(ids[n]), c0, 1, cols) +=
+            dt.block(static_cast<Eigen::Index>(id[n]), c0, 1, cols) +=
                 g.matrix().block(n, c0, 1, cols);
           }
           dt.middleCols(c0, cols) *= beta;

@@ -5,6 +5,7 @@
 #include "unitscale/graph/autodiff.hpp"
 #include "unitscale/graph/builders/activation.hpp"
 #include "unitscale/graph/builders/attention.hpp"
+#include "unitscale/graph/builders/cast.hpp"
 #include "unitscale/graph/builders/conv1d.hpp"
 #include "unitscale/graph/builders/dropout.hpp"
 #include "unitscale/graph/builders/elementwise.hpp"

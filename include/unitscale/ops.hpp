@@ -4,6 +4,7 @@
 
 #include "unitscale/ops/activation.hpp"
 #include "unitscale/ops/attention.hpp"
+#include "unitscale/ops/cast.hpp"
 #include "unitscale/ops/attributes.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/conv1d.hpp"

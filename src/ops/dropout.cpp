@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 
+#include "ops/counter_hash.hpp"
 #include "ops/dropout_kernels.hpp"
 #include "ops/pointwise_common.hpp"
 #include "unitscale/error.hpp"
@@ -15,15 +16,9 @@ namespace {
 
 using detail::dropout::mask_bits;
 
-// splitmix64's output function: a bijection on 64-bit words with good avalanche. Used only where
-// a hash runs once per call or per 2^32 elements (keys, step seeds), so its 64-bit multiplies cost
-// nothing; the per-element hash is mask_bits (ops/dropout_kernels.hpp).
-inline std::uint64_t splitmix64(std::uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+// splitmix64 runs only once per call or per 2^32 elements (keys, step seeds), so its 64-bit
+// multiplies cost nothing; the per-element hash is mask_bits (ops/dropout_kernels.hpp).
+using detail::splitmix64;
 
 inline std::uint64_t key_of(std::uint64_t seed) { return splitmix64(seed ^ 0x5DEECE66Dull); }
 

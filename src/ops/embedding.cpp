@@ -13,21 +13,18 @@ namespace unitscale {
 namespace {
 
 using detail::kParallelThreshold;
-// The largest V whose ids are all exact in float32.
-constexpr std::int64_t kMaxVocabulary = std::int64_t{1} << 24;
 // Columns per task in the backward scatter: tasks own disjoint columns, so no two threads ever
 // add into the same element.
 constexpr std::int64_t kScatterColumns = 64;
 
-// Throws (outside any parallel region) on the first id that is not an integer in [0, V).
+// Throws (outside any parallel region) on the first id outside [0, V).
 void check_ids(ConstTensorView ids, std::int64_t vocabulary) {
-  const float* id = ids.data();
+  const std::int32_t* id = ids.data_as<std::int32_t>();
   for (std::int64_t n = 0; n < ids.numel(); ++n) {
-    const float v = id[n];
-    if (!(v >= 0.0f) || v >= static_cast<float>(vocabulary) || std::floor(v) != v) {
-      throw Error(fmt::format("embedding: id {} at position {} is not an integer in [0, {}) (the "
-                              "table has V = {} rows)",
-                              v, n, vocabulary, vocabulary));
+    if (id[n] < 0 || id[n] >= vocabulary) {
+      throw Error(fmt::format("embedding: id {} at position {} is outside [0, {}) (the table has "
+                              "V = {} rows)",
+                              id[n], n, vocabulary, vocabulary));
     }
   }
 }
@@ -38,11 +35,6 @@ std::vector<Shape> infer_embedding(std::span<const Shape* const> in, const Attri
   if (table.rank() != 2 || table.dim(0) < 1) {
     throw Error(fmt::format("embedding: table {} must be [V, d] with V >= 1 (ids {})",
                             table.to_string(), ids.to_string()));
-  }
-  if (table.dim(0) > kMaxVocabulary) {
-    throw Error(fmt::format("embedding: table {} has more than 2^24 rows, which float ids cannot "
-                            "address exactly",
-                            table.to_string()));
   }
   std::vector<std::int64_t> dims(ids.dims().begin(), ids.dims().end());
   dims.push_back(table.dim(1));
@@ -85,10 +77,10 @@ void embedding_forward(ConstTensorView ids, ConstTensorView table, TensorView y,
   const std::int64_t d = table.shape().dim(1);
   check_ids(ids, vocabulary);
   const std::int64_t tokens = ids.numel();
-  const float* id = ids.data();
+  const std::int32_t* id = ids.data_as<std::int32_t>();
 #pragma omp parallel for if (tokens * d >= kParallelThreshold)
   for (std::int64_t n = 0; n < tokens; ++n) {
-    const auto row = static_cast<std::int64_t>(id[n]);
+    const std::int64_t row = id[n];
     Eigen::Map<Eigen::VectorXf>(y.data() + n * d, d) =
         alpha * Eigen::Map<const Eigen::VectorXf>(table.data() + row * d, d);
   }
@@ -101,7 +93,7 @@ void embedding_backward(ConstTensorView grad_y, ConstTensorView ids, TensorView 
   check_ids(ids, vocabulary);
   grad_table.vector().setZero();
   const std::int64_t tokens = ids.numel();
-  const float* id = ids.data();
+  const std::int32_t* id = ids.data_as<std::int32_t>();
   const float* g = grad_y.data();
   float* dt = grad_table.data();
 #pragma omp parallel for if (tokens * d >= kParallelThreshold)
@@ -120,6 +112,7 @@ const OpDef kEmbeddingOp{
     .name = "embedding",
     .inputs = {"ids", "table"},
     .scales = {"alpha", "beta_table"},
+    .input_dtypes = {{DType::kI32}},
     .infer_shapes = infer_embedding,
     .unit_scale = unit_scale_embedding,
     .kernel = embedding_kernel,

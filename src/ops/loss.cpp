@@ -24,20 +24,19 @@ constexpr std::int64_t kIgnoredRow = -1;
 std::vector<std::int64_t> checked_class_ids(ConstTensorView labels, std::int64_t vocab,
                                             std::int64_t ignore_index) {
   std::vector<std::int64_t> ids(static_cast<std::size_t>(labels.numel()));
-  const float* data = labels.data();
+  const std::int32_t* data = labels.data_as<std::int32_t>();
   for (std::int64_t row = 0; row < labels.numel(); ++row) {
-    const double label = data[row];
-    const bool integral = std::isfinite(label) && std::floor(label) == label;
+    const std::int64_t label = data[row];
     std::int64_t id = kIgnoredRow;
-    if (integral && label == static_cast<double>(ignore_index)) {
+    if (label == ignore_index) {
       id = kIgnoredRow;
-    } else if (integral && label >= 0 && label < static_cast<double>(vocab)) {
-      id = static_cast<std::int64_t>(label);
+    } else if (label >= 0 && label < vocab) {
+      id = label;
     } else {
       throw Error(
           fmt::format("cross_entropy: label {} at row {} of labels {} is not a class id: "
                       "expected an integer in [0, {}) or ignore_index {}",
-                      data[row], row, labels.shape().to_string(), vocab, ignore_index));
+                      label, row, labels.shape().to_string(), vocab, ignore_index));
     }
     ids[static_cast<std::size_t>(row)] = id;
   }
@@ -334,6 +333,7 @@ const OpDef kCrossEntropyOp{
     .name = kCrossEntropy,
     .inputs = {"logits", "labels"},
     .scales = {"beta_logits"},
+    .input_dtypes = {{DType::kF32}, {DType::kI32}},
     .infer_shapes = infer_cross_entropy,
     .unit_scale = unit_scale_cross_entropy,
     .kernel = cross_entropy_kernel,

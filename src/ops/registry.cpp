@@ -6,6 +6,7 @@
 #include "unitscale/error.hpp"
 #include "unitscale/ops/activation.hpp"
 #include "unitscale/ops/attention.hpp"
+#include "unitscale/ops/cast.hpp"
 #include "unitscale/ops/conv1d.hpp"
 #include "unitscale/ops/dropout.hpp"
 #include "unitscale/ops/elementwise.hpp"
@@ -28,7 +29,7 @@ std::span<const OpDef* const> forward_ops() {
       &kResidualSplitOp, &kResidualAddOp, &kEmbeddingOp, &kScaledDotProductAttentionOp,
       &kCrossEntropyOp, &kMseLossOp,  &kReshapeOp,       &kTransposeOp,      &kSliceOp,
       &kConcatOp,    &kSumOp,         &kMeanOp,          &kMaxOp,            &kExpOp,
-      &kLogOp,       &kSqrtOp,        &kWhereOp,
+      &kLogOp,       &kSqrtOp,        &kWhereOp,          &kCastOp,
   };
   return kOps;
 }

@@ -7,8 +7,10 @@
 
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
+#include "unitscale/graph/builders/elementwise.hpp"
 #include "unitscale/graph/builders/embedding.hpp"
 #include "unitscale/graph/builders/linear.hpp"
+#include "unitscale/graph/builders/loss.hpp"
 #include "unitscale/graph/builders/primitives.hpp"
 #include "unitscale/graph/executor.hpp"
 
@@ -106,17 +108,46 @@ TEST(Autodiff, UnitScaledGraphCarriesBetaIntoBackward) {
   for (int i = 0; i < 9; ++i) EXPECT_FLOAT_EQ(plain[i], x[i]);       // d(w·x)/dw = x
 }
 
-// Token ids are not differentiable: autodiff neither asks the embedding's backward for them nor
-// returns a gradient, even when asked.
+// Token ids (i32) are not differentiable: autodiff neither asks the embedding's backward for them
+// nor returns a gradient, even when asked; nor for cross_entropy's i32 labels.
 TEST(Autodiff, NondifferentiableInputsGetNoGradient) {
   Graph g;
-  const Value ids = g.input("ids", {3});
+  const Value ids = g.input("ids", {3}, DType::kI32);
   const Value table = g.parameter("table", {5, 2});
-  const Value loss = sum(embedding(ids, table));
-  const Value wrt[] = {ids, table};
+  const Value logits = g.parameter("logits", {3, 4});
+  const Value labels = g.input("labels", {3}, DType::kI32);
+  const Value loss = add(sum(embedding(ids, table)), cross_entropy(logits, labels));
+  const std::size_t forward_nodes = g.nodes().size();
+  const Value wrt[] = {ids, table, labels, logits};
   const auto grads = autodiff(g, loss, wrt);
   EXPECT_FALSE(grads[0].present());
   EXPECT_TRUE(grads[1].present());
+  EXPECT_FALSE(grads[2].present());
+  EXPECT_TRUE(grads[3].present());
+  EXPECT_FALSE(g.grad_of(ids).present());
+  EXPECT_FALSE(g.grad_of(labels).present());
+  // The backward nodes are asked for the table's and the logits' gradients only: their outputs
+  // for the ids and the labels are absent.
+  int backward_ops = 0;
+  for (std::size_t n = forward_nodes; n < g.nodes().size(); ++n) {
+    const Node& node = g.nodes()[n];
+    // Which input of the forward op is the i32 one: ids are embedding's first, labels
+    // cross_entropy's second.
+    std::size_t integer_input = 0;
+    if (node.op->name == "embedding_backward") {
+      integer_input = 0;
+    } else if (node.op->name == "cross_entropy_backward") {
+      integer_input = 1;
+    } else {
+      continue;
+    }
+    ++backward_ops;
+    ASSERT_EQ(node.outputs.size(), 2u) << node.op->name;
+    EXPECT_LT(node.outputs[integer_input], 0)
+        << node.op->name << " was asked for the gradient of its i32 input";
+    EXPECT_GE(node.outputs[1 - integer_input], 0) << node.op->name;
+  }
+  EXPECT_EQ(backward_ops, 2);
 }
 
 // The value→gradient map stays on the graph, and every appended node names the forward value it

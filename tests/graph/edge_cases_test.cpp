@@ -51,6 +51,7 @@
 #include "unitscale/graph/autodiff.hpp"
 #include "unitscale/graph/builders/activation.hpp"
 #include "unitscale/graph/builders/attention.hpp"
+#include "unitscale/graph/builders/cast.hpp"
 #include "unitscale/graph/builders/conv1d.hpp"
 #include "unitscale/graph/builders/dropout.hpp"
 #include "unitscale/graph/builders/elementwise.hpp"
@@ -72,13 +73,12 @@ namespace {
 using ::testing::HasSubstr;
 
 // ---- Index inputs ---------------------------------------------------------------------------
-// Embedding ids and cross_entropy labels. They are float values holding integers today; when they
-// become i32, these two functions are what changes (the value's dtype and the tensor's).
+// Embedding ids and cross_entropy labels: i32 values.
 Value index_input(Graph& graph, std::string name, Shape shape) {
-  return graph.input(std::move(name), std::move(shape));
+  return graph.input(std::move(name), std::move(shape), DType::kI32);
 }
 // Zeros: id 0 is valid for every table (V >= 1) and class 0 for every V >= 2.
-Tensor index_tensor(const Shape& shape) { return Tensor(shape); }
+Tensor index_tensor(const Shape& shape) { return Tensor(shape, DType::kI32); }
 
 // Positive, varied values (log and sqrt stay finite, max has a clear winner), different for each
 // `salt` so that two inputs of one shape differ.
@@ -163,6 +163,7 @@ const std::map<std::string, OpExample, std::less<>>& op_examples() {
       {"log", {{in("x", {3, 4})}, {}}},
       {"sqrt", {{in("x", {3, 4})}, {}}},
       {"where", {{in("cond", {3, 4}), in("a", {3, 4}), in("b", {3, 4})}, {}}},
+      {"cast", {{in("x", {3, 4})}, {{"dtype", std::string("f32")}, {"scale", 0.5}}}},
   };
   return *table;
 }
@@ -307,6 +308,9 @@ std::vector<Subject> builder_subjects() {
       {"sqrt", "sqrt", {in("x", {3, 4})}, one([](auto v) { return unitscale::sqrt(v[0]); })},
       {"where", "where", {in("cond", {3, 4}), in("a", {3, 4}), in("b", {3, 4})}, one([](auto v) {
          return where(v[0], v[1], v[2]);
+       })},
+      {"cast", "cast", {in("x", {3, 4})}, one([](auto v) {
+         return cast(cast(v[0], DType::kE5M2), DType::kF32, {.scale = 2.0});
        })},
       {"residual_split",
        "residual_split",

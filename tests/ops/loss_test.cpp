@@ -6,6 +6,8 @@
 
 #include <cfloat>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -31,14 +33,28 @@ Attributes mse_attrs(std::string_view reduction = "mean") {
   return {{"reduction", std::string(reduction)}};
 }
 
+using Labels = std::vector<std::int32_t>;
+
+// i32 class labels.
+Tensor label_tensor(const Shape& shape, const Labels& values) {
+  return Tensor(shape, std::span<const std::int32_t>(values));
+}
+
 Tensor random_labels(const Shape& shape, std::int64_t vocab, std::mt19937& rng) {
-  Tensor labels(shape);
-  std::uniform_int_distribution<std::int64_t> pick(0, vocab - 1);
-  for (float& v : labels.span()) v = static_cast<float>(pick(rng));
+  Tensor labels(shape, DType::kI32);
+  std::uniform_int_distribution<std::int32_t> pick(0, static_cast<std::int32_t>(vocab - 1));
+  for (std::int32_t& v : labels.span_as<std::int32_t>()) v = pick(rng);
   return labels;
 }
 
+// Sets one label of an i32 label tensor.
+void set_label(Tensor& labels, std::int64_t row, std::int32_t value) {
+  labels.span_as<std::int32_t>()[static_cast<std::size_t>(row)] = value;
+}
+
 Tensor scalar(float value) { return Tensor(Shape{}, std::vector<float>{value}); }
+// The label of a single [V] row: an i32 scalar.
+Tensor label_scalar(std::int32_t value) { return label_tensor(Shape{}, Labels{value}); }
 
 // A plain mean (or sum) cross entropy in double, written independently of the kernel:
 // -log(exp(m·z_y) / Σ exp(m·z)) averaged over the rows whose label is not ignored.
@@ -49,7 +65,7 @@ double reference_cross_entropy(const Tensor& logits, const Tensor& labels, doubl
   double total = 0;
   std::int64_t counted = 0;
   for (std::int64_t r = 0; r < rows; ++r) {
-    const auto label = static_cast<std::int64_t>(labels[r]);
+    const std::int64_t label = labels.span_as<std::int32_t>()[static_cast<std::size_t>(r)];
     if (label == ignore_index) continue;
     double denominator = 0;
     for (std::int64_t i = 0; i < vocab; ++i) denominator += std::exp(mult * logits[r * vocab + i]);
@@ -81,23 +97,25 @@ TEST(CrossEntropyGradcheck, TwoDimensionalMeanAndSum) {
 TEST(CrossEntropyGradcheck, OneDimensional) {
   std::mt19937 rng(2);
   const testing::GradcheckOptions options{.differentiable = {true, false}};
-  testing::gradcheck(kCrossEntropyOp, {random_normal({7}, rng), scalar(3.0f)}, ce_attrs("mean"),
+  testing::gradcheck(kCrossEntropyOp, {random_normal({7}, rng), label_scalar(3)}, ce_attrs("mean"),
                      options);
-  testing::gradcheck(kCrossEntropyOp, {random_normal({7}, rng), scalar(0.0f)}, ce_attrs("sum", 2.0),
+  testing::gradcheck(kCrossEntropyOp, {random_normal({7}, rng), label_scalar(0)}, ce_attrs("sum", 2.0),
                      options);
+  // The default (no differentiable list) is every f32 input: the logits, never the i32 labels.
+  testing::gradcheck(kCrossEntropyOp, {random_normal({7}, rng), label_scalar(6)}, ce_attrs("mean"));
 }
 
 TEST(CrossEntropyGradcheck, MultAndIgnoredRows) {
   std::mt19937 rng(3);
   const Tensor logits = random_normal({5, 6}, rng);
-  const Tensor labels({5}, std::vector<float>{2, -100, 5, 0, -100});
+  const Tensor labels = label_tensor({5}, Labels{2, -100, 5, 0, -100});
   const testing::GradcheckOptions options{.differentiable = {true, false}};
   for (const double mult : {0.25, 1.0, 3.0}) {
     testing::gradcheck(kCrossEntropyOp, {logits, labels}, ce_attrs("mean", mult), options);
     testing::gradcheck(kCrossEntropyOp, {logits, labels}, ce_attrs("sum", mult), options);
   }
   // A custom ignore_index, inside the class range: that class is ignored.
-  const Tensor labels_custom({5}, std::vector<float>{2, 4, 5, 4, 1});
+  const Tensor labels_custom = label_tensor({5}, Labels{2, 4, 5, 4, 1});
   testing::gradcheck(kCrossEntropyOp, {logits, labels_custom}, ce_attrs("mean", 1.0, 4), options);
 }
 
@@ -117,12 +135,12 @@ TEST(MseLossGradcheck, MeanAndSumOverShapes) {
 TEST(CrossEntropyForward, HandMadeValues) {
   // Uniform logits: the loss is ln V whatever the label.
   EXPECT_FLOAT_EQ(run_forward(kCrossEntropyOp,
-                              {Tensor({4}, std::vector<float>{0, 0, 0, 0}), scalar(2)}, ce_attrs()),
+                              {Tensor({4}, std::vector<float>{0, 0, 0, 0}), label_scalar(2)}, ce_attrs()),
                   static_cast<float>(std::log(4.0)));
   // Logits (0, ln 3): p = (¼, ¾). Row 0 labels class 1 (loss ln(4/3)), row 1 class 0 (loss ln 4).
   const float ln3 = static_cast<float>(std::log(3.0));
   const Tensor logits({2, 2}, std::vector<float>{0, ln3, 0, ln3});
-  const Tensor labels({2}, std::vector<float>{1, 0});
+  const Tensor labels = label_tensor({2}, Labels{1, 0});
   EXPECT_FLOAT_EQ(run_forward(kCrossEntropyOp, {logits, labels}, ce_attrs("sum")),
                   static_cast<float>(std::log(4.0 / 3.0) + std::log(4.0)));
   EXPECT_FLOAT_EQ(run_forward(kCrossEntropyOp, {logits, labels}, ce_attrs("mean")),
@@ -136,7 +154,7 @@ TEST(CrossEntropyForward, MeanDividesByNonIgnoredRows) {
   // spec §12 item 5: the reference divides by all B rows; we divide by B_valid.
   const float ln3 = static_cast<float>(std::log(3.0));
   const Tensor logits({3, 2}, std::vector<float>{0, ln3, 5, -5, 0, ln3});
-  const Tensor labels({3}, std::vector<float>{1, -100, 0});
+  const Tensor labels = label_tensor({3}, Labels{1, -100, 0});
   const double expected = (std::log(4.0 / 3.0) + std::log(4.0)) / 2;  // not / 3
   EXPECT_FLOAT_EQ(run_forward(kCrossEntropyOp, {logits, labels}, ce_attrs("mean")),
                   static_cast<float>(expected));
@@ -146,7 +164,7 @@ TEST(CrossEntropyForward, MeanDividesByNonIgnoredRows) {
 
 TEST(CrossEntropyForward, AllRowsIgnoredMeanIsNanSumIsZero) {
   const Tensor logits({2, 3}, std::vector<float>{1, 2, 3, 4, 5, 6});
-  const Tensor labels({2}, std::vector<float>{-100, -100});
+  const Tensor labels = label_tensor({2}, Labels{-100, -100});
   EXPECT_TRUE(std::isnan(run_forward(kCrossEntropyOp, {logits, labels}, ce_attrs("mean"))));
   EXPECT_EQ(run_forward(kCrossEntropyOp, {logits, labels}, ce_attrs("sum")), 0.0f);
 }
@@ -157,7 +175,7 @@ TEST(CrossEntropyForward, EqualsPlainCrossEntropy) {
   std::mt19937 rng(5);
   Tensor logits = random_normal({64, 50}, rng, 3.0f);
   Tensor labels = random_labels({64}, 50, rng);
-  for (std::int64_t r = 0; r < 64; r += 5) labels[r] = -100;
+  for (std::int64_t r = 0; r < 64; r += 5) set_label(labels, r, -100);
   for (const Scaling scaling : {Scaling::kUnscaled, Scaling::kUnit}) {
     for (const double mult : {1.0, 0.5}) {
       EXPECT_FLOAT_EQ(
@@ -168,8 +186,8 @@ TEST(CrossEntropyForward, EqualsPlainCrossEntropy) {
           static_cast<float>(reference_cross_entropy(logits, labels, mult, false)));
     }
     const Tensor row = random_normal({50}, rng);
-    EXPECT_FLOAT_EQ(run_forward(kCrossEntropyOp, {row, scalar(17)}, ce_attrs("mean"), scaling),
-                    static_cast<float>(reference_cross_entropy(row, scalar(17), 1.0, true)));
+    EXPECT_FLOAT_EQ(run_forward(kCrossEntropyOp, {row, label_scalar(17)}, ce_attrs("mean"), scaling),
+                    static_cast<float>(reference_cross_entropy(row, label_scalar(17), 1.0, true)));
   }
 }
 
@@ -277,7 +295,7 @@ TEST(CrossEntropyAccuracy, LossAndGradientMatchExtendedPrecisionOnHardRows) {
       for (std::size_t r = 0; r < rows.size(); ++r) {
         const auto v = static_cast<std::int64_t>(rows[r].logits.size());
         const Tensor logits(Shape{1, v}, rows[r].logits);
-        const Tensor labels(Shape{1}, std::vector<float>{static_cast<float>(rows[r].label)});
+        const Tensor labels = label_tensor(Shape{1}, Labels{static_cast<std::int32_t>(rows[r].label)});
         Tensor grad(Shape{1, v});
         const float loss =
             cross_entropy_forward(logits, labels, mult, Reduction::kSum, kDefaultIgnoreIndex);
@@ -341,7 +359,7 @@ TEST(CrossEntropyBackward, HandMadeGradient) {
   // softmax(0, ln 3) = (¼, ¾), label 1: true gradient (¼, −¼) per unit of incoming gradient.
   const float ln3 = static_cast<float>(std::log(3.0));
   OpRun run(kCrossEntropyOp,
-            {Tensor({1, 2}, std::vector<float>{0, ln3}), Tensor({1}, std::vector<float>{1})},
+            {Tensor({1, 2}, std::vector<float>{0, ln3}), label_tensor({1}, Labels{1})},
             ce_attrs("mean"));
   run.forward();
   const auto grads = run.backward({scalar(2.0f)});
@@ -371,7 +389,8 @@ TEST(CrossEntropyScales, ScaledIsBetaTimesUnscaledWithoutForwardOnlyFactors) {
   const std::int64_t rows = 12, vocab = 33;
   const Tensor logits = random_normal({rows, vocab}, rng);
   Tensor labels = random_labels({rows}, vocab, rng);
-  labels[3] = labels[8] = -100;
+  set_label(labels, 3, -100);
+  set_label(labels, 8, -100);
   const double valid_rows = 10;
   const Tensor g = scalar(1.7f);
   for (const double mult : {1.0, 0.5, 4.0}) {
@@ -395,15 +414,21 @@ TEST(CrossEntropyScales, ScaledIsBetaTimesUnscaledWithoutForwardOnlyFactors) {
           EXPECT_EQ((*gp[0])[ignored_row * vocab + i], 0.0f);
         }
       }
-      // Labels never get a gradient of their own.
-      for (const float v : gp[1]->span()) EXPECT_EQ(v, 0.0f);
+      // Labels never get a gradient of their own: none by default, a zero one if asked for.
+      EXPECT_FALSE(gp[1].has_value());
+      EXPECT_FALSE(gs[1].has_value());
+      const auto asked = plain.backward({g}, {true, true});
+      ASSERT_TRUE(asked[1].has_value());
+      EXPECT_EQ(asked[1]->shape(), labels.shape());
+      for (const float v : asked[1]->span()) EXPECT_EQ(v, 0.0f);
+      for (std::int64_t i = 0; i < gp[0]->numel(); ++i) EXPECT_EQ((*asked[0])[i], (*gp[0])[i]);
     }
   }
 }
 
 TEST(CrossEntropyScales, UnitGradientIsSoftmaxMinusOnehotTimesBeta) {
   const float ln3 = static_cast<float>(std::log(3.0));
-  OpRun run(kCrossEntropyOp, {Tensor({2}, std::vector<float>{0, ln3}), scalar(1)},
+  OpRun run(kCrossEntropyOp, {Tensor({2}, std::vector<float>{0, ln3}), label_scalar(1)},
             ce_attrs("mean", 2.0), Scaling::kUnit);
   run.forward();
   const auto grads = run.backward({scalar(1.0f)});
@@ -499,38 +524,116 @@ TEST(MseLossStatistics, LossAndGradients) {
 // Errors
 // ---------------------------------------------------------------------------------------------
 
+// Every label outside [0, V) that is not ignore_index is rejected, by the forward and the backward
+// kernel, naming the op, the label, its row and the valid range: V itself, past it, negative,
+// next to the ignore index, and the extremes of int32.
 TEST(CrossEntropyErrors, BadLabelsNameTheOpAndTheLabel) {
   const Tensor logits({3, 4}, std::vector<float>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
   struct Case {
-    float bad;
+    std::int32_t bad;
     std::string text;
   };
-  for (const Case& c : {Case{2.5f, "2.5"}, Case{4.0f, "label 4 "}, Case{-1.0f, "label -1 "},
-                        Case{-99.0f, "-99"}, Case{NAN, "nan"}, Case{INFINITY, "inf"}}) {
-    Tensor labels({3}, std::vector<float>{0, 1, 2});
-    labels[1] = c.bad;
+  constexpr std::int32_t kMin = std::numeric_limits<std::int32_t>::min();
+  constexpr std::int32_t kMax = std::numeric_limits<std::int32_t>::max();
+  for (const Case& c : {Case{4, "label 4 "}, Case{5, "label 5 "}, Case{-1, "label -1 "},
+                        Case{-99, "label -99 "}, Case{-101, "label -101 "},
+                        Case{kMin, "label -2147483648 "}, Case{kMax, "label 2147483647 "}}) {
+    SCOPED_TRACE(c.text);
+    Tensor labels = label_tensor({3}, Labels{0, 1, 2});
+    set_label(labels, 1, c.bad);
     OpRun run(kCrossEntropyOp, {logits, labels}, ce_attrs());
     EXPECT_THAT([&] { run.forward(); },
                 ThrowsMessage<Error>(AllOf(HasSubstr("cross_entropy"), HasSubstr(c.text),
-                                           HasSubstr("row 1"), HasSubstr("[0, 4)"))));
+                                           HasSubstr("row 1"), HasSubstr("[0, 4)"),
+                                           HasSubstr("ignore_index -100"))));
     EXPECT_THAT([&] { run.backward({scalar(1.0f)}); },
-                ThrowsMessage<Error>(HasSubstr("cross_entropy")));
+                ThrowsMessage<Error>(AllOf(HasSubstr("cross_entropy"), HasSubstr(c.text),
+                                           HasSubstr("row 1"))));
   }
   // The default ignore index is fine, and so is a custom one; -100 is not when it is not ignored.
   EXPECT_NO_THROW(run_forward(kCrossEntropyOp,
-                              {logits, Tensor({3}, std::vector<float>{0, -100, 3})}, ce_attrs()));
-  EXPECT_NO_THROW(run_forward(kCrossEntropyOp, {logits, Tensor({3}, std::vector<float>{0, -1, 3})},
+                              {logits, label_tensor({3}, Labels{0, -100, 3})}, ce_attrs()));
+  EXPECT_NO_THROW(run_forward(kCrossEntropyOp, {logits, label_tensor({3}, Labels{0, -1, 3})},
                               ce_attrs("mean", 1.0, -1)));
-  EXPECT_THROW(run_forward(kCrossEntropyOp, {logits, Tensor({3}, std::vector<float>{0, -100, 3})},
-                           ce_attrs("mean", 1.0, -1)),
-               Error);
+  EXPECT_THAT([&] {
+    run_forward(kCrossEntropyOp, {logits, label_tensor({3}, Labels{0, -100, 3})},
+                ce_attrs("mean", 1.0, -1));
+  }, ThrowsMessage<Error>(AllOf(HasSubstr("cross_entropy"), HasSubstr("label -100 "),
+                                HasSubstr("row 1"), HasSubstr("ignore_index -1"))));
+}
+
+// i32 labels at the edges of the class range: 0 and V - 1 are classes, -100 (the default
+// ignore_index) drops its row from the loss and the gradient, and V is rejected.
+TEST(CrossEntropyErrors, LabelsAtTheBoundaries) {
+  const float ln3 = static_cast<float>(std::log(3.0));
+  const Tensor logits({3, 2}, std::vector<float>{0, ln3, 7, -7, 0, ln3});
+  const Tensor labels = label_tensor({3}, Labels{1, -100, 0});  // V - 1, ignored, 0
+  OpRun run(kCrossEntropyOp, {logits, labels}, ce_attrs("sum"));
+  run.forward();
+  EXPECT_FLOAT_EQ(run.output()[0], static_cast<float>(std::log(4.0 / 3.0) + std::log(4.0)));
+  const auto grads = run.backward({scalar(1.0f)});
+  EXPECT_FLOAT_EQ((*grads[0])[0], 0.25f);   // row 0, label 1: p − onehot = (¼, −¼)
+  EXPECT_FLOAT_EQ((*grads[0])[1], -0.25f);
+  EXPECT_EQ((*grads[0])[2], 0.0f);  // the ignored row
+  EXPECT_EQ((*grads[0])[3], 0.0f);
+  EXPECT_FLOAT_EQ((*grads[0])[4], -0.75f);  // row 2, label 0: (¼ − 1, ¾)
+  EXPECT_FLOAT_EQ((*grads[0])[5], 0.75f);
+  // A single row: label V - 1 is fine, V is not, and -100 ignores the only row.
+  const Tensor row({2}, std::vector<float>{0, ln3});
+  EXPECT_FLOAT_EQ(run_forward(kCrossEntropyOp, {row, label_scalar(1)}, ce_attrs()),
+                  static_cast<float>(std::log(4.0 / 3.0)));
+  EXPECT_THAT([&] { run_forward(kCrossEntropyOp, {row, label_scalar(2)}, ce_attrs()); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("cross_entropy"), HasSubstr("label 2 "),
+                                         HasSubstr("row 0"), HasSubstr("[0, 2)"))));
+  EXPECT_EQ(run_forward(kCrossEntropyOp, {row, label_scalar(-100)}, ce_attrs("sum")), 0.0f);
+}
+
+// The kernels read labels only as i32: a float tensor of labels is refused, never reinterpreted.
+TEST(CrossEntropyErrors, KernelsRefuseFloatLabels) {
+  const Tensor logits({2, 3}, std::vector<float>{1, 2, 3, 4, 5, 6});
+  const Tensor float_labels({2}, std::vector<float>{0, 2});
+  Tensor grad({2, 3});
+  EXPECT_THAT([&] { cross_entropy_forward(logits, float_labels, 1.0, Reduction::kMean, kDefaultIgnoreIndex); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("expected a i32"), HasSubstr("got f32"))));
+  EXPECT_THAT([&] {
+    cross_entropy_backward(logits, float_labels, 1.0f, grad, 1.0, Reduction::kMean,
+                           kDefaultIgnoreIndex, LossGradient::kTrue, 1.0f);
+  }, ThrowsMessage<Error>(AllOf(HasSubstr("expected a i32"), HasSubstr("got f32"))));
+}
+
+// The builder checks the dtypes when the node is recorded: labels of any dtype but i32 (the float
+// labels of old, or a low-precision float) and logits of any dtype but f32 fail at once, naming
+// the op, the input, the value and both dtypes, and leave the graph unchanged.
+TEST(CrossEntropyErrors, WrongDtypesFailAtRecordTime) {
+  Graph g;
+  const Value logits = g.input("logits", {4, 8});
+  for (const DType bad : {DType::kF32, DType::kF16, DType::kE5M2}) {
+    const std::string name(dtype_name(bad));
+    SCOPED_TRACE(name);
+    const Value labels = g.input("labels_" + name, {4}, bad);
+    const std::size_t nodes = g.nodes().size();
+    EXPECT_THAT([&] { cross_entropy(logits, labels); },
+                ThrowsMessage<Error>(AllOf(HasSubstr("cross_entropy"), HasSubstr("input 'labels'"),
+                                           HasSubstr(fmt::format("(%{})", labels.id())),
+                                           HasSubstr("has dtype " + name), HasSubstr("expected i32"))));
+    EXPECT_EQ(g.nodes().size(), nodes);
+  }
+  const Value labels = g.input("labels", {4}, DType::kI32);
+  const Value int_logits = g.input("int_logits", {4, 8}, DType::kI32);
+  EXPECT_THAT([&] { cross_entropy(int_logits, labels); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("cross_entropy"), HasSubstr("input 'logits'"),
+                                         HasSubstr(fmt::format("(%{})", int_logits.id())),
+                                         HasSubstr("has dtype i32"), HasSubstr("expected f32"))));
+  const Value loss = cross_entropy(logits, labels);
+  EXPECT_EQ(loss.shape(), Shape{});
+  EXPECT_EQ(loss.dtype(), DType::kF32);
 }
 
 TEST(CrossEntropyErrors, ShapeMismatchNamesOpAndShapes) {
   Graph g;
   const auto expect_shape_error = [&](const Shape& logits, const Shape& labels) {
     const Value l = g.input("logits", logits);
-    const Value y = g.input("labels", labels);
+    const Value y = g.input("labels", labels, DType::kI32);
     EXPECT_THAT(
         [&] { cross_entropy(l, y); },
         ThrowsMessage<Error>(AllOf(HasSubstr("cross_entropy"), HasSubstr(logits.to_string()),
@@ -544,14 +647,14 @@ TEST(CrossEntropyErrors, ShapeMismatchNamesOpAndShapes) {
   expect_shape_error({}, {});
   const Value one_class = g.input("one_class", {4, 1});
   EXPECT_THAT(
-      [&] { cross_entropy(one_class, g.input("y4", {4})); },
+      [&] { cross_entropy(one_class, g.input("y4", {4}, DType::kI32)); },
       ThrowsMessage<Error>(AllOf(HasSubstr("cross_entropy"), HasSubstr("at least 2 classes"))));
 }
 
 TEST(CrossEntropyErrors, BadAttributesNameTheOp) {
   Graph g;
   const Value logits = g.input("logits", {4, 8});
-  const Value labels = g.input("labels", {4});
+  const Value labels = g.input("labels", {4}, DType::kI32);
   for (const double mult : {0.0, -1.0, static_cast<double>(NAN)}) {
     EXPECT_THAT([&] { cross_entropy(logits, labels, {.mult = mult}); },
                 ThrowsMessage<Error>(AllOf(HasSubstr("cross_entropy"), HasSubstr("mult"))));
@@ -582,12 +685,12 @@ TEST(LossGraph, BuilderAutodiffAndExecutorMatchTheKernels) {
   std::mt19937 rng(12);
   const Tensor logits = random_normal({6, 9}, rng);
   Tensor labels = random_labels({6}, 9, rng);
-  labels[2] = -100;
+  set_label(labels, 2, -100);
   const Tensor a = random_normal({3, 5}, rng), b = random_normal({3, 5}, rng);
   for (const Scaling scaling : {Scaling::kUnscaled, Scaling::kUnit}) {
     Graph g(scaling);
     const Value logits_v = g.parameter("logits", logits.shape());
-    const Value labels_v = g.input("labels", labels.shape());
+    const Value labels_v = g.input("labels", labels.shape(), DType::kI32);
     const Value a_v = g.parameter("a", a.shape());
     const Value b_v = g.input("b", b.shape());
     const Value ce = cross_entropy(logits_v, labels_v, {.mult = 0.5});

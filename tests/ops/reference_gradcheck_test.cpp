@@ -80,13 +80,10 @@ Tensor distinct(const Shape& shape, std::mt19937& rng) {
   return t;
 }
 
-// The integer-valued tensors: embedding's ids and cross_entropy's labels. Today they are FP32
-// tensors holding exact integers; when they become i32 tensors, the body of this function becomes
-// `return Tensor(shape, std::span<const std::int32_t>(values));` (and testing::to_ref, which reads
-// every input for the reference, reads i32 tensors through span_as<std::int32_t>()).
+// The integer-valued tensors: embedding's ids and cross_entropy's labels (i32).
 using Indices = std::vector<std::int32_t>;
 Tensor index_tensor(const Shape& shape, const Indices& values) {
-  return Tensor(shape, std::vector<float>(values.begin(), values.end()));
+  return Tensor(shape, std::span<const std::int32_t>(values));
 }
 
 Indices random_indices(std::int64_t count, std::int32_t bound, std::mt19937& rng) {
@@ -191,6 +188,8 @@ std::vector<Case> large_cases_for(std::string_view op, std::mt19937& rng) {
     Tensor cond = normal(flat, rng);
     for (float& v : cond.span()) v = v > 0 ? v : 0.0f;
     c.push_back({"large", {cond, n(flat), n(flat)}, {}, kPlain});
+  } else if (op == "cast") {
+    c.push_back({"large", {n(flat)}, {{"dtype", std::string("f32")}, {"scale", 0.5}}, kPlain});
   }
   for (Case& large : c) large.max_fd_elements = 32;
   return c;
@@ -369,6 +368,11 @@ std::vector<Case> cases_for(std::string_view op) {
     Tensor cond3 = normal({2, 3, 4}, rng);
     for (float& v : cond3.span()) v = v > 0 ? 1.0f : 0.0f;
     c.push_back({"0/1 cond", {cond3, n({2, 3, 4}), n({2, 3, 4})}, {}, kPlain});
+  } else if (op == "cast") {
+    // Into f32, where the straight-through gradient is the true one (y = x · scale).
+    c.push_back({"f32, scale 1", {n({4, 6})}, {{"dtype", std::string("f32")}}, kPlain});
+    c.push_back({"f32, scale 0.3", {n({2, 3, 5})},
+                 {{"dtype", std::string("f32")}, {"scale", 0.3}}, kPlain});
   }
   if (c.empty()) return c;  // an op this file does not know: the coverage test reports it
   for (Case& large : large_cases_for(op, rng)) c.push_back(std::move(large));

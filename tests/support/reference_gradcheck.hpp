@@ -58,7 +58,12 @@ namespace unitscale::testing {
 
 // The reference form of an input tensor: the one place that reads an input tensor's data, so that
 // integer (i32) id and label tensors need a change here only.
+// Every dtype the references read: f32 values and i32 ids or labels, exactly, in double.
 inline RefTensor to_ref(const Tensor& t) {
+  if (t.dtype() == DType::kI32) {
+    const auto s = t.span_as<std::int32_t>();
+    return RefTensor(t.shape(), std::vector<double>(s.begin(), s.end()));
+  }
   const auto s = t.span();
   return RefTensor(t.shape(), std::vector<double>(s.begin(), s.end()));
 }

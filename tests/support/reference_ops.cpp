@@ -765,6 +765,13 @@ std::vector<RefTensor> ref_where(const RefInputs& in, const Attributes&, const R
   return {y};
 }
 
+// cast into f32 (the only target whose values are smooth in x): y = x · scale.
+std::vector<RefTensor> ref_cast(const RefInputs& in, const Attributes& attrs, const RefContext&) {
+  if (attrs.get_string("cast", "dtype") != "f32") fail("cast", "the reference covers casts to f32");
+  const double scale = attrs.get_double("cast", "scale", 1.0);
+  return {map_unary(need("cast", in, 0), [scale](double v) { return v * scale; })};
+}
+
 // ---------------------------------------------------------------------------------------------
 // The table: name, input names (for "beta_<input>"), scale attributes, forward.
 // ---------------------------------------------------------------------------------------------
@@ -815,6 +822,7 @@ const std::vector<RefOp>& table() {
       {"log", {"x"}, {}, ref_log},
       {"sqrt", {"x"}, {}, ref_sqrt},
       {"where", {"cond", "a", "b"}, {}, ref_where},
+      {"cast", {"x"}, {}, ref_cast},
   };
   return ops;
 }

@@ -3,8 +3,8 @@
 // loss and sit at the very end of the graph — a cut edge — so their gradient scales are free
 // constants and need no constraint.
 //
-// cross_entropy(logits, labels)      logits [B, V] or [V]; labels [B] or [] holding class ids as
-//                                    floats; attrs mult m, reduction, ignore_index
+// cross_entropy(logits, labels)      logits [B, V] or [V]; labels [B] or [], i32 class ids;
+//                                    attrs mult m, reduction, ignore_index
 //   forward                                     backward (g = incoming scalar gradient)
 //   p_b   = softmax(m · z_b)                    unscaled (SP), the true gradient:
 //   ℓ_b   = logsumexp(m · z_b) − m · z_b[y_b]     dz_b = g · m · (p_b − onehot(y_b)) · r

@@ -1,7 +1,7 @@
 #pragma once
 // Builder for embedding (the maths and scale rule are in ops/embedding.hpp).
 //
-//   Value ids = graph.input("ids", {batch, seq});         // float tensor of integer token ids
+//   Value ids = graph.input("ids", {batch, seq}, DType::kI32);  // token ids
 //   Value table = graph.parameter("embedding", {vocab, d_model});
 //   Value h = embedding(ids, table);                       // [batch, seq, d_model]
 //

@@ -26,7 +26,7 @@ struct MseLossOptions {
   Reduction reduction = Reduction::kMean;
 };
 
-// logits [B, V] with labels [B], or logits [V] with labels []; labels hold class ids as floats.
+// logits [B, V] with labels [B], or logits [V] with labels []; labels are i32 class ids.
 Value cross_entropy(Value logits, Value labels, const CrossEntropyOptions& options = {});
 // a and b of equal shapes.
 Value mse_loss(Value a, Value b, const MseLossOptions& options = {});

@@ -1,0 +1,245 @@
+#include "unitscale/ops/cast.hpp"
+
+#include <fmt/format.h>
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "ops/counter_hash.hpp"
+#include "ops/pointwise_common.hpp"
+#include "unitscale/error.hpp"
+#include "unitscale/format/bulk.hpp"
+#include "unitscale/format/detail/codec.hpp"
+
+namespace unitscale {
+namespace {
+
+// fp32 as a format-layer descriptor, so that i32 → f32 rounds through the same encoder (from
+// double, once) as every other target.
+constexpr FormatSpec kFloat32Spec{8, 23, 127, true, NonFiniteEncoding::kIeee,
+                                  ZeroEncoding::kSigned};
+// Elements converted per pass through a stack buffer (decode, scale, encode).
+constexpr std::int64_t kChunk = 1024;
+
+struct CastConfig {
+  DType to = DType::kF32;
+  Rounding rounding = Rounding::kNearestEven;
+  Overflow overflow = Overflow::kSaturate;
+  float scale = 1.0f;
+  std::int64_t seed = 0;
+};
+
+// Reads and validates the attributes; every error names the op.
+CastConfig config_of(const Attributes& attrs) {
+  CastConfig config;
+  try {
+    config.to = dtype_from_name(attrs.get_string("cast", "dtype"));
+    if (attrs.has("rounding")) {
+      config.rounding = rounding_from_name(attrs.get_string("cast", "rounding"));
+    }
+    if (attrs.has("overflow")) {
+      config.overflow = overflow_from_name(attrs.get_string("cast", "overflow"));
+    }
+  } catch (const Error& e) {
+    if (std::string_view(e.what()).starts_with("cast")) throw;
+    throw Error(fmt::format("cast: {}", e.what()));
+  }
+  const double scale = attrs.get_double("cast", "scale", 1.0);
+  config.scale = static_cast<float>(scale);
+  if (!std::isfinite(config.scale) || !(config.scale > 0.0f)) {
+    throw Error(fmt::format("cast: scale must be finite and positive in fp32, got {}", scale));
+  }
+  config.seed = attrs.get_int("cast", "seed", 0);
+  if (config.to == DType::kI32 && config.rounding == Rounding::kStochastic) {
+    throw Error("cast: stochastic rounding into i32 is not supported (choose nearest_even, "
+                "nearest_away, toward_zero, up or down)");
+  }
+  return config;
+}
+
+FormatSpec spec_of(DType dtype) { return dtype_format(dtype).value_or(kFloat32Spec); }
+
+// The random word of element `index`: a pure function of (seed, step, index).
+struct RandomStream {
+  std::uint64_t key;
+  RandomStream(std::int64_t seed, std::uint64_t step)
+      : key(detail::splitmix64(detail::splitmix64(static_cast<std::uint64_t>(seed)) ^ step)) {}
+  std::uint32_t word(std::int64_t index) const {
+    return static_cast<std::uint32_t>(
+        detail::splitmix64(key + static_cast<std::uint64_t>(index)) >> 32);
+  }
+};
+
+void store_code(std::byte* y, DType to, std::int64_t i, std::uint32_t code) {
+  switch (dtype_size(to)) {
+    case 4: std::memcpy(y + 4 * i, &code, 4); break;
+    case 2: {
+      const auto half = static_cast<std::uint16_t>(code);
+      std::memcpy(y + 2 * i, &half, 2);
+      break;
+    }
+    default: y[i] = static_cast<std::byte>(code); break;
+  }
+}
+
+// x · scale rounded to an integer by `rounding`; NaN, and out-of-range values without saturation,
+// are errors naming the element.
+std::int32_t to_int32(double v, const CastConfig& config, std::int64_t index) {
+  if (std::isnan(v)) {
+    throw Error(fmt::format("cast: element {} is NaN, which has no i32 value", index));
+  }
+  double r = v;
+  switch (config.rounding) {
+    case Rounding::kNearestEven: r = v - std::remainder(v, 1.0); break;  // remainder ties to even
+    case Rounding::kNearestAway: r = std::round(v); break;
+    case Rounding::kTowardZero: r = std::trunc(v); break;
+    case Rounding::kUp: r = std::ceil(v); break;
+    case Rounding::kDown: r = std::floor(v); break;
+    case Rounding::kStochastic: break;  // rejected by config_of
+  }
+  constexpr double kMin = std::numeric_limits<std::int32_t>::min();
+  constexpr double kMax = std::numeric_limits<std::int32_t>::max();
+  if (r < kMin || r > kMax || std::isinf(v)) {
+    if (config.overflow == Overflow::kNonFinite) {
+      throw Error(fmt::format("cast: element {} ({}) is outside the i32 range and overflow is "
+                              "non_finite",
+                              index, v));
+    }
+    return r < 0 ? std::numeric_limits<std::int32_t>::min()
+                 : std::numeric_limits<std::int32_t>::max();
+  }
+  return static_cast<std::int32_t>(r);
+}
+
+// From i32: each value times the scale is exact in double and rounded once into the target.
+void cast_from_int32(ConstTensorView x, TensorView y, const CastConfig& config,
+                     const RandomStream& random) {
+  const std::int32_t* in = x.data_as<std::int32_t>();
+  const std::int64_t n = x.numel();
+  if (config.to == DType::kI32) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      y.data_as<std::int32_t>()[i] = to_int32(in[i] * static_cast<double>(config.scale), config, i);
+    }
+    return;
+  }
+  const FormatSpec spec = spec_of(config.to);
+  std::byte* out = y.bytes();
+  detail::for_each_share(n, [&](std::int64_t begin, std::int64_t count) {
+    for (std::int64_t i = begin; i < begin + count; ++i) {
+      const double v = in[i] * static_cast<double>(config.scale);
+      const RandomBits bits{config.rounding == Rounding::kStochastic ? random.word(i) : 0u, 0};
+      store_code(out, config.to, i,
+                 detail::encode_bits(v, spec, config.rounding, config.overflow, bits));
+    }
+  });
+}
+
+// Elements [begin, begin + n) of a floating tensor as fp32 values times `scale`.
+void load_floats(ConstTensorView x, std::int64_t begin, std::int64_t n, float scale, float* out) {
+  if (x.dtype() == DType::kF32) {
+    const float* in = x.data() + begin;
+    if (scale == 1.0f) {
+      std::memcpy(out, in, static_cast<std::size_t>(n) * sizeof(float));
+    } else {
+      for (std::int64_t i = 0; i < n; ++i) out[i] = in[i] * scale;
+    }
+    return;
+  }
+  const auto size = static_cast<int>(dtype_size(x.dtype()));
+  detail::decode_codes(x.bytes() + begin * size, static_cast<std::size_t>(n), size,
+                       {out, static_cast<std::size_t>(n)}, *dtype_format(x.dtype()), scale);
+}
+
+void cast_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                 const Attributes& attrs, const KernelContext& context) {
+  cast_forward(in[0], out[0], attrs, context.step);
+}
+
+// Backward inputs: x, y (both absent: never read), grad_y.
+void cast_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                          const Attributes& attrs, const KernelContext&) {
+  if (!present(out[0])) return;
+  const auto scale = static_cast<float>(attrs.get_double("cast", "scale", 1.0));
+  detail::map_unary(in[2].data(), out[0].data(), out[0].numel(),
+                    [scale](float g) { return scale * g; });
+}
+
+std::vector<Shape> infer_cast(std::span<const Shape* const> in, const Attributes& attrs) {
+  config_of(attrs);
+  return {*in[0]};
+}
+
+std::vector<DType> infer_cast_dtype(std::span<const DType>, const Attributes& attrs) {
+  return {config_of(attrs).to};
+}
+
+const OpDef kCastBackwardOp{
+    .name = "cast_backward",
+    .inputs = {"x?", "y?", "grad_y?"},
+    .output_count = 1,
+    .kernel = cast_backward_kernel,
+};
+
+}  // namespace
+
+void cast_forward(ConstTensorView x, TensorView y, const Attributes& attrs, std::uint64_t step) {
+  const CastConfig config = config_of(attrs);
+  if (x.shape() != y.shape() || y.dtype() != config.to) {
+    throw Error(fmt::format("cast: output {} {} does not match input {} cast to {}",
+                            y.shape().to_string(), dtype_name(y.dtype()), x.shape().to_string(),
+                            dtype_name(config.to)));
+  }
+  const RandomStream random(config.seed, step);
+  if (x.dtype() == DType::kI32) {
+    cast_from_int32(x, y, config, random);
+    return;
+  }
+  const std::int64_t n = x.numel();
+  if (config.to == DType::kI32) {
+    // Serial: the errors (NaN, out of range) must not be thrown inside a parallel region.
+    float buffer[kChunk];
+    for (std::int64_t begin = 0; begin < n; begin += kChunk) {
+      const std::int64_t count = std::min(kChunk, n - begin);
+      load_floats(x, begin, count, config.scale, buffer);
+      for (std::int64_t i = 0; i < count; ++i) {
+        y.data_as<std::int32_t>()[begin + i] = to_int32(buffer[i], config, begin + i);
+      }
+    }
+    return;
+  }
+  const auto size = static_cast<int>(dtype_size(config.to));
+  detail::for_each_share(n, [&](std::int64_t first, std::int64_t share) {
+    alignas(64) float buffer[kChunk];
+    std::uint32_t bits[kChunk];
+    for (std::int64_t begin = first; begin < first + share; begin += kChunk) {
+      const std::int64_t count = std::min(kChunk, first + share - begin);
+      if (config.to == DType::kF32) {
+        load_floats(x, begin, count, config.scale, y.data() + begin);
+        continue;
+      }
+      load_floats(x, begin, count, config.scale, buffer);
+      Quantization q{.rounding = config.rounding, .overflow = config.overflow};
+      if (config.rounding == Rounding::kStochastic) {
+        for (std::int64_t i = 0; i < count; ++i) bits[i] = random.word(begin + i);
+        q.random_bits = {bits, static_cast<std::size_t>(count)};
+      }
+      detail::encode_codes({buffer, static_cast<std::size_t>(count)}, y.bytes() + begin * size,
+                           static_cast<std::size_t>(count), size, *dtype_format(config.to), q);
+    }
+  });
+}
+
+const OpDef kCastOp{
+    .name = "cast",
+    .inputs = {"x"},
+    .input_dtypes = {DTypeSet::all()},
+    .infer_dtypes = infer_cast_dtype,
+    .infer_shapes = infer_cast,
+    .kernel = cast_kernel,
+    .backward = &kCastBackwardOp,
+    .backward_reads = 0,
+};
+
+}  // namespace unitscale
