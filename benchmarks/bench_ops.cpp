@@ -1129,7 +1129,7 @@ void bm_residual_add_unitscale(benchmark::State& state) {
       state, [&] { residual_add_forward(r, s, y, wr, ws); },
       [&] {
         // Backward inputs: residual, skip, y (absent), grad_y.
-        call_kernel(*kResidualAddOp.backward, {ConstTensorView{}, ConstTensorView{}, ConstTensorView{}, g},
+        call_kernel(backward_of(kResidualAddOp), {ConstTensorView{}, ConstTensorView{}, ConstTensorView{}, g},
                     {dr, ds});
       });
   set_bytes(state, 6 * n);
@@ -1351,7 +1351,7 @@ void bm_exp_unitscale(benchmark::State& state) {
   Tensor y({n}), dx({n});
   run_fwd_bwd(
       state, [&] { call_kernel(kExpOp, {x}, {y}); },
-      [&] { call_kernel(*kExpOp.backward, {x, y, g}, {dx}); });
+      [&] { call_kernel(backward_of(kExpOp), {x, y, g}, {dx}); });
   set_bytes(state, 5 * n);
 }
 

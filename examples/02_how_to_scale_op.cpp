@@ -79,19 +79,13 @@ void hardtanh_kernel(std::span<const us::ConstTensorView> in, std::span<const us
   out[0].vector() = alpha * in[0].vector().cwiseMax(-bound).cwiseMin(bound);
 }
 
-// Backward inputs: (x, y, grad_y); output: grad_x.
+// Backward inputs: (x, y, grad_y); output: grad_x (the backward op is derived from the OpDef below).
 void hardtanh_backward_kernel(std::span<const us::ConstTensorView> in,
                               std::span<const us::TensorView> out, const us::Attributes& attrs, const us::KernelContext&) {
   const float bound = static_cast<float>(1 / attrs.get_double("hardtanh", "mult"));
   const float beta = us::scale_of(attrs, "beta_x");
   out[0].vector() = (in[0].vector().array().abs() < bound).select(beta * in[2].vector().array(), 0.0f);
 }
-
-const us::OpDef kHardtanhBackwardOp{
-    .name = "hardtanh_backward",
-    .inputs = {"x?", "y?", "grad_y?"},
-    .kernel = hardtanh_backward_kernel,
-};
 
 const us::OpDef kHardtanhOp{
     .name = "hardtanh",
@@ -100,7 +94,7 @@ const us::OpDef kHardtanhOp{
     .infer_shapes = hardtanh_shapes,
     .unit_scale = hardtanh_unit_scale,
     .kernel = hardtanh_kernel,
-    .backward = &kHardtanhBackwardOp,
+    .backward_kernel = hardtanh_backward_kernel,
     .backward_reads = 0b01,  // only x: the output is not needed for the gradient
 };
 

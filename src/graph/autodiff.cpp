@@ -24,7 +24,6 @@ void accumulate_kernel(std::span<const ConstTensorView> in, std::span<const Tens
 const OpDef kAccumulateGrad{
     .name = "accumulate_grad",
     .inputs = {"a", "b"},
-    .output_count = 1,
     .infer_shapes = same_shape_as_first,
     .kernel = accumulate_kernel,
 };
@@ -118,7 +117,7 @@ std::vector<Value> autodiff(Graph& graph, Value loss, std::span<const Value> wrt
     bool wants_input_grad = false;
     for (std::size_t i = 0; i < node.inputs.size(); ++i) wants_input_grad = wants_input_grad || wants_grad_of_input(i);
     if (!has_output_grad || !wants_input_grad) continue;
-    if (node.op->backward == nullptr) {
+    if (node.op->backward_kernel == nullptr) {
       throw Error(fmt::format("autodiff: op {} (producing %{}) is not differentiable", node.op->name,
                               node.outputs.empty() ? -1 : node.outputs[0]));
     }
@@ -138,7 +137,7 @@ std::vector<Value> autodiff(Graph& graph, Value loss, std::span<const Value> wrt
                                                     : std::nullopt);
     }
     const std::vector<Value> input_grads =
-        graph.apply_with_shapes(*node.op->backward, inputs, node.attrs, grad_shapes,
+        graph.apply_with_shapes(backward_of(*node.op), inputs, node.attrs, grad_shapes,
                                 node.outputs.front());
     for (std::size_t i = 0; i < node.inputs.size(); ++i) {
       if (input_grads[i].present()) add_grad(node.inputs[i], input_grads[i]);

@@ -121,7 +121,7 @@ std::vector<Value> Graph::apply(const OpDef& op, std::span<const Value> inputs, 
   const std::vector<DType> output_dtypes = infer_dtypes(op, inputs, attrs);
   // Shapes before scales: the scale rules index dimensions that only the shape check guarantees.
   const std::vector<Shape> output_shapes = op.infer_shapes(shapes, attrs);
-  UNITSCALE_ASSERT(output_shapes.size() == static_cast<std::size_t>(op.output_count));
+  UNITSCALE_ASSERT(output_shapes.size() == static_cast<std::size_t>(op.output_count()));
   if (scaling_ == Scaling::kUnit && op.unit_scale != nullptr) {
     op.unit_scale(shapes, attrs);
     check_unit_scales(op, shapes, attrs);
@@ -148,10 +148,10 @@ std::vector<DType> Graph::infer_dtypes(const OpDef& op, std::span<const Value> i
     dtypes.push_back(dtype);
   }
   if (op.infer_dtypes == nullptr) {
-    return std::vector<DType>(static_cast<std::size_t>(op.output_count), DType::kF32);
+    return std::vector<DType>(static_cast<std::size_t>(op.output_count()), DType::kF32);
   }
   std::vector<DType> outputs = op.infer_dtypes(dtypes, attrs);
-  UNITSCALE_ASSERT(outputs.size() == static_cast<std::size_t>(op.output_count));
+  UNITSCALE_ASSERT(outputs.size() == static_cast<std::size_t>(op.output_count()));
   return outputs;
 }
 
@@ -223,9 +223,11 @@ void Graph::set_scale(Value v, std::string_view scale, double value) {
   }
   node.attrs.set(scale, value);
   ++version_;
+  if (node.op->backward_kernel == nullptr) return;
   const int forward_output = node.outputs.front();
+  const OpDef* backward = &backward_of(*node.op);
   for (Node& other : nodes_) {
-    if (other.differentiates == forward_output && other.op == node.op->backward) {
+    if (other.differentiates == forward_output && other.op == backward) {
       other.attrs.set(scale, value);
     }
   }

@@ -236,31 +236,6 @@ void silu_glu_backward_kernel(std::span<const ConstTensorView> in, std::span<con
                     scale_of(attrs, "beta_x"), scale_of(attrs, "beta_gate"));
 }
 
-const OpDef kReluBackwardOp{
-    .name = "relu_backward",
-    .inputs = {"x?", "y?", "grad_y?"},
-    .output_count = 1,
-    .kernel = relu_backward_kernel,
-};
-const OpDef kGeluBackwardOp{
-    .name = "gelu_backward",
-    .inputs = {"x?", "y?", "grad_y?"},
-    .output_count = 1,
-    .kernel = gelu_backward_kernel,
-};
-const OpDef kSiluBackwardOp{
-    .name = "silu_backward",
-    .inputs = {"x?", "y?", "grad_y?"},
-    .output_count = 1,
-    .kernel = silu_backward_kernel,
-};
-const OpDef kSiluGluBackwardOp{
-    .name = "silu_glu_backward",
-    .inputs = {"x?", "gate?", "y?", "grad_y?"},
-    .output_count = 2,
-    .kernel = silu_glu_backward_kernel,
-};
-
 }  // namespace
 
 const OpDef kReluOp{
@@ -268,7 +243,7 @@ const OpDef kReluOp{
     .inputs = {"x"},
     .infer_shapes = same_shape,
     .kernel = relu_kernel,
-    .backward = &kReluBackwardOp,
+    .backward_kernel = relu_backward_kernel,
     .backward_reads = 0b01,
 };
 
@@ -279,7 +254,7 @@ const OpDef kGeluOp{
     .infer_shapes = infer_gelu,
     .unit_scale = unit_scale_gelu,
     .kernel = gelu_kernel,
-    .backward = &kGeluBackwardOp,
+    .backward_kernel = gelu_backward_kernel,
     .backward_reads = 0b01,
 };
 
@@ -290,7 +265,7 @@ const OpDef kSiluOp{
     .infer_shapes = infer_silu,
     .unit_scale = unit_scale_silu,
     .kernel = silu_kernel,
-    .backward = &kSiluBackwardOp,
+    .backward_kernel = silu_backward_kernel,
     .backward_reads = 0b01,
 };
 
@@ -301,7 +276,7 @@ const OpDef kSiluGluOp{
     .infer_shapes = infer_silu_glu,
     .unit_scale = unit_scale_silu_glu,
     .kernel = silu_glu_kernel,
-    .backward = &kSiluGluBackwardOp,
+    .backward_kernel = silu_glu_backward_kernel,
     .backward_reads = 0b011,
 };
 

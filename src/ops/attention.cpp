@@ -219,14 +219,6 @@ void attention_backward_prepare(std::span<const ConstTensorView> in,
   if (present(out[1])) grad_k_gemm(gemm_prepare, placeholder, in[0].data(), out[1].data(), g, 1.0f);
 }
 
-const OpDef kScaledDotProductAttentionBackwardOp{
-    .name = "scaled_dot_product_attention_backward",
-    .inputs = {"q?", "k?", "v?", "y?", "grad_y?"},
-    .output_count = 3,
-    .kernel = attention_backward_kernel,
-    .prepare = attention_backward_prepare,
-};
-
 }  // namespace
 
 std::string_view attention_mask_name(AttentionMask mask) {
@@ -327,7 +319,7 @@ const OpDef kScaledDotProductAttentionOp{
     .unit_scale = unit_scale_attention,
     .kernel = attention_kernel,
     .prepare = attention_prepare,
-    .backward = &kScaledDotProductAttentionBackwardOp,
+    .backward_kernel = attention_backward_kernel, .backward_prepare = attention_backward_prepare,
     .backward_reads = 0b0111,
 };
 

@@ -175,13 +175,6 @@ std::vector<DType> infer_cast_dtype(std::span<const DType>, const Attributes& at
   return {config_of(attrs).to};
 }
 
-const OpDef kCastBackwardOp{
-    .name = "cast_backward",
-    .inputs = {"x?", "y?", "grad_y?"},
-    .output_count = 1,
-    .kernel = cast_backward_kernel,
-};
-
 }  // namespace
 
 void cast_forward(ConstTensorView x, TensorView y, const Attributes& attrs, std::uint64_t step) {
@@ -238,7 +231,7 @@ const OpDef kCastOp{
     .infer_dtypes = infer_cast_dtype,
     .infer_shapes = infer_cast,
     .kernel = cast_kernel,
-    .backward = &kCastBackwardOp,
+    .backward_kernel = cast_backward_kernel,
     .backward_reads = 0,
 };
 

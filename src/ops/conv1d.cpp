@@ -325,14 +325,6 @@ void conv1d_backward_prepare(std::span<const ConstTensorView> in, std::span<cons
   if (present(out[1])) grad_weight_gemm(gemm_prepare, in[4].data(), placeholder, out[1].data(), dims, 1.0f);
 }
 
-const OpDef kConv1dBackwardOp{
-    .name = "conv1d_backward",
-    .inputs = {"x?", "weight?", "bias?", "y?", "grad_y?"},
-    .output_count = 3,
-    .kernel = conv1d_backward_kernel,
-    .prepare = conv1d_backward_prepare,
-};
-
 }  // namespace
 
 const OpDef kConv1dOp{
@@ -343,7 +335,7 @@ const OpDef kConv1dOp{
     .unit_scale = unit_scale_conv1d,
     .kernel = conv1d_kernel,
     .prepare = conv1d_prepare,
-    .backward = &kConv1dBackwardOp,
+    .backward_kernel = conv1d_backward_kernel, .backward_prepare = conv1d_backward_prepare,
     .backward_reads = 0b011,
 };
 

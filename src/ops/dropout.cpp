@@ -185,13 +185,6 @@ void dropout_backward_kernel(std::span<const ConstTensorView> in, std::span<cons
                    scale_of(attrs, "beta_x"));
 }
 
-const OpDef kDropoutBackwardOp{
-    .name = "dropout_backward",
-    .inputs = {"x?", "y?", "grad_y?"},
-    .output_count = 1,
-    .kernel = dropout_backward_kernel,
-};
-
 }  // namespace
 
 const OpDef kDropoutOp{
@@ -201,7 +194,7 @@ const OpDef kDropoutOp{
     .infer_shapes = infer_dropout,
     .unit_scale = unit_scale_dropout,
     .kernel = dropout_kernel,
-    .backward = &kDropoutBackwardOp,
+    .backward_kernel = dropout_backward_kernel,
     .backward_reads = 0b00,
 };
 

@@ -487,46 +487,27 @@ void scale_backward_kernel(std::span<const ConstTensorView> in, std::span<const 
   if (present(out[0])) scale_kernel(in[2], out[0], scale_of(attrs, "beta_x"));
 }
 
-const OpDef kAddBackwardOp{
-    .name = "add_backward",
-    .inputs = {"a?", "b?", "out?", "grad_out?"},
-    .output_count = 2,
-    .kernel = add_backward_kernel,
-};
-
-const OpDef kMulBackwardOp{
-    .name = "mul_backward",
-    .inputs = {"a?", "b?", "out?", "grad_out?"},
-    .output_count = 2,
-    .kernel = mul_backward_kernel,
-};
-
-const OpDef kScaleBackwardOp{
-    .name = "scale_backward",
-    .inputs = {"x?", "y?", "grad_y?"},
-    .output_count = 1,
-    .kernel = scale_backward_kernel,
-};
-
 }  // namespace
 
 const OpDef kAddOp{
     .name = "add",
     .inputs = {"a", "b"},
+    .outputs = {"out"},
     .scales = {"alpha", "beta_a", "beta_b"},
     .infer_shapes = infer_add,
     .unit_scale = unit_scale_add,
     .kernel = add_kernel,
-    .backward = &kAddBackwardOp,
+    .backward_kernel = add_backward_kernel,
     .backward_reads = 0b000,
 };
 
 const OpDef kMulOp{
     .name = "mul",
     .inputs = {"a", "b"},
+    .outputs = {"out"},
     .infer_shapes = infer_mul,
     .kernel = mul_kernel,
-    .backward = &kMulBackwardOp,
+    .backward_kernel = mul_backward_kernel,
     .backward_reads = 0b011,
 };
 
@@ -536,7 +517,7 @@ const OpDef kScaleOp{
     .scales = {"alpha", "beta_x"},
     .infer_shapes = infer_scale,
     .kernel = scale_forward_kernel,
-    .backward = &kScaleBackwardOp,
+    .backward_kernel = scale_backward_kernel,
     .backward_reads = 0b00,
 };
 

@@ -63,13 +63,6 @@ void embedding_backward_kernel(std::span<const ConstTensorView> in,
   embedding_backward(in[3], in[0], out[1], scale_of(attrs, "beta_table"));
 }
 
-const OpDef kEmbeddingBackwardOp{
-    .name = "embedding_backward",
-    .inputs = {"ids?", "table?", "y?", "grad_y?"},
-    .output_count = 2,
-    .kernel = embedding_backward_kernel,
-};
-
 }  // namespace
 
 void embedding_forward(ConstTensorView ids, ConstTensorView table, TensorView y, float alpha) {
@@ -116,7 +109,7 @@ const OpDef kEmbeddingOp{
     .infer_shapes = infer_embedding,
     .unit_scale = unit_scale_embedding,
     .kernel = embedding_kernel,
-    .backward = &kEmbeddingBackwardOp,
+    .backward_kernel = embedding_backward_kernel,
     .backward_reads = 0b001,
     .nondifferentiable_inputs = 0b01,  // ids
 };

@@ -130,14 +130,6 @@ void linear_backward_prepare(std::span<const ConstTensorView> in, std::span<cons
   backward_gemms(gemm_prepare, in[4], in[0], in[1], out[0], out[1], 1.0f, 1.0f);
 }
 
-const OpDef kLinearBackwardOp{
-    .name = "linear_backward",
-    .inputs = {"x?", "weight?", "bias?", "y?", "grad_y?"},
-    .output_count = 3,
-    .kernel = linear_backward_kernel,
-    .prepare = linear_backward_prepare,
-};
-
 }  // namespace
 
 const OpDef kLinearOp{
@@ -148,7 +140,7 @@ const OpDef kLinearOp{
     .unit_scale = unit_scale_linear,
     .kernel = linear_kernel,
     .prepare = linear_prepare,
-    .backward = &kLinearBackwardOp,
+    .backward_kernel = linear_backward_kernel, .backward_prepare = linear_backward_prepare,
     .backward_reads = 0b011,
 };
 
@@ -160,7 +152,7 @@ const OpDef kLinearReadoutOp{
     .unit_scale = unit_scale_linear_readout,
     .kernel = linear_kernel,
     .prepare = linear_prepare,
-    .backward = &kLinearBackwardOp,
+    .backward_kernel = linear_backward_kernel, .backward_prepare = linear_backward_prepare,
     .backward_reads = 0b011,
 };
 

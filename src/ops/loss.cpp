@@ -313,31 +313,18 @@ void mse_loss_backward_kernel(std::span<const ConstTensorView> in, std::span<con
                     scale_of(attrs, "beta_b"));
 }
 
-const OpDef kCrossEntropyBackwardOp{
-    .name = "cross_entropy_backward",
-    .inputs = {"logits?", "labels?", "loss?", "grad_loss?"},
-    .output_count = 2,
-    .kernel = cross_entropy_backward_kernel,
-};
-
-const OpDef kMseLossBackwardOp{
-    .name = "mse_loss_backward",
-    .inputs = {"a?", "b?", "loss?", "grad_loss?"},
-    .output_count = 2,
-    .kernel = mse_loss_backward_kernel,
-};
-
 }  // namespace
 
 const OpDef kCrossEntropyOp{
     .name = kCrossEntropy,
     .inputs = {"logits", "labels"},
+    .outputs = {"loss"},
     .scales = {"beta_logits"},
     .input_dtypes = {{DType::kF32}, {DType::kI32}},
     .infer_shapes = infer_cross_entropy,
     .unit_scale = unit_scale_cross_entropy,
     .kernel = cross_entropy_kernel,
-    .backward = &kCrossEntropyBackwardOp,
+    .backward_kernel = cross_entropy_backward_kernel,
     .backward_reads = 0b011,
     .nondifferentiable_inputs = 0b10,  // labels
 };
@@ -345,11 +332,12 @@ const OpDef kCrossEntropyOp{
 const OpDef kMseLossOp{
     .name = kMseLoss,
     .inputs = {"a", "b"},
+    .outputs = {"loss"},
     .scales = {"beta_a", "beta_b"},
     .infer_shapes = infer_mse_loss,
     .unit_scale = unit_scale_mse_loss,
     .kernel = mse_loss_kernel,
-    .backward = &kMseLossBackwardOp,
+    .backward_kernel = mse_loss_backward_kernel,
     .backward_reads = 0b011,
 };
 

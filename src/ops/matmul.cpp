@@ -322,25 +322,18 @@ void matmul_backward_prepare(std::span<const ConstTensorView> in, std::span<cons
   }
 }
 
-const OpDef kMatmulBackwardOp{
-    .name = "matmul_backward",
-    .inputs = {"left?", "right?", "out?", "grad_out?"},
-    .output_count = 2,
-    .kernel = matmul_backward_kernel,
-    .prepare = matmul_backward_prepare,
-};
-
 }  // namespace
 
 const OpDef kMatmulOp{
     .name = "matmul",
     .inputs = {"left", "right"},
+    .outputs = {"out"},
     .scales = {"alpha", "beta_left", "beta_right"},
     .infer_shapes = infer_matmul,
     .unit_scale = unit_scale_matmul,
     .kernel = matmul_kernel,
     .prepare = matmul_prepare,
-    .backward = &kMatmulBackwardOp,
+    .backward_kernel = matmul_backward_kernel, .backward_prepare = matmul_backward_prepare,
     .backward_reads = 0b011,
 };
 

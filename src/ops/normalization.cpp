@@ -264,20 +264,6 @@ void rms_norm_backward_kernel(std::span<const ConstTensorView> in, std::span<con
                     scale_of(attrs, "beta_x"), scale_of(attrs, "beta_weight"));
 }
 
-const OpDef kLayerNormBackwardOp{
-    .name = "layer_norm_backward",
-    .inputs = {"x?", "weight?", "bias?", "y?", "grad_y?"},
-    .output_count = 3,
-    .kernel = layer_norm_backward_kernel,
-};
-
-const OpDef kRmsNormBackwardOp{
-    .name = "rms_norm_backward",
-    .inputs = {"x?", "weight?", "y?", "grad_y?"},
-    .output_count = 2,
-    .kernel = rms_norm_backward_kernel,
-};
-
 }  // namespace
 
 void layer_norm_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
@@ -313,7 +299,7 @@ const OpDef kLayerNormOp{
     .infer_shapes = infer_layer_norm,
     .unit_scale = unit_scale_norm,
     .kernel = layer_norm_kernel,
-    .backward = &kLayerNormBackwardOp,
+    .backward_kernel = layer_norm_backward_kernel,
     .backward_reads = 0b011,
 };
 
@@ -324,7 +310,7 @@ const OpDef kRmsNormOp{
     .infer_shapes = infer_rms_norm,
     .unit_scale = unit_scale_norm,
     .kernel = rms_norm_kernel,
-    .backward = &kRmsNormBackwardOp,
+    .backward_kernel = rms_norm_backward_kernel,
     .backward_reads = 0b011,
 };
 

@@ -145,17 +145,6 @@ void where_backward_kernel(std::span<const ConstTensorView> in, std::span<const 
   if (present(out[0])) fill_zero(out[0].data(), out[0].numel());
 }
 
-const OpDef kExpBackwardOp{
-    .name = "exp_backward", .inputs = {"x?", "y?", "grad_y?"}, .kernel = exp_backward_kernel};
-const OpDef kLogBackwardOp{
-    .name = "log_backward", .inputs = {"x?", "y?", "grad_y?"}, .kernel = log_backward_kernel};
-const OpDef kSqrtBackwardOp{
-    .name = "sqrt_backward", .inputs = {"x?", "y?", "grad_y?"}, .kernel = sqrt_backward_kernel};
-const OpDef kWhereBackwardOp{.name = "where_backward",
-                             .inputs = {"cond?", "a?", "b?", "y?", "grad_y?"},
-                             .output_count = 3,
-                             .kernel = where_backward_kernel};
-
 }  // namespace
 
 // Bit i of backward_reads: forward value i, counting inputs then outputs.
@@ -163,25 +152,25 @@ const OpDef kExpOp{.name = "exp",
                    .inputs = {"x"},
                    .infer_shapes = same_shape,
                    .kernel = exp_kernel,
-                   .backward = &kExpBackwardOp,
+                   .backward_kernel = exp_backward_kernel,
                    .backward_reads = 0b10};
 const OpDef kLogOp{.name = "log",
                    .inputs = {"x"},
                    .infer_shapes = same_shape,
                    .kernel = log_kernel,
-                   .backward = &kLogBackwardOp,
+                   .backward_kernel = log_backward_kernel,
                    .backward_reads = 0b01};
 const OpDef kSqrtOp{.name = "sqrt",
                     .inputs = {"x"},
                     .infer_shapes = same_shape,
                     .kernel = sqrt_kernel,
-                    .backward = &kSqrtBackwardOp,
+                    .backward_kernel = sqrt_backward_kernel,
                     .backward_reads = 0b10};
 const OpDef kWhereOp{.name = "where",
                      .inputs = {"cond", "a", "b"},
                      .infer_shapes = infer_where,
                      .kernel = where_kernel,
-                     .backward = &kWhereBackwardOp,
+                     .backward_kernel = where_backward_kernel,
                      .backward_reads = 0b0001,
                      .nondifferentiable_inputs = 0b001};  // cond
 

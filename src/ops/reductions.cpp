@@ -469,13 +469,6 @@ void max_backward_kernel(std::span<const ConstTensorView> in, std::span<const Te
   max_backward(in[0], in[2], out[0], axis_attr(attrs, "max", "axis", in[0].shape()));
 }
 
-const OpDef kSumBackwardOp{
-    .name = "sum_backward", .inputs = {"x?", "y?", "grad_y?"}, .kernel = sum_backward_kernel};
-const OpDef kMeanBackwardOp{
-    .name = "mean_backward", .inputs = {"x?", "y?", "grad_y?"}, .kernel = mean_backward_kernel};
-const OpDef kMaxBackwardOp{
-    .name = "max_backward", .inputs = {"x?", "y?", "grad_y?"}, .kernel = max_backward_kernel};
-
 }  // namespace
 
 // Bit i of backward_reads: forward value i, counting inputs then outputs.
@@ -483,19 +476,19 @@ const OpDef kSumOp{.name = "sum",
                    .inputs = {"x"},
                    .infer_shapes = infer_sum,
                    .kernel = sum_kernel,
-                   .backward = &kSumBackwardOp,
+                   .backward_kernel = sum_backward_kernel,
                    .backward_reads = 0b00};
 const OpDef kMeanOp{.name = "mean",
                     .inputs = {"x"},
                     .infer_shapes = infer_mean,
                     .kernel = mean_kernel,
-                    .backward = &kMeanBackwardOp,
+                    .backward_kernel = mean_backward_kernel,
                     .backward_reads = 0b00};
 const OpDef kMaxOp{.name = "max",
                    .inputs = {"x"},
                    .infer_shapes = infer_max,
                    .kernel = max_kernel,
-                   .backward = &kMaxBackwardOp,
+                   .backward_kernel = max_backward_kernel,
                    .backward_reads = 0b01};
 
 }  // namespace unitscale

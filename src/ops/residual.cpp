@@ -107,20 +107,6 @@ void residual_add_backward_kernel(std::span<const ConstTensorView> in,
   copy_to_present(in[3].data(), out[0], out[1], in[3].numel());
 }
 
-const OpDef kResidualSplitBackwardOp{
-    .name = "residual_split_backward",
-    .inputs = {"x?", "branch?", "skip?", "grad_branch?", "grad_skip?"},
-    .output_count = 1,
-    .kernel = residual_split_backward_kernel,
-};
-
-const OpDef kResidualAddBackwardOp{
-    .name = "residual_add_backward",
-    .inputs = {"residual?", "skip?", "y?", "grad_y?"},
-    .output_count = 2,
-    .kernel = residual_add_backward_kernel,
-};
-
 }  // namespace
 
 ResidualWeights residual_weights(double tau) {
@@ -186,12 +172,12 @@ std::vector<double> transformer_residual_scaling_rule(int layers, double residua
 const OpDef kResidualSplitOp{
     .name = "residual_split",
     .inputs = {"x"},
+    .outputs = {"branch", "skip"},
     .scales = {"beta_branch", "beta_skip"},
-    .output_count = 2,
     .infer_shapes = infer_residual_split,
     .unit_scale = unit_scale_residual_split,
     .kernel = residual_split_kernel,
-    .backward = &kResidualSplitBackwardOp,
+    .backward_kernel = residual_split_backward_kernel,
     .backward_reads = 0,
 };
 
@@ -202,7 +188,7 @@ const OpDef kResidualAddOp{
     .infer_shapes = infer_residual_add,
     .unit_scale = unit_scale_residual_add,
     .kernel = residual_add_kernel,
-    .backward = &kResidualAddBackwardOp,
+    .backward_kernel = residual_add_backward_kernel,
     .backward_reads = 0,
 };
 

@@ -321,19 +321,6 @@ void concat_backward_kernel(std::span<const ConstTensorView> in, std::span<const
   concat_backward(in[3], out[0], out[1], concat_axis(attrs, in[3].shape()));
 }
 
-const OpDef kReshapeBackwardOp{.name = "reshape_backward",
-                               .inputs = {"x?", "y?", "grad_y?"},
-                               .kernel = reshape_backward_kernel};
-const OpDef kTransposeBackwardOp{.name = "transpose_backward",
-                                 .inputs = {"x?", "y?", "grad_y?"},
-                                 .kernel = transpose_backward_kernel};
-const OpDef kSliceBackwardOp{
-    .name = "slice_backward", .inputs = {"x?", "y?", "grad_y?"}, .kernel = slice_backward_kernel};
-const OpDef kConcatBackwardOp{.name = "concat_backward",
-                              .inputs = {"a?", "b?", "y?", "grad_y?"},
-                              .output_count = 2,
-                              .kernel = concat_backward_kernel};
-
 }  // namespace
 
 // Bit i of backward_reads: forward value i, counting inputs then outputs.
@@ -341,25 +328,25 @@ const OpDef kReshapeOp{.name = "reshape",
                        .inputs = {"x"},
                        .infer_shapes = infer_reshape,
                        .kernel = reshape_kernel,
-                       .backward = &kReshapeBackwardOp,
+                       .backward_kernel = reshape_backward_kernel,
                        .backward_reads = 0b00};
 const OpDef kTransposeOp{.name = "transpose",
                          .inputs = {"x"},
                          .infer_shapes = infer_transpose,
                          .kernel = transpose_kernel,
-                         .backward = &kTransposeBackwardOp,
+                         .backward_kernel = transpose_backward_kernel,
                          .backward_reads = 0b00};
 const OpDef kSliceOp{.name = "slice",
                      .inputs = {"x"},
                      .infer_shapes = infer_slice,
                      .kernel = slice_kernel,
-                     .backward = &kSliceBackwardOp,
+                     .backward_kernel = slice_backward_kernel,
                      .backward_reads = 0b00};
 const OpDef kConcatOp{.name = "concat",
                       .inputs = {"a", "b"},
                       .infer_shapes = infer_concat,
                       .kernel = concat_kernel,
-                      .backward = &kConcatBackwardOp,
+                      .backward_kernel = concat_backward_kernel,
                       .backward_reads = 0b000};
 
 }  // namespace unitscale

@@ -90,13 +90,6 @@ void softmax_backward_kernel(std::span<const ConstTensorView> in, std::span<cons
                    scale_of(attrs, "beta_x"));
 }
 
-const OpDef kSoftmaxBackwardOp{
-    .name = "softmax_backward",
-    .inputs = {"x?", "y?", "grad_y?"},
-    .output_count = 1,
-    .kernel = softmax_backward_kernel,
-};
-
 }  // namespace
 
 const OpDef kSoftmaxOp{
@@ -106,7 +99,7 @@ const OpDef kSoftmaxOp{
     .infer_shapes = infer_softmax,
     .unit_scale = unit_scale_softmax,
     .kernel = softmax_kernel,
-    .backward = &kSoftmaxBackwardOp,
+    .backward_kernel = softmax_backward_kernel,
     .backward_reads = 0b10,
 };
 

@@ -687,7 +687,7 @@ std::vector<int> backward_nodes(const Graph& g, const OpDef& op, Value output) {
   std::vector<int> found;
   for (std::size_t n = 0; n < g.nodes().size(); ++n) {
     const Node& node = g.nodes()[n];
-    if (node.differentiates == output.id() && node.op == op.backward) {
+    if (node.differentiates == output.id() && op.backward_kernel != nullptr && node.op == &backward_of(op)) {
       found.push_back(static_cast<int>(n));
     }
   }

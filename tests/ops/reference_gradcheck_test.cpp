@@ -456,7 +456,7 @@ constexpr double kPerturbation = 1e-3;
 template <const OpDef& Op, int Which>
 void backward_plus_term(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                         const Attributes& attrs, const KernelContext& context) {
-  Op.backward->kernel(in, out, attrs, context);
+  Op.backward_kernel(in, out, attrs, context);
   const TensorView& dx = out[Which];
   const ConstTensorView& x = in[Which];
   if (!present(dx)) return;
@@ -473,7 +473,7 @@ void backward_plus_term(std::span<const ConstTensorView> in, std::span<const Ten
 template <const OpDef& Op, int Which>
 void backward_scaled(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                      const Attributes& attrs, const KernelContext& context) {
-  Op.backward->kernel(in, out, attrs, context);
+  Op.backward_kernel(in, out, attrs, context);
   if (!present(out[Which])) return;
   for (float& v : out[Which].span()) v *= static_cast<float>(1.0 + kPerturbation);
 }
@@ -481,12 +481,8 @@ void backward_scaled(std::span<const ConstTensorView> in, std::span<const Tensor
 // A copy of `op` whose backward kernel is `kernel`. Built on first use (not at static
 // initialisation: the library's OpDefs live in another translation unit).
 struct PerturbedOp {
-  OpDef backward;
   OpDef forward;
-  PerturbedOp(const OpDef& op, KernelFn kernel) : backward(*op.backward), forward(op) {
-    backward.kernel = kernel;
-    forward.backward = &backward;
-  }
+  PerturbedOp(const OpDef& op, KernelFn kernel) : forward(op) { forward.backward_kernel = kernel; }
   PerturbedOp(const PerturbedOp&) = delete;
 };
 

@@ -34,19 +34,12 @@ void projection_backward_kernel(std::span<const ConstTensorView> in, std::span<c
   if (present(out[0])) out[0].vector() = in[3].data()[0] * in[1].vector();
 }
 
-const OpDef kProjectionBackwardOp{
-    .name = "test_projection_backward",
-    .inputs = {"y?", "projection?", "loss?", "grad_loss?"},
-    .output_count = 2,
-    .kernel = projection_backward_kernel,
-};
-
 const OpDef kProjectionOp{
     .name = "test_projection",
     .inputs = {"y", "projection"},
     .infer_shapes = scalar_shape,
     .kernel = projection_kernel,
-    .backward = &kProjectionBackwardOp,
+    .backward_kernel = projection_backward_kernel,
     .backward_reads = 0b010,
 };
 
@@ -153,8 +146,8 @@ TEST(ResidualKernels, LargeTensorsMatchLoops) {
   Tensor dr({n}), ds({n}), ds_only({n});
   const ConstTensorView absent{};
   const std::vector<ConstTensorView> in{absent, absent, absent, x};
-  kResidualAddOp.backward->kernel(in, std::vector<TensorView>{dr, ds}, {}, KernelContext{});
-  kResidualAddOp.backward->kernel(in, std::vector<TensorView>{TensorView{}, ds_only}, {},
+  kResidualAddOp.backward_kernel(in, std::vector<TensorView>{dr, ds}, {}, KernelContext{});
+  kResidualAddOp.backward_kernel(in, std::vector<TensorView>{TensorView{}, ds_only}, {},
                                   KernelContext{});
   for (std::int64_t i = 0; i < n; ++i) {
     ASSERT_EQ(branch[i], x[i]);

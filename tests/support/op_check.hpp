@@ -99,7 +99,7 @@ class OpRun {
   // still ask explicitly, to check what a kernel writes when asked.
   std::vector<std::optional<Tensor>> backward(const std::vector<Tensor>& grad_outputs,
                                               std::vector<bool> wanted = {}) {
-    EXPECT_NE(op_.backward, nullptr) << op_.name << " has no backward";
+    EXPECT_NE(op_.backward_kernel, nullptr) << op_.name << " has no backward";
     std::vector<ConstTensorView> in;
     const std::size_t n_in = inputs_.size();
     for (std::size_t i = 0; i < n_in + outputs_.size(); ++i) {
@@ -115,7 +115,7 @@ class OpRun {
       grads.push_back(want ? std::optional<Tensor>(Tensor(inputs_[i]->shape())) : std::nullopt);
     }
     for (auto& g : grads) out.push_back(g ? g->view() : TensorView{});
-    op_.backward->kernel(in, out, attrs_, context_);
+    op_.backward_kernel(in, out, attrs_, context_);
     return grads;
   }
 
@@ -161,7 +161,7 @@ inline void gradcheck(const OpDef& op, std::vector<std::optional<Tensor>> inputs
   // Random projections for the f32 outputs; an output of another dtype (integer results) has no
   // gradient, gets a zero one and stays out of L.
   std::vector<Tensor> projections;
-  for (int k = 0; k < op.output_count; ++k) {
+  for (int k = 0; k < op.output_count(); ++k) {
     const Tensor& y = run.output(static_cast<std::size_t>(k));
     projections.push_back(y.dtype() == DType::kF32 ? random_normal(y.shape(), rng) : Tensor(y.shape()));
   }

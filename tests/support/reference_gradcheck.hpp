@@ -163,9 +163,9 @@ inline ReferenceCheckResult check_against_reference(const OpDef& op,
   RefInputs ref_in;
   for (const auto& t : inputs) ref_in.push_back(t ? std::optional<RefTensor>(to_ref(*t)) : std::nullopt);
   const std::vector<RefTensor> ref_out = reference_forward(op.name, ref_in, resolved, context);
-  if (static_cast<int>(ref_out.size()) != op.output_count) {
+  if (static_cast<int>(ref_out.size()) != op.output_count()) {
     fail("the reference has " + std::to_string(ref_out.size()) + " outputs, the op " +
-         std::to_string(op.output_count));
+         std::to_string(op.output_count()));
     result.failures = failures.str();
     return result;
   }
@@ -184,7 +184,7 @@ inline ReferenceCheckResult check_against_reference(const OpDef& op,
 
   // Reference gradients by central differences of the plain (unscaled) double reference.
   const auto factors =
-      reference_gradient_factors(op.name, ref_in, resolved, op.output_count);
+      reference_gradient_factors(op.name, ref_in, resolved, op.output_count());
   std::vector<std::vector<double>> ref_grads(n_in);
   std::vector<std::vector<std::size_t>> elements(n_in);  // the elements checked, ascending
   for (std::size_t i = 0; i < n_in; ++i) {

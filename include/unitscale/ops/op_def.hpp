@@ -10,10 +10,12 @@
 //   (gradient scales), resolved at record time by `unit_scale` when the graph is unit-scaled.
 //   Kernels read them with a default of 1, which is how the same op runs unscaled (SP). `scales`
 //   lists exactly the names its kernels read: Graph::set_scale accepts those and nothing else.
-// - The backward op takes (forward inputs..., forward outputs..., output gradients...) — the
-//   forward values it does not read (see `backward_reads`) are passed absent so their memory can
-//   be freed early — and produces one gradient per forward input, each absent when not requested
-//   (the kernel skips absent outputs). Output gradients that are identically zero are absent too.
+// - An op gives only its backward *kernel* (and GEMM preparation); the backward OpDef is derived
+//   from the forward one (backward_of): named "<op>_backward", it takes (forward inputs...,
+//   forward outputs..., "grad_<output>"...), all optional — the forward values it does not read
+//   (see `backward_reads`) are passed absent so their memory can be freed early — and produces one
+//   gradient per forward input, each absent when not requested (the kernel skips absent outputs).
+//   Output gradients that are identically zero are absent too.
 
 #include <cstdint>
 #include <span>
@@ -63,9 +65,10 @@ struct OpDef {
   // One name per input, used in error messages, the printer and "beta_<name>"; a trailing '?'
   // marks an optional input.
   std::vector<std::string_view> inputs;
+  // One name per output (the printer and the backward op's "grad_<name>" inputs).
+  std::vector<std::string_view> outputs = {"y"};
   // The unit scales the op's kernels (forward and backward) read; empty: the op has none.
   std::vector<std::string_view> scales = {};
-  int output_count = 1;
   // input_dtypes[i]: the dtypes input i accepts (Graph::apply rejects others, naming the input).
   // Inputs past the end of the list, and all inputs when it is empty, accept f32 only.
   std::vector<DTypeSet> input_dtypes = {};
@@ -75,11 +78,14 @@ struct OpDef {
   // Graph::state), or -1; outputs past the end are not in place. The kernel then gets the same
   // memory as that input and output, and the executor keeps the result as the state's new value.
   std::vector<int> in_place = {};
-  InferShapesFn infer_shapes = nullptr;  // null only for backward ops (autodiff knows the shapes)
+  InferShapesFn infer_shapes = nullptr;  // null only for derived backward ops and autodiff's own
   UnitScaleFn unit_scale = nullptr;      // null: the op has no scales of its own
   KernelFn kernel = nullptr;
   PrepareFn prepare = nullptr;  // null: nothing to prepare
-  const OpDef* backward = nullptr;  // null: not differentiable
+  // The vector-Jacobian product's kernel over the derived backward op's inputs (see the
+  // conventions above); null: not differentiable.
+  KernelFn backward_kernel = nullptr;
+  PrepareFn backward_prepare = nullptr;
   // Bit i set: the backward op reads forward value i, counting inputs then outputs.
   std::uint32_t backward_reads = ~std::uint32_t{0};
   // Bit i set: forward input i has no gradient (token ids, labels, masks), so autodiff never
@@ -87,6 +93,7 @@ struct OpDef {
   std::uint32_t nondifferentiable_inputs = 0;
   ScalePropagationFn scale_propagation = nullptr;
 
+  int output_count() const { return static_cast<int>(outputs.size()); }
   bool input_is_optional(std::size_t i) const { return inputs[i].ends_with('?'); }
   std::string_view input_name(std::size_t i) const {
     return input_is_optional(i) ? inputs[i].substr(0, inputs[i].size() - 1) : inputs[i];
@@ -95,6 +102,10 @@ struct OpDef {
     return i < input_dtypes.size() ? input_dtypes[i] : DTypeSet{DType::kF32};
   }
 };
+
+// The backward op of a differentiable op (derived once, then cached; the reference stays valid for
+// the program's life). Throws unitscale::Error naming the op if it has no backward kernel.
+const OpDef& backward_of(const OpDef& op);
 
 // A resolved unit scale of a node, 1 when the graph is unscaled.
 inline float scale_of(const Attributes& attrs, std::string_view name) {

@@ -1,0 +1,61 @@
+#include "unitscale/ops/op_def.hpp"
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "unitscale/error.hpp"
+
+namespace unitscale {
+namespace {
+
+// A derived OpDef and the strings its string_views point into.
+struct DerivedOp {
+  std::deque<std::string> names;  // a deque never moves its elements
+  OpDef op;
+  std::string_view keep(std::string text) { return names.emplace_back(std::move(text)); }
+};
+
+// In place: the string_views must point into `derived`'s own strings.
+void derive_backward(const OpDef& forward, DerivedOp& derived) {
+  OpDef& op = derived.op;
+  op.name = derived.keep(std::string(forward.name) + "_backward");
+  for (std::size_t i = 0; i < forward.inputs.size(); ++i) {
+    op.inputs.push_back(derived.keep(std::string(forward.input_name(i)) + "?"));
+  }
+  for (const std::string_view output : forward.outputs) {
+    op.inputs.push_back(derived.keep(std::string(output) + "?"));
+  }
+  for (const std::string_view output : forward.outputs) {
+    op.inputs.push_back(derived.keep("grad_" + std::string(output) + "?"));
+  }
+  op.outputs.clear();
+  for (std::size_t i = 0; i < forward.inputs.size(); ++i) {
+    op.outputs.push_back(derived.keep("grad_" + std::string(forward.input_name(i))));
+  }
+  // The backward kernel reads the same resolved scales (β) as the forward node's attributes.
+  op.scales = forward.scales;
+  op.kernel = forward.backward_kernel;
+  op.prepare = forward.backward_prepare;
+}
+
+}  // namespace
+
+const OpDef& backward_of(const OpDef& op) {
+  if (op.backward_kernel == nullptr) {
+    throw Error("op " + std::string(op.name) + " is not differentiable (it has no backward kernel)");
+  }
+  static std::mutex mutex;
+  static std::map<const OpDef*, std::unique_ptr<DerivedOp>> derived;
+  const std::lock_guard lock(mutex);
+  std::unique_ptr<DerivedOp>& slot = derived[&op];
+  if (!slot) {
+    slot = std::make_unique<DerivedOp>();
+    derive_backward(op, *slot);
+  }
+  return slot->op;
+}
+
+}  // namespace unitscale
