@@ -20,6 +20,10 @@ packages=(
   libdnnl-dev
   ocl-icd-opencl-dev  # Debian's oneDNN is built with its GPU runtime; its CMake config finds OpenCL
   libopenblas-dev
+  # The fuzz preset: clang, its libFuzzer and sanitizer runtimes, and its OpenMP runtime
+  clang-14
+  libclang-rt-14-dev
+  libomp-14-dev
   "$@"
 )
 

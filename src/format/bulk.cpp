@@ -15,6 +15,10 @@
 #include <cstdint>
 #include <string>
 
+#if UNITSCALE_X86_SIMD
+#include <cpuid.h>
+#endif
+
 #include "format/bulk_kernels.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/format/detail/codec.hpp"
@@ -28,9 +32,15 @@ namespace {
 
 // Portable builds (UNITSCALE_X86_SIMD = 0, any processor) run the generic kernels only.
 #if UNITSCALE_X86_SIMD
+// F16C through CPUID (leaf 1, ECX bit 29): clang before 16 rejects __builtin_cpu_supports("f16c").
+bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+
 bool cpu_has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c() &&
+         __builtin_cpu_supports("bmi2");
 }
 
 bool cpu_has_avx512() {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <numeric>
 #include <queue>
 
 #include "unitscale/error.hpp"
@@ -380,6 +381,21 @@ std::vector<int> Graph::execution_order() const {
   // Kahn's algorithm, always taking the lowest-index ready node: recording order when it is
   // topological, and a deterministic order otherwise.
   const std::size_t n = nodes_.size();
+  // Fast path, the common case: no pass has rewired anything, so recording order is topological.
+  bool recorded_order_works = true;
+  for (std::size_t i = 0; i < n && recorded_order_works; ++i) {
+    for (const int in : nodes_[i].inputs) {
+      if (in >= 0 && values_[static_cast<std::size_t>(in)].node >= static_cast<int>(i)) {
+        recorded_order_works = false;
+        break;
+      }
+    }
+  }
+  if (recorded_order_works) {
+    std::vector<int> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    return order;
+  }
   std::vector<int> waiting(n, 0);
   std::vector<std::vector<int>> readers(n);
   for (std::size_t i = 0; i < n; ++i) {
