@@ -117,6 +117,16 @@ Tensor random_ids(const Shape& shape, std::int64_t bound, std::uint64_t seed) {
   return t;
 }
 
+// 0 or 1 as an f32 tensor (where's condition).
+Tensor random_mask(const Shape& shape, std::uint64_t seed) {
+  const Tensor bits = random_ids(shape, 2, seed);
+  Tensor mask(shape);
+  for (std::int64_t i = 0; i < mask.numel(); ++i) {
+    mask[i] = static_cast<float>(bits.data_as<std::int32_t>()[i]);
+  }
+  return mask;
+}
+
 // f(begin, count) on every OpenMP thread for its contiguous share of [0, n).
 template <class F>
 void parallel_ranges(std::int64_t n, F&& f) {
@@ -1358,7 +1368,7 @@ void bm_exp_unitscale(benchmark::State& state) {
 // y = cond ? a : b; da = cond ? g : 0, db = cond ? 0 : g.
 void bm_where_baseline(benchmark::State& state) {
   const std::int64_t n = kPrimitiveFloats;
-  const Tensor cond = random_ids({n}, 2, 1), a = random_tensor({n}, 2), b = random_tensor({n}, 3),
+  const Tensor cond = random_mask({n}, 1), a = random_tensor({n}, 2), b = random_tensor({n}, 3),
                g = random_tensor({n}, 4);
   Tensor y({n}), da({n}), db({n});
   run_fwd_bwd(
@@ -1381,7 +1391,7 @@ void bm_where_baseline(benchmark::State& state) {
 
 void bm_where_unitscale(benchmark::State& state) {
   const std::int64_t n = kPrimitiveFloats;
-  const Tensor cond = random_ids({n}, 2, 1), a = random_tensor({n}, 2), b = random_tensor({n}, 3),
+  const Tensor cond = random_mask({n}, 1), a = random_tensor({n}, 2), b = random_tensor({n}, 3),
                g = random_tensor({n}, 4);
   Tensor y({n}), da({n}), db({n});
   run_fwd_bwd(
