@@ -158,7 +158,15 @@ float lane_max(const float* x, std::int64_t n) {
     best = v > best ? v : best;
     nan |= static_cast<int>(v != v);
   }
-  return nan != 0 ? std::numeric_limits<float>::quiet_NaN() : best;
+  if (nan != 0) return std::numeric_limits<float>::quiet_NaN();
+  // OpenMP starts each lane's private copy at the max reduction's identity, which clang takes to be
+  // −FLT_MAX rather than −∞: a row of −∞ would come out as −FLT_MAX, a value it does not hold (and
+  // first_argmax would then search past its end). Only that result can be wrong; recompute it.
+  if (best == -std::numeric_limits<float>::max()) {
+    best = x[0];
+    for (std::int64_t i = 1; i < n; ++i) best = x[i] > best ? x[i] : best;
+  }
+  return best;
 }
 
 // The first i < n with x[i] == value (a non-NaN value that occurs in x): 16 at a time so the

@@ -293,6 +293,21 @@ TEST(PrimitivesForward, MaxPropagatesNan) {
               ElementsAreArray({-2}));
 }
 
+// A row of −∞ has maximum −∞ (not −FLT_MAX, OpenMP's identity for a max reduction under clang),
+// and its gradient goes to the first element, inside the row (found by the graph fuzzer as a
+// heap-buffer-overflow in the clang build).
+TEST(PrimitivesForward, MaxOfMinusInfinityRows) {
+  const Tensor x = make({2, 20}, std::vector<float>(40, -INFINITY));
+  OpRun run(kMaxOp, {x}, {{"axis", std::int64_t{1}}});
+  run.forward();
+  EXPECT_THAT(values_of(run.output()), ElementsAreArray({-INFINITY, -INFINITY}));
+  const auto grads = run.backward({make({2}, {3, 4})});
+  std::vector<float> expected(40, 0.0f);
+  expected[0] = 3;
+  expected[20] = 4;
+  EXPECT_THAT(values_of(*grads[0]), ElementsAreArray(expected));
+}
+
 TEST(PrimitivesForward, ExpLogSqrtAndTheirBackward) {
   const Tensor x = make({3}, {0, 1, 4});
   const Tensor exps = forward(kExpOp, {x}, {});
