@@ -97,7 +97,7 @@ TEST(EmbeddingScales, TableGradIsBetaTimesUnscaled) {
   }
 }
 
-// spec/unit_scaling.md §5: V = 4096, 512 ids: out 0.993, table gradient 1.004.
+// The unit-scaling targets (docs/unit_scaling.md): V = 4096, 512 ids: out 0.993, table gradient 1.004.
 TEST(EmbeddingStatistics, HitsSpecTargets) {
   std::mt19937 rng(4);
   const std::int64_t vocabulary = 4096, d = 256;

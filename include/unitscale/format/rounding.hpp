@@ -1,5 +1,5 @@
 #pragma once
-// Rounding and overflow policies of every conversion (spec/formats.md §4, §6).
+// Rounding and overflow policies of every conversion (docs/formats.md).
 //
 // Conversions never fail: every (input, rounding, overflow) triple has one documented result,
 // tabulated in docs/formats.md. Policies are explicit per call, never global state.

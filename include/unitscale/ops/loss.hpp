@@ -1,5 +1,5 @@
 #pragma once
-// cross_entropy and mse_loss (spec/unit_scaling.md §4, §5, §12 item 5). Both produce a scalar []
+// cross_entropy and mse_loss (unit scaling, arXiv 2303.11257; u-μP, arXiv 2407.17465). Both produce a scalar []
 // loss and sit at the very end of the graph — a cut edge — so their gradient scales are free
 // constants and need no constraint.
 //
