@@ -119,8 +119,9 @@ void cast_from_int32(ConstTensorView x, TensorView y, const CastConfig& config,
   const std::int32_t* in = x.data_as<std::int32_t>();
   const std::int64_t n = x.numel();
   if (config.to == DType::kI32) {
+    std::int32_t* out = y.data_as<std::int32_t>();
     for (std::int64_t i = 0; i < n; ++i) {
-      y.data_as<std::int32_t>()[i] = to_int32(in[i] * static_cast<double>(config.scale), config, i);
+      out[i] = to_int32(in[i] * static_cast<double>(config.scale), config, i);
     }
     return;
   }
@@ -193,12 +194,11 @@ void cast_forward(ConstTensorView x, TensorView y, const Attributes& attrs, std:
   if (config.to == DType::kI32) {
     // Serial: the errors (NaN, out of range) must not be thrown inside a parallel region.
     float buffer[kChunk];
+    std::int32_t* out = y.data_as<std::int32_t>();
     for (std::int64_t begin = 0; begin < n; begin += kChunk) {
       const std::int64_t count = std::min(kChunk, n - begin);
       load_floats(x, begin, count, config.scale, buffer);
-      for (std::int64_t i = 0; i < count; ++i) {
-        y.data_as<std::int32_t>()[begin + i] = to_int32(buffer[i], config, begin + i);
-      }
+      for (std::int64_t i = 0; i < count; ++i) out[begin + i] = to_int32(buffer[i], config, begin + i);
     }
     return;
   }
