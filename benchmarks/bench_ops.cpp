@@ -8,7 +8,8 @@
 //   - elementwise ops at >= 50% of memory bandwidth (compare their bytes_per_second with
 //     memory_bandwidth/copy and memory_bandwidth/triad, which run on the same 2^22 floats);
 //   - graph overhead < 1 us per node (executor/per_node_overhead: 1e9 / items_per_second ns).
-//   - planning a 10,000-node graph < 50 ms (executor/plan/10000).
+//   - planning a 10,000-node graph < 50 ms (executor/plan/10000); recording it (graph/record/10000,
+//     shape and attribute checks, scale rules, autodiff) is measured beside it.
 //
 // Reading the table. Rows are named <op>/<variant>/<size>, variant eigen_baseline or unitscale, so
 // the two sort next to each other. Every row is one forward plus one backward; the counters fwd_ms
@@ -46,8 +47,8 @@
 #include <Eigen/Core>
 #include <unsupported/Eigen/SpecialFunctions>
 
-#include "unitscale/graph/builders/linear.hpp"
-#include "unitscale/graph/builders/primitives.hpp"
+#include "unitscale/ops/linear.hpp"
+#include "unitscale/ops/primitives.hpp"
 #include "unitscale/graph/autodiff.hpp"
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/ops/activation.hpp"
@@ -56,11 +57,9 @@
 #include "unitscale/ops/dropout.hpp"
 #include "unitscale/ops/elementwise.hpp"
 #include "unitscale/ops/embedding.hpp"
-#include "unitscale/ops/linear.hpp"
 #include "unitscale/ops/loss.hpp"
 #include "unitscale/ops/matmul.hpp"
 #include "unitscale/ops/normalization.hpp"
-#include "unitscale/ops/primitives.hpp"
 #include "unitscale/ops/residual.hpp"
 #include "unitscale/ops/softmax.hpp"
 
@@ -1439,6 +1438,20 @@ void bm_executor_per_node_overhead(benchmark::State& state) {
 // forward and backward nodes a deep model has. Goal: under 50 ms.
 constexpr std::int64_t kPlannedNodes = 10000;
 
+// Recording the graph bm_executor_plan_large_graph plans (5,000 linears, their backward, a sum):
+// shape and attribute checks, the unit-scaling rules, autodiff.
+void bm_graph_record_large_graph(benchmark::State& state) {
+  for (auto _ : state) {
+    Graph g;
+    Value h = g.input("x", {8, 16});
+    const Value w = g.parameter("w", {16, 16});
+    for (std::int64_t i = 0; i < kPlannedNodes / 2; ++i) h = linear(h, w);
+    const Value wrt[] = {w};
+    benchmark::DoNotOptimize(autodiff(g, sum(h), wrt)[0]);
+    state.counters["nodes"] = static_cast<double>(g.nodes().size());
+  }
+}
+
 void bm_executor_plan_large_graph(benchmark::State& state) {
   Graph g;
   Value h = g.input("x", {8, 16});
@@ -1544,6 +1557,8 @@ void register_benchmarks() {
   add("executor/per_node_overhead/" + chain, bm_executor_per_node_overhead,
       benchmark::kMicrosecond);
   add("executor/plan/" + std::to_string(kPlannedNodes), bm_executor_plan_large_graph,
+      benchmark::kMillisecond);
+  add("graph/record/" + std::to_string(kPlannedNodes), bm_graph_record_large_graph,
       benchmark::kMillisecond);
 }
 

@@ -37,8 +37,8 @@
 #include "unitscale/analysis/line_plot.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
-#include "unitscale/graph/builders/elementwise.hpp"
-#include "unitscale/graph/builders/primitives.hpp"
+#include "unitscale/ops/elementwise.hpp"
+#include "unitscale/ops/primitives.hpp"
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/op_def.hpp"
@@ -66,7 +66,7 @@ std::vector<us::Shape> hardtanh_shapes(std::span<const us::Shape* const> in, con
 // recorded into a unit-scaled graph. It stores the scales as attributes "alpha" and "beta_x".
 void hardtanh_unit_scale(std::span<const us::Shape* const>, us::Attributes& attrs) {
   const double m = attrs.get_double("hardtanh", "mult");
-  const auto constraint = us::constraint_from_name(attrs.get_string("hardtanh", "constraint"));
+  const auto constraint = attrs.get_enum<us::Constraint>("hardtanh", "constraint");
   const std::vector<double> scales =
       us::apply_constraint(constraint, {1 / hardtanh_output_std(m), 1 / hardtanh_grad_std(m)});
   attrs.set("alpha", scales[0]).set("beta_x", scales[1]);
@@ -90,6 +90,9 @@ void hardtanh_backward_kernel(std::span<const us::ConstTensorView> in,
 const us::OpDef kHardtanhOp{
     .name = "hardtanh",
     .inputs = {"x"},
+    // Checked when a node is recorded: a misspelt name or a wrong type is an error there.
+    .attributes = {us::AttributeSpec::real("mult", us::kRequired),
+                   us::AttributeSpec::enumeration<us::Constraint>("constraint", us::kRequired)},
     .scales = {"alpha", "beta_x"},  // what the kernels read; Graph::set_scale accepts only these
     .infer_shapes = hardtanh_shapes,
     .unit_scale = hardtanh_unit_scale,
@@ -103,7 +106,7 @@ us::Value hardtanh(us::Value x, double mult, us::Constraint constraint = us::Con
   if (!(mult > 0)) throw us::Error(fmt::format("hardtanh: mult must be positive, got {}", mult));
   const us::Value inputs[] = {x};
   return x.graph().apply1(kHardtanhOp, inputs,
-                          {{"mult", mult}, {"constraint", std::string(us::constraint_name(constraint))}});
+                          {{"mult", mult}, {"constraint", constraint}});
 }
 
 // ---- Step 2: measure output and gradient std under N(0, 1) inputs and gradients --------------

@@ -19,4 +19,5 @@
 #include "unitscale/ops/primitives.hpp"
 #include "unitscale/ops/registry.hpp"
 #include "unitscale/ops/residual.hpp"
+#include "unitscale/ops/scale_powers.hpp"
 #include "unitscale/ops/softmax.hpp"

@@ -6,7 +6,7 @@
 #include <optional>
 
 #include "unitscale/error.hpp"
-#include "unitscale/graph/builders/elementwise.hpp"
+#include "unitscale/ops/elementwise.hpp"
 
 namespace unitscale {
 namespace {

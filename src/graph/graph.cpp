@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <numeric>
 #include <queue>
 
@@ -88,19 +89,34 @@ void Graph::check_owned(const Value& v, std::string_view op) const {
   }
 }
 
+namespace {
+// Kernels read unit scales as float (scale_of): one must be a positive normal float, so that it
+// neither overflows to inf nor loses its bits (or its value) as a subnormal.
+constexpr double kMinUnitScale = std::numeric_limits<float>::min();
+constexpr double kMaxUnitScale = std::numeric_limits<float>::max();
+bool is_valid_unit_scale(double value) { return value >= kMinUnitScale && value <= kMaxUnitScale; }
+}  // namespace
+
 // A rule evaluated on a zero-sized dimension divides by zero: name the op and the shapes rather than
-// record a node whose outputs would all be ∞ or NaN.
+// record a node whose outputs would all be ∞ or NaN. A finite result outside float's normal range
+// (0, a power of a huge dimension) is refused too.
 void Graph::check_unit_scales(const OpDef& op, std::span<const Shape* const> shapes,
                               const Attributes& attrs) {
   for (const std::string_view name : op.scales) {
     if (!attrs.has(name)) continue;
     const double value = attrs.get_double(op.name, name);
-    if (std::isfinite(value)) continue;
+    if (is_valid_unit_scale(value)) continue;
     std::vector<std::string> given;
     for (const Shape* shape : shapes) given.push_back(shape ? shape->to_string() : "absent");
-    throw Error(fmt::format("{}: the unit scale {} is {} for inputs {}: a dimension the rule divides "
-                            "by is zero",
-                            op.name, name, value, fmt::join(given, ", ")));
+    if (!std::isfinite(value)) {
+      throw Error(fmt::format("{}: the unit scale {} is {} for inputs {}: a dimension the rule "
+                              "divides by is zero",
+                              op.name, name, value, fmt::join(given, ", ")));
+    }
+    throw Error(fmt::format("{}: the unit scale {} is {} for inputs {} (attributes {}): expected a "
+                            "finite positive number in float's normal range [{}, {}]",
+                            op.name, name, value, fmt::join(given, ", "), attrs.to_string(),
+                            kMinUnitScale, kMaxUnitScale));
   }
 }
 
@@ -119,9 +135,20 @@ std::vector<Value> Graph::apply(const OpDef& op, std::span<const Value> inputs, 
     }
     shapes.push_back(inputs[i].present() ? &info(inputs[i].id()).shape : nullptr);
   }
+  check_attributes(op.name, op.attributes, op.scales, attrs);
   const std::vector<DType> output_dtypes = infer_dtypes(op, inputs, attrs);
   // Shapes before scales: the scale rules index dimensions that only the shape check guarantees.
-  const std::vector<Shape> output_shapes = op.infer_shapes(shapes, attrs);
+  std::vector<Shape> output_shapes;
+  try {
+    output_shapes = op.infer_shapes(shapes, attrs);
+  } catch (const Error& e) {
+    // Shape refuses dims whose element count overflows int64 (an output [M, N] of two huge dims)
+    // without knowing the op: name it.
+    if (std::string_view(e.what()).starts_with("Shape: ")) {
+      throw Error(fmt::format("{}: output {}", op.name, e.what()));
+    }
+    throw;
+  }
   UNITSCALE_ASSERT(output_shapes.size() == static_cast<std::size_t>(op.output_count()));
   if (scaling_ == Scaling::kUnit && op.unit_scale != nullptr) {
     op.unit_scale(shapes, attrs);
@@ -218,9 +245,10 @@ void Graph::set_scale(Value v, std::string_view scale, double value) {
                     : fmt::format("set_scale: {} has no scale '{}' (expected one of: {})",
                                   node.op->name, scale, fmt::join(valid, ", ")));
   }
-  if (!std::isfinite(value) || value <= 0) {
-    throw Error(fmt::format("set_scale: {} {} must be finite and positive, got {}", node.op->name,
-                            scale, value));
+  if (!is_valid_unit_scale(value)) {
+    throw Error(fmt::format("set_scale: {} {} must be finite and positive, in float's normal range "
+                            "[{}, {}], got {}",
+                            node.op->name, scale, kMinUnitScale, kMaxUnitScale, value));
   }
   node.attrs.set(scale, value);
   ++version_;

@@ -39,6 +39,11 @@ GeluApproximation gelu_approximation_from_name(std::string_view name) {
   throw Error(fmt::format("gelu: unknown approximation '{}' (expected none or tanh)", name));
 }
 
+const EnumType& EnumAttribute<GeluApproximation>::type() {
+  return enum_type<GeluApproximation, gelu_approximation_name, gelu_approximation_from_name>(
+      "gelu approximation");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Kernels
 // ---------------------------------------------------------------------------------------------
@@ -136,8 +141,6 @@ std::vector<Shape> same_shape(std::span<const Shape* const> in, const Attributes
 
 std::vector<Shape> infer_gelu(std::span<const Shape* const> in, const Attributes& attrs) {
   detail::mult_of("gelu", attrs);
-  gelu_approximation_from_name(attrs.has("approximate") ? attrs.get_string("gelu", "approximate")
-                                                        : std::string("none"));
   return {*in[0]};
 }
 
@@ -190,9 +193,7 @@ float mult_attr(std::string_view op, const Attributes& attrs) {
 }
 
 GeluApproximation approximation_attr(const Attributes& attrs) {
-  return attrs.has("approximate")
-             ? gelu_approximation_from_name(attrs.get_string("gelu", "approximate"))
-             : GeluApproximation::kNone;
+  return attrs.get_enum<GeluApproximation>("gelu", "approximate", GeluApproximation::kNone);
 }
 
 void relu_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
@@ -250,6 +251,9 @@ const OpDef kReluOp{
 const OpDef kGeluOp{
     .name = "gelu",
     .inputs = {"x"},
+    .attributes = {AttributeSpec::real("mult"),
+                   AttributeSpec::enumeration<GeluApproximation>("approximate"),
+                   AttributeSpec::enumeration<Constraint>("constraint")},
     .scales = {"alpha", "beta_x"},
     .infer_shapes = infer_gelu,
     .unit_scale = unit_scale_gelu,
@@ -261,6 +265,8 @@ const OpDef kGeluOp{
 const OpDef kSiluOp{
     .name = "silu",
     .inputs = {"x"},
+    .attributes = {AttributeSpec::real("mult"),
+                   AttributeSpec::enumeration<Constraint>("constraint")},
     .scales = {"alpha", "beta_x"},
     .infer_shapes = infer_silu,
     .unit_scale = unit_scale_silu,
@@ -272,6 +278,7 @@ const OpDef kSiluOp{
 const OpDef kSiluGluOp{
     .name = "silu_glu",
     .inputs = {"x", "gate"},
+    .attributes = {AttributeSpec::real("mult")},
     .scales = {"alpha", "beta_x", "beta_gate"},
     .infer_shapes = infer_silu_glu,
     .unit_scale = unit_scale_silu_glu,
@@ -279,5 +286,34 @@ const OpDef kSiluGluOp{
     .backward_kernel = silu_glu_backward_kernel,
     .backward_reads = 0b011,
 };
+
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+Value relu(Value x) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(kReluOp, inputs, {});
+}
+
+Value gelu(Value x, const GeluOptions& options) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(
+      kGeluOp, inputs,
+      {{"mult", options.mult},
+       {"approximate", options.approximate},
+       {"constraint", options.constraint}});
+}
+
+Value silu(Value x, const SiluOptions& options) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(
+      kSiluOp, inputs,
+      {{"mult", options.mult}, {"constraint", options.constraint}});
+}
+
+Value silu_glu(Value x, Value gate, const SiluGluOptions& options) {
+  const Value inputs[] = {x, gate};
+  return x.graph().apply1(kSiluGluOp, inputs, {{"mult", options.mult}});
+}
 
 }  // namespace unitscale

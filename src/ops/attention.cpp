@@ -138,8 +138,7 @@ AttentionConfig config_of(const Attributes& attrs) {
   if (!(config.mult >= 0.0) || !std::isfinite(config.mult)) {
     throw Error(fmt::format("{}: mult must be finite and >= 0, got {}", kOpName, config.mult));
   }
-  config.mask = attrs.has("mask") ? attention_mask_from_name(attrs.get_string(kOpName, "mask"))
-                                  : AttentionMask::kNone;
+  config.mask = attrs.get_enum<AttentionMask>(kOpName, "mask", AttentionMask::kNone);
   config.dropout = attrs.get_double(kOpName, "dropout", 0.0);
   if (!(config.dropout >= 0.0 && config.dropout < 1.0)) {
     throw Error(fmt::format("{}: dropout probability must be in [0, 1), got {}", kOpName,
@@ -231,6 +230,10 @@ AttentionMask attention_mask_from_name(std::string_view name) {
   throw Error(fmt::format("{}: unknown mask '{}': expected \"none\" or \"causal\"", kOpName, name));
 }
 
+const EnumType& EnumAttribute<AttentionMask>::type() {
+  return enum_type<AttentionMask, attention_mask_name, attention_mask_from_name>("attention mask");
+}
+
 double attention_unit_scale(std::int64_t head_dim, std::int64_t key_length, double mult,
                             AttentionMask mask, double dropout) {
   const auto d = static_cast<double>(head_dim);
@@ -314,6 +317,10 @@ void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorVi
 const OpDef kScaledDotProductAttentionOp{
     .name = kOpName,
     .inputs = {"q", "k", "v"},
+    .attributes = {AttributeSpec::real("mult"),
+                   AttributeSpec::enumeration<AttentionMask>("mask"),
+                   AttributeSpec::real("dropout"),
+                   AttributeSpec::integer("seed")},
     .scales = {"alpha", "beta_q", "beta_k", "beta_v"},
     .infer_shapes = infer_attention,
     .unit_scale = unit_scale_attention,
@@ -322,5 +329,20 @@ const OpDef kScaledDotProductAttentionOp{
     .backward_kernel = attention_backward_kernel, .backward_prepare = attention_backward_prepare,
     .backward_reads = 0b0111,
 };
+
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+Value scaled_dot_product_attention(Value q, Value k, Value v, const AttentionOptions& options) {
+  const Value inputs[] = {q, k, v};
+  Attributes attrs{{"mult", options.mult},
+                   {"mask", options.mask}};
+  if (options.dropout != 0.0) {
+    attrs.set("dropout", options.dropout);
+    const auto position = static_cast<std::int64_t>(q.graph().nodes().size());
+    attrs.set("seed", options.seed.value_or(position));
+  }
+  return q.graph().apply1(kScaledDotProductAttentionOp, inputs, std::move(attrs));
+}
 
 }  // namespace unitscale

@@ -12,6 +12,7 @@
 #include "unitscale/error.hpp"
 #include "unitscale/format/bulk.hpp"
 #include "unitscale/format/detail/codec.hpp"
+#include <string>
 
 namespace unitscale {
 namespace {
@@ -34,18 +35,9 @@ struct CastConfig {
 // Reads and validates the attributes; every error names the op.
 CastConfig config_of(const Attributes& attrs) {
   CastConfig config;
-  try {
-    config.to = dtype_from_name(attrs.get_string("cast", "dtype"));
-    if (attrs.has("rounding")) {
-      config.rounding = rounding_from_name(attrs.get_string("cast", "rounding"));
-    }
-    if (attrs.has("overflow")) {
-      config.overflow = overflow_from_name(attrs.get_string("cast", "overflow"));
-    }
-  } catch (const Error& e) {
-    if (std::string_view(e.what()).starts_with("cast")) throw;
-    throw Error(fmt::format("cast: {}", e.what()));
-  }
+  config.to = attrs.get_enum<DType>("cast", "dtype");
+  config.rounding = attrs.get_enum<Rounding>("cast", "rounding", Rounding::kNearestEven);
+  config.overflow = attrs.get_enum<Overflow>("cast", "overflow", Overflow::kSaturate);
   const double scale = attrs.get_double("cast", "scale", 1.0);
   config.scale = static_cast<float>(scale);
   if (!std::isfinite(config.scale) || !(config.scale > 0.0f)) {
@@ -227,6 +219,11 @@ void cast_forward(ConstTensorView x, TensorView y, const Attributes& attrs, std:
 const OpDef kCastOp{
     .name = "cast",
     .inputs = {"x"},
+    .attributes = {AttributeSpec::enumeration<DType>("dtype", kRequired),
+                   AttributeSpec::enumeration<Rounding>("rounding"),
+                   AttributeSpec::enumeration<Overflow>("overflow"),
+                   AttributeSpec::real("scale"),
+                   AttributeSpec::integer("seed")},
     .input_dtypes = {DTypeSet::all()},
     .infer_dtypes = infer_cast_dtype,
     .infer_shapes = infer_cast,
@@ -234,5 +231,18 @@ const OpDef kCastOp{
     .backward_kernel = cast_backward_kernel,
     .backward_reads = 0,
 };
+
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+Value cast(Value x, DType to, const CastOptions& options) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(kCastOp, inputs,
+                          {{"dtype", to},
+                           {"rounding", options.rounding},
+                           {"overflow", options.overflow},
+                           {"scale", options.scale},
+                           {"seed", options.seed}});
+}
 
 }  // namespace unitscale

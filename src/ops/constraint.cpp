@@ -93,4 +93,8 @@ double log_interpolate(double a, double lo, double hi) {
   return std::exp(a * std::log(hi) + (1.0 - a) * std::log(lo));
 }
 
+const EnumType& EnumAttribute<Constraint>::type() {
+  return enum_type<Constraint, constraint_name, constraint_from_name>("constraint");
+}
+
 }  // namespace unitscale

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fmt/format.h>
 
+#include "ops/pointwise_common.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/gemm.hpp"
@@ -244,7 +245,9 @@ Shape conv1d_shape(std::span<const Shape* const> in, const Attributes& attrs) {
                             x.to_string(), w.to_string()));
   }
   const std::int64_t c_in = x.dim(-2), c_out = w.dim(0);
-  if (c_in % geo.groups != 0 || c_out % geo.groups != 0 || w.dim(1) * geo.groups != c_in) {
+  std::int64_t grouped_c_in = 0;  // C_in/groups · groups; an overflow is a mismatch
+  if (c_in % geo.groups != 0 || c_out % geo.groups != 0 ||
+      __builtin_mul_overflow(w.dim(1), geo.groups, &grouped_c_in) || grouped_c_in != c_in) {
     throw Error(fmt::format("conv1d: x {} and weight {} do not match with groups = {}: expected "
                             "x [..., C_in, L] and weight [C_out, C_in/groups, k], with C_in and "
                             "C_out divisible by groups",
@@ -259,13 +262,34 @@ Shape conv1d_shape(std::span<const Shape* const> in, const Attributes& attrs) {
                             "[C_out, C_in/groups, k] with k >= 1 (x {})",
                             w.to_string(), x.to_string()));
   }
-  const std::int64_t span = geo.dilation * (w.dim(2) - 1) + 1;
-  if (x.dim(-1) + 2 * geo.padding < span) {
+  // The geometry must keep every index the shape inference and the kernels compute within int64:
+  // the kernel span d·(k − 1) + 1, the padded length L + 2·p and, for the first output position
+  // of a tap in the left padding, p + s − 1 (ConvDims::valid_range). Every other index is bounded
+  // by these.
+  std::int64_t span = 0, padded = 0, reach = 0;
+  if (__builtin_mul_overflow(geo.dilation, w.dim(2) - 1, &span) ||
+      __builtin_add_overflow(span, 1, &span)) {
+    throw Error(fmt::format("conv1d: dilation {} with weight {} (k = {}): the kernel span "
+                            "dilation·(k − 1) + 1 overflows int64 (expected at most 2^63 − 1)",
+                            geo.dilation, w.to_string(), w.dim(2)));
+  }
+  if (__builtin_mul_overflow(geo.padding, 2, &padded) ||
+      __builtin_add_overflow(x.dim(-1), padded, &padded)) {
+    throw Error(fmt::format("conv1d: padding {} with x {}: the padded length L + 2·padding "
+                            "overflows int64 (expected at most 2^63 − 1)",
+                            geo.padding, x.to_string()));
+  }
+  if (__builtin_add_overflow(geo.padding, geo.stride - 1, &reach)) {
+    throw Error(fmt::format("conv1d: stride {} with padding {}: padding + stride − 1 overflows "
+                            "int64 (expected at most 2^63 − 1)",
+                            geo.stride, geo.padding));
+  }
+  if (padded < span) {
     throw Error(fmt::format("conv1d: x {} is shorter than the kernel of weight {} (dilation {}, "
                             "padding {}): expected L + 2·padding >= dilation·(k − 1) + 1 = {}",
                             x.to_string(), w.to_string(), geo.dilation, geo.padding, span));
   }
-  const std::int64_t l_out = (x.dim(-1) + 2 * geo.padding - span) / geo.stride + 1;
+  const std::int64_t l_out = (padded - span) / geo.stride + 1;
   return x.with_dim(-2, c_out).with_dim(-1, l_out);
 }
 
@@ -285,13 +309,8 @@ void unit_scale_conv1d(std::span<const Shape* const> in, Attributes& attrs) {
   const double p_alpha = attrs.get_double("conv1d", "power_alpha", 0.5);
   const double p_beta_x = attrs.get_double("conv1d", "power_beta_x", 0.5);
   const double p_beta_weight = attrs.get_double("conv1d", "power_beta_weight", 0.5);
-  const std::string& constraint = attrs.get_string("conv1d", "constraint");
-  std::vector<double> scales = {std::pow(fan_in, -p_alpha), std::pow(fan_out, -p_beta_x)};
-  try {  // an unknown name or a constraint of the wrong arity (matmul's left/right ones)
-    scales = apply_constraint(constraint_from_name(constraint), std::move(scales));
-  } catch (const Error& e) {
-    throw Error(fmt::format("conv1d: {}", e.what()));
-  }
+  const std::vector<double> scales = detail::constrain(
+      "conv1d", attrs, {std::pow(fan_in, -p_alpha), std::pow(fan_out, -p_beta_x)});
   attrs.set("alpha", scales[0]).set("beta_x", scales[1]);
   attrs.set("beta_weight", std::pow(rows, -p_beta_weight));
   attrs.set("beta_bias", std::pow(rows, -p_beta_weight));
@@ -330,6 +349,14 @@ void conv1d_backward_prepare(std::span<const ConstTensorView> in, std::span<cons
 const OpDef kConv1dOp{
     .name = "conv1d",
     .inputs = {"x", "weight", "bias?"},
+    .attributes = {AttributeSpec::integer("stride"),
+                   AttributeSpec::integer("padding"),
+                   AttributeSpec::integer("dilation"),
+                   AttributeSpec::integer("groups"),
+                   AttributeSpec::real("power_alpha"),
+                   AttributeSpec::real("power_beta_x"),
+                   AttributeSpec::real("power_beta_weight"),
+                   AttributeSpec::enumeration<Constraint>("constraint")},
     .scales = {"alpha", "beta_x", "beta_weight", "beta_bias"},
     .infer_shapes = infer_conv1d,
     .unit_scale = unit_scale_conv1d,
@@ -338,5 +365,18 @@ const OpDef kConv1dOp{
     .backward_kernel = conv1d_backward_kernel, .backward_prepare = conv1d_backward_prepare,
     .backward_reads = 0b011,
 };
+
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+Value conv1d(Value x, Value weight, const Conv1dOptions& options) {
+  const Value inputs[] = {x, weight, options.bias};
+  Attributes attrs{{"stride", options.stride},
+                   {"padding", options.padding},
+                   {"dilation", options.dilation},
+                   {"groups", options.groups},
+                   {"constraint", options.constraint}};
+  return x.graph().apply1(kConv1dOp, inputs, options.scale_power.record_in(attrs));
+}
 
 }  // namespace unitscale

@@ -10,6 +10,7 @@
 #include "ops/dropout_kernels.hpp"
 #include "ops/pointwise_common.hpp"
 #include "unitscale/error.hpp"
+#include <string>
 
 namespace unitscale {
 namespace {
@@ -87,6 +88,10 @@ DropoutMode dropout_mode_from_name(std::string_view name) {
   throw Error(fmt::format("dropout: unknown mode '{}' (expected training or eval)", name));
 }
 
+const EnumType& EnumAttribute<DropoutMode>::type() {
+  return enum_type<DropoutMode, dropout_mode_name, dropout_mode_from_name>("dropout mode");
+}
+
 std::uint64_t dropout_seed_at_step(std::uint64_t seed, std::uint64_t step) {
   return step == 0 ? seed : splitmix64(seed ^ splitmix64(step ^ 0xD1B54A32D192ED03ull));
 }
@@ -148,8 +153,7 @@ double p_of(const Attributes& attrs) {
 }
 
 DropoutMode mode_of(const Attributes& attrs) {
-  return attrs.has("mode") ? dropout_mode_from_name(attrs.get_string("dropout", "mode"))
-                           : DropoutMode::kTraining;
+  return attrs.get_enum<DropoutMode>("dropout", "mode", DropoutMode::kTraining);
 }
 
 std::uint64_t seed_of(const Attributes& attrs) {
@@ -161,9 +165,7 @@ std::uint64_t seed_of(const Attributes& attrs, const KernelContext& context) {
 }
 
 std::vector<Shape> infer_dropout(std::span<const Shape* const> in, const Attributes& attrs) {
-  p_of(attrs);
-  mode_of(attrs);
-  seed_of(attrs);
+  p_of(attrs);  // the range; Graph::apply has checked the types of mode and seed
   return {*in[0]};
 }
 
@@ -190,6 +192,9 @@ void dropout_backward_kernel(std::span<const ConstTensorView> in, std::span<cons
 const OpDef kDropoutOp{
     .name = "dropout",
     .inputs = {"x"},
+    .attributes = {AttributeSpec::real("p", kRequired),
+                   AttributeSpec::enumeration<DropoutMode>("mode"),
+                   AttributeSpec::integer("seed")},
     .scales = {"alpha", "beta_x"},
     .infer_shapes = infer_dropout,
     .unit_scale = unit_scale_dropout,
@@ -197,5 +202,17 @@ const OpDef kDropoutOp{
     .backward_kernel = dropout_backward_kernel,
     .backward_reads = 0b00,
 };
+
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+Value dropout(Value x, const DropoutOptions& options) {
+  Graph& graph = x.graph();
+  const std::int64_t seed = options.seed.value_or(static_cast<std::int64_t>(graph.nodes().size()));
+  const Value inputs[] = {x};
+  return graph.apply1(
+      kDropoutOp, inputs,
+      {{"p", options.p}, {"seed", seed}, {"mode", options.mode}});
+}
 
 }  // namespace unitscale

@@ -9,6 +9,7 @@
 #include "ops/pointwise_common.hpp"
 #include "ops/reduce_kernels.hpp"
 #include "unitscale/error.hpp"
+#include <string>
 
 namespace unitscale {
 namespace {
@@ -493,6 +494,7 @@ const OpDef kAddOp{
     .name = "add",
     .inputs = {"a", "b"},
     .outputs = {"out"},
+    .attributes = {AttributeSpec::enumeration<Constraint>("constraint")},
     .scales = {"alpha", "beta_a", "beta_b"},
     .infer_shapes = infer_add,
     .unit_scale = unit_scale_add,
@@ -520,5 +522,32 @@ const OpDef kScaleOp{
     .backward_kernel = scale_backward_kernel,
     .backward_reads = 0b00,
 };
+
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+Value add(Value a, Value b, const AddOptions& options) {
+  const Value inputs[] = {a, b};
+  return a.graph().apply1(kAddOp, inputs,
+                          {{"constraint", options.constraint}});
+}
+
+Value add(Value a, float b) {
+  const Value constant = a.graph().constant(Tensor::filled(Shape{}, b));
+  return add(a, constant);
+}
+
+Value mul(Value a, Value b) {
+  const Value inputs[] = {a, b};
+  return a.graph().apply1(kMulOp, inputs, {});
+}
+
+Value scale(Value x, double alpha, double beta) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(kScaleOp, inputs, {{"alpha", alpha}, {"beta_x", beta}});
+}
+
+Value scale_fwd(Value x, double alpha) { return scale(x, alpha, 1.0); }
+Value scale_bwd(Value x, double beta) { return scale(x, 1.0, beta); }
 
 }  // namespace unitscale

@@ -114,4 +114,12 @@ const OpDef kEmbeddingOp{
     .nondifferentiable_inputs = 0b01,  // ids
 };
 
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+Value embedding(Value ids, Value table) {
+  const Value inputs[] = {ids, table};
+  return ids.graph().apply1(kEmbeddingOp, inputs, {});
+}
+
 }  // namespace unitscale

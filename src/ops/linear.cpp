@@ -3,6 +3,7 @@
 #include <cmath>
 #include <fmt/format.h>
 
+#include "ops/pointwise_common.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/gemm.hpp"
@@ -80,7 +81,7 @@ std::vector<Shape> infer_linear_readout(std::span<const Shape* const> in, const 
 // unconstrained. The builders' ScalePowers and constraint override these.
 struct LinearRule {
   double power_alpha;
-  std::string_view constraint;
+  Constraint constraint;
 };
 
 void unit_scale_linear_rule(std::span<const Shape* const> in, Attributes& attrs,
@@ -91,21 +92,19 @@ void unit_scale_linear_rule(std::span<const Shape* const> in, Attributes& attrs,
   const double p_alpha = attrs.get_double(op, "power_alpha", rule.power_alpha);
   const double p_beta_x = attrs.get_double(op, "power_beta_x", 0.5);
   const double p_beta_weight = attrs.get_double(op, "power_beta_weight", 0.5);
-  const Constraint constraint = constraint_from_name(
-      attrs.has("constraint") ? attrs.get_string(op, "constraint") : std::string(rule.constraint));
-  const std::vector<double> scales = apply_constraint(
-      constraint, {std::pow(fan_in, -p_alpha), std::pow(fan_out, -p_beta_x)});
+  const std::vector<double> scales = detail::constrain(
+      op, attrs, {std::pow(fan_in, -p_alpha), std::pow(fan_out, -p_beta_x)}, rule.constraint);
   attrs.set("alpha", scales[0]).set("beta_x", scales[1]);
   attrs.set("beta_weight", std::pow(rows, -p_beta_weight));
   attrs.set("beta_bias", std::pow(rows, -p_beta_weight));
 }
 
 void unit_scale_linear(std::span<const Shape* const> in, Attributes& attrs) {
-  unit_scale_linear_rule(in, attrs, "linear", {.power_alpha = 0.5, .constraint = "to_output_scale"});
+  unit_scale_linear_rule(in, attrs, "linear", {.power_alpha = 0.5, .constraint = Constraint::kToOutputScale});
 }
 
 void unit_scale_linear_readout(std::span<const Shape* const> in, Attributes& attrs) {
-  unit_scale_linear_rule(in, attrs, "linear_readout", {.power_alpha = 1.0, .constraint = "none"});
+  unit_scale_linear_rule(in, attrs, "linear_readout", {.power_alpha = 1.0, .constraint = Constraint::kNone});
 }
 
 void linear_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
@@ -135,6 +134,10 @@ void linear_backward_prepare(std::span<const ConstTensorView> in, std::span<cons
 const OpDef kLinearOp{
     .name = "linear",
     .inputs = {"x", "weight", "bias?"},
+    .attributes = {AttributeSpec::real("power_alpha"),
+                   AttributeSpec::real("power_beta_x"),
+                   AttributeSpec::real("power_beta_weight"),
+                   AttributeSpec::enumeration<Constraint>("constraint")},
     .scales = {"alpha", "beta_x", "beta_weight", "beta_bias"},
     .infer_shapes = infer_linear,
     .unit_scale = unit_scale_linear,
@@ -147,6 +150,10 @@ const OpDef kLinearOp{
 const OpDef kLinearReadoutOp{
     .name = "linear_readout",
     .inputs = {"x", "weight", "bias?"},
+    .attributes = {AttributeSpec::real("power_alpha"),
+                   AttributeSpec::real("power_beta_x"),
+                   AttributeSpec::real("power_beta_weight"),
+                   AttributeSpec::enumeration<Constraint>("constraint")},
     .scales = {"alpha", "beta_x", "beta_weight", "beta_bias"},
     .infer_shapes = infer_linear_readout,
     .unit_scale = unit_scale_linear_readout,
@@ -155,5 +162,28 @@ const OpDef kLinearReadoutOp{
     .backward_kernel = linear_backward_kernel, .backward_prepare = linear_backward_prepare,
     .backward_reads = 0b011,
 };
+
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+namespace {
+
+Value record_linear(const OpDef& op, Value x, Value weight, Value bias, Constraint constraint,
+                    const ScalePowers& powers) {
+  const Value inputs[] = {x, weight, bias};
+  Attributes attrs{{"constraint", constraint}};
+  return x.graph().apply1(op, inputs, powers.record_in(attrs));
+}
+
+}  // namespace
+
+Value linear(Value x, Value weight, const LinearOptions& options) {
+  return record_linear(kLinearOp, x, weight, options.bias, options.constraint, options.scale_power);
+}
+
+Value linear_readout(Value x, Value weight, const LinearReadoutOptions& options) {
+  return record_linear(kLinearReadoutOp, x, weight, options.bias, options.constraint,
+                       options.scale_power);
+}
 
 }  // namespace unitscale

@@ -71,11 +71,7 @@ std::int64_t count_valid(const std::vector<std::int64_t>& ids) {
 }
 
 LossGradient gradient_of(const Attributes& attrs, std::string_view op) {
-  if (!attrs.has("gradient")) return LossGradient::kTrue;
-  const std::string& name = attrs.get_string(op, "gradient");
-  if (name == "true") return LossGradient::kTrue;
-  if (name == "unit") return LossGradient::kUnit;
-  throw Error(fmt::format("{}: attribute gradient=\"{}\" is not one of: true, unit", op, name));
+  return attrs.get_enum<LossGradient>(op, "gradient", LossGradient::kTrue);
 }
 
 }  // namespace
@@ -84,10 +80,28 @@ std::string_view reduction_name(Reduction reduction) {
   return reduction == Reduction::kMean ? "mean" : "sum";
 }
 
-Reduction reduction_from_name(std::string_view name, std::string_view op) {
+Reduction reduction_from_name(std::string_view name) {
   if (name == "mean") return Reduction::kMean;
   if (name == "sum") return Reduction::kSum;
-  throw Error(fmt::format("{}: unknown reduction '{}'; valid names: mean, sum", op, name));
+  throw Error(fmt::format("unknown reduction '{}'; valid names: mean, sum", name));
+}
+
+const EnumType& EnumAttribute<Reduction>::type() {
+  return enum_type<Reduction, reduction_name, reduction_from_name>("reduction");
+}
+
+std::string_view loss_gradient_name(LossGradient gradient) {
+  return gradient == LossGradient::kUnit ? "unit" : "true";
+}
+
+LossGradient loss_gradient_from_name(std::string_view name) {
+  if (name == "true") return LossGradient::kTrue;
+  if (name == "unit") return LossGradient::kUnit;
+  throw Error(fmt::format("unknown loss gradient '{}'; valid names: true, unit", name));
+}
+
+const EnumType& EnumAttribute<LossGradient>::type() {
+  return enum_type<LossGradient, loss_gradient_name, loss_gradient_from_name>("loss gradient");
 }
 
 double cross_entropy_grad_scale(std::int64_t vocab_size) {
@@ -224,16 +238,12 @@ CrossEntropyAttrs cross_entropy_attrs(const Attributes& attrs) {
     throw Error(fmt::format("cross_entropy: mult must be finite and positive, got {}", mult));
   }
   const Reduction reduction =
-      attrs.has("reduction")
-          ? reduction_from_name(attrs.get_string(kCrossEntropy, "reduction"), kCrossEntropy)
-          : Reduction::kMean;
+      attrs.get_enum<Reduction>(kCrossEntropy, "reduction", Reduction::kMean);
   return {mult, reduction, attrs.get_int(kCrossEntropy, "ignore_index", kDefaultIgnoreIndex)};
 }
 
 Reduction mse_reduction(const Attributes& attrs) {
-  return attrs.has("reduction")
-             ? reduction_from_name(attrs.get_string(kMseLoss, "reduction"), kMseLoss)
-             : Reduction::kMean;
+  return attrs.get_enum<Reduction>(kMseLoss, "reduction", Reduction::kMean);
 }
 
 void check_cross_entropy_shapes(std::span<const Shape* const> in) {
@@ -262,7 +272,7 @@ std::vector<Shape> infer_cross_entropy(std::span<const Shape* const> in, const A
 void unit_scale_cross_entropy(std::span<const Shape* const> in, Attributes& attrs) {
   check_cross_entropy_shapes(in);
   attrs.set("beta_logits", cross_entropy_grad_scale(in[0]->dim(-1)));
-  attrs.set("gradient", std::string("unit"));
+  attrs.set("gradient", LossGradient::kUnit);
 }
 
 void cross_entropy_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
@@ -297,7 +307,7 @@ std::vector<Shape> infer_mse_loss(std::span<const Shape* const> in, const Attrib
 void unit_scale_mse_loss(std::span<const Shape* const>, Attributes& attrs) {
   attrs.set("beta_a", mse_loss_grad_scale());
   attrs.set("beta_b", mse_loss_grad_scale());
-  attrs.set("gradient", std::string("unit"));
+  attrs.set("gradient", LossGradient::kUnit);
 }
 
 void mse_loss_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
@@ -319,6 +329,10 @@ const OpDef kCrossEntropyOp{
     .name = kCrossEntropy,
     .inputs = {"logits", "labels"},
     .outputs = {"loss"},
+    .attributes = {AttributeSpec::real("mult"),
+                   AttributeSpec::enumeration<Reduction>("reduction"),
+                   AttributeSpec::integer("ignore_index"),
+                   AttributeSpec::enumeration<LossGradient>("gradient")},
     .scales = {"beta_logits"},
     .input_dtypes = {{DType::kF32}, {DType::kI32}},
     .infer_shapes = infer_cross_entropy,
@@ -333,6 +347,8 @@ const OpDef kMseLossOp{
     .name = kMseLoss,
     .inputs = {"a", "b"},
     .outputs = {"loss"},
+    .attributes = {AttributeSpec::enumeration<Reduction>("reduction"),
+                   AttributeSpec::enumeration<LossGradient>("gradient")},
     .scales = {"beta_a", "beta_b"},
     .infer_shapes = infer_mse_loss,
     .unit_scale = unit_scale_mse_loss,
@@ -340,5 +356,24 @@ const OpDef kMseLossOp{
     .backward_kernel = mse_loss_backward_kernel,
     .backward_reads = 0b011,
 };
+
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+Value cross_entropy(Value logits, Value labels, const CrossEntropyOptions& options) {
+  const Value inputs[] = {logits, labels};
+  return logits.graph().apply1(
+      kCrossEntropyOp, inputs,
+      Attributes{{"mult", options.mult},
+                 {"reduction", options.reduction},
+                 {"ignore_index", options.ignore_index}});
+}
+
+Value mse_loss(Value a, Value b, const MseLossOptions& options) {
+  const Value inputs[] = {a, b};
+  return a.graph().apply1(
+      kMseLossOp, inputs,
+      Attributes{{"reduction", options.reduction}});
+}
 
 }  // namespace unitscale

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <fmt/format.h>
 
+#include "ops/pointwise_common.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/gemm.hpp"
@@ -274,12 +275,7 @@ void unit_scale_matmul(std::span<const Shape* const> in, Attributes& attrs) {
   const double b_right = reuse(right);
   std::vector<double> scales = {1 / std::sqrt(k), 1 / std::sqrt(n * b_left),
                                 1 / std::sqrt(m * b_right)};
-  const std::string& constraint = attrs.get_string("matmul", "constraint");
-  try {  // an unknown name or a constraint of the wrong arity (to_grad_input_scale)
-    scales = apply_constraint(constraint_from_name(constraint), std::move(scales));
-  } catch (const Error& e) {
-    throw Error(fmt::format("matmul: {}", e.what()));
-  }
+  scales = detail::constrain("matmul", attrs, std::move(scales));
   attrs.set("alpha", scales[0]).set("beta_left", scales[1]).set("beta_right", scales[2]);
 }
 
@@ -328,6 +324,7 @@ const OpDef kMatmulOp{
     .name = "matmul",
     .inputs = {"left", "right"},
     .outputs = {"out"},
+    .attributes = {AttributeSpec::enumeration<Constraint>("constraint")},
     .scales = {"alpha", "beta_left", "beta_right"},
     .infer_shapes = infer_matmul,
     .unit_scale = unit_scale_matmul,
@@ -336,5 +333,15 @@ const OpDef kMatmulOp{
     .backward_kernel = matmul_backward_kernel, .backward_prepare = matmul_backward_prepare,
     .backward_reads = 0b011,
 };
+
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+Value matmul(Value left, Value right, const MatmulOptions& options) {
+  const Value inputs[] = {left, right};
+  return left.graph().apply1(
+      kMatmulOp, inputs,
+      Attributes{{"constraint", options.constraint}});
+}
 
 }  // namespace unitscale

@@ -17,6 +17,11 @@ using detail::kParallelThreshold;
 
 namespace rows = detail::rows;
 
+// Below this var + eps, the row statistics are recomputed in double (see row_stats).
+constexpr double kTinyVariance = 0x1p-100;
+// Float multipliers up to this are safe to form and round (FLT_MAX is just below 2^128).
+constexpr double kFloatLimit = 0x1p127;
+
 // A double as an unevaluated sum of two floats, for centring in float without losing the bits of a
 // large mean (see RowStats).
 struct FloatPair {
@@ -78,14 +83,61 @@ RowStats row_stats(const rows::KernelTable& kernels, const float* x, const float
   if (!std::isfinite(stats.sums.c2 + stats.sums.gh_c)) {
     stats.sums = centred_sums_in_double<kCenter>(x, g, w, d, estimate);
   }
-  double var = stats.sums.c2 / n;
-  if constexpr (kCenter) {
-    stats.delta = stats.sums.c / n;
-    stats.mean = estimate + stats.delta;
-    var = std::max(0.0, var - stats.delta * stats.delta);
+  const auto variance = [&] {
+    double var = stats.sums.c2 / n;
+    if constexpr (kCenter) {
+      stats.delta = stats.sums.c / n;
+      stats.mean = estimate + stats.delta;
+      var = std::max(0.0, var - stats.delta * stats.delta);
+    }
+    return var;
+  };
+  double var = variance();
+  // Float squares of |c| < ~1e-19 are subnormal or 0, so when var + eps is that small the float
+  // sums are not exact enough (rms_norm of [1e-40] would get var = 0 and, with eps = 0, a rstd of
+  // inf instead of 1e40): redo them in double, where squares of floats do not underflow. Above the
+  // threshold what float loses is negligible next to var + eps.
+  if (var + eps < kTinyVariance) {
+    stats.sums = centred_sums_in_double<kCenter>(x, g, w, d, estimate);
+    var = variance();
   }
   stats.rstd = 1.0 / std::sqrt(var + eps);
   return stats;
+}
+
+// Whether a row's float multipliers would overflow: rstd·|scale| beyond float's range (var + eps
+// below ~1e-77, or a large α or β_x). Such rows are computed in double (the *_row_in_double
+// functions below), where x̂ = (x − μ)·rstd is exact-ish and a constant row gives x̂ = 0, not
+// 0·inf = NaN. rstd = inf (var + eps = 0: eps = 0 and a constant row) gives x̂ = 0·inf = NaN there
+// too, which is the value of 0/0.
+bool needs_double_row(double rstd, double scale) {
+  return rstd * std::max(1.0, std::fabs(scale)) > kFloatLimit;
+}
+
+// norm_forward's row kernel in double: y = α·(x̂·w + b).
+void norm_forward_row_in_double(const float* x, const float* w, const float* b, float* y,
+                                std::int64_t d, const RowStats& stats, double alpha) {
+  for (std::int64_t j = 0; j < d; ++j) {
+    const double x_hat = (x[j] - stats.mean) * stats.rstd;
+    const double affine = (w != nullptr ? x_hat * w[j] : x_hat) + (b != nullptr ? b[j] : 0.0);
+    y[j] = static_cast<float>(alpha * affine);
+  }
+}
+
+// norm_backward's row kernel in double: dx = β_x·rstd·((ĝ − mean ĝ) − x̂·mean(ĝ·x̂)), dw += g·x̂,
+// db += g.
+void norm_backward_row_in_double(const float* x, const float* g, const float* w, float* dx,
+                                 float* dw, float* db, std::int64_t d, const RowStats& stats,
+                                 double mean_gh, double mean_gh_xh, double beta_x) {
+  for (std::int64_t j = 0; j < d; ++j) {
+    const double x_hat = (x[j] - stats.mean) * stats.rstd;
+    if (dx != nullptr) {
+      const double g_hat = w != nullptr ? static_cast<double>(g[j]) * w[j] : g[j];
+      dx[j] = static_cast<float>(beta_x * stats.rstd * ((g_hat - mean_gh) - x_hat * mean_gh_xh));
+    }
+    if (dw != nullptr) dw[j] += static_cast<float>(g[j] * x_hat);
+    if (db != nullptr) db[j] += g[j];
+  }
 }
 
 template <bool kCenter>
@@ -99,6 +151,11 @@ void norm_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bia
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* x_row = x.data() + r * d;
     const RowStats stats = row_stats<kCenter>(kernels, x_row, nullptr, nullptr, d, eps);
+    if (needs_double_row(stats.rstd, alpha)) {
+      norm_forward_row_in_double(x_row, weight.data(), bias.data(), y.data() + r * d, d, stats,
+                                 alpha);
+      continue;
+    }
     const FloatPair mean(stats.mean);
     rows::NormForwardRow row;
     row.mean_hi = mean.hi;
@@ -154,17 +211,24 @@ void norm_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView we
         // Σĝ·x̂ = rstd·Σĝ·(c − δ): the pass-2 sums are centred on μ̃, not μ.
         const double n = static_cast<double>(d);
         const double sum_gh_xh = stats.rstd * (stats.sums.gh_c - stats.delta * stats.sums.gh);
-        const FloatPair mean(stats.mean);
-        rows::NormBackwardRow row;
-        row.mean_hi = mean.hi;
-        row.mean_lo = mean.lo;
-        row.rstd = static_cast<float>(stats.rstd);
-        row.dx_scale = static_cast<float>(beta_x * stats.rstd);
-        row.mean_gh = kCenter ? static_cast<float>(stats.sums.gh / n) : 0.0f;
-        row.mean_gh_xh = static_cast<float>(sum_gh_xh / n);
-        kernels.norm_backward(x_row, g_row, w, present(grad_x) ? grad_x.data() + r * d : nullptr,
-                              want_weight ? part_weight.data() : nullptr,
-                              want_bias ? part_bias.data() : nullptr, d, row);
+        if (needs_double_row(stats.rstd, beta_x)) {
+          norm_backward_row_in_double(
+              x_row, g_row, w, present(grad_x) ? grad_x.data() + r * d : nullptr,
+              want_weight ? part_weight.data() : nullptr, want_bias ? part_bias.data() : nullptr, d,
+              stats, kCenter ? stats.sums.gh / n : 0.0, sum_gh_xh / n, beta_x);
+        } else {
+          const FloatPair mean(stats.mean);
+          rows::NormBackwardRow row;
+          row.mean_hi = mean.hi;
+          row.mean_lo = mean.lo;
+          row.rstd = static_cast<float>(stats.rstd);
+          row.dx_scale = static_cast<float>(beta_x * stats.rstd);
+          row.mean_gh = kCenter ? static_cast<float>(stats.sums.gh / n) : 0.0f;
+          row.mean_gh_xh = static_cast<float>(sum_gh_xh / n);
+          kernels.norm_backward(x_row, g_row, w, present(grad_x) ? grad_x.data() + r * d : nullptr,
+                                want_weight ? part_weight.data() : nullptr,
+                                want_bias ? part_bias.data() : nullptr, d, row);
+        }
         if (++pending == kRowsPerFlush) {
           flush(part_weight, acc_weight);
           flush(part_bias, acc_bias);
@@ -295,6 +359,7 @@ void rms_norm_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorVie
 const OpDef kLayerNormOp{
     .name = "layer_norm",
     .inputs = {"x", "weight?", "bias?"},
+    .attributes = {AttributeSpec::real("eps")},
     .scales = {"alpha", "beta_x", "beta_weight", "beta_bias"},
     .infer_shapes = infer_layer_norm,
     .unit_scale = unit_scale_norm,
@@ -306,6 +371,7 @@ const OpDef kLayerNormOp{
 const OpDef kRmsNormOp{
     .name = "rms_norm",
     .inputs = {"x", "weight?"},
+    .attributes = {AttributeSpec::real("eps")},
     .scales = {"alpha", "beta_x", "beta_weight"},
     .infer_shapes = infer_rms_norm,
     .unit_scale = unit_scale_norm,
@@ -313,5 +379,18 @@ const OpDef kRmsNormOp{
     .backward_kernel = rms_norm_backward_kernel,
     .backward_reads = 0b011,
 };
+
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+Value layer_norm(Value x, const LayerNormOptions& options) {
+  const Value inputs[] = {x, options.weight, options.bias};
+  return x.graph().apply1(kLayerNormOp, inputs, Attributes{{"eps", options.eps}});
+}
+
+Value rms_norm(Value x, const RmsNormOptions& options) {
+  const Value inputs[] = {x, options.weight};
+  return x.graph().apply1(kRmsNormOp, inputs, Attributes{{"eps", options.eps}});
+}
 
 }  // namespace unitscale

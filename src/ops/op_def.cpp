@@ -36,6 +36,7 @@ void derive_backward(const OpDef& forward, DerivedOp& derived) {
     op.outputs.push_back(derived.keep("grad_" + std::string(forward.input_name(i))));
   }
   // The backward kernel reads the same resolved scales (β) as the forward node's attributes.
+  op.attributes = forward.attributes;
   op.scales = forward.scales;
   op.kernel = forward.backward_kernel;
   op.prepare = forward.backward_prepare;

@@ -81,15 +81,14 @@ inline double mult_of(std::string_view op, const Attributes& attrs) {
   return mult;
 }
 
-// Applies the node's "constraint" attribute (default to_output_scale) to `scales`, rethrowing
-// unknown names and arity errors with the op's name in front.
+// Applies the node's "constraint" attribute (default `fallback`) to `scales`, rethrowing arity
+// errors (matmul's left/right constraints on a unary op) with the op's name in front.
 inline std::vector<double> constrain(std::string_view op, const Attributes& attrs,
-                                     std::vector<double> scales) {
+                                     std::vector<double> scales,
+                                     Constraint fallback = Constraint::kToOutputScale) {
   try {
-    const Constraint constraint = attrs.has("constraint")
-                                      ? constraint_from_name(attrs.get_string(op, "constraint"))
-                                      : Constraint::kToOutputScale;
-    return apply_constraint(constraint, std::move(scales));
+    return apply_constraint(attrs.get_enum<Constraint>(op, "constraint", fallback),
+                            std::move(scales));
   } catch (const Error& e) {
     const std::string_view what = e.what();
     if (what.starts_with(op)) throw;

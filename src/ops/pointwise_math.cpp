@@ -174,4 +174,27 @@ const OpDef kWhereOp{.name = "where",
                      .backward_reads = 0b0001,
                      .nondifferentiable_inputs = 0b001};  // cond
 
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+Value exp(Value x) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(kExpOp, inputs, {});
+}
+
+Value log(Value x) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(kLogOp, inputs, {});
+}
+
+Value sqrt(Value x) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(kSqrtOp, inputs, {});
+}
+
+Value where(Value cond, Value a, Value b) {
+  const Value inputs[] = {cond, a, b};
+  return cond.graph().apply1(kWhereOp, inputs, {});
+}
+
 }  // namespace unitscale

@@ -482,21 +482,60 @@ void max_backward_kernel(std::span<const ConstTensorView> in, std::span<const Te
 // Bit i of backward_reads: forward value i, counting inputs then outputs.
 const OpDef kSumOp{.name = "sum",
                    .inputs = {"x"},
+                   .attributes = {AttributeSpec::integers("axes"),
+                                  AttributeSpec::integer("keepdim")},
                    .infer_shapes = infer_sum,
                    .kernel = sum_kernel,
                    .backward_kernel = sum_backward_kernel,
                    .backward_reads = 0b00};
 const OpDef kMeanOp{.name = "mean",
                     .inputs = {"x"},
+                    .attributes = {AttributeSpec::integers("axes"),
+                                   AttributeSpec::integer("keepdim")},
                     .infer_shapes = infer_mean,
                     .kernel = mean_kernel,
                     .backward_kernel = mean_backward_kernel,
                     .backward_reads = 0b00};
 const OpDef kMaxOp{.name = "max",
                    .inputs = {"x"},
+                   .attributes = {AttributeSpec::integer("axis", kRequired),
+                                  AttributeSpec::integer("keepdim")},
                    .infer_shapes = infer_max,
                    .kernel = max_kernel,
                    .backward_kernel = max_backward_kernel,
                    .backward_reads = 0b01};
+
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+namespace {
+
+std::int64_t keepdim_value(const ReduceOptions& options) {
+  return options.keepdims == KeepDims::kYes ? 1 : 0;
+}
+
+Value record_reduction(const OpDef& op, Value x, const std::vector<int>& axes,
+                       const ReduceOptions& options) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(op, inputs,
+                          {{"axes", std::vector<std::int64_t>(axes.begin(), axes.end())},
+                           {"keepdim", keepdim_value(options)}});
+}
+
+}  // namespace
+
+Value sum(Value x, std::vector<int> axes, const ReduceOptions& options) {
+  return record_reduction(kSumOp, x, axes, options);
+}
+
+Value mean(Value x, std::vector<int> axes, const ReduceOptions& options) {
+  return record_reduction(kMeanOp, x, axes, options);
+}
+
+Value max(Value x, int axis, const ReduceOptions& options) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(kMaxOp, inputs,
+                          {{"axis", std::int64_t{axis}}, {"keepdim", keepdim_value(options)}});
+}
 
 }  // namespace unitscale

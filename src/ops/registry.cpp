@@ -4,20 +4,7 @@
 #include <string>
 
 #include "unitscale/error.hpp"
-#include "unitscale/ops/activation.hpp"
-#include "unitscale/ops/attention.hpp"
-#include "unitscale/ops/cast.hpp"
-#include "unitscale/ops/conv1d.hpp"
-#include "unitscale/ops/dropout.hpp"
-#include "unitscale/ops/elementwise.hpp"
-#include "unitscale/ops/embedding.hpp"
-#include "unitscale/ops/linear.hpp"
-#include "unitscale/ops/loss.hpp"
-#include "unitscale/ops/matmul.hpp"
-#include "unitscale/ops/normalization.hpp"
-#include "unitscale/ops/primitives.hpp"
-#include "unitscale/ops/residual.hpp"
-#include "unitscale/ops/softmax.hpp"
+#include "unitscale/ops.hpp"  // every op's header
 
 namespace unitscale {
 

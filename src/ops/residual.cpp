@@ -48,10 +48,16 @@ void copy_to_present(const float* x, TensorView first, TensorView second, std::i
   if (present(first)) copy_to(x, first.data(), present(second) ? second.data() : nullptr, n);
 }
 
+constexpr double kMinTau = 0x1p-126, kMaxTau = 0x1p126;
+
 double tau_of(std::string_view op, const Attributes& attrs) {
   const double tau = attrs.get_double(op, "tau");
-  if (!(tau >= 0.0) || !std::isfinite(tau)) {
-    throw Error(fmt::format("{}: tau (the branch-to-skip std ratio) must be finite and >= 0, got {}",
+  // Both weights, τ/√(1+τ²) ≈ τ and 1/√(1+τ²) ≈ 1/τ, are unit scales the kernels read as floats:
+  // each must be a positive normal float, which holds exactly for τ in [2^-126, 2^126].
+  if (!(tau >= kMinTau && tau <= kMaxTau)) {
+    throw Error(fmt::format("{}: tau (the branch-to-skip std ratio) must be in [2^-126, 2^126] "
+                            "(so that both weights τ/√(1+τ²) and 1/√(1+τ²) are positive normal "
+                            "floats), got {}",
                             op, tau));
   }
   return tau;
@@ -173,6 +179,7 @@ const OpDef kResidualSplitOp{
     .name = "residual_split",
     .inputs = {"x"},
     .outputs = {"branch", "skip"},
+    .attributes = {AttributeSpec::real("tau", kRequired)},
     .scales = {"beta_branch", "beta_skip"},
     .infer_shapes = infer_residual_split,
     .unit_scale = unit_scale_residual_split,
@@ -184,6 +191,7 @@ const OpDef kResidualSplitOp{
 const OpDef kResidualAddOp{
     .name = "residual_add",
     .inputs = {"residual", "skip"},
+    .attributes = {AttributeSpec::real("tau", kRequired)},
     .scales = {"alpha_residual", "alpha_skip"},
     .infer_shapes = infer_residual_add,
     .unit_scale = unit_scale_residual_add,
@@ -191,5 +199,19 @@ const OpDef kResidualAddOp{
     .backward_kernel = residual_add_backward_kernel,
     .backward_reads = 0,
 };
+
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+ResidualSplit residual_split(Value x, double tau) {
+  const Value inputs[] = {x};
+  const std::vector<Value> outputs = x.graph().apply(kResidualSplitOp, inputs, Attributes{{"tau", tau}});
+  return {outputs.at(0), outputs.at(1)};
+}
+
+Value residual_add(Value residual, Value skip, double tau) {
+  const Value inputs[] = {residual, skip};
+  return residual.graph().apply1(kResidualAddOp, inputs, Attributes{{"tau", tau}});
+}
 
 }  // namespace unitscale

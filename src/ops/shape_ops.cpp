@@ -174,17 +174,22 @@ Shape reshape_target(const Shape& x, const std::vector<std::int64_t>& requested)
   };
   std::vector<std::int64_t> dims = requested;
   std::size_t inferred = dims.size();
-  std::int64_t known = 1;
+  std::int64_t known = 1;  // the product of the given non-zero dims (checked), 0 if one is 0
+  bool has_zero = false;
   for (std::size_t i = 0; i < dims.size(); ++i) {
     if (dims[i] == -1) {
       if (inferred != dims.size()) throw fail("at most one dimension may be -1");
       inferred = i;
     } else if (dims[i] < 0) {
       throw fail("dimensions must be non-negative, or -1 for the one to infer");
-    } else {
-      known *= dims[i];
+    } else if (dims[i] == 0) {
+      has_zero = true;
+    } else if (__builtin_mul_overflow(known, dims[i], &known)) {
+      throw fail("the product of the dimensions overflows int64 (expected at most 2^63 - 1 "
+                 "elements)");
     }
   }
+  if (has_zero) known = 0;
   if (inferred != dims.size()) {
     if (known == 0 || x.numel() % known != 0) {
       throw fail(
@@ -306,7 +311,13 @@ std::vector<Shape> infer_concat(std::span<const Shape* const> in, const Attribut
   for (int i = 0; i < a.rank(); ++i) {
     if (i != axis && a.dim(i) != b.dim(i)) throw mismatch();
   }
-  return {a.with_dim(axis, a.dim(axis) + b.dim(axis))};
+  std::int64_t joined = 0;
+  if (__builtin_add_overflow(a.dim(axis), b.dim(axis), &joined)) {
+    throw Error(fmt::format("concat: a {} and b {} along axis {}: the joined dimension overflows "
+                            "int64 (expected at most 2^63 - 1)",
+                            a.to_string(), b.to_string(), axis));
+  }
+  return {a.with_dim(axis, joined)};
 }
 
 void concat_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
@@ -326,27 +337,69 @@ void concat_backward_kernel(std::span<const ConstTensorView> in, std::span<const
 // Bit i of backward_reads: forward value i, counting inputs then outputs.
 const OpDef kReshapeOp{.name = "reshape",
                        .inputs = {"x"},
+                       .attributes = {AttributeSpec::integers("shape", kRequired)},
                        .infer_shapes = infer_reshape,
                        .kernel = reshape_kernel,
                        .backward_kernel = reshape_backward_kernel,
                        .backward_reads = 0b00};
 const OpDef kTransposeOp{.name = "transpose",
                          .inputs = {"x"},
+                         .attributes = {AttributeSpec::integer("dim0", kRequired),
+                                        AttributeSpec::integer("dim1", kRequired)},
                          .infer_shapes = infer_transpose,
                          .kernel = transpose_kernel,
                          .backward_kernel = transpose_backward_kernel,
                          .backward_reads = 0b00};
 const OpDef kSliceOp{.name = "slice",
                      .inputs = {"x"},
+                     .attributes = {AttributeSpec::integer("axis", kRequired),
+                                    AttributeSpec::integer("start", kRequired),
+                                    AttributeSpec::integer("end", kRequired)},
                      .infer_shapes = infer_slice,
                      .kernel = slice_kernel,
                      .backward_kernel = slice_backward_kernel,
                      .backward_reads = 0b00};
 const OpDef kConcatOp{.name = "concat",
                       .inputs = {"a", "b"},
+                      .attributes = {AttributeSpec::integer("axis", kRequired)},
                       .infer_shapes = infer_concat,
                       .kernel = concat_kernel,
                       .backward_kernel = concat_backward_kernel,
                       .backward_reads = 0b000};
+
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+Value reshape(Value x, std::vector<std::int64_t> shape) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(kReshapeOp, inputs, {{"shape", std::move(shape)}});
+}
+
+Value transpose(Value x, int dim0, int dim1) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(kTransposeOp, inputs,
+                          {{"dim0", std::int64_t{dim0}}, {"dim1", std::int64_t{dim1}}});
+}
+
+Value slice(Value x, int axis, std::int64_t start, std::int64_t end) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(kSliceOp, inputs,
+                          {{"axis", std::int64_t{axis}}, {"start", start}, {"end", end}});
+}
+
+// Folded left into binary nodes: concat(a, b, c) = concat(concat(a, b), c).
+Value concat(std::span<const Value> values, int axis) {
+  if (values.empty()) throw Error("concat: needs at least one value, got none");
+  Value result = values[0];
+  for (std::size_t i = 1; i < values.size(); ++i) {
+    const Value inputs[] = {result, values[i]};
+    result = values[i].graph().apply1(kConcatOp, inputs, {{"axis", std::int64_t{axis}}});
+  }
+  return result;
+}
+
+Value concat(std::initializer_list<Value> values, int axis) {
+  return concat(std::span<const Value>(values.begin(), values.size()), axis);
+}
 
 }  // namespace unitscale

@@ -7,6 +7,7 @@
 #include "ops/pointwise_common.hpp"
 #include "ops/row_kernels.hpp"
 #include "unitscale/error.hpp"
+#include <string>
 
 namespace unitscale {
 
@@ -95,6 +96,8 @@ void softmax_backward_kernel(std::span<const ConstTensorView> in, std::span<cons
 const OpDef kSoftmaxOp{
     .name = "softmax",
     .inputs = {"x"},
+    .attributes = {AttributeSpec::real("mult"),
+                   AttributeSpec::enumeration<Constraint>("constraint")},
     .scales = {"alpha", "beta_x"},
     .infer_shapes = infer_softmax,
     .unit_scale = unit_scale_softmax,
@@ -102,5 +105,15 @@ const OpDef kSoftmaxOp{
     .backward_kernel = softmax_backward_kernel,
     .backward_reads = 0b10,
 };
+
+// ------------------------------------------------------------------------------------------------
+// Builders
+
+Value softmax(Value x, const SoftmaxOptions& options) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(
+      kSoftmaxOp, inputs,
+      {{"mult", options.mult}, {"constraint", options.constraint}});
+}
 
 }  // namespace unitscale

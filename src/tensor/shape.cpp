@@ -7,9 +7,26 @@
 namespace unitscale {
 
 namespace {
+std::string dims_text(std::span<const std::int64_t> dims) {
+  std::string text = "[";
+  for (std::size_t i = 0; i < dims.size(); ++i) text += (i ? ", " : "") + std::to_string(dims[i]);
+  return text + "]";
+}
+
+// Every dimension >= 0, and the product of the non-zero ones fits in int64: then numel(),
+// outer() and the product of any subset of the dimensions cannot overflow, whatever zeros the
+// shape also holds (outer() of [2^62, 4, 0] skips the 0).
 void check_dims(std::span<const std::int64_t> dims) {
+  std::int64_t product = 1;
   for (const auto d : dims) {
-    if (d < 0) throw Error("Shape: dimensions must be non-negative");
+    if (d < 0) {
+      throw Error("Shape: dimensions must be non-negative, got " + dims_text(dims));
+    }
+    if (d != 0 && __builtin_mul_overflow(product, d, &product)) {
+      throw Error("Shape: dimensions " + dims_text(dims) +
+                  " have more elements than int64 can count: expected the product of the "
+                  "non-zero dimensions to be at most 2^63 - 1");
+    }
   }
 }
 }  // namespace

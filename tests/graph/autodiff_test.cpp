@@ -7,11 +7,11 @@
 
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
-#include "unitscale/graph/builders/elementwise.hpp"
-#include "unitscale/graph/builders/embedding.hpp"
-#include "unitscale/graph/builders/linear.hpp"
-#include "unitscale/graph/builders/loss.hpp"
-#include "unitscale/graph/builders/primitives.hpp"
+#include "unitscale/ops/elementwise.hpp"
+#include "unitscale/ops/embedding.hpp"
+#include "unitscale/ops/linear.hpp"
+#include "unitscale/ops/loss.hpp"
+#include "unitscale/ops/primitives.hpp"
 #include "unitscale/graph/executor.hpp"
 
 namespace unitscale {

@@ -49,20 +49,20 @@
 
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
-#include "unitscale/graph/builders/activation.hpp"
-#include "unitscale/graph/builders/attention.hpp"
-#include "unitscale/graph/builders/cast.hpp"
-#include "unitscale/graph/builders/conv1d.hpp"
-#include "unitscale/graph/builders/dropout.hpp"
-#include "unitscale/graph/builders/elementwise.hpp"
-#include "unitscale/graph/builders/embedding.hpp"
-#include "unitscale/graph/builders/linear.hpp"
-#include "unitscale/graph/builders/loss.hpp"
-#include "unitscale/graph/builders/matmul.hpp"
-#include "unitscale/graph/builders/normalization.hpp"
-#include "unitscale/graph/builders/primitives.hpp"
-#include "unitscale/graph/builders/residual.hpp"
-#include "unitscale/graph/builders/softmax.hpp"
+#include "unitscale/ops/activation.hpp"
+#include "unitscale/ops/attention.hpp"
+#include "unitscale/ops/cast.hpp"
+#include "unitscale/ops/conv1d.hpp"
+#include "unitscale/ops/dropout.hpp"
+#include "unitscale/ops/elementwise.hpp"
+#include "unitscale/ops/embedding.hpp"
+#include "unitscale/ops/linear.hpp"
+#include "unitscale/ops/loss.hpp"
+#include "unitscale/ops/matmul.hpp"
+#include "unitscale/ops/normalization.hpp"
+#include "unitscale/ops/primitives.hpp"
+#include "unitscale/ops/residual.hpp"
+#include "unitscale/ops/softmax.hpp"
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/graph/graph.hpp"
 #include "unitscale/ops/registry.hpp"
@@ -70,7 +70,9 @@
 namespace unitscale {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
 
 // ---- Index inputs ---------------------------------------------------------------------------
 // Embedding ids and cross_entropy labels: i32 values.
@@ -192,7 +194,7 @@ Recorder one(F f) {
   return [f](Graph&, std::span<const Value> v) { return std::vector<Value>{f(v)}; };
 }
 
-// Every public builder of include/unitscale/graph/builders/, with the options that change which
+// Every public builder of include/unitscale/ops/, with the options that change which
 // shapes are valid exercised by extra entries.
 std::vector<Subject> builder_subjects() {
   return {
@@ -880,6 +882,90 @@ TEST_P(SetScale, NonFiniteAndNonPositiveValuesAreRefused) {
   EXPECT_EQ(g.to_string(), before);
 }
 
+// Kernels read scales as float: a value beyond FLT_MAX (inf in float) or below FLT_MIN (subnormal
+// or 0 in float) is refused too, naming the op, the scale and the value; the ends of float's normal
+// range are accepted (set_scale used to accept anything finite and positive, up to DBL_MAX).
+TEST_P(SetScale, ValuesOutsideFloatsNormalRangeAreRefused) {
+  const OpDef& op = this->op();
+  Graph g;
+  const Recorded r = record_example(g, op, /*differentiate=*/true);
+  constexpr double kFltMax = std::numeric_limits<float>::max(), kFltMin = std::numeric_limits<float>::min();
+  for (const std::string_view name : op.scales) {
+    for (const double bad : {1e300, std::nextafter(kFltMax, 1e300), 1e39, 1e-40,
+                             std::nextafter(kFltMin, 0.0), std::numeric_limits<double>::denorm_min()}) {
+      SCOPED_TRACE(fmt::format("{} = {}", name, bad));
+      const std::uint64_t version = g.version();
+      EXPECT_THAT([&] { g.set_scale(r.outputs.front(), name, bad); },
+                  ::testing::ThrowsMessage<Error>(::testing::AllOf(
+                      HasSubstr(fmt::format("set_scale: {} {} must be finite and positive, in float's "
+                                            "normal range", op.name, name)),
+                      HasSubstr(fmt::format("got {}", bad)))));
+      EXPECT_EQ(g.version(), version);
+    }
+    for (const double good : {kFltMax, kFltMin}) {
+      g.set_scale(r.outputs.front(), name, good);
+      EXPECT_EQ(g.nodes()[static_cast<std::size_t>(r.node)].attrs.get_double(op.name, name), good);
+    }
+  }
+}
+
+// A unit-scale rule whose result is finite but outside float's normal range is refused when
+// recorded, naming the op and the scale (only non-finite results were refused): linear with
+// α = fan_in^-40 = 2^-160, and conv1d with α = (C_in·k)^-400 = 12^-400, 0 in double.
+TEST(EdgeMessages, RuleScalesOutsideFloatsNormalRangeAreRefused) {
+  Graph g;
+  const Value x = g.input("x", {4, 16});
+  EXPECT_THAT([&] { linear(x, g.parameter("w", {8, 16}), {.scale_power = {.alpha = 40.0}}); },
+              ::testing::ThrowsMessage<Error>(::testing::AllOf(
+                  HasSubstr("linear: the unit scale alpha is 6.8"), HasSubstr("[4, 16], [8, 16]"),
+                  HasSubstr("expected a finite positive number in float's normal range"))));
+  const Value xc = g.input("xc", {2, 4, 8});
+  EXPECT_THAT(
+      [&] {
+        conv1d(xc, g.parameter("wc", {4, 4, 3}),
+               {.constraint = Constraint::kNone, .scale_power = {.alpha = 400.0}});
+      },
+      ::testing::ThrowsMessage<Error>(::testing::AllOf(
+          HasSubstr("conv1d: the unit scale alpha is 0"), HasSubstr("float's normal range"))));
+  EXPECT_EQ(g.nodes().size(), 0u);
+}
+
+// Shape refuses dims whose element count does not fit in int64 (the product of the non-zero dims,
+// so that numel(), outer() and every partial product are safe), and an op whose output would have
+// such a shape names itself (found by the graph fuzzer as shape-numel-overflow: reshape of an empty
+// tensor to [2^63 − 1, -1], then a conv1d weight [C_out, 2^63 − 1, k]).
+TEST(EdgeMessages, ShapesWithMoreThanInt64ElementsAreRefused) {
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  constexpr std::int64_t k2p62 = std::int64_t{1} << 62;
+  const auto overflows = [](const std::string& dims) {
+    return ::testing::ThrowsMessage<Error>(::testing::AllOf(
+        HasSubstr("Shape: dimensions " + dims), HasSubstr("more elements than int64 can count")));
+  };
+  EXPECT_THAT(([] { (void)Shape{k2p62, 4}; }), overflows("[4611686018427387904, 4]"));
+  EXPECT_THAT(([] { (void)Shape{kMax, 2, 0}; }), overflows("[9223372036854775807, 2, 0]"));
+  EXPECT_THAT(([] { (void)Shape(std::vector<std::int64_t>{0, k2p62, k2p62}); }),
+              overflows("[0, 4611686018427387904, 4611686018427387904]"));
+  EXPECT_THAT(([] { (void)Shape{3, -1}; }),
+              ::testing::ThrowsMessage<Error>(HasSubstr("Shape: dimensions must be non-negative, got [3, -1]")));
+  EXPECT_THAT(([] { (void)Shape{2, 3}.with_dim(0, kMax); }), overflows("[9223372036854775807, 3]"));
+  const Shape edge{kMax, 0};
+  EXPECT_EQ(edge.numel(), 0);
+  EXPECT_EQ(edge.outer(), kMax);
+  EXPECT_EQ((Shape{kMax}).numel(), kMax);
+
+  Graph g(Scaling::kUnscaled);
+  const Value wide = reshape(g.input("empty", {0}), {kMax, -1});
+  ASSERT_EQ(wide.shape(), (Shape{kMax, 0}));
+  EXPECT_THAT([&] { g.parameter("w", Shape{4, wide.shape().dim(0), 3}); },
+              overflows("[4, 9223372036854775807, 3]"));
+  // An output shape [2^62, 4] from inputs [2^62, 0] and [0, 4].
+  const Value a = g.input("a", {k2p62, 0}), b = g.input("b", {0, 4});
+  EXPECT_THAT([&] { matmul(a, b); },
+              ::testing::ThrowsMessage<Error>(::testing::AllOf(
+                  HasSubstr("matmul: output Shape: dimensions [4611686018427387904, 4]"),
+                  HasSubstr("int64"))));
+}
+
 std::vector<std::string> op_names(bool only_with_scales) {
   std::vector<std::string> names;
   for (const OpDef* op : forward_ops()) {
@@ -939,6 +1025,55 @@ TEST(ExampleTables, CoverEveryOp) {
     EXPECT_TRUE(built.contains(name))
         << "no builder in builder_subjects() records " << name << ": add its builder to the table";
   }
+}
+
+// Every op on every dtype of every input: the dtypes an input declares (OpDef::input_dtypes) record
+// and run (on zeros of that dtype, the other inputs as in the examples); every other dtype is an
+// error at record time naming the op, the input and both dtypes.
+TEST(Dtypes, EveryOpRunsOnEachDtypeItDeclaresAndRefusesTheOthers) {
+  int runs = 0;
+  for (const OpDef* op : forward_ops()) {
+    const OpExample* example = example_of(op->name);
+    ASSERT_NE(example, nullptr) << op->name;
+    for (std::size_t i = 0; i < example->inputs.size(); ++i) {
+      if (!example->inputs[i]) continue;
+      for (const DType dtype : all_dtypes()) {
+        SCOPED_TRACE(fmt::format("{} input {} as {}", op->name, op->input_name(i), dtype_name(dtype)));
+        Graph g;
+        std::vector<Value> inputs = make_inputs(g, example->inputs);
+        const Operand& operand = *example->inputs[i];
+        inputs[i] = g.input(operand.name + "_typed", operand.shape, dtype);
+        if (!op->accepted_dtypes(i).contains(dtype)) {
+          EXPECT_THAT([&] { g.apply(*op, inputs, example->attrs); },
+                      ThrowsMessage<Error>(AllOf(
+                          HasSubstr(fmt::format("{}: input '{}'", op->name, op->input_name(i))),
+                          HasSubstr(fmt::format("has dtype {}, expected", dtype_name(dtype))))));
+          continue;
+        }
+        const std::vector<Value> outputs = g.apply(*op, inputs, example->attrs);
+        std::vector<Value> requested;
+        for (const Value& v : outputs) {
+          if (v.present()) requested.push_back(v);
+        }
+        Executor exec(g, requested);
+        std::vector<Tensor> bound;
+        bound.reserve(inputs.size());
+        for (std::size_t k = 0; k < inputs.size(); ++k) {
+          if (!inputs[k].present()) continue;
+          const Shape& shape = inputs[k].shape();
+          if (k == i) bound.emplace_back(shape, dtype);  // zeros of the dtype
+          else if (example->inputs[k]->index) bound.push_back(index_tensor(shape));
+          else bound.push_back(data_tensor(shape, static_cast<int>(k)));
+          exec.bind(inputs[k], bound.back());
+        }
+        EXPECT_NO_THROW(exec.run());
+        for (const Value& v : requested) EXPECT_EQ(exec.get(v).dtype(), v.dtype());
+        ++runs;
+      }
+    }
+  }
+  // Each op runs its f32 inputs as f32 and its index inputs as i32; cast takes every dtype.
+  EXPECT_GT(runs, static_cast<int>(forward_ops().size()) + 8);
 }
 
 // Every builder's example is valid, so that its edge cases test edges and not a broken example.

@@ -9,14 +9,13 @@
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
-#include "unitscale/graph/builders/activation.hpp"
-#include "unitscale/graph/builders/dropout.hpp"
-#include "unitscale/graph/builders/residual.hpp"
+#include "unitscale/ops/activation.hpp"
+#include "unitscale/ops/dropout.hpp"
+#include "unitscale/ops/residual.hpp"
 #include "unitscale/graph/dead_code.hpp"
-#include "unitscale/graph/builders/linear.hpp"
-#include "unitscale/graph/builders/primitives.hpp"
-#include "unitscale/ops/elementwise.hpp"
 #include "unitscale/ops/linear.hpp"
+#include "unitscale/ops/primitives.hpp"
+#include "unitscale/ops/elementwise.hpp"
 
 namespace unitscale {
 namespace {

@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "unitscale/error.hpp"
-#include "unitscale/graph/builders/linear.hpp"
+#include "unitscale/ops/linear.hpp"
 #include "unitscale/graph/dead_code.hpp"
 #include "unitscale/ops/registry.hpp"
 
@@ -24,7 +24,7 @@ TEST(Graph, PrinterIsStable) {
             "%0 = input \"x\" [4, 8]\n"
             "%1 = parameter \"w\" [2, 8]\n"
             "%2 = parameter \"b\" [2]\n"
-            "%3 = linear(x=%0, weight=%1, bias=%2) {constraint=\"to_output_scale\", power_alpha=0.5, "
+            "%3 = linear(x=%0, weight=%1, bias=%2) {constraint=to_output_scale, power_alpha=0.5, "
             "power_beta_x=0.5, power_beta_weight=0.5, alpha=0.353553391, beta_x=0.353553391, "
             "beta_weight=0.5, beta_bias=0.5} : [4, 2]\n");
 }

@@ -16,8 +16,7 @@
 #include "unitscale/error.hpp"
 #include "unitscale/format/detail/simd_level.hpp"
 #include "unitscale/graph/autodiff.hpp"
-#include "unitscale/graph/builders/activation.hpp"
-#include "unitscale/graph/builders/linear.hpp"
+#include "unitscale/ops/linear.hpp"
 #include "unitscale/graph/executor.hpp"
 
 namespace unitscale {
@@ -541,7 +540,7 @@ TEST(ActivationBuilders, RecordAttributesAndScales) {
   const Value x = g.input("x", {4, 8});
   gelu(x, {.mult = 4.0, .approximate = GeluApproximation::kTanh});
   const Node& node = g.nodes().back();
-  EXPECT_EQ(node.attrs.get_string("t", "approximate"), "tanh");
+  EXPECT_EQ(node.attrs.get_enum_name("t", "approximate"), "tanh");
   EXPECT_NEAR(node.attrs.get_double("t", "alpha"), 1.716947, 5e-7);
   EXPECT_NEAR(node.attrs.get_double("t", "beta_x"), 1.716947, 5e-7);  // to_output_scale
   silu(x, {.constraint = Constraint::kNone});

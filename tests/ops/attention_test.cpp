@@ -12,7 +12,6 @@
 #include "../support/accuracy.hpp"
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
-#include "unitscale/graph/builders/attention.hpp"
 #include "unitscale/ops/dropout.hpp"
 
 namespace unitscale {
@@ -372,7 +371,7 @@ TEST(AttentionBuilders, RecordAttributesAndScales) {
   const Value y = scaled_dot_product_attention(q, q, q, {.mask = AttentionMask::kCausal});
   EXPECT_EQ(y.shape(), q.shape());
   const Attributes& attrs = unit.nodes().back().attrs;
-  EXPECT_EQ(attrs.get_string("t", "mask"), "causal");
+  EXPECT_EQ(attrs.get_enum_name("t", "mask"), "causal");
   EXPECT_FALSE(attrs.has("dropout"));
   EXPECT_NEAR(attrs.get_double("t", "alpha"), 6.7441, 0.5e-4);
   scaled_dot_product_attention(q, q, q, {.dropout = 0.1, .seed = 42});

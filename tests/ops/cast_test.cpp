@@ -20,9 +20,8 @@
 #include "unitscale/error.hpp"
 #include "unitscale/format/detail/codec.hpp"
 #include "unitscale/graph/autodiff.hpp"
-#include "unitscale/graph/builders/activation.hpp"
-#include "unitscale/graph/builders/cast.hpp"
-#include "unitscale/graph/builders/primitives.hpp"
+#include "unitscale/ops/activation.hpp"
+#include "unitscale/ops/primitives.hpp"
 #include "unitscale/graph/executor.hpp"
 
 namespace unitscale {
@@ -81,10 +80,7 @@ float value_at(ConstTensorView t, std::int64_t i) {
 }
 
 Attributes cast_attrs(DType to, Rounding rounding, Overflow overflow, double scale = 1.0) {
-  return {{"dtype", std::string(dtype_name(to))},
-          {"rounding", std::string(rounding_name(rounding))},
-          {"overflow", std::string(overflow_name(overflow))},
-          {"scale", scale}};
+  return {{"dtype", to}, {"rounding", rounding}, {"overflow", overflow}, {"scale", scale}};
 }
 
 Tensor run_cast(const Tensor& x, const Attributes& attrs, DType to, std::uint64_t step = 0) {
@@ -273,7 +269,7 @@ TEST(CastGraph, RecordTimeErrorsNameTheOpTheInputAndTheDtypes) {
               ThrowsMessage<Error>(HasSubstr("cast: scale must be finite and positive")));
   const Value inputs[] = {x};
   EXPECT_THAT([&] { g.apply1(kCastOp, inputs, {{"dtype", std::string("e3m4")}}); },
-              ThrowsMessage<Error>(AllOf(HasSubstr("cast: unknown dtype 'e3m4'"),
+              ThrowsMessage<Error>(AllOf(HasSubstr("cast: attribute 'dtype': unknown dtype 'e3m4'"),
                                          HasSubstr("e4m3fn"))));
   EXPECT_THAT(g.to_string(), HasSubstr(": [4, 8] bf16"));
 }

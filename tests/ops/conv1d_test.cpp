@@ -3,12 +3,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
 #include "unitscale/graph/executor.hpp"
-#include "unitscale/graph/builders/conv1d.hpp"
-#include "unitscale/graph/builders/matmul.hpp"
+#include "unitscale/ops/matmul.hpp"
 
 namespace unitscale {
 namespace {
@@ -346,6 +347,48 @@ TEST(Conv1dErrors, BadAttributesNameOp) {
   const Tensor xt({2, 6, 20}), wt({4, 6, 3});
   EXPECT_THAT([&] { OpRun(kConv1dOp, {xt, wt, std::nullopt}, conv_attrs({}, "bogus"), Scaling::kUnit); },
               ThrowsMessage<Error>(AllOf(HasSubstr("conv1d"), HasSubstr("bogus"))));
+}
+
+// A stride, padding or dilation whose index arithmetic would overflow int64 is refused when
+// recorded, naming the attribute (found by the graph fuzzer as conv1d-overflow: 2·padding and
+// dilation·(k − 1) in shape inference, -offset + stride − 1 in the kernel, all unchecked).
+TEST(Conv1dErrors, GeometryWhoseIndicesOverflowInt64IsRefused) {
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  constexpr std::int64_t k2p61 = std::int64_t{1} << 61, k2p62 = std::int64_t{1} << 62;
+  Graph g;
+  const Value x = g.input("x", {2, 6, 20});
+  const Value w = g.parameter("w", {4, 6, 3});
+  EXPECT_THAT([&] { conv1d(x, w, {.padding = k2p62}); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("conv1d: padding 4611686018427387904 with x [2, 6, 20]"),
+                                         HasSubstr("L + 2·padding overflows int64"))));
+  EXPECT_THAT([&] { conv1d(x, w, {.padding = kMax}); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("conv1d: padding"), HasSubstr("overflows int64"))));
+  EXPECT_THAT([&] { conv1d(x, w, {.dilation = k2p62}); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("conv1d: dilation 4611686018427387904 with weight [4, 6, 3]"),
+                                         HasSubstr("dilation·(k − 1) + 1 overflows int64"))));
+  EXPECT_THAT([&] { conv1d(x, w, {.dilation = kMax}); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("conv1d: dilation"), HasSubstr("overflows int64"))));
+  // L + 2p and the span fit, and the output has one position, but p + s − 1 does not fit.
+  EXPECT_THAT([&] { conv1d(x, w, {.stride = kMax - k2p61 + 2, .padding = k2p61}); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("conv1d: stride"), HasSubstr("padding 2305843009213693952"),
+                                         HasSubstr("padding + stride − 1 overflows int64"))));
+  // groups so large that C_in/groups · groups overflows is a mismatch, not an overflow.
+  const Value empty_x = g.input("empty_x", {2, 0, 20});
+  EXPECT_THAT([&] { conv1d(empty_x, g.parameter("w_wide", {0, k2p62, 1}), {.groups = 4}); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("conv1d"), HasSubstr("groups = 4"))));
+
+  // Huge but representable geometry records and runs: taps that only read the padding give 0.
+  const Value small = g.input("small", {1, 1, 4});
+  const Value y = conv1d(small, g.parameter("w1", {1, 1, 1}), {.stride = k2p62, .padding = k2p61});
+  EXPECT_EQ(y.shape(), (Shape{1, 1, 2}));  // ⌊(4 + 2^62 − 1)/2^62⌋ + 1
+  OpRun run(kConv1dOp,
+            {Tensor(Shape{1, 1, 4}, std::vector<float>{1, 2, 3, 4}),
+             Tensor(Shape{1, 1, 1}, std::vector<float>{5}), std::nullopt},
+            conv_attrs({.stride = k2p62, .padding = k2p61}));
+  run.forward();
+  EXPECT_EQ(run.output().shape(), (Shape{1, 1, 2}));
+  EXPECT_EQ(run.output()[0], 0.0f);
+  EXPECT_EQ(run.output()[1], 0.0f);
 }
 
 

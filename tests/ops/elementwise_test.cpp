@@ -14,8 +14,7 @@
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
-#include "unitscale/graph/builders/elementwise.hpp"
-#include "unitscale/graph/builders/linear.hpp"
+#include "unitscale/ops/linear.hpp"
 #include "unitscale/graph/executor.hpp"
 
 namespace unitscale {

@@ -13,7 +13,6 @@
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
-#include "unitscale/graph/builders/embedding.hpp"
 #include "unitscale/graph/executor.hpp"
 
 namespace unitscale {

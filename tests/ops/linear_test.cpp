@@ -5,7 +5,6 @@
 
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
-#include "unitscale/graph/builders/linear.hpp"
 
 namespace unitscale {
 namespace {

@@ -7,7 +7,6 @@
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
 #include "unitscale/graph/executor.hpp"
-#include "unitscale/graph/builders/matmul.hpp"
 
 namespace unitscale {
 namespace {

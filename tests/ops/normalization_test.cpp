@@ -12,7 +12,6 @@
 #include "../support/accuracy.hpp"
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
-#include "unitscale/graph/builders/normalization.hpp"
 
 namespace unitscale {
 namespace {
@@ -187,6 +186,72 @@ TEST(NormalizationAccuracy, ForwardAndBackwardMatchDoublePrecisionOnHardRows) {
       EXPECT_LE(dw_error.error, 1.0) << dw_error.where;
       EXPECT_LE(db_error.error, 1.0) << db_error.where;
     }
+  });
+}
+
+// A tiny var + ε (ε = 0 and 0 < ε < 1e-77 included) gives the double-precision result, although
+// the float sums of x² underflow and rstd = 1/√(var + ε) is beyond float's range (found by the
+// graph fuzzer as norm-tiny-eps: rms_norm([1e-40]) with ε = 0 gave inf instead of 1, a constant
+// row with ε = 1e-100 NaN instead of b). Also a constant row with a huge α (rstd·α beyond float).
+TEST(NormalizationAccuracy, TinyVariancePlusEpsGivesTheDoublePrecisionResult) {
+  struct Case {
+    std::vector<float> row;
+    double eps;
+    float alpha = 1.0f;
+  };
+  const Case cases[] = {
+      {{1e-40f}, 0.0},                     // rms_norm: x/|x| = 1 (x² underflows in float)
+      {{3e-30f, -4e-30f, 1e-30f}, 0.0},    // squares below float's range, non-zero mean
+      {{1e-30f, 2e-30f, 3.5e-30f}, 1e-300},
+      {{0.5f, 0.5f, 0.5f, 0.5f}, 1e-100},  // layer_norm: a constant row is x̂ = 0, y = α·b
+      {{-2.0f, -2.0f, -2.0f}, 1e-80},
+      {{0.75f, 0.75f}, 1e-5, 1e37f},       // rstd·α ≈ 3e39
+  };
+  testing::for_each_simd_level([&] {
+    for (const Case& c : cases) {
+      for (const bool center : {true, false}) {
+        SCOPED_TRACE(fmt::format("{} eps {} alpha {} row [{}]", center ? "layer_norm" : "rms_norm",
+                                 c.eps, c.alpha, fmt::join(c.row, ", ")));
+        const auto d = static_cast<std::int64_t>(c.row.size());
+        const Tensor x(Shape{1, d}, c.row);
+        Tensor w(Shape{d}), b(Shape{d});
+        for (std::int64_t j = 0; j < d; ++j) {
+          w[j] = 1.5f - 0.5f * static_cast<float>(j);
+          b[j] = 0.25f + 0.125f * static_cast<float>(j);
+        }
+        Tensor y(x.shape());
+        if (center) {
+          layer_norm_forward(x, w, b, y, c.eps, c.alpha);
+        } else {
+          rms_norm_forward(x, w, y, c.eps, c.alpha);
+        }
+        const std::vector<double> expected = reference_norm(x, &w, center ? &b : nullptr, center, c.eps);
+        for (std::int64_t j = 0; j < d; ++j) {
+          const double want = c.alpha * expected[static_cast<std::size_t>(j)];
+          if (std::isnan(want)) {  // layer_norm of one element with ε = 0: 0/0
+            EXPECT_TRUE(std::isnan(y[j])) << "j = " << j << ": " << y[j];
+          } else {
+            EXPECT_NEAR(y[j], want, 1e-6 * std::abs(want) + 1e-30) << "j = " << j;
+          }
+        }
+      }
+    }
+    // Backward of a constant row with ε = 1e-100 and a constant output gradient: x̂ = 0, so
+    // dw = Σ g·x̂ = 0 and dx = rstd·(ĝ − mean ĝ − x̂·mean(ĝ·x̂)) = 0; db = Σ g.
+    const Tensor x(Shape{2, 3}, std::vector<float>{0.5f, 0.5f, 0.5f, -1.0f, -1.0f, -1.0f});
+    const Tensor g(Shape{2, 3}, std::vector<float>(6, 0.75f)), ones(Shape{3}, std::vector<float>(3, 1.0f));
+    Tensor dx(x.shape()), dw(Shape{3}), db(Shape{3});
+    layer_norm_backward(g, x, ones, dx, dw, db, 1e-100, 1.0f, 1.0f, 1.0f);
+    for (std::int64_t i = 0; i < 6; ++i) EXPECT_EQ(dx[i], 0.0f) << i;
+    for (std::int64_t j = 0; j < 3; ++j) {
+      EXPECT_EQ(dw[j], 0.0f) << j;
+      EXPECT_EQ(db[j], 1.5f) << j;
+    }
+    // With ε = 0 a constant row is 0/0, as documented: NaN (in double as in the reference).
+    Tensor y(Shape{1, 2});
+    layer_norm_forward(Tensor(Shape{1, 2}, std::vector<float>{0.5f, 0.5f}), ConstTensorView{},
+                       ConstTensorView{}, y, 0.0, 1.0f);
+    EXPECT_TRUE(std::isnan(y[0]) && std::isnan(y[1]));
   });
 }
 

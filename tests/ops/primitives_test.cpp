@@ -8,6 +8,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -17,7 +18,6 @@
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
-#include "unitscale/graph/builders/primitives.hpp"
 #include "unitscale/graph/executor.hpp"
 
 namespace unitscale {
@@ -765,6 +765,32 @@ TEST(PrimitivesErrors, Reshape) {
       },
       ThrowsMessage<Error>(AllOf(HasSubstr("reshape"), HasSubstr("non-negative"))));
   EXPECT_THAT([&] { reshape(x, {0, -1}); }, ThrowsMessage<Error>(HasSubstr("reshape")));
+}
+
+// Requested dims whose product overflows int64 are refused, naming the op, x and the dims (they
+// were multiplied unchecked: found by the graph fuzzer as reshape-overflow). The product that
+// counts is that of the non-zero dims, as for Shape; an empty x may take any dims that fit.
+TEST(PrimitivesErrors, ReshapeDimsWhoseProductOverflowsInt64) {
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  constexpr std::int64_t k2p62 = std::int64_t{1} << 62;
+  Graph g;
+  const Value empty = g.input("empty", {0});
+  for (const Ints& dims : {Ints{kMax, 2}, Ints{k2p62, 4, -1}, Ints{-1, 3, kMax}, Ints{0, k2p62, k2p62},
+                           Ints{k2p62, k2p62, 0}}) {
+    EXPECT_THAT([&] { reshape(empty, dims); },
+                ThrowsMessage<Error>(AllOf(HasSubstr("reshape: cannot reshape x [0] (0 elements) to ["),
+                                           HasSubstr(std::to_string(dims[1])),
+                                           HasSubstr("the product of the dimensions overflows int64"))))
+        << ::testing::PrintToString(dims);
+  }
+  EXPECT_EQ(reshape(empty, {kMax, -1}).shape(), (Shape{kMax, 0}));
+  EXPECT_EQ(reshape(empty, {k2p62, 0, 1}).shape(), (Shape{k2p62, 0, 1}));
+  // concat's joined dim is a sum: 2^62 + 2^62 does not fit either.
+  const Value half = g.input("half", {k2p62, 0});
+  EXPECT_THAT([&] { concat({half, half}, 0); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("concat: a [4611686018427387904, 0] and b [4611686018427387904, 0] along axis 0"),
+                                         HasSubstr("overflows int64"))));
+  EXPECT_EQ(concat({half, g.input("rest", {k2p62 - 1, 0})}, 0).shape(), (Shape{kMax, 0}));
 }
 
 TEST(PrimitivesErrors, AxesOutOfRange) {

@@ -290,7 +290,8 @@ std::vector<Case> cases_for(std::string_view op) {
     c.push_back({"tau 2, plain fork", {n({2, 3, 5})}, {{"tau", 2.0}}, kPlain});
   } else if (op == "residual_add") {
     c.push_back({"tau 0.5, unit", {n({4, 6}), n({4, 6})}, {{"tau", 0.5}}, kUnit});
-    c.push_back({"tau 0, unit", {n({3, 5}), n({3, 5})}, {{"tau", 0.0}}, kUnit});
+    // The smallest τ (0 would make α_residual 0, not a unit scale): weights FLT_MIN and 1.
+    c.push_back({"tau 2^-126, unit", {n({3, 5}), n({3, 5})}, {{"tau", 0x1p-126}}, kUnit});
     c.push_back({"tau 1, plain", {n({2, 3, 4}), n({2, 3, 4})}, {{"tau", 1.0}}, kPlain});
   } else if (op == "embedding") {
     c.push_back({"ids [2, 5], V = 7", {index_tensor({2, 5}, random_indices(10, 7, rng)), n({7, 4})}, {},
@@ -558,6 +559,61 @@ TEST(ReferenceGradcheckPower, AForwardOffBy1e4Fails) {
   EXPECT_THAT(bad.failures, ::testing::HasSubstr("forward output 0"));
   EXPECT_GT(bad.forward_error, 0.05 * kPerturbation);
   std::printf("linear forward x (1 + 1e-4): relative L2 error %.3g\n", bad.forward_error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where the references disagreed with the ops (found by the graph fuzzer, which compares every
+// node it runs with them): linear over an empty input dim (in = 0) is α·b, an empty sum, as the op
+// gives (the reference divided numel(x) by in = 0); max lets a NaN win wherever it is in the row,
+// as the op does (std::max let a NaN after a number lose).
+// ---------------------------------------------------------------------------------------------
+
+Tensor op_forward(std::string_view op, std::vector<std::optional<Tensor>> inputs, Attributes attrs) {
+  testing::OpRun run(op_by_name(op), std::move(inputs), std::move(attrs));
+  run.forward();
+  return run.output();
+}
+
+TEST(ReferenceEdges, LinearWithNoInputFeaturesIsAlphaTimesBias) {
+  const Attributes attrs{{"alpha", 0.5}};
+  const std::vector<float> bias = {1.5f, -2.0f};
+  for (const std::string_view op : {"linear", "linear_readout"}) {
+    SCOPED_TRACE(op);
+    const testing::RefInputs in = {testing::RefTensor(Shape{3, 0}, {}), testing::RefTensor(Shape{2, 0}, {}),
+                                   testing::RefTensor(Shape{2}, {1.5, -2.0})};
+    const std::vector<testing::RefTensor> ref = testing::reference_forward(op, in, attrs);
+    ASSERT_EQ(ref.size(), 1u);
+    ASSERT_EQ(ref[0].shape, (Shape{3, 2}));
+    const Tensor y = op_forward(op, {Tensor(Shape{3, 0}), Tensor(Shape{2, 0}), Tensor(Shape{2}, bias)}, attrs);
+    for (std::int64_t i = 0; i < 6; ++i) {
+      EXPECT_EQ(ref[0][i], i % 2 == 0 ? 0.75 : -1.0) << i;
+      EXPECT_EQ(y[i], ref[0][i]) << i;
+    }
+  }
+}
+
+TEST(ReferenceEdges, MaxLetsNanWinAsTheOpDoes) {
+  constexpr float kNan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> x = {1, kNan, 3, 5,   kNan, -1, 2, 0,   -0.0f, 0, -1, -2,
+                                2, 4, 9, kNan,   -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+  const Attributes attrs{{"axis", std::int64_t{1}}};
+  const testing::RefInputs in = {testing::RefTensor(Shape{5, 4}, std::vector<double>(x.begin(), x.end()))};
+  const std::vector<testing::RefTensor> ref = testing::reference_forward("max", in, attrs);
+  const Tensor y = op_forward("max", {Tensor(Shape{5, 4}, x)}, attrs);
+  ASSERT_EQ(ref.size(), 1u);
+  ASSERT_EQ(ref[0].shape, (Shape{5}));
+  const double expected[] = {NAN, NAN, -0.0, NAN, -INFINITY};
+  for (std::int64_t r = 0; r < 5; ++r) {
+    if (std::isnan(expected[r])) {
+      EXPECT_TRUE(std::isnan(ref[0][r])) << "reference, row " << r;
+      EXPECT_TRUE(std::isnan(y[r])) << "op, row " << r;
+    } else {
+      EXPECT_EQ(ref[0][r], expected[r]) << "reference, row " << r;
+      EXPECT_EQ(y[r], expected[r]) << "op, row " << r;
+      EXPECT_EQ(std::signbit(ref[0][r]), std::signbit(expected[r])) << "row " << r;
+    }
+  }
+  EXPECT_TRUE(std::signbit(y[2]));  // the first of the equal zeros
 }
 
 }  // namespace

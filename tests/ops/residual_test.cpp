@@ -3,11 +3,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <limits>
+
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
-#include "unitscale/graph/builders/linear.hpp"
-#include "unitscale/graph/builders/residual.hpp"
+#include "unitscale/ops/linear.hpp"
 #include "unitscale/graph/executor.hpp"
 
 namespace unitscale {
@@ -350,6 +352,39 @@ TEST(ResidualErrors, ShapesAndAttributesNameTheOp) {
   EXPECT_THAT([&] { residual_split(p, -0.5); }, ThrowsMessage<Error>(HasSubstr("residual_split")));
   EXPECT_THAT([&] { plain.apply(kResidualSplitOp, std::vector<Value>{p}, {}); },
               ThrowsMessage<Error>(AllOf(HasSubstr("residual_split"), HasSubstr("tau"))));
+}
+
+// τ must keep both weights, τ/√(1+τ²) and 1/√(1+τ²), positive normal floats (unit scales the
+// kernels read as float): τ in [2^-126, 2^126]. τ = 0 (weight 0) and τ = 1e300 (τ² overflows, and
+// both weights became 0) are refused in unit and unscaled graphs alike; the ends of the range record
+// with weights FLT_MIN and 1.
+TEST(ResidualErrors, TauOutsideTheRangeOfNormalFloatWeightsIsRefused) {
+  for (const Scaling scaling : {Scaling::kUnit, Scaling::kUnscaled}) {
+    Graph graph(scaling);
+    const Value a = graph.input("a", {2, 3});
+    for (const double tau : {0.0, 0x1p-127, 0x1p126 * 1.0000001, 1e-300, 1e300}) {
+      SCOPED_TRACE(tau);
+      // (1e300 is beyond float range, which the attribute check may report before tau's range.)
+      const auto names_tau = [tau](const char* op) {
+        return ThrowsMessage<Error>(AllOf(HasSubstr(op), HasSubstr("tau"),
+                                          HasSubstr(tau > 1e38 ? "" : "[2^-126, 2^126]")));
+      };
+      EXPECT_THAT([&] { residual_add(a, a, tau); }, names_tau("residual_add"));
+      EXPECT_THAT([&] { residual_split(a, tau); }, names_tau("residual_split"));
+    }
+  }
+  Graph graph;
+  const Value a = graph.input("a", {2, 3});
+  for (const double tau : {0x1p-126, 0x1p126}) {
+    const Value y = residual_add(a, a, tau);
+    const Attributes& attrs = graph.nodes()[static_cast<std::size_t>(graph.info(y.id()).node)].attrs;
+    const double branch = attrs.get_double("residual_add", "alpha_residual");
+    const double skip = attrs.get_double("residual_add", "alpha_skip");
+    EXPECT_EQ(std::min(branch, skip), static_cast<double>(std::numeric_limits<float>::min())) << tau;
+    EXPECT_EQ(std::max(branch, skip), 1.0) << tau;
+    const ResidualSplit split = residual_split(a, tau);
+    EXPECT_EQ(split.branch.shape(), (Shape{2, 3}));
+  }
 }
 
 TEST(TauRuleErrors, BadArgumentsAreRejected) {

@@ -14,8 +14,7 @@
 #include "../support/op_check.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
-#include "unitscale/graph/builders/linear.hpp"
-#include "unitscale/graph/builders/softmax.hpp"
+#include "unitscale/ops/linear.hpp"
 #include "unitscale/graph/executor.hpp"
 
 namespace unitscale {
@@ -267,7 +266,7 @@ TEST(SoftmaxBuilder, RecordsMultAndConstraint) {
   EXPECT_EQ(y.shape(), (Shape{8, 1024}));
   const Attributes& attrs = g.nodes().back().attrs;
   EXPECT_DOUBLE_EQ(attrs.get_double("t", "mult"), 0.25);
-  EXPECT_EQ(attrs.get_string("t", "constraint"), "none");
+  EXPECT_EQ(attrs.get_enum_name("t", "constraint"), "none");
   EXPECT_NEAR(attrs.get_double("t", "beta_x"), 3842.134, 5e-4);
 }
 

@@ -63,6 +63,7 @@ class OpRun {
   OpRun(const OpDef& op, std::vector<std::optional<Tensor>> inputs, Attributes attrs,
         Scaling scaling = Scaling::kUnscaled)
       : op_(op), inputs_(std::move(inputs)), attrs_(std::move(attrs)) {
+    check_attributes(op.name, op.attributes, op.scales, attrs_);  // as Graph::apply does
     std::vector<const Shape*> shapes;
     std::vector<DType> dtypes;  // an absent input reads as f32, as in Graph::apply
     for (const auto& t : inputs_) {

@@ -56,7 +56,7 @@ std::int64_t attr_int(const Attributes& attrs, std::string_view op, std::string_
 }
 std::string attr_string(const Attributes& attrs, std::string_view op, std::string_view name,
                         std::string fallback) {
-  return attrs.has(name) ? attrs.get_string(op, name) : fallback;
+  return attrs.has(name) ? std::string(attrs.get_enum_name(op, name)) : fallback;
 }
 
 const RefTensor& need(std::string_view op, const RefInputs& in, std::size_t i) {
@@ -160,7 +160,10 @@ std::vector<RefTensor> ref_linear_named(std::string_view op, const RefInputs& in
   const RefTensor* b = maybe(in, 2);
   const Dims xd = dims_of(x.shape), wd = dims_of(w.shape);
   if (xd.empty() || wd.size() != 2 || wd[1] != xd.back()) fail(op, "bad shapes");
-  const std::int64_t fan_in = xd.back(), fan_out = wd[0], rows = x.numel() / fan_in;
+  // rows: the product of x's leading dims (not numel / fan_in, which divides by zero for in = 0,
+  // where y = α·b as in the op: an empty sum).
+  const std::int64_t fan_in = xd.back(), fan_out = wd[0];
+  const std::int64_t rows = product(xd, xd.size() - 1);
   if (b != nullptr && (b->shape.rank() != 1 || b->numel() != fan_out)) fail(op, "bad bias");
   const double alpha = attr_double(attrs, op, "alpha", 1.0);
   Dims yd = xd;
@@ -740,7 +743,9 @@ std::vector<RefTensor> ref_max(const RefInputs& in, const Attributes& attrs, con
     unravel(e, xd, index);
     index[axis] = 0;
     double& best = y[ravel(index, kept_dims)];
-    best = std::max(best, x[e]);
+    // As the op: NaN wins (std::max would let a NaN lose to an earlier number), and among equal
+    // values the first is kept (the sign of a zero).
+    if (x[e] > best || (std::isnan(x[e]) && !std::isnan(best))) best = x[e];
   }
   return {y};
 }
@@ -767,7 +772,7 @@ std::vector<RefTensor> ref_where(const RefInputs& in, const Attributes&, const R
 
 // cast into f32 (the only target whose values are smooth in x): y = x · scale.
 std::vector<RefTensor> ref_cast(const RefInputs& in, const Attributes& attrs, const RefContext&) {
-  if (attrs.get_string("cast", "dtype") != "f32") fail("cast", "the reference covers casts to f32");
+  if (attrs.get_enum_name("cast", "dtype") != "f32") fail("cast", "the reference covers casts to f32");
   const double scale = attrs.get_double("cast", "scale", 1.0);
   return {map_unary(need("cast", in, 0), [scale](double v) { return v * scale; })};
 }

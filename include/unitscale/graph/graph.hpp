@@ -1,7 +1,7 @@
 #pragma once
-// The op-graph IR. User code records nodes through the builder functions (graph/builders/*.hpp):
-// calling linear(x, w) on graph values checks the shapes and dtypes at once, appends a node and
-// returns its output value.
+// The op-graph IR. User code records nodes through the builder functions beside each op
+// (ops/*.hpp): calling linear(x, w) on graph values checks the shapes and dtypes at once, appends
+// a node and returns its output value.
 //
 // Passes edit a graph in place (see "Writing a pass" in docs/architecture.md): they record new
 // nodes with apply or the builders, rewire consumers with replace_uses / replace_input, and drop
@@ -111,7 +111,8 @@ class Graph {
   // rule's init-time scale assumes independent unit-variance inputs; when that is off (e.g.
   // correlated tokens in a deep residual stream) a measured scale can replace it. The backward
   // node, if autodiff has recorded it already, gets the same value. Throws if `v` is not a node
-  // output, the op has no such scale, or `value` is not finite and positive.
+  // output, the op has no such scale, or `value` is not finite and positive in float's normal
+  // range [FLT_MIN, FLT_MAX] (kernels read scales as float).
   void set_scale(Value v, std::string_view scale, double value);
 
   // The gradient autodiff recorded for `v` (absent if none): the most recent autodiff that

@@ -35,6 +35,8 @@
 
 #include <string_view>
 
+#include "unitscale/graph/graph.hpp"
+#include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/op_def.hpp"
 
 namespace unitscale {
@@ -44,12 +46,16 @@ extern const OpDef kGeluOp;
 extern const OpDef kSiluOp;
 extern const OpDef kSiluGluOp;
 
-// Which form of gelu to compute; stored in the "approximate" attribute as "none" / "tanh"
-// (PyTorch's names).
+// Which form of gelu to compute: gelu's "approximate" attribute, named "none" / "tanh" (PyTorch's
+// names).
 enum class GeluApproximation { kNone, kTanh };
 std::string_view gelu_approximation_name(GeluApproximation approximation);
 // Throws unitscale::Error naming gelu and the valid names for anything else.
 GeluApproximation gelu_approximation_from_name(std::string_view name);
+template <>
+struct EnumAttribute<GeluApproximation> {
+  static const EnumType& type();
+};
 
 // The kernels. Absent gradient views are skipped.
 void relu_forward(ConstTensorView x, TensorView y);
@@ -66,5 +72,40 @@ void silu_glu_forward(ConstTensorView x, ConstTensorView gate, TensorView y, flo
 void silu_glu_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView gate,
                        TensorView grad_x, TensorView grad_gate, float mult, float beta_x,
                        float beta_gate);
+
+
+// ------------------------------------------------------------------------------------------------
+// Builders for relu, gelu, silu and silu_glu.
+//
+//   Value h = gelu(x);                                                 // m = 1, to_output_scale
+//   Value h = gelu(x, {.mult = 0.25, .approximate = GeluApproximation::kTanh});
+//   Value h = silu(x, {.constraint = Constraint::kNone});
+//   Value h = silu_glu(up, gate, {.mult = 2.0});                       // SwiGLU core
+//   Value h = relu(x);                                                 // never scaled
+
+struct GeluOptions {
+  // u-μP's α_ffn-act: gelu(mult·x)/mult; must be positive.
+  double mult = 1.0;
+  GeluApproximation approximate = GeluApproximation::kNone;
+  // Over (α, β_x).
+  Constraint constraint = Constraint::kToOutputScale;
+};
+
+struct SiluOptions {
+  // x·σ(mult·x); must be positive.
+  double mult = 1.0;
+  // Over (α, β_x).
+  Constraint constraint = Constraint::kToOutputScale;
+};
+
+struct SiluGluOptions {
+  // x·gate·σ(mult·gate); must be positive.
+  double mult = 1.0;
+};
+
+Value relu(Value x);
+Value gelu(Value x, const GeluOptions& options = {});
+Value silu(Value x, const SiluOptions& options = {});
+Value silu_glu(Value x, Value gate, const SiluGluOptions& options = {});
 
 }  // namespace unitscale

@@ -41,6 +41,8 @@
 #include <string_view>
 
 #include "unitscale/ops/op_def.hpp"
+#include <optional>
+#include "unitscale/graph/graph.hpp"
 
 namespace unitscale {
 
@@ -49,6 +51,10 @@ enum class AttentionMask { kNone, kCausal };
 // "none" / "causal"; an unknown name throws unitscale::Error naming the op and the valid names.
 std::string_view attention_mask_name(AttentionMask mask);
 AttentionMask attention_mask_from_name(std::string_view name);
+template <>
+struct EnumAttribute<AttentionMask> {
+  static const EnumType& type();
+};
 
 extern const OpDef kScaledDotProductAttentionOp;  // inputs: q, k, v
 
@@ -69,5 +75,25 @@ void attention_forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, 
 void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorView k,
                         ConstTensorView v, TensorView grad_q, TensorView grad_k, TensorView grad_v,
                         const AttentionConfig& config, float beta_q, float beta_k, float beta_v);
+
+
+// ------------------------------------------------------------------------------------------------
+// Builder for scaled_dot_product_attention.
+// Logits use μP's 1/d_head scale times `mult` (u-μP's α_attn-softmax), not 1/√d_head.
+//
+//   Value o = scaled_dot_product_attention(q, k, v);                       // [..., s_q, d_v]
+//   Value o = scaled_dot_product_attention(q, k, v, {.mult = 4.0, .mask = AttentionMask::kCausal});
+//   Value o = scaled_dot_product_attention(q, k, v, {.dropout = 0.1, .seed = step});
+
+struct AttentionOptions {
+  double mult = 1.0;
+  AttentionMask mask = AttentionMask::kNone;
+  double dropout = 0.0;  // on the attention probabilities, in [0, 1); 0 in eval
+  // Picks the dropout mask, as for the dropout builder: without a seed, the node's position in
+  // the graph is used, so that two dropouts of one graph never share a mask by accident.
+  std::optional<std::int64_t> seed = std::nullopt;
+};
+
+Value scaled_dot_product_attention(Value q, Value k, Value v, const AttentionOptions& options = {});
 
 }  // namespace unitscale

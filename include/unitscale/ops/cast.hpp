@@ -27,6 +27,9 @@
 // is treated as the identity, so the gradient is the derivative of x · scale.
 
 #include "unitscale/ops/op_def.hpp"
+#include <cstdint>
+#include "unitscale/format/rounding.hpp"
+#include "unitscale/graph/graph.hpp"
 
 namespace unitscale {
 
@@ -34,5 +37,23 @@ extern const OpDef kCastOp;  // inputs: x
 
 // The kernel: `y` has the target dtype and x's shape.
 void cast_forward(ConstTensorView x, TensorView y, const Attributes& attrs, std::uint64_t step);
+
+
+// ------------------------------------------------------------------------------------------------
+// Builder for cast.
+//
+//   Value q = cast(x, DType::kE4M3FN);                                  // round to nearest, saturate
+//   Value q = cast(x, DType::kE5M2, {.rounding = Rounding::kStochastic, .seed = 7});
+//   Value d = cast(q, DType::kF32, {.scale = 0.25});                    // dequantise: q · 0.25
+//   Value f = cast(ids, DType::kF32);                                   // i32 ids as floats
+
+struct CastOptions {
+  Rounding rounding = Rounding::kNearestEven;
+  Overflow overflow = Overflow::kSaturate;
+  double scale = 1.0;       // y = convert(x · scale); finite and positive
+  std::int64_t seed = 0;    // stochastic rounding's stream
+};
+
+Value cast(Value x, DType to, const CastOptions& options = {});
 
 }  // namespace unitscale

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "unitscale/ops/attributes.hpp"
+
 namespace unitscale {
 
 enum class Constraint {
@@ -36,6 +38,10 @@ std::vector<double> apply_constraint(Constraint c, std::vector<double> scales);
 // unitscale::Error listing the valid ones.
 Constraint constraint_from_name(std::string_view name);
 std::string_view constraint_name(Constraint c);
+template <>
+struct EnumAttribute<Constraint> {
+  static const EnumType& type();
+};
 
 // LI(a, lo, hi) = lo^(1-a) · hi^a, the logarithmic interpolation used by the nonlinearity rules.
 double log_interpolate(double a, double lo, double hi);

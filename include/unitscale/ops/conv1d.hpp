@@ -26,7 +26,10 @@
 
 #include <cstdint>
 
+#include "unitscale/graph/graph.hpp"
+#include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/op_def.hpp"
+#include "unitscale/ops/scale_powers.hpp"
 
 namespace unitscale {
 
@@ -47,5 +50,27 @@ void conv1d_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView 
                      TensorView grad_x, TensorView grad_weight, TensorView grad_bias,
                      const Conv1dGeometry& geometry, float beta_x, float beta_weight,
                      float beta_bias);
+
+
+// ------------------------------------------------------------------------------------------------
+// Builder for conv1d.
+//
+//   Value h = conv1d(x, w);                                            // x [B, C_in, L]
+//   Value y = conv1d(x, w, {.bias = b, .padding = 5, .groups = 4});
+//   Value z = conv1d(x, w, {.stride = 2, .constraint = Constraint::kGMean});
+
+struct Conv1dOptions {
+  Value bias = {};
+  std::int64_t stride = 1;
+  std::int64_t padding = 0;  // zeros on both ends
+  std::int64_t dilation = 1;
+  std::int64_t groups = 1;
+  // Over (α, β_x), honoured as given; weight and bias gradient scales are never constrained.
+  Constraint constraint = Constraint::kToOutputScale;
+  // α = (C_in/g·k)^-alpha, β_x = (s·g/(C_out·k))^beta_x, β_W = β_b = (B·L_out)^-beta_weight.
+  ScalePowers scale_power = {};
+};
+
+Value conv1d(Value x, Value weight, const Conv1dOptions& options = {});
 
 }  // namespace unitscale

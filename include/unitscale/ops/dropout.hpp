@@ -24,6 +24,8 @@
 #include <string_view>
 
 #include "unitscale/ops/op_def.hpp"
+#include <optional>
+#include "unitscale/graph/graph.hpp"
 
 namespace unitscale {
 
@@ -33,6 +35,10 @@ enum class DropoutMode { kTraining, kEval };
 std::string_view dropout_mode_name(DropoutMode mode);  // "training" / "eval"
 // Throws unitscale::Error naming dropout and the valid names for anything else.
 DropoutMode dropout_mode_from_name(std::string_view name);
+template <>
+struct EnumAttribute<DropoutMode> {
+  static const EnumType& type();
+};
 
 // The seed a dropout node with seed `seed` uses at executor step `step`: `seed` itself at step 0
 // (so a graph's first run matches a direct dropout_forward call), an unrelated one at later steps.
@@ -53,5 +59,22 @@ void dropout_forward(ConstTensorView x, TensorView y, double p, std::uint64_t se
                      DropoutMode mode, float alpha);
 void dropout_backward(ConstTensorView grad_y, TensorView grad_x, double p, std::uint64_t seed,
                       DropoutMode mode, float beta);
+
+
+// ------------------------------------------------------------------------------------------------
+// Builder for dropout.
+//
+//   Value h = dropout(x, {.p = 0.1, .seed = 42});                     // training, unit-scaled
+//   Value h = dropout(x, {.p = 0.1, .mode = DropoutMode::kEval});     // √(1−p)·x when unit-scaled
+
+struct DropoutOptions {
+  double p = 0.0;  // drop probability, in [0, 1)
+  // The mask is a pure function of (seed, element index). Without a seed, the node's position in
+  // the graph is used, so that two dropouts of one graph never share a mask by accident.
+  std::optional<std::int64_t> seed = std::nullopt;
+  DropoutMode mode = DropoutMode::kTraining;
+};
+
+Value dropout(Value x, const DropoutOptions& options);
 
 }  // namespace unitscale

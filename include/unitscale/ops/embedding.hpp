@@ -14,6 +14,7 @@
 // below 2^24). The kernels validate each id (in [0, V)) and throw unitscale::Error naming the op,
 // the bad id, its position and V.
 
+#include "unitscale/graph/graph.hpp"
 #include "unitscale/ops/op_def.hpp"
 
 namespace unitscale {
@@ -24,5 +25,18 @@ extern const OpDef kEmbeddingOp;  // inputs: ids, table
 void embedding_forward(ConstTensorView ids, ConstTensorView table, TensorView y, float alpha);
 void embedding_backward(ConstTensorView grad_y, ConstTensorView ids, TensorView grad_table,
                         float beta_table);
+
+
+// ------------------------------------------------------------------------------------------------
+// Builder for embedding.
+//
+//   Value ids = graph.input("ids", {batch, seq}, DType::kI32);  // token ids
+//   Value table = graph.parameter("embedding", {vocab, d_model});
+//   Value h = embedding(ids, table);                       // [batch, seq, d_model]
+//
+// The ids are checked (integral, in [0, V)) when the graph runs, since their values are unknown
+// when the node is recorded; the table shape is checked at once.
+
+Value embedding(Value ids, Value table);
 
 }  // namespace unitscale

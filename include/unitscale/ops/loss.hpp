@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "unitscale/graph/graph.hpp"
 #include "unitscale/ops/op_def.hpp"
 
 namespace unitscale {
@@ -43,8 +44,12 @@ enum class Reduction {
 };
 
 std::string_view reduction_name(Reduction reduction);  // "mean", "sum"
-// Throws unitscale::Error naming `op` and listing the valid names.
-Reduction reduction_from_name(std::string_view name, std::string_view op);
+// Throws unitscale::Error listing the valid names.
+Reduction reduction_from_name(std::string_view name);
+template <>
+struct EnumAttribute<Reduction> {
+  static const EnumType& type();
+};
 
 inline constexpr std::int64_t kDefaultIgnoreIndex = -100;
 
@@ -57,7 +62,14 @@ double mse_loss_grad_scale();
 
 // Which factors the backward kernels apply: the true gradient (SP), or the unit-scaled gradient
 // that drops the forward-only multiplier and reduction factor.
+// The losses' "gradient" attribute ("true", "unit"), which their unit-scaling rule sets.
 enum class LossGradient { kTrue, kUnit };
+std::string_view loss_gradient_name(LossGradient gradient);
+LossGradient loss_gradient_from_name(std::string_view name);
+template <>
+struct EnumAttribute<LossGradient> {
+  static const EnumType& type();
+};
 
 // The kernels, for direct use and benchmarks. Logits and labels are viewed as [B, V] and [B]
 // (B = 1 for 1-D logits). Labels are validated before any output is written; a bad label throws
@@ -72,5 +84,32 @@ float mse_loss_forward(ConstTensorView a, ConstTensorView b, Reduction reduction
 void mse_loss_backward(ConstTensorView a, ConstTensorView b, float grad_loss, TensorView grad_a,
                        TensorView grad_b, Reduction reduction, LossGradient gradient, float beta_a,
                        float beta_b);
+
+
+// ------------------------------------------------------------------------------------------------
+// Builders for cross_entropy and mse_loss.
+//
+//   Value loss = cross_entropy(logits, labels);                      // mean over non-ignored rows
+//   Value loss = cross_entropy(logits, labels, {.mult = 0.5, .reduction = Reduction::kSum});
+//   Value loss = mse_loss(prediction, target);
+//
+// In a unit-scaled graph the gradients these return are the unit-scaled ones: the logits
+// gradient is (softmax(m·logits) − onehot)·V/√(V−1), without the ÷B and ×m of the true gradient;
+// mse's is 2(a − b)·8^-½ without the ÷numel. In an unscaled graph they are the true gradients.
+
+struct CrossEntropyOptions {
+  double mult = 1.0;  // α_loss-softmax: the loss is CE(softmax(mult · logits)); forward only
+  Reduction reduction = Reduction::kMean;
+  std::int64_t ignore_index = kDefaultIgnoreIndex;  // rows with this label add no loss, no grad
+};
+
+struct MseLossOptions {
+  Reduction reduction = Reduction::kMean;
+};
+
+// logits [B, V] with labels [B], or logits [V] with labels []; labels are i32 class ids.
+Value cross_entropy(Value logits, Value labels, const CrossEntropyOptions& options = {});
+// a and b of equal shapes.
+Value mse_loss(Value a, Value b, const MseLossOptions& options = {});
 
 }  // namespace unitscale

@@ -21,6 +21,8 @@
 // one (batch·M × K) · (K × N) GEMM forward and for both gradients (the Σ over the broadcast batch
 // of dR falls out of the tall GEMM).
 
+#include "unitscale/graph/graph.hpp"
+#include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/op_def.hpp"
 
 namespace unitscale {
@@ -33,5 +35,23 @@ void matmul_forward(ConstTensorView left, ConstTensorView right, TensorView out,
 void matmul_backward(ConstTensorView grad_out, ConstTensorView left, ConstTensorView right,
                      TensorView grad_left, TensorView grad_right, float beta_left,
                      float beta_right);
+
+
+// ------------------------------------------------------------------------------------------------
+// Builder for matmul.
+//
+//   Value scores = matmul(q, k_t);                                  // unit-scaled, to_output_scale
+//   Value y = matmul(x, w, {.constraint = Constraint::kNone});      // on a cut edge only
+//
+// Batch dims broadcast as in NumPy; the gradient scale of a broadcast operand accounts for the
+// batch matrices it is summed over.
+
+struct MatmulOptions {
+  // Over (α, β_left, β_right); every constraint applies, including to_left_grad_scale and
+  // to_right_grad_scale.
+  Constraint constraint = Constraint::kToOutputScale;
+};
+
+Value matmul(Value left, Value right, const MatmulOptions& options = {});
 
 }  // namespace unitscale

@@ -21,8 +21,13 @@
 // scales are never constrained). The op's unit_scale sets only "beta_weight" / "beta_bias"; the
 // kernels still honour an "alpha" / "beta_x" attribute if one is set.
 //
-// Attributes: "eps" (double, default 1e-5, must be ≥ 0 and finite).
+// Attributes: "eps" (double, default 1e-5, must be ≥ 0 and finite). Any such eps gives the
+// double-precision result rounded to float: a row whose var + ε is tiny (below 2^-100) has its
+// statistics recomputed in double, and one whose rstd (times α or β_x) is beyond float's range is
+// normalised in double, so rms_norm([1e-40]) with ε = 0 is 1 and a constant row with ε = 1e-100
+// gives x̂ = 0. With ε = 0, a row of zero variance is 0/0: its x̂, y and gradients are NaN.
 
+#include "unitscale/graph/graph.hpp"
 #include "unitscale/ops/op_def.hpp"
 
 namespace unitscale {
@@ -44,5 +49,29 @@ void rms_norm_forward(ConstTensorView x, ConstTensorView weight, TensorView y, d
 void rms_norm_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView weight,
                        TensorView grad_x, TensorView grad_weight, double eps, float beta_x,
                        float beta_weight);
+
+
+// ------------------------------------------------------------------------------------------------
+// Builders for layer_norm and rms_norm over the last dimension. Affine parameters are off by
+// default (the u-μP design default); pass a weight (and for layer_norm a bias) of shape [d] to
+// turn them on.
+//
+//   Value h = rms_norm(x);                                       // no affine
+//   Value h = layer_norm(x, {.weight = gain, .bias = shift});    // affine, eps 1e-5
+//   Value h = rms_norm(x, {.weight = gain, .eps = 1e-6});
+
+struct LayerNormOptions {
+  Value weight = {};  // [d], optional
+  Value bias = {};    // [d], optional
+  double eps = kDefaultNormEps;
+};
+
+struct RmsNormOptions {
+  Value weight = {};  // [d], optional
+  double eps = kDefaultNormEps;
+};
+
+Value layer_norm(Value x, const LayerNormOptions& options = {});
+Value rms_norm(Value x, const RmsNormOptions& options = {});
 
 }  // namespace unitscale

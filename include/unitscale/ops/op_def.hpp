@@ -67,6 +67,8 @@ struct OpDef {
   std::vector<std::string_view> inputs;
   // One name per output (the printer and the backward op's "grad_<name>" inputs).
   std::vector<std::string_view> outputs = {"y"};
+  // The attributes the op takes besides its scales (Graph::apply rejects any other name).
+  std::vector<AttributeSpec> attributes = {};
   // The unit scales the op's kernels (forward and backward) read; empty: the op has none.
   std::vector<std::string_view> scales = {};
   // input_dtypes[i]: the dtypes input i accepts (Graph::apply rejects others, naming the input).

@@ -21,12 +21,14 @@
 // residual_split is a plain fork (dx = g_b + g_s) whatever τ is, as in spec §11 ("the plain
 // residual is x + f(x)"). τ is still validated.
 //
-// Attributes: "tau" (double, required, finite and ≥ 0). Resolved scales: "alpha_residual",
+// Attributes: "tau" (double, required, in [2^-126, 2^126] so that both weights are positive normal
+// floats; τ = 0 would make a weight 0, which is not a unit scale). Resolved scales: "alpha_residual",
 // "alpha_skip" (residual_add) and "beta_branch", "beta_skip" (residual_split, named after the
 // output whose gradient they weight). An output gradient that is absent counts as zero.
 
 #include <vector>
 
+#include "unitscale/graph/graph.hpp"
 #include "unitscale/ops/op_def.hpp"
 
 namespace unitscale {
@@ -66,5 +68,25 @@ void residual_add_forward(ConstTensorView residual, ConstTensorView skip, Tensor
 // unitscale::Error if layers < 1, residual_mult < 0 or residual_attn_ratio < 0 (or not finite).
 std::vector<double> transformer_residual_scaling_rule(int layers, double residual_mult = 1.0,
                                                       double residual_attn_ratio = 1.0);
+
+
+// ------------------------------------------------------------------------------------------------
+// Builders for residual_split and residual_add.
+// A residual block with branch f and std ratio τ (from transformer_residual_scaling_rule):
+//
+//   auto [branch, skip] = residual_split(x, tau);
+//   Value y = residual_add(f(branch), skip, tau);    // unit graphs: (τ·f(x) + x)/√(1+τ²)
+//                                                    // unscaled graphs: f(x) + x
+//
+// `branch` must feed f and `skip` the add; in an unscaled graph the two outputs are the same plain
+// fork, in a unit-scaled one they weight the backward pass differently.
+
+struct ResidualSplit {
+  Value branch;  // feeds the residual branch f
+  Value skip;    // feeds residual_add's skip input
+};
+
+ResidualSplit residual_split(Value x, double tau);
+Value residual_add(Value residual, Value skip, double tau);
 
 }  // namespace unitscale

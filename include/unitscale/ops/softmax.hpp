@@ -13,6 +13,8 @@
 // then the constraint over (α, β), default to_output_scale. At m = 1, α = β (n^0.9). The model is
 // rough at m = 1 (measured output RMS ≈ 0.83 at n = 1024), accurate for small m.
 
+#include "unitscale/graph/graph.hpp"
+#include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/op_def.hpp"
 
 namespace unitscale {
@@ -23,5 +25,21 @@ void softmax_forward(ConstTensorView x, TensorView y, float mult, float alpha);
 // y is the (scaled) forward output and alpha the scale it was computed with.
 void softmax_backward(ConstTensorView grad_y, ConstTensorView y, TensorView grad_x, float mult,
                       float alpha, float beta);
+
+
+// ------------------------------------------------------------------------------------------------
+// Builder for softmax over the last dimension.
+//
+//   Value p = softmax(logits);                                        // m = 1, to_output_scale
+//   Value p = softmax(logits, {.mult = 0.25, .constraint = Constraint::kNone});
+
+struct SoftmaxOptions {
+  // softmax(mult·x); must be positive.
+  double mult = 1.0;
+  // Over (α, β_x).
+  Constraint constraint = Constraint::kToOutputScale;
+};
+
+Value softmax(Value x, const SoftmaxOptions& options = {});
 
 }  // namespace unitscale

@@ -13,6 +13,8 @@ namespace unitscale {
 class Shape {
  public:
   Shape() = default;
+  // Throws unitscale::Error if a dimension is negative or the product of the non-zero dimensions
+  // does not fit in int64 (so numel(), outer() and any partial product never overflow).
   Shape(std::initializer_list<std::int64_t> dims);
   explicit Shape(std::vector<std::int64_t> dims);
 
