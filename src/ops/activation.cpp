@@ -10,6 +10,7 @@
 
 #include "ops/activation_kernels.hpp"
 #include "ops/pointwise_common.hpp"
+#include "ops/scale_rule_helpers.hpp"
 #include "unitscale/error.hpp"
 
 namespace unitscale {

@@ -7,7 +7,7 @@
 #include <cstring>
 #include <fmt/format.h>
 
-#include "ops/pointwise_common.hpp"
+#include "ops/scale_rule_helpers.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/gemm.hpp"

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ops/pointwise_common.hpp"
+#include "ops/scale_rule_helpers.hpp"
 #include "ops/reduce_kernels.hpp"
 #include "unitscale/error.hpp"
 #include <string>

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <fmt/format.h>
 
-#include "ops/pointwise_common.hpp"
+#include "ops/scale_rule_helpers.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/gemm.hpp"

@@ -1,7 +1,6 @@
 #pragma once
 // Private helpers shared by the pointwise op families (elementwise, activation, softmax, dropout):
-// when to go parallel, how work is split over threads, how the SIMD kernel table is picked, how a
-// `mult` is validated, and how a constraint is applied so that its errors name the op.
+// when to go parallel, how work is split over threads, how the SIMD kernel table is picked.
 
 #include <fmt/format.h>
 #include <omp.h>
@@ -15,8 +14,6 @@
 #include "ops/parallel.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/format/detail/simd_level.hpp"
-#include "unitscale/ops/attributes.hpp"
-#include "unitscale/ops/constraint.hpp"
 
 namespace unitscale::detail {
 
@@ -69,31 +66,6 @@ const Table& table_for_active_level(const Table& avx512, const Table& avx2, cons
       break;
   }
   return scalar;
-}
-
-// The op's "mult" attribute (default 1), which must be finite and positive: the rules divide by it
-// and take its logarithm.
-inline double mult_of(std::string_view op, const Attributes& attrs) {
-  const double mult = attrs.get_double(op, "mult", 1.0);
-  if (!std::isfinite(mult) || mult <= 0) {
-    throw Error(fmt::format("{}: mult must be finite and positive, got {}", op, mult));
-  }
-  return mult;
-}
-
-// Applies the node's "constraint" attribute (default `fallback`) to `scales`, rethrowing arity
-// errors (matmul's left/right constraints on a unary op) with the op's name in front.
-inline std::vector<double> constrain(std::string_view op, const Attributes& attrs,
-                                     std::vector<double> scales,
-                                     Constraint fallback = Constraint::kToOutputScale) {
-  try {
-    return apply_constraint(attrs.get_enum<Constraint>(op, "constraint", fallback),
-                            std::move(scales));
-  } catch (const Error& e) {
-    const std::string_view what = e.what();
-    if (what.starts_with(op)) throw;
-    throw Error(fmt::format("{}: {}", op, what));
-  }
 }
 
 }  // namespace unitscale::detail

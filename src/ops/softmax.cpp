@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "ops/pointwise_common.hpp"
+#include "ops/scale_rule_helpers.hpp"
 #include "ops/row_kernels.hpp"
 #include "unitscale/error.hpp"
 #include <string>
