@@ -26,7 +26,7 @@ inline constexpr int kNegative = 1;
 
 // FP32 -> code. The names describe FP32 bit fields: a finite FP32 magnitude u with biased exponent
 // field e32 is extended to ((E + 127) << 23) | fraction, E its true exponent, which also covers
-// FP32 subnormals once they are normalised (spec/formats.md §5).
+// FP32 subnormals once they are normalised (docs/formats.md).
 struct EncodeParams {
   ScaleStep scale_step = ScaleStep::kNone;
   float scale = 1.0f;          // the divisor (kDivide), also the decode factor of fake_quantize
@@ -56,7 +56,7 @@ struct EncodeParams {
   // A signed format without -0 (fnuz): a negative value that rounds to zero gives +0.
   bool zero_is_unsigned = false;
 
-  // Special results, indexed by kPositive / kNegative (spec/formats.md §4.1).
+  // Special results, indexed by kPositive / kNegative (docs/formats.md).
   std::uint32_t zero_code[2] = {};      // ±0 input under kUp / kDown, which would move it
   std::uint32_t overflow_code[2] = {};  // finite overflow under Overflow::kNonFinite
   std::uint32_t infinity_code[2] = {};  // ±Inf input under Overflow::kNonFinite

@@ -5,7 +5,7 @@
 // UNITSCALE_BULK_LANES. Everything here lives in an anonymous namespace so that no function
 // compiled with AVX-512 can be picked by the linker for portable code.
 //
-// Encoding follows spec/formats.md §5: NaN and Inf are recognised before any integer arithmetic,
+// Encoding follows docs/formats.md: NaN and Inf are recognised before any integer arithmetic,
 // FP32 subnormals are normalised with an exact int -> float conversion where they can matter
 // (never FP32 subnormal arithmetic, so FTZ/DAZ cannot change a result), the target exponent is
 // rebiased by one integer add, and one rounding shift produces the code with the mantissa carry

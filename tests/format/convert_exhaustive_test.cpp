@@ -1,4 +1,4 @@
-// Exhaustive FP32 -> low-precision conversion test (spec/formats.md §4, §9): every one of the 2^32
+// Exhaustive FP32 -> low-precision conversion test (docs/formats.md): every one of the 2^32
 // float32 bit patterns is converted by the library and compared with an independent reference.
 //
 // The reference never uses the library's bit tricks. From the spec's §3 decoding formula it lists

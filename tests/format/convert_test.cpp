@@ -1,4 +1,4 @@
-// Scalar conversion semantics (spec/formats.md §4, §5 "double rounding", §8 pitfalls 3 and 6, §9).
+// Scalar conversion semantics (docs/formats.md).
 //
 // Two kinds of expectation, neither computed by the library:
 //  - explicit rows written out from the truth table (§4.1), the threshold table (§4.2), the

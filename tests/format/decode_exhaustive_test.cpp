@@ -1,4 +1,4 @@
-// Exhaustive decoding test (spec/formats.md §1, §3, §9): every code of every catalogue format is
+// Exhaustive decoding test (docs/formats.md): every code of every catalogue format is
 // decoded by the library - the scalar codec, the storage types' conversions to float and the bulk
 // API - and compared with an independent rational decoder written here from §3's formulas, with
 // values n·2^k held exactly in long double. The special codes, the limits found by scanning all

@@ -1,6 +1,6 @@
 // FormatSpec descriptors, the limits derived from them, and format names.
 //
-// Every expected number below is written out from the tables of spec/formats.md §1 (not computed
+// Every expected number below is written out from the tables of docs/formats.md (not computed
 // from the descriptors), so a wrong descriptor or a wrong derivation shows up here.
 
 #include "unitscale/format/format_spec.hpp"

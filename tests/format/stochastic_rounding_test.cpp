@@ -1,4 +1,4 @@
-// Stochastic rounding (spec/formats.md §6, §9).
+// Stochastic rounding (docs/formats.md).
 //
 // The rule under test: with r discarded bits t and R random bits rho (R defaults to min(r, 32)),
 //   t_R = t · 2^(R - r)                    if R >= r

@@ -89,7 +89,8 @@ TEST(ActivationValues, MatchDefinitions) {
   }
 }
 
-// spec/unit_scaling.md §4, "Constants at the defaults" (raw rule values, before the constraint).
+// The rules' constants at the defaults (docs/unit_scaling.md) (raw rule values, before the
+// constraint).
 double scale_attr(const OpDef& op, const Attributes& attrs, const char* name, int inputs = 1) {
   std::vector<std::optional<Tensor>> tensors(static_cast<std::size_t>(inputs), Tensor(Shape{2}));
   OpRun run(op, tensors, attrs, Scaling::kUnit);
@@ -160,7 +161,8 @@ TEST(ActivationScales, ScaledEqualsScalesTimesUnscaled) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Statistics (spec/unit_scaling.md §5): N(0,1) inputs and output gradients, 2^16 elements.
+// Statistics (targets measured with the unit-scaling reference library, arXiv 2303.11257): N(0,1)
+// inputs and output gradients, 2^16 elements.
 // ---------------------------------------------------------------------------------------------
 struct Measured {
   double out, grad, grad_gate = 0;

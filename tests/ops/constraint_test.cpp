@@ -16,7 +16,7 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::ThrowsMessage;
 
-// spec/unit_scaling.md §3: the exact test vector (12.75, 55, 0.001).
+// The reference library's constraint test vector (12.75, 55, 0.001).
 const std::vector<double> kSpecScales = {12.75, 55.0, 0.001};
 
 TEST(ConstraintValue, GeometricMeanMatchesSpecVector) {

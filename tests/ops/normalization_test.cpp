@@ -337,8 +337,9 @@ TEST(NormalizationScales, ParameterGradsAreBetaTimesUnscaled) {
   EXPECT_DOUBLE_EQ(layer_norm_bias_only.attrs().get_double("t", "beta_bias"), 1 / std::sqrt(12.0));
 }
 
-// spec/unit_scaling.md §5: layer_norm (affine) out 1.003, x 1.002, w 1.01; rms_norm (affine)
-// out 1.013, x 1.009, w 0.981. The affine parameters start at their module init (w = 1, b = 0).
+// Targets measured with the unit-scaling reference library (arXiv 2303.11257): layer_norm (affine)
+// out 1.003, x 1.002, w 1.01; rms_norm (affine) out 1.013, x 1.009, w 0.981. The affine parameters
+// start at their module init (w = 1, b = 0).
 TEST(NormalizationStatistics, AffineHitsSpecTargets) {
   std::mt19937 rng(4);
   const Shape shape{256, 1024};

@@ -157,8 +157,9 @@ double scale_attr(std::int64_t n, double mult, std::string_view constraint, cons
   return run.attrs().get_double("t", name);
 }
 
-// spec/unit_scaling.md §4, "Constants at the defaults". The table gives each rule's own value,
-// i.e. constraint none; at m = 1 the two coincide (n^0.9), so the constraint does not matter there.
+// The rules' constants at the defaults (docs/unit_scaling.md). The table gives each rule's own
+// value, i.e. constraint none; at m = 1 the two coincide (n^0.9), so the constraint does not matter
+// there.
 TEST(SoftmaxScales, SpecConstants) {
   const std::pair<std::int64_t, double> at_m1[] = {
       {64, 42.2243}, {256, 147.0334}, {1024, 512.0}, {4096, 1782.888}};
@@ -202,9 +203,9 @@ TEST(SoftmaxScales, ScaledEqualsScalesTimesUnscaled) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Statistics. spec/unit_scaling.md §5: the rule is accurate for small m, so the test is at m = ¼
-// over four sizes: output RMS and gradient RMS 1 ± 0.1 with constraint none. Inputs and output
-// gradients are N(0,1); each case uses 2^18 elements.
+// Statistics (targets measured with the unit-scaling reference library, arXiv 2303.11257): the rule
+// is accurate for small m, so the test is at m = ¼ over four sizes: output RMS and gradient RMS 1 ±
+// 0.1 with constraint none. Inputs and output gradients are N(0,1); each case uses 2^18 elements.
 // ---------------------------------------------------------------------------------------------
 struct Measured {
   double out_rms, grad_rms;

@@ -13,7 +13,7 @@
 // see detail/simd_level.hpp), and independent of the thread count. Spans above 64K elements are
 // split over the OpenMP threads.
 //
-// Training quantisers default to round-to-nearest-even with saturation (spec/formats.md §4).
+// Training quantisers default to round-to-nearest-even with saturation (docs/formats.md).
 
 #include <cstdint>
 #include <span>

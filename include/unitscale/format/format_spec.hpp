@@ -6,7 +6,7 @@
 // fake-quantisation can simulate formats chosen from a config (E5M10, odd biases, ...).
 //
 // Code layout, most significant bit first:  [sign: 0 or 1 bit][exponent: E bits][mantissa: M bits]
-// Decoding (spec/formats.md §3), with exponent field e and mantissa field f:
+// Decoding (docs/formats.md), with exponent field e and mantissa field f:
 //   e == 0 and the format has subnormals:  (-1)^s · f · 2^(1 - bias - M)
 //   otherwise:                             (-1)^s · (2^M + f) · 2^(e - bias - M)
 // after the special codes of the format's NonFiniteEncoding have been taken out.
@@ -125,7 +125,7 @@ struct FormatSpec {
   }
 };
 
-// The catalogue (spec/formats.md §1).
+// The catalogue (docs/formats.md).
 inline constexpr FormatSpec kFloat8E4M3FN{4, 3, 7, true, NonFiniteEncoding::kNanAllOnes,
                                           ZeroEncoding::kSigned};
 inline constexpr FormatSpec kFloat8E5M2{5, 2, 15, true, NonFiniteEncoding::kIeee,

@@ -1,7 +1,7 @@
 #pragma once
-// Pointwise activations (spec/unit_scaling.md §4). m is the op's `mult` (u-μP's α_ffn-act,
-// default 1, must be positive); σ is the logistic sigmoid, Φ and φ the standard normal CDF and
-// density. Forward and backward side by side (g = ∂L/∂y):
+// Pointwise activations (arXiv 2303.11257; rules in docs/unit_scaling.md). m is the op's `mult`
+// (u-μP's α_ffn-act, default 1, must be positive); σ is the logistic sigmoid, Φ and φ the standard
+// normal CDF and density. Forward and backward side by side (g = ∂L/∂y):
 //
 //   relu:      y = max(x, 0)                    dx = g · [x > 0]
 //   gelu:      y = α · gelu(m·x)/m = α · x·Φ(m·x)

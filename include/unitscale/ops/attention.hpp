@@ -1,5 +1,6 @@
 #pragma once
-// scaled_dot_product_attention (spec/unit_scaling.md §4), with μP's 1/d logit scale.
+// scaled_dot_product_attention (arXiv 2303.11257; rules in docs/unit_scaling.md), with μP's 1/d
+// logit scale.
 //
 // q [..., s_q, d], k [..., s_k, d], v [..., s_k, d_v] with identical leading (batch, head) dims;
 // y [..., s_q, d_v]. Per slice of the leading dims, with m = "mult":
@@ -26,8 +27,8 @@
 // Dropout (on the attention probabilities, inverted ×1/(1−p)) uses the dropout op's seeded,
 // counter-based mask (ops/dropout.hpp): element e of the flattened [..., s_q, s_k] probabilities is
 // kept iff dropout_keeps(seed, e, p). So attention dropout equals dropout(P) with the same seed,
-// and the backward regenerates the mask instead of storing it; in a graph the seed advances with the
-// executor's step exactly as the dropout op's does. In eval use p = 0.
+// and the backward regenerates the mask instead of storing it; in a graph the seed advances with
+// the executor's step exactly as the dropout op's does. In eval use p = 0.
 //
 // Memory: the backward recomputes S and P from q and k instead of keeping the [..., s_q, s_k]
 // probabilities as a saved output, trading one extra q·kᵀ GEMM and softmax for

@@ -1,5 +1,6 @@
 #pragma once
-// Unit-scaling constraints (spec/unit_scaling.md §3) and the scaling mode of a graph.
+// Unit-scaling constraints (arXiv 2303.11257; docs/unit_scaling.md) and the scaling mode of a
+// graph.
 //
 // A unit-scaled op has a forward scale α and a backward scale β per input. Where gradient paths
 // meet again (residual forks, shared inputs) the ratios β/α must agree, so by default the scales

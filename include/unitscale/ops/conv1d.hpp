@@ -1,6 +1,6 @@
 #pragma once
-// conv1d (spec/unit_scaling.md §4), a 1-D convolution (cross-correlation, as in PyTorch) with zero
-// padding, stride s, dilation d and g groups:
+// conv1d (arXiv 2303.11257; rules in docs/unit_scaling.md), a 1-D convolution (cross-correlation,
+// as in PyTorch) with zero padding, stride s, dilation d and g groups:
 //
 //   x [..., C_in, L], W [C_out, C_in/g, k], b [C_out] (optional)  ->  y [..., C_out, L_out]
 //   L_out = ⌊(L + 2·padding − d·(k − 1) − 1) / s⌋ + 1

@@ -1,6 +1,7 @@
 #pragma once
-// dropout(p) (spec/unit_scaling.md §4), seeded and reproducible. With keep_i ∈ {0, 1} the mask
-// (keep_i = 1 with probability 1 − p), forward and backward side by side (g = ∂L/∂y):
+// dropout(p) (arXiv 2303.11257; rules in docs/unit_scaling.md), seeded and reproducible. With
+// keep_i ∈ {0, 1} the mask (keep_i = 1 with probability 1 − p), forward and backward side by side
+// (g = ∂L/∂y):
 //
 //   training:  y_i = α · keep_i · x_i / (1 − p)      dx_i = β · keep_i · g_i / (1 − p)
 //   eval:      y_i = α · x_i                         dx_i = β · g_i

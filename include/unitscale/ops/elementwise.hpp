@@ -1,7 +1,7 @@
 #pragma once
 // Elementwise binary ops with NumPy broadcasting, and the scaled-edge primitive
-// (spec/unit_scaling.md §2, §4). Shapes align from the right; a dimension of size 1 (or a
-// missing one) is repeated to match the other operand.
+// (arXiv 2303.11257; rules in docs/unit_scaling.md). Shapes align from the right; a dimension of
+// size 1 (or a missing one) is repeated to match the other operand.
 //
 //   forward                                      backward (g = ∂L/∂out, Σ↓a = sum over the
 //                                                          dimensions that broadcast a)

@@ -1,5 +1,5 @@
 #pragma once
-// linear and linear_readout (spec/unit_scaling.md §4):
+// linear and linear_readout (arXiv 2303.11257; rules in docs/unit_scaling.md):
 //
 //   y = α · (x · Wᵀ + b)        x [..., in], W [out, in], b [out] (optional), y [..., out]
 //

@@ -1,13 +1,14 @@
 #pragma once
-// matmul (spec/unit_scaling.md §4, with the batch-aware β of §12 item 6):
+// matmul (arXiv 2303.11257, with a batch-aware β; rules in docs/unit_scaling.md):
 //
 //   forward                                   backward (g = ∂loss/∂out)
 //   out[..., M, N] = α · L[..., M, K] · R[..., K, N]
 //                                             dL = β_L · Σ_broadcast g · Rᵀ
 //                                             dR = β_R · Σ_broadcast Lᵀ · g
 //
-// The batch dims (all but the last two) broadcast as in NumPy; either operand may be 2-D. Σ_broadcast
-// sums the per-batch products over the output batch matrices that one matrix of the operand fed.
+// The batch dims (all but the last two) broadcast as in NumPy; either operand may be 2-D.
+// Σ_broadcast sums the per-batch products over the output batch matrices that one matrix of the
+// operand fed.
 //
 // Unit-scaling rule, in the i.i.d. N(0,1) model: an output element sums K products, an element of
 // g·Rᵀ sums N, and a gradient of an operand broadcast over b batch matrices sums b times as many.

@@ -1,9 +1,10 @@
 #pragma once
-// layer_norm and rms_norm over the last dimension (spec/unit_scaling.md §4), with an optional
-// elementwise affine weight w [d] (and bias b [d] for layer_norm). Rows are x[r, :], d = x.dim(-1),
-// B = numel(x) / d rows share the affine parameters. Statistics are accumulated in vectorised float
-// lanes over the centred row and in double across blocks of the row and across rows: accurate to
-// float precision even for rows with a large common offset (see normalization.cpp).
+// layer_norm and rms_norm over the last dimension (arXiv 2303.11257; rules in
+// docs/unit_scaling.md), with an optional elementwise affine weight w [d] (and bias b [d] for
+// layer_norm). Rows are x[r, :], d = x.dim(-1), B = numel(x) / d rows share the affine parameters.
+// Statistics are accumulated in vectorised float lanes over the centred row and in double across
+// blocks of the row and across rows: accurate to float precision even for rows with a large common
+// offset (see normalization.cpp).
 //
 //   layer_norm                                      backward (g = dL/dy)
 //     μ = mean(x),  rstd = 1/√(var(x) + ε)            ĝ = g·w   (g when there is no weight)

@@ -1,5 +1,6 @@
 #pragma once
-// residual_split and residual_add (spec/unit_scaling.md §4, §6): delayed residual scaling.
+// residual_split and residual_add (arXiv 2303.11257, with the residual τ rule of u-μP, arXiv
+// 2407.17465): delayed residual scaling.
 //
 // A unit-scaled residual block computes  x → (τ·f(x) + x)/√(1+τ²),  τ = std ratio of branch to
 // skip, as
@@ -22,9 +23,10 @@
 // residual is x + f(x)"). τ is still validated.
 //
 // Attributes: "tau" (double, required, in [2^-126, 2^126] so that both weights are positive normal
-// floats; τ = 0 would make a weight 0, which is not a unit scale). Resolved scales: "alpha_residual",
-// "alpha_skip" (residual_add) and "beta_branch", "beta_skip" (residual_split, named after the
-// output whose gradient they weight). An output gradient that is absent counts as zero.
+// floats; τ = 0 would make a weight 0, which is not a unit scale). Resolved scales:
+// "alpha_residual", "alpha_skip" (residual_add) and "beta_branch", "beta_skip" (residual_split,
+// named after the output whose gradient they weight). An output gradient that is absent counts as
+// zero.
 
 #include <vector>
 

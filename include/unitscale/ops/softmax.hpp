@@ -1,7 +1,7 @@
 #pragma once
-// softmax along the last dimension (spec/unit_scaling.md §4), with mult m (u-μP's α_attn-softmax
-// when used on attention logits; must be positive). With s = softmax(m·x) over each row of n
-// elements, forward and backward side by side (g = ∂L/∂y):
+// softmax along the last dimension (arXiv 2303.11257; rules in docs/unit_scaling.md), with mult m
+// (u-μP's α_attn-softmax when used on attention logits; must be positive). With s = softmax(m·x)
+// over each row of n elements, forward and backward side by side (g = ∂L/∂y):
 //
 //   y = α · s                          dx = β · m · s ⊙ (g − Σ_j s_j·g_j)
 //

@@ -2,7 +2,7 @@
 // The scalar reference codec: exact decoding of a code to float, and correctly rounded encoding
 // of a float or double into any FormatSpec under any Rounding and Overflow policy.
 //
-// This is the one place where the conversion semantics of spec/formats.md §4 are written down in
+// This is the one place where the conversion semantics of docs/formats.md are written down in
 // code. It favours clarity over speed (the bulk SIMD kernels use the integer bias-add trick instead
 // and are tested bit-for-bit against this). Everything here is constexpr, so limits and lookup
 // tables are computed at compile time from the descriptors.
