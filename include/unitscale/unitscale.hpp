@@ -9,5 +9,6 @@
 #include "unitscale/error.hpp"
 #include "unitscale/format.hpp"
 #include "unitscale/graph.hpp"
+#include "unitscale/nn.hpp"
 #include "unitscale/ops.hpp"
 #include "unitscale/tensor.hpp"
