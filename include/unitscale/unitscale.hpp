@@ -11,4 +11,5 @@
 #include "unitscale/graph.hpp"
 #include "unitscale/nn.hpp"
 #include "unitscale/ops.hpp"
+#include "unitscale/optim.hpp"
 #include "unitscale/tensor.hpp"

@@ -155,6 +155,14 @@ std::vector<Value> Graph::apply(const OpDef& op, std::span<const Value> inputs, 
     check_unit_scales(op, shapes, attrs);
   }
   std::vector<std::optional<Shape>> optional_shapes(output_shapes.begin(), output_shapes.end());
+  // An output that updates an absent optional input in place (SGD without a momentum buffer)
+  // is absent too.
+  for (std::size_t o = 0; o < op.in_place.size() && o < optional_shapes.size(); ++o) {
+    const int i = op.in_place[o];
+    if (i >= 0 && static_cast<std::size_t>(i) < inputs.size() && !inputs[i].present()) {
+      optional_shapes[o].reset();
+    }
+  }
   return apply_with_shapes(op, inputs, std::move(attrs), optional_shapes, -1, output_dtypes);
 }
 

@@ -79,6 +79,7 @@ struct OpDef {
   // in_place[o]: the input whose storage output o overwrites (an update op: a state value, see
   // Graph::state), or -1; outputs past the end are not in place. The kernel then gets the same
   // memory as that input and output, and the executor keeps the result as the state's new value.
+  // When that input is an absent optional one, the output is absent.
   std::vector<int> in_place = {};
   InferShapesFn infer_shapes = nullptr;  // null only for derived backward ops and autodiff's own
   UnitScaleFn unit_scale = nullptr;      // null: the op has no scales of its own
