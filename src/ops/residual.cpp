@@ -150,10 +150,11 @@ std::vector<double> transformer_residual_scaling_rule(int layers, double residua
   if (layers < 1) {
     throw Error(fmt::format("transformer_residual_scaling_rule: layers must be >= 1, got {}", layers));
   }
-  if (!(residual_mult >= 0.0) || !std::isfinite(residual_mult) || !(residual_attn_ratio >= 0.0) ||
+  if (!(residual_mult > 0.0) || !std::isfinite(residual_mult) || !(residual_attn_ratio > 0.0) ||
       !std::isfinite(residual_attn_ratio)) {
     throw Error(fmt::format("transformer_residual_scaling_rule: residual_mult ({}) and "
-                            "residual_attn_ratio ({}) must be finite and >= 0",
+                            "residual_attn_ratio ({}) must be finite and > 0 (a zero gives "
+                            "branches tau = 0, which residual_split/residual_add refuse)",
                             residual_mult, residual_attn_ratio));
   }
   const double ratio_sq = residual_attn_ratio * residual_attn_ratio;

@@ -394,6 +394,11 @@ TEST(TauRuleErrors, BadArgumentsAreRejected) {
               ThrowsMessage<Error>(HasSubstr("transformer_residual_scaling_rule")));
   EXPECT_THAT([] { transformer_residual_scaling_rule(2, 1.0, std::numeric_limits<double>::infinity()); },
               ThrowsMessage<Error>(HasSubstr("transformer_residual_scaling_rule")));
+  // A zero hyperparameter gives τ = 0 branches, which the residual ops refuse: refused here.
+  EXPECT_THAT([] { transformer_residual_scaling_rule(2, 0.0); },
+              ThrowsMessage<Error>(HasSubstr("must be finite and > 0")));
+  EXPECT_THAT([] { transformer_residual_scaling_rule(2, 1.0, 0.0); },
+              ThrowsMessage<Error>(HasSubstr("must be finite and > 0")));
 }
 
 TEST(ResidualBuilders, RecordScalesInUnitGraphsOnly) {

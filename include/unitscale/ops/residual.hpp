@@ -52,7 +52,8 @@ void residual_split_backward(ConstTensorView grad_branch, ConstTensorView grad_s
 void residual_add_forward(ConstTensorView residual, ConstTensorView skip, TensorView y,
                           float alpha_residual, float alpha_skip);
 
-// The u-μP residual τ rule (spec §6, "transformer_residual_scaling_rule"). Returns τ_0 … τ_{2L−1}
+// The u-μP residual τ rule (arXiv 2407.17465, its reference library's
+// transformer_residual_scaling_rule). Returns τ_0 … τ_{2L−1}
 // for a stack of `layers` = L transformer layers whose 2L branches alternate attention (even i)
 // and MLP (odd i):
 //
@@ -65,9 +66,11 @@ void residual_add_forward(ConstTensorView residual, ConstTensorView skip, Tensor
 // has unit variance, and with both hyperparameters 1 the embedding, the attention branches and
 // the MLP branches each hold ⅓ of its variance.
 //
-// The spec's reference signature is (residual_mult = 1, residual_attn_ratio = 1, layers); C++
-// cannot default parameters before a required one, so `layers` comes first here. Throws
-// unitscale::Error if layers < 1, residual_mult < 0 or residual_attn_ratio < 0 (or not finite).
+// The reference signature is (residual_mult = 1, residual_attn_ratio = 1, layers); C++ cannot
+// default parameters before a required one, so `layers` comes first here. Throws
+// unitscale::Error if layers < 1, or residual_mult or residual_attn_ratio is not finite and
+// positive: a zero would give branches τ = 0, which the residual ops refuse (a weight of 0 is not
+// a unit scale).
 std::vector<double> transformer_residual_scaling_rule(int layers, double residual_mult = 1.0,
                                                       double residual_attn_ratio = 1.0);
 
