@@ -277,6 +277,12 @@ void Executor::set_state(Value v, ConstTensorView tensor) {
   if (state.byte_size() > 0) std::memcpy(state.bytes(), tensor.bytes(), state.byte_size());
 }
 
+bool Executor::has_state(Value v) const {
+  return v.present() && &v.graph() == &graph_ && v.id() >= 0 && v.id() < graph_.value_count() &&
+         graph_.info(v.id()).kind == ValueKind::kState &&
+         states_[static_cast<std::size_t>(v.id())].bytes() != nullptr;
+}
+
 ConstTensorView Executor::state(Value v) const {
   return states_[static_cast<std::size_t>(state_id(v, "state"))].view();
 }

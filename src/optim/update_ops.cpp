@@ -53,7 +53,7 @@ CommonAttrs common_attrs(std::string_view op, const Attributes& attrs) {
 
 void check_same_shape(std::string_view op, std::span<const Shape* const> in,
                       std::span<const std::string_view> names) {
-  for (std::size_t i = 1; i < in.size(); ++i) {
+  for (std::size_t i = 1; i < names.size(); ++i) {
     if (in[i] != nullptr && *in[i] != *in[0]) {
       throw Error(fmt::format("{}: {} has shape {}, expected the param's shape {}", op, names[i],
                               in[i]->to_string(), in[0]->to_string()));
@@ -61,20 +61,37 @@ void check_same_shape(std::string_view op, std::span<const Shape* const> in,
   }
 }
 
-// The multiplier of w from decoupled or independent decay (1 for none and coupled), and the
-// coefficient of w added to the gradient (coupled only).
-float decay_factor(const CommonAttrs& c) {
+// The multiplier of w from decoupled or independent decay (1 for none and coupled), for a step
+// whose learning rate is lr·lr_multiplier, and the coefficient of w added to the gradient
+// (coupled only).
+float decay_factor(const CommonAttrs& c, double lr_multiplier) {
   switch (c.mode) {
     case UpdateDecayMode::kDecoupled:
-      return static_cast<float>(1.0 - c.lr * c.weight_decay);
+      return static_cast<float>(1.0 - lr_multiplier * c.lr * c.weight_decay);
     case UpdateDecayMode::kIndependent:
-      return static_cast<float>(1.0 - c.weight_decay);
+      return static_cast<float>(1.0 - lr_multiplier * c.weight_decay);
     default:
       return 1.0f;
   }
 }
 float l2_coefficient(const CommonAttrs& c) {
   return c.mode == UpdateDecayMode::kCoupled ? static_cast<float>(c.weight_decay) : 0.0f;
+}
+
+// The two optional scalar inputs that follow an update op's tensors: the schedule's LR multiplier
+// and the gradient multiplier (a clipping coefficient), each [1] and 1 when absent.
+void check_multipliers(std::string_view op, std::span<const Shape* const> in, std::size_t first) {
+  static constexpr std::string_view kNames[] = {"lr_multiplier", "grad_multiplier"};
+  for (std::size_t k = 0; k < 2; ++k) {
+    const Shape* shape = in[first + k];
+    if (shape != nullptr && shape->numel() != 1) {
+      throw Error(fmt::format("{}: {} must have one element, got shape {}", op, kNames[k],
+                              shape->to_string()));
+    }
+  }
+}
+float multiplier_value(const ConstTensorView& view) {
+  return present(view) ? view.data()[0] : 1.0f;
 }
 
 // ---- Adam ------------------------------------------------------------------------------------
@@ -102,24 +119,27 @@ std::vector<Shape> infer_adam(std::span<const Shape* const> in, const Attributes
   adam_attrs(attrs);
   static constexpr std::string_view kNames[] = {"param", "grad", "m", "v"};
   check_same_shape("adam_update", in, kNames);
+  check_multipliers("adam_update", in, 4);
   return {*in[0], *in[0], *in[0]};
 }
 
-// Inputs (param, grad, m, v); outputs (param, m, v) share the storage of inputs 0, 2 and 3.
+// Inputs (param, grad, m, v, lr_multiplier?, grad_multiplier?); outputs (param, m, v) share the
+// storage of inputs 0, 2 and 3.
 void adam_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                  const Attributes& attrs, const KernelContext& context) {
   const AdamAttrs a = adam_attrs(attrs);
   const double t = static_cast<double>(a.common.step) + static_cast<double>(context.step);
   const double bias1 = 1.0 - std::pow(a.beta1, t);
   const double bias2 = 1.0 - std::pow(a.beta2, t);
-  const auto step_size = static_cast<float>(a.common.lr / bias1);
+  const double lr_multiplier = multiplier_value(in[4]);
+  const auto step_size = static_cast<float>(lr_multiplier * a.common.lr / bias1);
   const auto inv_sqrt_bias2 = static_cast<float>(1.0 / std::sqrt(bias2));
   const auto b1 = static_cast<float>(a.beta1), b2 = static_cast<float>(a.beta2);
   const auto one_minus_b1 = static_cast<float>(1.0 - a.beta1);
   const auto one_minus_b2 = static_cast<float>(1.0 - a.beta2);
   const auto eps = static_cast<float>(a.eps);
-  const auto scale = static_cast<float>(a.common.gradient_scale);
-  const float decay = decay_factor(a.common), l2 = l2_coefficient(a.common);
+  const auto scale = static_cast<float>(a.common.gradient_scale) * multiplier_value(in[5]);
+  const float decay = decay_factor(a.common, lr_multiplier), l2 = l2_coefficient(a.common);
   const float* grad = in[1].data();
   float* w = out[0].data();
   float* m = out[1].data();
@@ -173,19 +193,22 @@ std::vector<Shape> infer_sgd(std::span<const Shape* const> in, const Attributes&
   }
   static constexpr std::string_view kNames[] = {"param", "grad", "momentum_buffer"};
   check_same_shape("sgd_update", in, kNames);
+  check_multipliers("sgd_update", in, 3);
   return {*in[0], *in[0]};
 }
 
-// Inputs (param, grad, momentum_buffer?); outputs (param, momentum_buffer?) in place.
+// Inputs (param, grad, momentum_buffer?, lr_multiplier?, grad_multiplier?); outputs (param,
+// momentum_buffer?) in place.
 void sgd_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                 const Attributes& attrs, const KernelContext& context) {
   const SgdAttrs s = sgd_attrs(attrs);
   const bool first = s.common.step == 1 && context.step == 0;
-  const auto lr = static_cast<float>(s.common.lr);
+  const double lr_multiplier = multiplier_value(in[3]);
+  const auto lr = static_cast<float>(lr_multiplier * s.common.lr);
   const auto mu = static_cast<float>(s.momentum);
   const auto keep = static_cast<float>(1.0 - s.dampening);
-  const auto scale = static_cast<float>(s.common.gradient_scale);
-  const float decay = decay_factor(s.common), l2 = l2_coefficient(s.common);
+  const auto scale = static_cast<float>(s.common.gradient_scale) * multiplier_value(in[4]);
+  const float decay = decay_factor(s.common, lr_multiplier), l2 = l2_coefficient(s.common);
   const bool use_momentum = s.momentum != 0.0;
   const bool nesterov = s.nesterov;
   const float* grad = in[1].data();
@@ -236,7 +259,7 @@ const EnumType& EnumAttribute<UpdateDecayMode>::type() {
 
 const OpDef kAdamUpdateOp{
     .name = "adam_update",
-    .inputs = {"param", "grad", "m", "v"},
+    .inputs = {"param", "grad", "m", "v", "lr_multiplier?", "grad_multiplier?"},
     .outputs = {"param", "m", "v"},
     .attributes = {AttributeSpec::real("lr", kRequired), AttributeSpec::real("beta1"),
                    AttributeSpec::real("beta2"), AttributeSpec::real("eps"),
@@ -250,7 +273,7 @@ const OpDef kAdamUpdateOp{
 
 const OpDef kSgdUpdateOp{
     .name = "sgd_update",
-    .inputs = {"param", "grad", "momentum_buffer?"},
+    .inputs = {"param", "grad", "momentum_buffer?", "lr_multiplier?", "grad_multiplier?"},
     .outputs = {"param", "momentum_buffer"},
     .attributes = {AttributeSpec::real("lr", kRequired), AttributeSpec::real("momentum"),
                    AttributeSpec::real("dampening"), AttributeSpec::integer("nesterov"),
@@ -267,7 +290,7 @@ const OpDef kSgdUpdateOp{
 
 std::vector<Value> adam_update(Value param, Value grad, Value m, Value v,
                                const AdamUpdateOptions& options) {
-  const Value inputs[] = {param, grad, m, v};
+  const Value inputs[] = {param, grad, m, v, options.lr_multiplier, options.grad_multiplier};
   return param.graph().apply(kAdamUpdateOp, inputs,
                              {{"lr", options.lr},
                               {"beta1", options.beta1},
@@ -290,7 +313,8 @@ std::vector<Value> sgd_update(Value param, Value grad, Value momentum_buffer,
                    {"weight_decay", options.weight_decay},
                    {"decay_mode", options.weight_decay_mode},
                    {"gradient_scale", options.gradient_scale}};
-  const Value inputs[] = {param, grad, momentum_buffer};
+  const Value inputs[] = {param, grad, momentum_buffer, options.lr_multiplier,
+                          options.grad_multiplier};
   return graph.apply(kSgdUpdateOp, inputs, std::move(attrs));
 }
 

@@ -297,13 +297,19 @@ TEST(UpdateOps, BadInputsAreErrorsNamingTheOp) {
   EXPECT_THAT([&] { adam({.lr = 0.1, .weight_decay = 2.0}, g); },
               ThrowsMessage<Error>(HasSubstr("must be ≤ 1")));
   // Through Graph::apply: a missing required attribute, an unknown mode name.
-  const Value inputs[] = {w, g, m, v};
+  const Value inputs[] = {w, g, m, v, Value{}, Value{}};
   EXPECT_THAT([&] { graph.apply(kAdamUpdateOp, inputs, {{"step", std::int64_t{1}}}); },
               ThrowsMessage<Error>(AllOf(HasSubstr("adam_update"), HasSubstr("lr"))));
   EXPECT_THAT([&] {
     graph.apply(kAdamUpdateOp, inputs,
                 {{"lr", 0.1}, {"step", std::int64_t{1}}, {"decay_mode", std::string("sideways")}});
   }, ThrowsMessage<Error>(HasSubstr("sideways")));
+
+  // The schedule and clipping multipliers are one-element values.
+  EXPECT_THAT([&] { adam({.lr = 0.1, .lr_multiplier = g}, g); },
+              ThrowsMessage<Error>(HasSubstr("adam_update: lr_multiplier must have one element")));
+  EXPECT_THAT([&] { sgd_update(w, g, Value{}, {.lr = 0.1, .grad_multiplier = g}); },
+              ThrowsMessage<Error>(HasSubstr("sgd_update: grad_multiplier must have one element")));
 
   EXPECT_THAT([&] { sgd_update(w, g, Value{}, {.lr = 0.1, .momentum = 0.9}); },
               ThrowsMessage<Error>(HasSubstr("sgd_update: momentum 0.9 needs a momentum_buffer")));
@@ -318,6 +324,38 @@ TEST(UpdateOps, BadInputsAreErrorsNamingTheOp) {
   const std::vector<Value> on_input = sgd_update(g, g, Value{}, {.lr = 0.1});
   const Value bad[] = {on_input[0]};
   EXPECT_THAT([&] { Executor exec(graph, bad); }, ThrowsMessage<Error>(HasSubstr("only state values")));
+}
+
+// The schedule's factor r scales the step and the decay (independent: w·(1 − r·λ); decoupled:
+// w·(1 − r·lr·λ)); the gradient multiplier scales only the gradient. With w = (1, −2, 0.5),
+// g = (1, 1, 1), lr = 0.1, λ = 0.2, r = 0.5, c = 4:
+//   independent: w·0.9 − 0.1·0.5·4 = (0.7, −2.0, 0.25)
+//   decoupled:   w·0.99 − 0.2      = (0.79, −2.18, 0.295)
+TEST(UpdateOps, MultipliersScaleTheStepTheDecayAndTheGradient) {
+  for (const auto mode : {UpdateDecayMode::kIndependent, UpdateDecayMode::kDecoupled}) {
+    Graph graph(Scaling::kUnscaled);
+    const Value w = graph.state("w", {3});
+    const Value g = graph.input("g", {3});
+    const Value r = graph.input("r", {1});
+    const Value c = graph.input("c", {1});
+    const auto updated = sgd_update(w, g, Value{}, {.lr = 0.1, .weight_decay = 0.2,
+                                                    .weight_decay_mode = mode,
+                                                    .lr_multiplier = r, .grad_multiplier = c});
+    Executor exec(graph, {{updated[0]}});  // no momentum buffer: the second output is absent
+    exec.set_state(w, Tensor(Shape{3}, kW0));
+    const Tensor ones(Shape{3}, Vec{1.0f, 1.0f, 1.0f});
+    const Tensor half(Shape{1}, Vec{0.5f});
+    const Tensor four(Shape{1}, Vec{4.0f});
+    exec.bind(g, ones);
+    exec.bind(r, half);
+    exec.bind(c, four);
+    exec.run();
+    if (mode == UpdateDecayMode::kIndependent) {
+      expect_near(exec.state(w), {0.7f, -2.0f, 0.25f}, "independent");
+    } else {
+      expect_near(exec.state(w), {0.79f, -2.18f, 0.295f}, "decoupled");
+    }
+  }
 }
 
 TEST(UpdateOps, UpdateDecayModeNames) {

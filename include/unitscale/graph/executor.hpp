@@ -62,6 +62,8 @@ class Executor {
   // copies a tensor in, state() shows the current value (after a run: as the updates left it).
   void set_state(Value v, ConstTensorView tensor);
   ConstTensorView state(Value v) const;
+  // Whether `v` is a state value that the planned nodes use (and so has storage here).
+  bool has_state(Value v) const;
   // Runs the planned nodes once, then advances the step counter.
   void run();
   // The step counter every kernel of the next run() sees (KernelContext::step): it starts at 0 and

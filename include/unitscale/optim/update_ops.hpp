@@ -4,14 +4,17 @@
 // run is forward + backward + update. Not differentiable.
 //
 // Per element, with w the parameter, g the gradient, s the gradient scale (a multiplier on the
-// incoming gradient, for unit-scaled or loss-scaled gradients), η the per-parameter learning rate
-// of this step (base LR · parametrization factor · schedule), λ the weight decay and t the step:
+// incoming gradient, for unit-scaled or loss-scaled gradients) times the optional grad_multiplier
+// input (a clipping coefficient), η = lr · r the learning rate of this step (lr the attribute: the
+// parameter's base LR, η·parametrization factor; r the optional lr_multiplier input: the
+// schedule's factor of this step, 1 when absent), λ the weight decay and t the step:
 //
 //   g ← s · g
 //   coupled L2:            g ← g + λ · w                          (L2 in the loss)
 //   decoupled (AdamW):     w ← w − η · λ · w                      (arXiv 1711.05101)
-//   independent:           w ← w − λ · w                          (λ_p = λ/η_p, so the decay of a
-//                                                                  step does not depend on η_p;
+//   independent:           w ← w − r · λ · w                      (λ_p = λ/lr, so the decay of a
+//                                                                  step does not depend on the
+//                                                                  peak LR, only on the schedule;
 //                                                                  u-μP, arXiv 2407.17465)
 // Decoupled and independent decay use w before the step, as PyTorch's AdamW does.
 //
@@ -27,8 +30,9 @@
 //
 // The step t of a node is its "step" attribute plus the executor's step counter
 // (KernelContext::step), so a node recorded with step = 1 runs steps 1, 2, 3, ... over an
-// executor's runs (Executor::set_step resumes at a later step). η is fixed when the node is
-// recorded: a schedule that changes η per step needs a re-recorded node (or a new executor).
+// executor's runs (Executor::set_step resumes at a later step). The base LR is fixed when the node
+// is recorded; a schedule (optim/schedule.hpp) changes the step's LR through lr_multiplier, and so
+// multiplies the base LR without ever overwriting it.
 
 #include <cstdint>
 #include <string_view>
@@ -39,10 +43,11 @@
 
 namespace unitscale {
 
-// Inputs (param, grad, m, v), all f32 of one shape; outputs (param, m, v), in place.
+// Inputs (param, grad, m, v), all f32 of one shape, then (lr_multiplier?, grad_multiplier?), each
+// of one element; outputs (param, m, v), in place.
 extern const OpDef kAdamUpdateOp;
-// Inputs (param, grad, momentum_buffer?); outputs (param, momentum_buffer), in place (the second
-// absent without a buffer).
+// Inputs (param, grad, momentum_buffer?, lr_multiplier?, grad_multiplier?); outputs (param,
+// momentum_buffer), in place (the second absent without a buffer).
 extern const OpDef kSgdUpdateOp;
 
 // How one update step applies its weight decay λ (see the formulas above). The parametrization's
@@ -73,6 +78,8 @@ struct AdamUpdateOptions {
   double weight_decay = 0.0;
   UpdateDecayMode weight_decay_mode = UpdateDecayMode::kIndependent;
   double gradient_scale = 1.0;
+  Value lr_multiplier = {};    // optional, one element: the schedule's factor of this step
+  Value grad_multiplier = {};  // optional, one element: multiplies the gradient (clipping)
 };
 
 // Returns {param', m', v'}, which are param, m and v's storage after the update.
@@ -88,6 +95,8 @@ struct SgdUpdateOptions {
   double weight_decay = 0.0;
   UpdateDecayMode weight_decay_mode = UpdateDecayMode::kIndependent;
   double gradient_scale = 1.0;
+  Value lr_multiplier = {};    // optional, one element: the schedule's factor of this step
+  Value grad_multiplier = {};  // optional, one element: multiplies the gradient (clipping)
 };
 
 // Returns {param', momentum_buffer'} (the second absent when momentum_buffer is). A momentum

@@ -1,0 +1,94 @@
+#include "unitscale/nn/model.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "unitscale/error.hpp"
+#include "unitscale/nn/init.hpp"
+#include "unitscale/ops/elementwise.hpp"
+
+namespace unitscale {
+namespace {
+
+std::string_view scaling_name(Scaling scaling) {
+  return scaling == Scaling::kUnit ? "unit-scaled" : "unscaled";
+}
+
+}  // namespace
+
+Model::Model(Graph& graph, const Parametrization& parametrization, ModelOptions options)
+    : graph_(graph), parametrization_(parametrization), options_(options) {
+  if (graph.scaling() != parametrization.op_scaling()) {
+    throw Error(fmt::format(
+        "Model: a {} model needs a {} graph, got a {} one (make the graph with "
+        "Graph(parametrization.op_scaling()))",
+        scheme_name(parametrization.scheme()), scaling_name(parametrization.op_scaling()),
+        scaling_name(graph.scaling())));
+  }
+}
+
+Value Model::parameter(std::string name, Shape shape, ParameterInfo info) {
+  const bool taken = std::any_of(parameters_.begin(), parameters_.end(),
+                                 [&](const ModelParameter& p) { return p.rule.name == name; });
+  if (taken) throw Error(fmt::format("Model: parameter '{}' is defined twice", name));
+  ParameterRule rule = parametrization_.rule(name, shape, info);
+  const Value value = graph_.state(std::move(name), std::move(shape), std::move(info));
+  parameters_.push_back({value, std::move(rule)});
+  return value;
+}
+
+const ParameterRule& Model::rule(Value parameter) const {
+  for (const ModelParameter& p : parameters_) {
+    if (p.value == parameter) return p.rule;
+  }
+  throw Error(fmt::format("Model: value %{} is not a parameter of this model", parameter.id()));
+}
+
+std::int64_t Model::parameter_count() const {
+  std::int64_t count = 0;
+  for (const ModelParameter& p : parameters_) count += p.rule.shape.numel();
+  return count;
+}
+
+void Model::initialize(Executor& executor) const {
+  for (const ModelParameter& p : parameters_) {
+    // A parameter the executor's plan never reads (an executor for part of the model) has no
+    // storage there and nothing to initialise.
+    if (!executor.has_state(p.value)) continue;
+    const Tensor initial = init_parameter(options_.seed, p.rule.name, p.rule.shape, p.rule);
+    executor.set_state(p.value, initial.view());
+  }
+}
+
+std::string Model::summary() const {
+  std::string text;
+  for (const ModelParameter& p : parameters_) {
+    text += p.rule.to_string();
+    text += '\n';
+  }
+  text += fmt::format("{} parameters ({} tensors), {}, seed {}\n", parameter_count(),
+                      parameters_.size(), scheme_name(parametrization_.scheme()), options_.seed);
+  return text;
+}
+
+void set_base_shapes(Parametrization& parametrization,
+                     const std::function<void(Model& base)>& build_base) {
+  // The base model is recorded under SP, which needs no base shapes, with μP's options (the same
+  // metadata checks apply); only its parameters' names and shapes are kept.
+  const Parametrization recording(Scheme::kSP, parametrization.options());
+  Graph scratch(recording.op_scaling());
+  Model base(scratch, recording);
+  build_base(base);
+  for (const ModelParameter& p : base.parameters()) {
+    parametrization.set_base_shape(p.rule.name, p.rule.shape);
+  }
+}
+
+Value apply_multiplier(Value x, const ParameterRule& rule) {
+  if (x.graph().scaling() == Scaling::kUnit || rule.multiplier == 1.0) return x;
+  return scale(x, rule.multiplier, rule.multiplier);
+}
+
+}  // namespace unitscale
