@@ -10,6 +10,8 @@
 //   - graph overhead < 1 us per node (executor/per_node_overhead: 1e9 / items_per_second ns).
 //   - planning a 10,000-node graph < 50 ms (executor/plan/10000); recording it (graph/record/10000,
 //     shape and attribute checks, scale rules, autodiff) is measured beside it.
+// Goal (issue 9): building a u-μP decoder of width 1024 and depth 12 with its backward and AdamW
+// update (model/decoder_build/1024x12: modules, autodiff, optimizer; no executor) < 100 ms.
 //
 // Reading the table. Rows are named <op>/<variant>/<size>, variant eigen_baseline or unitscale, so
 // the two sort next to each other. Every row is one forward plus one backward; the counters fwd_ms
@@ -62,6 +64,8 @@
 #include "unitscale/ops/normalization.hpp"
 #include "unitscale/ops/residual.hpp"
 #include "unitscale/ops/softmax.hpp"
+#include "unitscale/nn/transformer.hpp"
+#include "unitscale/optim/optimizer.hpp"
 
 namespace unitscale {
 namespace {
@@ -1452,6 +1456,28 @@ void bm_graph_record_large_graph(benchmark::State& state) {
   }
 }
 
+// A whole training graph: the u-μP decoder (vocab 256, heads of 32, SwiGLU ×2, batch 16 × 128),
+// its backward and one AdamW update per parameter, as record_training_step builds it.
+void bm_decoder_build(benchmark::State& state) {
+  const auto width = state.range(0);
+  const auto depth = static_cast<int>(state.range(1));
+  const DecoderConfig config{.width = width, .depth = depth, .heads = width / 32};
+  for (auto _ : state) {
+    const Parametrization policy(Scheme::kUMuP, {.residual_blocks = depth});
+    Graph g(policy.op_scaling());
+    Model model(g, policy);
+    const TransformerDecoder decoder(model, "", config);
+    const Value ids = g.input("ids", {16, 128}, DType::kI32);
+    const Value targets = g.input("targets", {16, 128}, DType::kI32);
+    const OptimizerStep step = record_training_step(
+        model, decoder.loss(ids, targets),
+        {.kind = OptimizerKind::kAdamW, .lr = 1.0, .log = [](std::string_view) {}});
+    benchmark::DoNotOptimize(step.updates.size());
+    state.counters["nodes"] = static_cast<double>(g.nodes().size());
+    state.counters["parameters"] = static_cast<double>(model.parameter_count());
+  }
+}
+
 void bm_executor_plan_large_graph(benchmark::State& state) {
   Graph g;
   Value h = g.input("x", {8, 16});
@@ -1560,6 +1586,7 @@ void register_benchmarks() {
       benchmark::kMillisecond);
   add("graph/record/" + std::to_string(kPlannedNodes), bm_graph_record_large_graph,
       benchmark::kMillisecond);
+  add("model/decoder_build/1024x12", bm_decoder_build, benchmark::kMillisecond)->Args({1024, 12});
 }
 
 }  // namespace

@@ -86,6 +86,43 @@ void set_base_shapes(Parametrization& parametrization,
   }
 }
 
+std::string compare_parametrizations(const std::function<void(Model& model)>& build,
+                                     const std::function<void(Model& base)>& build_base,
+                                     const ParametrizationOptions& options) {
+  constexpr Scheme kSchemes[] = {Scheme::kSP, Scheme::kMuP, Scheme::kUMuP};
+  std::vector<std::vector<ModelParameter>> parameters;
+  std::int64_t count = 0;
+  for (const Scheme scheme : kSchemes) {
+    Parametrization policy(scheme, options);
+    set_base_shapes(policy, build_base);
+    Graph graph(policy.op_scaling());
+    Model model(graph, policy);
+    build(model);
+    parameters.emplace_back(model.parameters().begin(), model.parameters().end());
+    count = model.parameter_count();
+  }
+  std::string text = fmt::format("{:<32} {:<9} {:<12}", "parameter", "role", "shape");
+  for (const Scheme scheme : kSchemes) {
+    text += fmt::format(" | {:<6} {:>9} {:>9} {:>9}", scheme_name(scheme), "init std", "mult",
+                        "adam lr");
+  }
+  text += '\n';
+  for (std::size_t i = 0; i < parameters[0].size(); ++i) {
+    const ParameterRule& first = parameters[0][i].rule;
+    text += fmt::format("{:<32} {:<9} {:<12}", first.name,
+                        first.role ? parameter_role_name(*first.role) : "(none)",
+                        first.shape.to_string());
+    for (const auto& scheme_parameters : parameters) {
+      const ParameterRule& rule = scheme_parameters[i].rule;
+      text += fmt::format(" | {:<6} {:>9.4g} {:>9.4g} {:>9.4g}", "", rule.initial_std(),
+                          rule.multiplier, rule.adam_lr_factor);
+    }
+    text += '\n';
+  }
+  text += fmt::format("{} parameters ({} tensors)\n", count, parameters[0].size());
+  return text;
+}
+
 Value apply_multiplier(Value x, const ParameterRule& rule) {
   if (x.graph().scaling() == Scaling::kUnit || rule.multiplier == 1.0) return x;
   return scale(x, rule.multiplier, rule.multiplier);

@@ -208,9 +208,18 @@ std::vector<Shape> infer_reshape(std::span<const Shape* const> in, const Attribu
   return {reshape_target(*in[0], attrs.get_ints("reshape", "shape"))};
 }
 
+// f32 and i32 (token ids, labels): both 4-byte elements, copied as bytes.
 void reshape_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                     const Attributes&, const KernelContext&) {
-  copy_floats(in[0].data(), out[0].data(), in[0].numel());
+  if (in[0].dtype() == DType::kF32) {
+    copy_floats(in[0].data(), out[0].data(), in[0].numel());
+  } else if (in[0].numel() > 0) {
+    std::memcpy(out[0].bytes(), in[0].bytes(), static_cast<std::size_t>(in[0].numel()) * 4);
+  }
+}
+
+std::vector<DType> same_dtype(std::span<const DType> inputs, const Attributes&) {
+  return {inputs[0]};
 }
 
 // Backward inputs: x (absent), y (absent), grad_y.
@@ -338,6 +347,8 @@ void concat_backward_kernel(std::span<const ConstTensorView> in, std::span<const
 const OpDef kReshapeOp{.name = "reshape",
                        .inputs = {"x"},
                        .attributes = {AttributeSpec::integers("shape", kRequired)},
+                       .input_dtypes = {{DType::kF32, DType::kI32}},
+                       .infer_dtypes = same_dtype,
                        .infer_shapes = infer_reshape,
                        .kernel = reshape_kernel,
                        .backward_kernel = reshape_backward_kernel,

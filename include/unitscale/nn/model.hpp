@@ -84,6 +84,14 @@ class Model {
 void set_base_shapes(Parametrization& parametrization,
                      const std::function<void(Model& base)>& build_base);
 
+// The model's parameters under SP, μP and u-μP side by side: `build` records the model (the same
+// code for every scheme), `build_base` its μP base-width version; one row per parameter with its
+// role and shape, then for each scheme the init std, the forward multiplier and the Adam LR factor,
+// and the total count. `options` is used for all three (u-μP's residual_blocks included).
+std::string compare_parametrizations(const std::function<void(Model& model)>& build,
+                                     const std::function<void(Model& base)>& build_base,
+                                     const ParametrizationOptions& options = {});
+
 // x multiplied by the parameter's forward multiplier where the graph does not apply it itself:
 // in an unscaled graph (SP, μP) a multiplier m ≠ 1 records scale(x, m, m), the plain product
 // whose gradient is m·g; in a unit-scaled graph (u-μP) the op's own unit scale is the multiplier

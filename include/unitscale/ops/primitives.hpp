@@ -6,7 +6,7 @@
 //
 //   op {attributes}            forward                           backward (g = gradient of y)
 //   reshape(x) {shape}         y = x, new shape (one −1 entry    dx = reshape(g, x.shape)
-//                                is inferred)
+//                                is inferred; f32 or i32, kept)
 //   transpose(x) {dim0, dim1}  y = x, dims dim0 and dim1 swapped dx = transpose(g, dim0, dim1)
 //   slice(x)                   y = x[..., start:end, ...]        dx = 0; dx[start:end] = g
 //     {axis, start, end}         (negative start/end count from

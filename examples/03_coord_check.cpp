@@ -1,0 +1,318 @@
+// The μP coord check (experiment E1; "Tensor Programs V", arXiv 2203.03466; u-μP, arXiv
+// 2407.17465): train the byte-level decoder M(d, 2) for a few Adam steps at widths 32 … 1024 under
+// SP, μP and u-μP, all on one fixed batch, and fit how the typical activation size mean|x| of each
+// module scales with the width. Under μP and u-μP the hidden activations stay Θ(1) (slope ≈ 0);
+// under SP the updates grow with the width, and so do the activations after the first step.
+//
+// The batch is 8 windows of 65 bytes from the start of the text corpus (the Debian fortunes, as
+// described in docs/results.md; or --data FILE), reused at every step. The program prints a
+// progress line per model, the slopes and the pass table, and writes to --out:
+//   coord_check.csv   scheme,width,seed,module,t,l1,rms (every measurement)
+//   slopes.csv        scheme,module,t,slope,widths (log2 l1 vs log2 width, widths ≥ 64)
+//   criteria.csv      criterion,scheme,module,t,width,value,pass
+//   coord_check.svg   one panel per scheme, mean|x| against width at the last step
+//
+//   03_coord_check [--widths 32,64,...] [--seeds N] [--steps N] [--out DIR] [--data PATH]
+//                  [--embedding-lr-exponent E] [--check] [--smoke] [--help]
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "unitscale/error.hpp"
+#include "unitscale/train/coord_check.hpp"
+
+namespace us = unitscale;
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kFortunes = "/usr/share/games/fortunes";
+
+struct Options {
+  us::CoordCheckConfig config;
+  fs::path out = ".";
+  fs::path data = kFortunes;
+  bool data_given = false;
+  bool check = false;
+  bool smoke = false;
+};
+
+void print_help() {
+  fmt::print(
+      "03_coord_check: the muP coord check (experiment E1) for SP, muP and u-muP on the "
+      "byte-level\n"
+      "decoder M(d, 2): mean|x| of every module over a few Adam steps at several widths, and the\n"
+      "slope of log2 mean|x| against log2 width.\n\n"
+      "usage: 03_coord_check [--widths LIST] [--seeds N] [--steps N] [--out DIR] [--data PATH]\n"
+      "                      [--embedding-lr-exponent E] [--check] [--smoke] [--help]\n"
+      "  --widths LIST  comma-separated widths, multiples of 32 (default 32,64,128,256,512,1024);\n"
+      "                 widths below 64 are recorded but not fitted, so give at least two >= 64\n"
+      "  --seeds N      model seeds per width (default 3)\n"
+      "  --steps N      steps t = 1..N, t = 1 before any update (default 5)\n"
+      "  --out DIR      where to write coord_check.csv, slopes.csv, criteria.csv, coord_check.svg\n"
+      "                 (default: current directory)\n"
+      "  --data PATH    the text: a file (its bytes), or a directory of fortune files (every\n"
+      "                 regular file except *.dat and *.u8, in sorted order, entries split at '%'\n"
+      "                 lines and joined with one newline); the batch is its first 8 x 65 bytes\n"
+      "                 (default {}, from the Debian package fortunes)\n"
+      "  --embedding-lr-exponent E\n"
+      "                 diagnostic: the muP and u-muP embedding-LR exponent e (Adam factor\n"
+      "                 fan_out^e) instead of each scheme's default (0 for muP, -1/2 for u-muP)\n"
+      "  --check        exit with status 1 if any pass criterion fails\n"
+      "  --smoke        widths 32,64,128, 1 seed, 3 steps, and (without --data) a built-in\n"
+      "                 pseudo-random batch instead of the corpus (used by the test suite)\n",
+      kFortunes.string());
+}
+
+std::vector<std::int64_t> parse_widths(const std::string& text) {
+  std::vector<std::int64_t> widths;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, comma - start);
+    std::size_t used = 0;
+    long long w = 0;
+    try {
+      w = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || w < 1) {
+      throw us::Error(
+          fmt::format("--widths: '{}' is not a positive integer (in '{}')", item, text));
+    }
+    widths.push_back(w);
+    start = comma + 1;
+  }
+  return widths;
+}
+
+int parse_count(const std::string& flag, const std::string& text) {
+  std::size_t used = 0;
+  int n = 0;
+  try {
+    n = std::stoi(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || n < 1) {
+    throw us::Error(fmt::format("{} needs a positive integer, got '{}'", flag, text));
+  }
+  return n;
+}
+
+Options parse(int argc, char** argv) {
+  Options options;
+  bool widths_given = false, seeds_given = false, steps_given = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw us::Error(arg + " needs a value (see --help)");
+      return argv[++i];
+    };
+    if (arg == "--help" || arg == "-h") {
+      print_help();
+      std::exit(0);
+    } else if (arg == "--widths") {
+      options.config.widths = parse_widths(value());
+      widths_given = true;
+    } else if (arg == "--seeds") {
+      options.config.seeds = parse_count(arg, value());
+      seeds_given = true;
+    } else if (arg == "--steps") {
+      options.config.steps = parse_count(arg, value());
+      steps_given = true;
+    } else if (arg == "--out") {
+      options.out = value();
+    } else if (arg == "--data") {
+      options.data = value();
+      options.data_given = true;
+    } else if (arg == "--embedding-lr-exponent") {
+      const std::string text = value();
+      std::size_t used = 0;
+      double e = 0;
+      try {
+        e = std::stod(text, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != text.size() || !std::isfinite(e)) {
+        throw us::Error(fmt::format("--embedding-lr-exponent needs a number, got '{}'", text));
+      }
+      options.config.embedding_lr_exponent = e;
+    } else if (arg == "--check") {
+      options.check = true;
+    } else if (arg == "--smoke") {
+      options.smoke = true;
+    } else {
+      throw us::Error("unknown argument '" + arg + "' (see --help)");
+    }
+  }
+  if (options.smoke) {
+    if (!widths_given) options.config.widths = {32, 64, 128};
+    if (!seeds_given) options.config.seeds = 1;
+    if (!steps_given) options.config.steps = 3;
+  }
+  return options;
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw us::Error(fmt::format("cannot open {}", path.string()));
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The fortunes corpus: every regular file but the strfile indexes (*.dat) and the *.u8 links to
+// the same texts, in sorted order; each split into entries at lines holding only '%', the entries
+// joined with one '\n'.
+std::string read_fortunes(const fs::path& dir) {
+  std::vector<fs::path> files;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
+    const std::string ext = e.path().extension().string();
+    if (e.is_regular_file() && ext != ".dat" && ext != ".u8") files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end(),
+            [](const fs::path& a, const fs::path& b) { return a.filename() < b.filename(); });
+  std::string corpus;
+  for (const fs::path& file : files) {
+    const std::string text = read_file(file);
+    std::string entry;
+    auto flush = [&] {
+      while (!entry.empty() && entry.back() == '\n') entry.pop_back();
+      if (!entry.empty()) {
+        if (!corpus.empty()) corpus += '\n';
+        corpus += entry;
+      }
+      entry.clear();
+    };
+    std::size_t start = 0;
+    while (start < text.size()) {
+      std::size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      const std::string_view line(text.data() + start, end - start);
+      if (line == "%") {
+        flush();
+      } else {
+        entry.append(line);
+        entry += '\n';
+      }
+      start = end + 1;
+    }
+    flush();
+  }
+  if (corpus.empty()) throw us::Error(fmt::format("{} holds no fortune text", dir.string()));
+  return corpus;
+}
+
+std::string load_text(const Options& options) {
+  if (!fs::exists(options.data)) {
+    if (!options.data_given) {
+      throw us::Error(fmt::format(
+          "the default corpus {} is missing: install it with `apt-get install fortunes`, or give "
+          "another text with --data FILE",
+          kFortunes.string()));
+    }
+    throw us::Error(fmt::format("--data {}: no such file or directory", options.data.string()));
+  }
+  return fs::is_directory(options.data) ? read_fortunes(options.data) : read_file(options.data);
+}
+
+// The smoke run's batch: fixed pseudo-random bytes (SplitMix64), so CI needs no data package.
+std::vector<unsigned char> smoke_bytes(std::size_t n) {
+  std::vector<unsigned char> bytes(n);
+  std::uint64_t state = 2024;
+  for (unsigned char& b : bytes) {
+    state += 0x9E3779B97F4A7C15ull;
+    std::uint64_t z = state;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    b = static_cast<unsigned char>((z ^ (z >> 31)) >> 56);
+  }
+  return bytes;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  Options options = parse(argc, argv);
+  us::CoordCheckConfig& config = options.config;
+  const auto needed = static_cast<std::size_t>(config.batch * (config.seq + 1));
+
+  std::vector<unsigned char> bytes;
+  std::string source;
+  if (options.smoke && !options.data_given) {
+    bytes = smoke_bytes(needed);
+    source = "built-in pseudo-random bytes (--smoke)";
+  } else {
+    const std::string text = load_text(options);
+    bytes.assign(text.begin(), text.end());
+    source =
+        fmt::format("{} ({} bytes; the first {} used)", options.data.string(), text.size(), needed);
+  }
+  const us::CoordBatch batch = us::coord_check_batch(bytes, config.batch, config.seq);
+
+  std::string widths;
+  for (const std::int64_t w : config.widths)
+    widths += fmt::format("{}{}", widths.empty() ? "" : ",", w);
+  fmt::print("E1 coord check: M(d, {}), widths {}, {} seed(s), {} steps, batch {} x {}\n",
+             config.depth, widths, config.seeds, config.steps, config.batch, config.seq);
+  fmt::print("  data: {}\n", source);
+  if (config.embedding_lr_exponent) {
+    fmt::print("  (diagnostic) embedding-LR exponent {} for muP and u-muP\n",
+               *config.embedding_lr_exponent);
+  }
+  fmt::print(
+      "  Adam (beta {}, {}; eps {:g}; no schedule): SP lr 2^{:g}, muP lr 2^{:g} (base width "
+      "{}), u-muP lr 2^{:g}\n\n",
+      config.beta1, config.beta2, config.eps, std::log2(config.sp_lr), std::log2(config.mup_lr),
+      config.mup_base_width, std::log2(config.umup_lr));
+
+  const auto start = std::chrono::steady_clock::now();
+  config.progress = [&](std::string_view line) {
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    fmt::print("  [{:7.1f} s] {}\n", s, line);
+    std::fflush(stdout);
+  };
+  const std::vector<us::CoordRecord> records =
+      us::run_coord_check(config, batch.ids, batch.targets);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  const std::vector<us::CoordMean> means = us::coord_check_means(records);
+  const std::vector<us::CoordSlope> slopes = us::coord_check_slopes(means, config.min_fit_width);
+  const std::vector<us::CoordCriterion> criteria = us::evaluate_coord_check(slopes, means);
+
+  fmt::print("\nSlopes of log2(seed-mean l1) against log2(width), widths >= {}:\n{}\n",
+             config.min_fit_width, us::coord_slopes_table(slopes));
+  fmt::print("Pass criteria:\n{}\n", us::coord_criteria_table(criteria));
+
+  fs::create_directories(options.out);
+  us::write_coord_check_csv(options.out / "coord_check.csv", records);
+  us::write_coord_slopes_csv(options.out / "slopes.csv", slopes);
+  us::write_coord_criteria_csv(options.out / "criteria.csv", criteria);
+  us::save_coord_check_svg(options.out / "coord_check.svg", means);
+  const bool all_pass =
+      std::all_of(criteria.begin(), criteria.end(), [](const auto& c) { return c.pass; });
+  fmt::print("wrote coord_check.csv, slopes.csv, criteria.csv and coord_check.svg to {}\n",
+             options.out.string());
+  fmt::print("{} models in {:.1f} s; all criteria: {}\n",
+             config.schemes.size() * config.widths.size() * static_cast<std::size_t>(config.seeds),
+             seconds, all_pass ? "PASS" : "FAIL");
+  return options.check && !all_pass ? 1 : 0;
+} catch (const std::exception& e) {
+  fmt::print(stderr, "03_coord_check: {}\n", e.what());
+  return 2;
+}
