@@ -30,6 +30,7 @@
 #include <string_view>
 #include <vector>
 
+#include "unitscale/nn/init.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/train/coord_check.hpp"
 
@@ -231,14 +232,10 @@ std::string load_text(const Options& options) {
 
 // The smoke run's batch: fixed pseudo-random bytes (SplitMix64), so CI needs no data package.
 std::vector<unsigned char> smoke_bytes(std::size_t n) {
+  // The library's counter-based generator (nn/init.hpp), one uniform byte per element.
   std::vector<unsigned char> bytes(n);
-  std::uint64_t state = 2024;
-  for (unsigned char& b : bytes) {
-    state += 0x9E3779B97F4A7C15ull;
-    std::uint64_t z = state;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    b = static_cast<unsigned char>((z ^ (z >> 31)) >> 56);
+  for (std::size_t i = 0; i < n; ++i) {
+    bytes[i] = static_cast<unsigned char>(unitscale::counter_uniform(2024, "bytes", i) * 256.0);
   }
   return bytes;
 }

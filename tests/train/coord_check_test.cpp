@@ -2,6 +2,7 @@
 // can afford (32 … 256), plus the pieces it is built from: the decoder trace, the fixed batch,
 // the slope fit and the criteria.
 
+#include "unitscale/nn/init.hpp"
 #include "unitscale/train/coord_check.hpp"
 
 #include <gtest/gtest.h>
@@ -27,14 +28,10 @@ namespace {
 // Deterministic pseudo-random bytes (SplitMix64), so the test reads no data file: uniform
 // i.i.d. tokens, the input model unit scaling assumes (arXiv 2303.11257).
 std::vector<unsigned char> pseudo_random_bytes(std::size_t n, std::uint64_t seed) {
+  // The library's counter-based generator (nn/init.hpp), one uniform byte per element.
   std::vector<unsigned char> bytes(n);
-  std::uint64_t state = seed;
-  for (unsigned char& b : bytes) {
-    state += 0x9E3779B97F4A7C15ull;
-    std::uint64_t z = state;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    b = static_cast<unsigned char>((z ^ (z >> 31)) >> 56);
+  for (std::size_t i = 0; i < n; ++i) {
+    bytes[i] = static_cast<unsigned char>(counter_uniform(seed, "bytes", i) * 256.0);
   }
   return bytes;
 }
