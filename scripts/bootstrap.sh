@@ -20,6 +20,8 @@ packages=(
   libdnnl-dev
   ocl-icd-opencl-dev  # Debian's oneDNN is built with its GPU runtime; its CMake config finds OpenCL
   libopenblas-dev
+  zlib1g-dev          # gzipped IDX datasets (io/idx.hpp)
+  nlohmann-json3-dev  # checkpoint headers, metrics and configs as JSON
   # The fuzz preset: clang, its libFuzzer and sanitizer runtimes, and its OpenMP runtime
   clang-14
   libclang-rt-14-dev
