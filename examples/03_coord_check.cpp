@@ -24,14 +24,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "unitscale/nn/init.hpp"
 #include "unitscale/error.hpp"
+#include "unitscale/io/text_corpus.hpp"
 #include "unitscale/train/coord_check.hpp"
 
 namespace us = unitscale;
@@ -39,7 +38,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path kFortunes = "/usr/share/games/fortunes";
+const fs::path kFortunes{us::kFortunesDirectory};
 
 struct Options {
   us::CoordCheckConfig config;
@@ -169,54 +168,6 @@ Options parse(int argc, char** argv) {
   return options;
 }
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw us::Error(fmt::format("cannot open {}", path.string()));
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// The fortunes corpus: every regular file but the strfile indexes (*.dat) and the *.u8 links to
-// the same texts, in sorted order; each split into entries at lines holding only '%', the entries
-// joined with one '\n'.
-std::string read_fortunes(const fs::path& dir) {
-  std::vector<fs::path> files;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
-    const std::string ext = e.path().extension().string();
-    if (e.is_regular_file() && ext != ".dat" && ext != ".u8") files.push_back(e.path());
-  }
-  std::sort(files.begin(), files.end(),
-            [](const fs::path& a, const fs::path& b) { return a.filename() < b.filename(); });
-  std::string corpus;
-  for (const fs::path& file : files) {
-    const std::string text = read_file(file);
-    std::string entry;
-    auto flush = [&] {
-      while (!entry.empty() && entry.back() == '\n') entry.pop_back();
-      if (!entry.empty()) {
-        if (!corpus.empty()) corpus += '\n';
-        corpus += entry;
-      }
-      entry.clear();
-    };
-    std::size_t start = 0;
-    while (start < text.size()) {
-      std::size_t end = text.find('\n', start);
-      if (end == std::string::npos) end = text.size();
-      const std::string_view line(text.data() + start, end - start);
-      if (line == "%") {
-        flush();
-      } else {
-        entry.append(line);
-        entry += '\n';
-      }
-      start = end + 1;
-    }
-    flush();
-  }
-  if (corpus.empty()) throw us::Error(fmt::format("{} holds no fortune text", dir.string()));
-  return corpus;
-}
-
 std::string load_text(const Options& options) {
   if (!fs::exists(options.data)) {
     if (!options.data_given) {
@@ -227,7 +178,9 @@ std::string load_text(const Options& options) {
     }
     throw us::Error(fmt::format("--data {}: no such file or directory", options.data.string()));
   }
-  return fs::is_directory(options.data) ? read_fortunes(options.data) : read_file(options.data);
+  // The library's reader (io/text_corpus.hpp): a file verbatim, a directory as fortunes. The
+  // coord check takes the start of the whole text, so no validation split is made.
+  return us::load_text_corpus(options.data, {.validation_every = 0}).text;
 }
 
 // The smoke run's batch: fixed pseudo-random bytes (SplitMix64), so CI needs no data package.

@@ -212,4 +212,31 @@ void LinePlot::save(const std::filesystem::path& path, int width, int height) co
   write_file_atomically(path, to_svg(width, height));
 }
 
+std::string panels_to_svg(const std::vector<LinePlot>& plots, int columns, int width,
+                          int height) {
+  const int n = static_cast<int>(plots.size());
+  if (columns <= 0 || columns > n) columns = std::max(n, 1);
+  const int rows = (n + columns - 1) / columns;
+  std::string out = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" "
+      "viewBox=\"0 0 {0} {1}\">\n",
+      columns * width, std::max(rows, 1) * height);
+  for (int i = 0; i < n; ++i) {
+    // A nested <svg> is a viewport of its own: each panel keeps its coordinates, placed by x/y.
+    std::string panel = plots[static_cast<std::size_t>(i)].to_svg(width, height);
+    const std::size_t open = panel.find("<svg ");
+    if (open == std::string::npos) throw Error("panels_to_svg: a plot did not render as <svg>");
+    panel.insert(open + 5, fmt::format("x=\"{}\" y=\"{}\" ", (i % columns) * width,
+                                       (i / columns) * height));
+    out += panel.substr(open);
+    if (out.back() != '\n') out += '\n';
+  }
+  return out + "</svg>\n";
+}
+
+void save_panels(const std::filesystem::path& path, const std::vector<LinePlot>& plots,
+                 int columns, int width, int height) {
+  write_file_atomically(path, panels_to_svg(plots, columns, width, height));
+}
+
 }  // namespace unitscale

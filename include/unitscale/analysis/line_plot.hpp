@@ -60,4 +60,11 @@ class LinePlot {
   std::vector<ReferenceLine> references_;
 };
 
+// Several plots side by side in one SVG, `columns` per row (0: all in one row), each panel
+// width × height: the figure for one quantity under several conditions (a panel per scheme).
+std::string panels_to_svg(const std::vector<LinePlot>& plots, int columns = 0, int width = 480,
+                          int height = 360);
+void save_panels(const std::filesystem::path& path, const std::vector<LinePlot>& plots,
+                 int columns = 0, int width = 480, int height = 360);  // atomic
+
 }  // namespace unitscale

@@ -1,0 +1,100 @@
+#pragma once
+// Learning-rate sweeps of the byte-level decoder, the u-μP paper's central experiments
+// (arXiv 2407.17465, Fig. 1b and §4): whether the optimal learning rate η* transfers across
+// width (E3) and depth (E6), and whether u-μP's default hyperparameters are near-optimal (E4).
+// docs/results.md states the protocol and the pass criteria.
+//
+// A sweep is a table of runs, one row per (experiment, scheme, width, depth, η, α's, seed, steps,
+// batch, S), saved as CSV after every run: an interrupted sweep continues where it stopped, and
+// the criteria are pure functions of the table, so they are tested on made-up tables.
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "unitscale/io/text_corpus.hpp"
+#include "unitscale/nn/hyperparameters.hpp"
+#include "unitscale/nn/parametrization.hpp"
+#include "unitscale/train/progress.hpp"
+
+namespace unitscale {
+
+struct SweepPoint {
+  std::string experiment;  // "E3", "E4", "E6"
+  Scheme scheme = Scheme::kUMuP;
+  std::int64_t width = 128;
+  int depth = 2;
+  double lr = 1.0;
+  UmupHyperparameters alphas = {};
+  std::uint64_t seed = 0;
+  std::int64_t steps = 1000;
+  std::int64_t batch = 16;
+  std::int64_t sequence_length = 64;
+  std::int64_t warmup = 100;
+
+  // Identifies the run in a table (every field above).
+  std::string key() const;
+};
+
+struct SweepResult {
+  SweepPoint point;
+  double validation_loss = 0;     // final, nats/byte, every validation window
+  double train_loss_last = 0;     // mean training loss over the last min(100, steps) steps
+  bool diverged = false;          // a non-finite loss, or a final validation loss above ln 256
+  double seconds = 0;
+  double tokens_per_second = 0;
+};
+
+// The ranking loss: diverged runs rank last (+∞).
+double ranking_loss(const SweepResult& r);
+
+// Trains the decoder of `point` (AdamW, β = (0.9, 0.95), warmup then cosine decay to 0, no
+// weight decay, no clipping) on `corpus` and evaluates it on every validation window.
+// `progress` shows the run's steps (kQuiet: nothing).
+SweepResult run_sweep_point(const SweepPoint& point, const TextCorpus& corpus,
+                            ProgressMode progress = ProgressMode::kQuiet);
+
+class SweepTable {
+ public:
+  SweepTable() = default;
+  // Rows from a CSV written by save(); a missing file gives an empty table. Throws
+  // unitscale::Error naming the file and line for a malformed row.
+  static SweepTable load(const std::filesystem::path& path);
+  void save(const std::filesystem::path& path) const;  // atomic
+  std::string csv() const;
+
+  const SweepResult* find(const SweepPoint& point) const;
+  void add(const SweepResult& result);  // replaces a row with the same key
+  const std::vector<SweepResult>& results() const { return results_; }
+
+  // The rows matching `filter`, sorted by η.
+  std::vector<SweepResult> select(const std::function<bool(const SweepResult&)>& filter) const;
+
+ private:
+  std::vector<SweepResult> results_;
+};
+
+// The η with the lowest ranking loss among `rows` (nullopt if empty); ties: the smaller η.
+std::optional<SweepResult> best_of(const std::vector<SweepResult>& rows);
+
+struct Criterion {
+  std::string name;
+  bool pass = false;
+  std::string detail = {};  // the numbers it was decided on
+  bool report_only = false;  // a quantity the protocol asks to report, not a pass/fail test
+};
+std::string criteria_markdown(const std::vector<Criterion>& criteria);
+
+// E3 over the E3 rows of `table` at `widths` (ascending; the first is the transfer source).
+std::vector<Criterion> evaluate_lr_transfer(const SweepTable& table,
+                                            const std::vector<std::int64_t>& widths);
+// E4 over the E4 rows: the all-defaults run, the single-α runs and the combined run.
+std::vector<Criterion> evaluate_independent_search(const SweepTable& table);
+// E6 over the E6 rows at `depths` (ascending).
+std::vector<Criterion> evaluate_depth_transfer(const SweepTable& table,
+                                               const std::vector<int>& depths);
+
+}  // namespace unitscale

@@ -1,0 +1,431 @@
+#include "unitscale/train/lr_sweep.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <numeric>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "unitscale/atomic_write.hpp"
+#include "unitscale/error.hpp"
+#include "unitscale/train/language_model.hpp"
+#include "unitscale/train/trainer.hpp"
+
+namespace unitscale {
+
+namespace {
+
+constexpr std::string_view kHeader =
+    "experiment,scheme,width,depth,lr,log2_lr,ffn_act_mult,attn_softmax_mult,residual_mult,"
+    "residual_attn_ratio,loss_softmax_mult,seed,steps,batch,sequence_length,warmup,"
+    "validation_loss,train_loss_last,diverged,seconds,tokens_per_second";
+
+Scheme scheme_named(std::string_view name, const std::string& where) {
+  for (const Scheme s : {Scheme::kSP, Scheme::kMuP, Scheme::kUMuP}) {
+    if (scheme_name(s) == name) return s;
+  }
+  throw Error(fmt::format("{}: unknown scheme '{}'", where, name));
+}
+
+bool is_default(double alpha) { return alpha == 1.0; }
+
+int non_default_alphas(const UmupHyperparameters& a) {
+  return !is_default(a.ffn_act_mult) + !is_default(a.attn_softmax_mult) +
+         !is_default(a.residual_mult) + !is_default(a.residual_attn_ratio) +
+         !is_default(a.loss_softmax_mult);
+}
+
+std::string lr_text(double lr) {
+  const double e = std::log2(lr);
+  return e == std::round(e) ? fmt::format("2^{}", static_cast<int>(e)) : fmt::format("{:.4g}", lr);
+}
+
+std::string loss_text(const SweepResult& r) {
+  return r.diverged ? "diverged" : fmt::format("{:.4f}", r.validation_loss);
+}
+
+// The runs of one width (or depth) and the best of them.
+struct GroupBest {
+  std::string label;
+  std::vector<SweepResult> rows = {};
+  std::optional<SweepResult> best = std::nullopt;
+};
+
+const SweepResult* at_lr(const std::vector<SweepResult>& rows, double lr) {
+  for (const SweepResult& r : rows) {
+    if (r.point.lr == lr) return &r;
+  }
+  return nullptr;
+}
+
+// "η* within a factor of 2 across the groups": the largest over the smallest optimum ≤ 2.
+Criterion optimum_spread(const std::string& name, const std::vector<GroupBest>& groups) {
+  Criterion c{.name = name};
+  double lo = INFINITY, hi = 0;
+  bool complete = true;
+  for (const GroupBest& g : groups) {
+    if (!g.best || g.best->diverged) {
+      complete = false;
+      c.detail += fmt::format("{}: {}; ", g.label, g.best ? "every run diverged" : "no runs");
+      continue;
+    }
+    lo = std::min(lo, g.best->point.lr);
+    hi = std::max(hi, g.best->point.lr);
+    c.detail += fmt::format("{}: η* = {} (loss {}); ", g.label, lr_text(g.best->point.lr),
+                            loss_text(*g.best));
+  }
+  c.pass = complete && hi / lo <= 2.0;
+  if (complete) c.detail += fmt::format("spread {}×", hi / lo);
+  return c;
+}
+
+// "The loss at the first group's η* is within `tolerance` of each group's best loss".
+Criterion transferred_loss(const std::string& name, const std::vector<GroupBest>& groups,
+                           double tolerance) {
+  Criterion c{.name = name, .pass = true};
+  if (groups.empty() || !groups[0].best || groups[0].best->diverged) {
+    return {.name = name, .pass = false, .detail = "no optimum at the transfer source"};
+  }
+  const double source_lr = groups[0].best->point.lr;
+  for (const GroupBest& g : groups) {
+    const SweepResult* r = at_lr(g.rows, source_lr);
+    if (!g.best || r == nullptr || r->diverged) {
+      c.pass = false;
+      c.detail += fmt::format("{}: no finite run at η = {}; ", g.label, lr_text(source_lr));
+      continue;
+    }
+    const double gap = (r->validation_loss - g.best->validation_loss) / g.best->validation_loss;
+    c.pass = c.pass && gap <= tolerance;
+    c.detail += fmt::format("{}: {:.4f} at η = {} vs best {:.4f} (+{:.2f}%); ", g.label,
+                            r->validation_loss, lr_text(source_lr), g.best->validation_loss,
+                            100 * gap);
+  }
+  return c;
+}
+
+}  // namespace
+
+std::string SweepPoint::key() const {
+  const UmupHyperparameters& a = alphas;
+  return fmt::format("{}|{}|{}|{}|{:.17g}|{:.17g},{:.17g},{:.17g},{:.17g},{:.17g}|{}|{}|{}|{}|{}",
+                     experiment, scheme_name(scheme), width, depth, lr, a.ffn_act_mult,
+                     a.attn_softmax_mult, a.residual_mult, a.residual_attn_ratio,
+                     a.loss_softmax_mult, seed, steps, batch, sequence_length, warmup);
+}
+
+double ranking_loss(const SweepResult& r) {
+  return r.diverged || !std::isfinite(r.validation_loss) ? INFINITY : r.validation_loss;
+}
+
+SweepResult run_sweep_point(const SweepPoint& p, const TextCorpus& corpus,
+                            ProgressMode progress) {
+  LanguageModelTask task({.scheme = p.scheme,
+                          .width = p.width,
+                          .depth = p.depth,
+                          .head_dim = 32,
+                          .mup_base_width = 64,
+                          .hyperparameters = p.alphas,
+                          .sequence_length = p.sequence_length,
+                          .batch = p.batch,
+                          .seed = p.seed,
+                          .lr = p.lr,
+                          .steps = p.steps,
+                          .warmup = p.warmup},
+                         corpus);
+  Trainer trainer(task, {.steps = p.steps,
+                         .progress = progress,
+                         .out = progress == ProgressMode::kQuiet ? nullptr : stderr,
+                         .handle_interrupt = false});
+  const TrainingResult run = trainer.run();
+  SweepResult r{.point = p, .seconds = run.seconds, .tokens_per_second = run.items_per_second};
+  const std::size_t n = run.losses.size();
+  const std::size_t last = std::min<std::size_t>(100, n);
+  r.train_loss_last =
+      last == 0 ? NAN
+                : std::accumulate(run.losses.end() - static_cast<std::ptrdiff_t>(last),
+                                  run.losses.end(), 0.0) /
+                      static_cast<double>(last);
+  r.validation_loss = run.validation_loss.value_or(NAN);
+  r.diverged = run.reason == StopReason::kNonFiniteLoss || !std::isfinite(r.validation_loss) ||
+               r.validation_loss > std::log(256.0);
+  return r;
+}
+
+SweepTable SweepTable::load(const std::filesystem::path& path) {
+  SweepTable table;
+  std::ifstream in(path);
+  if (!in) return table;
+  std::string line;
+  int line_number = 0;
+  while (std::getline(in, line)) {
+    ++line_number;
+    if (line_number == 1) {
+      if (line != kHeader) {
+        throw Error(fmt::format("{}:1: not a sweep table (the header differs)", path.string()));
+      }
+      continue;
+    }
+    if (line.empty()) continue;
+    std::vector<std::string> f;
+    std::stringstream fields(line);
+    for (std::string field; std::getline(fields, field, ',');) f.push_back(field);
+    const std::string where = fmt::format("{}:{}", path.string(), line_number);
+    if (f.size() != 21) {
+      throw Error(fmt::format("{}: expected 21 fields, got {}", where, f.size()));
+    }
+    try {
+      SweepResult r;
+      SweepPoint& p = r.point;
+      p.experiment = f[0];
+      p.scheme = scheme_named(f[1], where);
+      p.width = std::stoll(f[2]);
+      p.depth = std::stoi(f[3]);
+      p.lr = std::stod(f[4]);
+      p.alphas = {std::stod(f[6]), std::stod(f[7]), std::stod(f[8]), std::stod(f[9]),
+                  std::stod(f[10])};
+      p.seed = std::stoull(f[11]);
+      p.steps = std::stoll(f[12]);
+      p.batch = std::stoll(f[13]);
+      p.sequence_length = std::stoll(f[14]);
+      p.warmup = std::stoll(f[15]);
+      r.validation_loss = std::stod(f[16]);
+      r.train_loss_last = std::stod(f[17]);
+      r.diverged = f[18] == "1";
+      r.seconds = std::stod(f[19]);
+      r.tokens_per_second = std::stod(f[20]);
+      table.add(r);
+    } catch (const std::logic_error& e) {  // std::stod and friends
+      throw Error(fmt::format("{}: a field is not a number ({})", where, e.what()));
+    }
+  }
+  return table;
+}
+
+std::string SweepTable::csv() const {
+  std::string out = std::string(kHeader) + "\n";
+  for (const SweepResult& r : results_) {
+    const SweepPoint& p = r.point;
+    const UmupHyperparameters& a = p.alphas;
+    out += fmt::format(
+        "{},{},{},{},{:.17g},{:g},{:.17g},{:.17g},{:.17g},{:.17g},{:.17g},{},{},{},{},{},{:.9g},"
+        "{:.9g},{},{:.2f},{:.1f}\n",
+        p.experiment, scheme_name(p.scheme), p.width, p.depth, p.lr, std::log2(p.lr),
+        a.ffn_act_mult, a.attn_softmax_mult, a.residual_mult, a.residual_attn_ratio,
+        a.loss_softmax_mult, p.seed, p.steps, p.batch, p.sequence_length, p.warmup,
+        r.validation_loss, r.train_loss_last, r.diverged ? 1 : 0, r.seconds, r.tokens_per_second);
+  }
+  return out;
+}
+
+void SweepTable::save(const std::filesystem::path& path) const {
+  write_file_atomically(path, csv());
+}
+
+const SweepResult* SweepTable::find(const SweepPoint& point) const {
+  const std::string key = point.key();
+  for (const SweepResult& r : results_) {
+    if (r.point.key() == key) return &r;
+  }
+  return nullptr;
+}
+
+void SweepTable::add(const SweepResult& result) {
+  const std::string key = result.point.key();
+  for (SweepResult& r : results_) {
+    if (r.point.key() == key) {
+      r = result;
+      return;
+    }
+  }
+  results_.push_back(result);
+}
+
+std::vector<SweepResult> SweepTable::select(
+    const std::function<bool(const SweepResult&)>& filter) const {
+  std::vector<SweepResult> rows;
+  std::copy_if(results_.begin(), results_.end(), std::back_inserter(rows), filter);
+  std::stable_sort(rows.begin(), rows.end(), [](const SweepResult& a, const SweepResult& b) {
+    return a.point.lr < b.point.lr;
+  });
+  return rows;
+}
+
+std::optional<SweepResult> best_of(const std::vector<SweepResult>& rows) {
+  if (rows.empty()) return std::nullopt;
+  const auto best = std::min_element(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+    const double la = ranking_loss(a), lb = ranking_loss(b);
+    return la < lb || (la == lb && a.point.lr < b.point.lr);
+  });
+  return *best;
+}
+
+std::string criteria_markdown(const std::vector<Criterion>& criteria) {
+  std::string out = "| criterion | result | numbers |\n|---|---|---|\n";
+  for (const Criterion& c : criteria) {
+    out += fmt::format("| {} | {} | {} |\n", c.name,
+                       c.report_only ? "report" : (c.pass ? "PASS" : "FAIL"), c.detail);
+  }
+  return out;
+}
+
+std::vector<Criterion> evaluate_lr_transfer(const SweepTable& table,
+                                            const std::vector<std::int64_t>& widths) {
+  auto groups_of = [&](Scheme scheme) {
+    std::vector<GroupBest> groups;
+    for (const std::int64_t w : widths) {
+      GroupBest g{.label = fmt::format("d={}", w)};
+      g.rows = table.select([&](const SweepResult& r) {
+        return r.point.experiment == "E3" && r.point.scheme == scheme && r.point.width == w;
+      });
+      g.best = best_of(g.rows);
+      groups.push_back(std::move(g));
+    }
+    return groups;
+  };
+  std::vector<Criterion> out;
+  int number = 1;
+  for (const Scheme scheme : {Scheme::kUMuP, Scheme::kMuP}) {
+    const auto groups = groups_of(scheme);
+    Criterion spread = optimum_spread("", groups);
+    Criterion loss = transferred_loss("", groups, 0.01);
+    out.push_back({.name = fmt::format("{}. {}: η* within 2× across widths, and the d={} optimum "
+                                       "within 1% of each width's best",
+                                       number++, scheme_name(scheme), widths.front()),
+                   .pass = spread.pass && loss.pass,
+                   .detail = spread.detail + " | " + loss.detail});
+  }
+  {
+    const auto groups = groups_of(Scheme::kSP);
+    Criterion c = optimum_spread("", groups);
+    const auto& first = groups.front().best;
+    const auto& last = groups.back().best;
+    c.name = fmt::format("3. SP: η* at d={} at least one grid point below d={}", widths.back(),
+                         widths.front());
+    c.pass = first && last && !first->diverged && !last->diverged &&
+             last->point.lr <= first->point.lr / 2;
+    out.push_back(c);
+  }
+  for (const Scheme scheme : {Scheme::kUMuP, Scheme::kMuP}) {
+    const auto groups = groups_of(scheme);
+    Criterion c{.name = fmt::format("4. {}: wider is better at the transferred η",
+                                    scheme_name(scheme)),
+                .pass = groups.front().best && !groups.front().best->diverged};
+    if (!c.pass) {
+      c.detail = "no optimum at the transfer source";
+    } else {
+      const double lr = groups.front().best->point.lr;
+      double previous = INFINITY;
+      for (const GroupBest& g : groups) {
+        const SweepResult* r = at_lr(g.rows, lr);
+        const double loss = r != nullptr ? ranking_loss(*r) : INFINITY;
+        c.pass = c.pass && loss < previous;
+        c.detail += fmt::format("{}: {}; ", g.label, r != nullptr ? loss_text(*r) : "missing");
+        previous = loss;
+      }
+      c.detail += fmt::format("at η = {}", lr_text(lr));
+    }
+    out.push_back(c);
+  }
+  {
+    Criterion c{.name = "5. u-μP η* against SP η* (expected near 2^0, 2^7–2^10 above SP)",
+                .pass = true,
+                .report_only = true};
+    const auto umup = groups_of(Scheme::kUMuP);
+    const auto sp = groups_of(Scheme::kSP);
+    for (std::size_t i = 0; i < widths.size(); ++i) {
+      if (umup[i].best && sp[i].best) {
+        c.detail += fmt::format("{}: u-μP {} vs SP {} (ratio 2^{:g}); ", umup[i].label,
+                                lr_text(umup[i].best->point.lr), lr_text(sp[i].best->point.lr),
+                                std::log2(umup[i].best->point.lr / sp[i].best->point.lr));
+      }
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+std::vector<Criterion> evaluate_independent_search(const SweepTable& table) {
+  const auto rows = table.select([](const SweepResult& r) { return r.point.experiment == "E4"; });
+  const SweepResult* defaults = nullptr;
+  const SweepResult* combined = nullptr;
+  const SweepResult* best_single = nullptr;
+  for (const SweepResult& r : rows) {
+    const int changed = non_default_alphas(r.point.alphas);
+    if (changed == 0) defaults = &r;
+    if (changed > 1) combined = &r;
+    if (changed == 1 && (best_single == nullptr || ranking_loss(r) < ranking_loss(*best_single))) {
+      best_single = &r;
+    }
+  }
+  auto describe = [](const SweepResult& r) {
+    const UmupHyperparameters& a = r.point.alphas;
+    std::string changed;
+    const std::pair<const char*, double> named[] = {
+        {"α_ffn-act", a.ffn_act_mult},       {"α_attn-softmax", a.attn_softmax_mult},
+        {"α_res", a.residual_mult},          {"α_res-attn-ratio", a.residual_attn_ratio},
+        {"α_loss-softmax", a.loss_softmax_mult}};
+    for (const auto& [name, value] : named) {
+      if (!is_default(value)) changed += fmt::format("{}{} = {}", changed.empty() ? "" : ", ", name, lr_text(value));
+    }
+    return fmt::format("{} ({})", loss_text(r), changed.empty() ? "defaults" : changed);
+  };
+  std::vector<Criterion> out;
+  Criterion c1{.name = "1. best single-α improvement over the defaults ≤ 2%"};
+  if (defaults != nullptr && best_single != nullptr && !defaults->diverged) {
+    const double gain = (defaults->validation_loss - ranking_loss(*best_single)) /
+                        defaults->validation_loss;
+    c1.pass = gain <= 0.02;
+    c1.detail = fmt::format("defaults {}; best single {}; improvement {:.2f}%",
+                            describe(*defaults), describe(*best_single), 100 * gain);
+  } else {
+    c1.detail = "the defaults run or the single-α runs are missing or diverged";
+  }
+  out.push_back(c1);
+  Criterion c2{.name = "2. combined run ≤ best single-α run + 0.5%"};
+  if (combined != nullptr && best_single != nullptr && !best_single->diverged) {
+    const double gap = (ranking_loss(*combined) - best_single->validation_loss) /
+                       best_single->validation_loss;
+    c2.pass = gap <= 0.005;
+    c2.detail = fmt::format("combined {}; best single {}; gap {:+.2f}%", describe(*combined),
+                            describe(*best_single), 100 * gap);
+  } else {
+    c2.detail = "the combined run or the single-α runs are missing";
+  }
+  out.push_back(c2);
+  return out;
+}
+
+std::vector<Criterion> evaluate_depth_transfer(const SweepTable& table,
+                                               const std::vector<int>& depths) {
+  std::vector<GroupBest> groups;
+  for (const int depth : depths) {
+    GroupBest g{.label = fmt::format("L={}", depth)};
+    g.rows = table.select([&](const SweepResult& r) {
+      return r.point.experiment == "E6" && r.point.scheme == Scheme::kUMuP &&
+             r.point.depth == depth;
+    });
+    g.best = best_of(g.rows);
+    groups.push_back(std::move(g));
+  }
+  std::vector<Criterion> out;
+  Criterion spread = optimum_spread("u-μP: η* within one grid point (2×) across depths", groups);
+  out.push_back(spread);
+  Criterion report{.name = "loss against depth at the transferred η (expected non-increasing)",
+                   .pass = true,
+                   .report_only = true};
+  if (groups.front().best) {
+    const double lr = groups.front().best->point.lr;
+    for (const GroupBest& g : groups) {
+      const SweepResult* r = at_lr(g.rows, lr);
+      report.detail += fmt::format("{}: {}; ", g.label, r != nullptr ? loss_text(*r) : "missing");
+    }
+    report.detail += fmt::format("at η = {}", lr_text(lr));
+  }
+  out.push_back(report);
+  return out;
+}
+
+}  // namespace unitscale

@@ -1,0 +1,243 @@
+#include "unitscale/train/trainer.hpp"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "unitscale/atomic_write.hpp"
+#include "unitscale/error.hpp"
+#include "unitscale/format/detail/simd_level.hpp"
+
+namespace unitscale {
+
+namespace {
+
+// Set by the SIGINT handler, polled after every step. sig_atomic_t is what a handler may write.
+volatile std::sig_atomic_t g_interrupted = 0;
+
+extern "C" void on_interrupt(int) { g_interrupted = 1; }
+
+// Installs the handler for the duration of run(). SA_RESETHAND puts the default action back once
+// the first Ctrl-C arrived, so a second one kills the process if the step or the checkpoint
+// never finishes.
+class InterruptGuard {
+ public:
+  explicit InterruptGuard(bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+    g_interrupted = 0;
+    struct sigaction action = {};
+    action.sa_handler = on_interrupt;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESETHAND;
+    ::sigaction(SIGINT, &action, &previous_);
+  }
+  ~InterruptGuard() {
+    if (enabled_) ::sigaction(SIGINT, &previous_, nullptr);
+  }
+  InterruptGuard(const InterruptGuard&) = delete;
+  InterruptGuard& operator=(const InterruptGuard&) = delete;
+
+ private:
+  bool enabled_;
+  struct sigaction previous_ = {};
+};
+
+std::vector<CheckpointValue> collect_checkpoint_values(TrainingTask& task) {
+  Graph& graph = task.model().graph();
+  std::vector<CheckpointValue> values;
+  for (const ModelParameter& p : task.model().parameters()) {
+    values.push_back({graph.info(p.value).name, p.value});
+  }
+  for (const Value v : task.optimizer().state_values()) {
+    values.push_back({graph.info(v).name, v});
+  }
+  return values;
+}
+
+}  // namespace
+
+std::string_view stop_reason_name(StopReason reason) {
+  switch (reason) {
+    case StopReason::kCompleted: return "completed";
+    case StopReason::kNonFiniteLoss: return "non-finite loss";
+    case StopReason::kInterrupted: return "interrupted";
+  }
+  return "?";
+}
+
+Trainer::Trainer(TrainingTask& task, TrainerOptions options)
+    : task_(task),
+      options_(std::move(options)),
+      metrics_(options_.output_dir, "training loss") {
+  if (options_.steps < 1) {
+    throw Error(fmt::format("Trainer: steps must be ≥ 1, got {}", options_.steps));
+  }
+  if (options_.eval_every < 0 || options_.checkpoint_every < 0 || options_.keep_checkpoints < 1) {
+    throw Error(fmt::format(
+        "Trainer: eval_every and checkpoint_every must be ≥ 0 and keep_checkpoints ≥ 1, got {}, "
+        "{} and {}",
+        options_.eval_every, options_.checkpoint_every, options_.keep_checkpoints));
+  }
+  if (options_.resume && options_.checkpoint_dir.empty()) {
+    throw Error("Trainer: resume needs a checkpoint directory");
+  }
+  const OptimizerStep& optimizer = task_.optimizer();
+  executor_ = std::make_unique<Executor>(
+      task_.model().graph(), optimizer.outputs({task_.loss(), optimizer.lr_multiplier}));
+  task_.bind_inputs(*executor_);
+  checkpoint_values_ = collect_checkpoint_values(task_);
+  task_.model().initialize(*executor_);
+  if (options_.checkpoint_dir.empty()) return;
+
+  checkpoints_.emplace(options_.checkpoint_dir, options_.keep_checkpoints);
+  if (!options_.resume) return;
+  if (const auto latest = checkpoints_->latest()) {
+    const LoadedCheckpoint loaded =
+        load_checkpoint(*latest, *executor_, checkpoint_values_, task_.config());
+    completed_steps_ = loaded.step;
+    executor_->set_step(static_cast<std::uint64_t>(loaded.step));
+    metrics_.restore(loaded.step);
+    if (options_.out != nullptr) {
+      fmt::print(options_.out, "resuming from {} (step {})\n", latest->string(), loaded.step);
+    }
+  }
+}
+
+Trainer::~Trainer() = default;
+
+std::filesystem::path Trainer::save_checkpoint(std::int64_t step,
+                                               const CheckpointDirectory& directory) {
+  return directory.save(step, *executor_, checkpoint_values_, task_.config());
+}
+
+void Trainer::write_run_info() const {
+  if (options_.output_dir.empty()) return;
+  nlohmann::json info;
+  for (const auto& [key, value] : task_.config()) {
+    // Structured entries are JSON objects in their string form; keep them structured here.
+    const nlohmann::json parsed = nlohmann::json::parse(value, nullptr, false);
+    info["config"][key] = parsed.is_discarded() ? nlohmann::json(value) : parsed;
+  }
+  info["trainer"] = {{"steps", options_.steps},
+                     {"eval_every", options_.eval_every},
+                     {"checkpoint_every", options_.checkpoint_every}};
+  info["environment"] = {
+      {"threads", omp_get_max_threads()},
+      {"hardware_threads", std::thread::hardware_concurrency()},
+      {"simd", std::string(detail::simd_level_name(detail::active_simd_level()))},
+      {"compiler", std::string(__VERSION__)}};
+  write_file_atomically(options_.output_dir / "run.json", info.dump(2) + "\n");
+}
+
+TrainingResult Trainer::run() {
+  TrainingResult result;
+  result.first_step = completed_steps_ + 1;
+  result.last_step = completed_steps_;
+  if (completed_steps_ >= options_.steps) {
+    if (options_.out != nullptr) {
+      fmt::print(options_.out, "nothing to do: the checkpoint is at step {}, steps is {}\n",
+                 completed_steps_, options_.steps);
+    }
+    return result;
+  }
+  write_run_info();
+  InterruptGuard guard(options_.handle_interrupt);
+  ProgressReporter progress({.total_steps = options_.steps,
+                             .unit = task_.item_unit(),
+                             .mode = options_.progress,
+                             .out = options_.out});
+  progress.start(completed_steps_);
+  const auto start = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  const auto items = static_cast<double>(task_.items_per_step());
+  double excluded = 0;  // seconds of evaluation and checkpoints, left out of the throughput
+  const Value loss_value = task_.loss();
+  const Value lr_value = task_.optimizer().lr_multiplier;
+
+  auto stop = [&](StopReason reason, std::string_view message) {
+    result.reason = reason;
+    progress.message(message);
+  };
+  for (std::int64_t step = completed_steps_ + 1; step <= options_.steps; ++step) {
+    task_.load_batch(step);
+    executor_->run();
+    completed_steps_ = step;
+    result.last_step = step;
+    const float loss = executor_->get(loss_value).data()[0];
+    result.losses.push_back(loss);
+    const double seconds = elapsed();
+    const double done = items * static_cast<double>(step - result.first_step + 1);
+    const double stepping = seconds - excluded;
+    MetricRecord record{.step = step,
+                        .train_loss = loss,
+                        .lr_multiplier = executor_->get(lr_value).data()[0],
+                        .tokens_per_second = stepping > 0 ? done / stepping : 0,
+                        .elapsed_seconds = seconds};
+    if (!std::isfinite(loss)) {
+      metrics_.add(record);
+      std::string where;
+      if (checkpoints_) {
+        // Kept apart from the resumable checkpoints: these parameters are what the non-finite step
+        // left, for inspection, and resuming must not pick them up.
+        const CheckpointDirectory debris(options_.checkpoint_dir / "non-finite", 1);
+        where = fmt::format(" The state after it is in {} for inspection; the last good "
+                            "checkpoint stays the newest in {}.",
+                            save_checkpoint(step, debris).string(),
+                            options_.checkpoint_dir.string());
+      }
+      stop(StopReason::kNonFiniteLoss,
+           fmt::format("step {}: the training loss is {}; stopping.{} A lower learning rate (or "
+                       "more warmup) usually helps.",
+                       step, loss, where));
+      break;
+    }
+    const bool last = step == options_.steps;
+    if (last || (options_.eval_every > 0 && step % options_.eval_every == 0)) {
+      const double eval_start = elapsed();
+      record.validation_loss = task_.evaluate(*executor_);
+      progress.exclude(elapsed() - eval_start);
+      excluded += elapsed() - eval_start;
+      if (record.validation_loss) {
+        progress.message(fmt::format("step {}: validation loss {:.4f}", step,
+                                     *record.validation_loss));
+      }
+      if (last) result.validation_loss = record.validation_loss;
+    }
+    metrics_.add(record);
+    progress.update(step, loss, done);
+    if (checkpoints_ && (last || (options_.checkpoint_every > 0 &&
+                                  step % options_.checkpoint_every == 0))) {
+      const double save_start = elapsed();
+      result.checkpoint = save_checkpoint(step, *checkpoints_);
+      progress.exclude(elapsed() - save_start);
+      excluded += elapsed() - save_start;
+    }
+    if (record.validation_loss || result.checkpoint) metrics_.write();
+    if (g_interrupted != 0 && !last) {
+      std::string where = "no checkpoint directory was given, so nothing is saved";
+      if (checkpoints_) {
+        result.checkpoint = save_checkpoint(step, *checkpoints_);
+        where = fmt::format("saved {}; resume to continue", result.checkpoint->string());
+      }
+      stop(StopReason::kInterrupted, fmt::format("interrupted after step {}: {}", step, where));
+      break;
+    }
+  }
+  progress.finish();
+  metrics_.write();
+  result.seconds = elapsed();
+  const auto steps_done = static_cast<double>(result.losses.size());
+  const double stepping = result.seconds - excluded;
+  result.items_per_second = stepping > 0 ? items * steps_done / stepping : 0;
+  return result;
+}
+
+}  // namespace unitscale

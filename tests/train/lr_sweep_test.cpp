@@ -1,0 +1,155 @@
+// The LR-sweep table and the E3/E4/E6 criteria, decided on made-up tables whose answers are known.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "unitscale/error.hpp"
+#include "unitscale/train/lr_sweep.hpp"
+
+namespace us = unitscale;
+namespace fs = std::filesystem;
+
+namespace {
+
+us::SweepResult row(const char* experiment, us::Scheme scheme, std::int64_t width, int depth,
+                    int log2_lr, double loss, bool diverged = false) {
+  us::SweepResult r;
+  r.point = {.experiment = experiment, .scheme = scheme, .width = width, .depth = depth,
+             .lr = std::ldexp(1.0, log2_lr)};
+  r.validation_loss = loss;
+  r.train_loss_last = loss + 0.01;
+  r.diverged = diverged;
+  return r;
+}
+
+// A bowl over the grid around `best_log2` with minimum `floor`.
+void add_bowl(us::SweepTable& t, us::Scheme scheme, std::int64_t width, int from, int to,
+              int best_log2, double floor) {
+  for (int e = from; e <= to; ++e) {
+    t.add(row("E3", scheme, width, 2, e, floor + 0.02 * (e - best_log2) * (e - best_log2)));
+  }
+}
+
+const us::Criterion& named(const std::vector<us::Criterion>& cs, const std::string& prefix) {
+  for (const auto& c : cs) {
+    if (c.name.rfind(prefix, 0) == 0) return c;
+  }
+  throw std::runtime_error("no criterion " + prefix);
+}
+
+TEST(SweepTable, RoundTripsThroughCsvAndReplacesByKey) {
+  us::SweepTable t;
+  us::SweepResult a = row("E3", us::Scheme::kUMuP, 128, 2, -3, 1.2345678901);
+  a.point.alphas.residual_mult = 0.25;
+  a.seconds = 12.5;
+  t.add(a);
+  t.add(row("E3", us::Scheme::kSP, 64, 2, -9, 2.0, true));
+  const fs::path path = fs::temp_directory_path() / ("unitscale_sweep_" + std::to_string(::getpid()) + ".csv");
+  t.save(path);
+  const us::SweepTable back = us::SweepTable::load(path);
+  ASSERT_EQ(back.results().size(), 2u);
+  const us::SweepResult* found = back.find(a.point);
+  ASSERT_NE(found, nullptr);
+  EXPECT_EQ(found->point.lr, 0.125);
+  EXPECT_EQ(found->point.alphas.residual_mult, 0.25);
+  EXPECT_NEAR(found->validation_loss, 1.2345678901, 1e-8);
+  EXPECT_TRUE(back.results()[1].diverged);
+  us::SweepResult again = a;
+  again.validation_loss = 1.0;
+  t.add(again);
+  EXPECT_EQ(t.results().size(), 2u);
+  EXPECT_EQ(t.find(a.point)->validation_loss, 1.0);
+
+  std::ofstream(path, std::ios::app) << "E3,SP,64,2,notanumber\n";
+  try {
+    us::SweepTable::load(path);
+    FAIL();
+  } catch (const us::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(":4:"), std::string::npos) << e.what();
+  }
+  fs::remove(path);
+  EXPECT_TRUE(us::SweepTable::load(path).results().empty());  // no file: an empty table
+}
+
+TEST(SweepTable, BestOfRanksDivergedRunsLastAndBreaksTiesTowardTheSmallerLr) {
+  EXPECT_FALSE(us::best_of({}).has_value());
+  const auto best = us::best_of({row("E3", us::Scheme::kSP, 64, 2, -5, 1.0, true),
+                                 row("E3", us::Scheme::kSP, 64, 2, -6, 1.5),
+                                 row("E3", us::Scheme::kSP, 64, 2, -8, 1.5)});
+  EXPECT_EQ(best->point.lr, std::ldexp(1.0, -8));
+}
+
+TEST(LrTransferCriteria, DecideTheTextbookOutcome) {
+  us::SweepTable t;
+  // u-μP: optimum at 2^0 at every width, wider better. μP: drifts 2^-8 → 2^-6 (4×). SP: drifts
+  // down two grid points.
+  for (const auto& [w, floor] : {std::pair{64, 2.0}, {128, 1.9}, {256, 1.8}}) {
+    add_bowl(t, us::Scheme::kUMuP, w, -4, 3, 0, floor);
+  }
+  add_bowl(t, us::Scheme::kMuP, 64, -12, -5, -8, 2.0);
+  add_bowl(t, us::Scheme::kMuP, 128, -12, -5, -7, 1.9);
+  add_bowl(t, us::Scheme::kMuP, 256, -12, -5, -6, 1.8);
+  add_bowl(t, us::Scheme::kSP, 64, -12, -5, -8, 2.0);
+  add_bowl(t, us::Scheme::kSP, 128, -12, -5, -9, 1.95);
+  add_bowl(t, us::Scheme::kSP, 256, -12, -5, -10, 1.9);
+  const auto c = us::evaluate_lr_transfer(t, {64, 128, 256});
+  EXPECT_TRUE(named(c, "1.").pass) << named(c, "1.").detail;
+  EXPECT_FALSE(named(c, "2.").pass) << named(c, "2.").detail;
+  EXPECT_TRUE(named(c, "3.").pass) << named(c, "3.").detail;
+  EXPECT_TRUE(named(c, "4. u-muP").pass);
+  EXPECT_TRUE(named(c, "5.").report_only);
+  EXPECT_NE(named(c, "5.").detail.find("ratio 2^10"), std::string::npos) << named(c, "5.").detail;
+}
+
+TEST(LrTransferCriteria, OnePercentToleranceAndWiderIsBetterBite) {
+  us::SweepTable t;
+  // Optimum 2^0 at d=64 but 2^1 at d=256, where 2^0 is 1.5% worse: within 2×, not within 1%.
+  add_bowl(t, us::Scheme::kUMuP, 64, -2, 2, 0, 2.0);
+  t.add(row("E3", us::Scheme::kUMuP, 256, 2, -1, 2.2));
+  t.add(row("E3", us::Scheme::kUMuP, 256, 2, 0, 1.0 * 2.03));
+  t.add(row("E3", us::Scheme::kUMuP, 256, 2, 1, 2.0));
+  t.add(row("E3", us::Scheme::kUMuP, 256, 2, 2, 2.1));
+  const auto c = us::evaluate_lr_transfer(t, {64, 256});
+  EXPECT_FALSE(named(c, "1.").pass) << named(c, "1.").detail;
+  // At the transferred η = 2^0, d=256 (2.03) is worse than d=64 (2.0).
+  EXPECT_FALSE(named(c, "4. u-muP").pass);
+}
+
+TEST(IndependentSearchCriteria, TwoPercentAndHalfAPercent) {
+  us::SweepTable t;
+  auto e4 = [](double loss, us::UmupHyperparameters a) {
+    us::SweepResult r = row("E4", us::Scheme::kUMuP, 128, 2, 0, loss);
+    r.point.alphas = a;
+    return r;
+  };
+  t.add(e4(2.0, {}));
+  t.add(e4(1.97, {.residual_mult = 0.5}));  // 1.5% better: within 2%
+  t.add(e4(2.05, {.attn_softmax_mult = 4}));
+  t.add(e4(1.985, {.attn_softmax_mult = 1, .residual_mult = 0.5, .loss_softmax_mult = 2}));
+  auto c = us::evaluate_independent_search(t);
+  EXPECT_TRUE(c[0].pass) << c[0].detail;
+  EXPECT_FALSE(c[1].pass) << c[1].detail;  // 1.985 > 1.97 × 1.005
+  t.add(e4(1.95, {.loss_softmax_mult = 2}));  // now 2.5% better than the defaults
+  c = us::evaluate_independent_search(t);
+  EXPECT_FALSE(c[0].pass) << c[0].detail;
+}
+
+TEST(DepthTransferCriteria, OneGridPoint) {
+  us::SweepTable t;
+  auto e6 = [&](int depth, int best) {
+    for (int e = -2; e <= 2; ++e) {
+      t.add(row("E6", us::Scheme::kUMuP, 128, depth, e, 2.0 + 0.05 * (e - best) * (e - best)));
+    }
+  };
+  e6(2, 0);
+  e6(4, 1);
+  e6(8, 0);
+  EXPECT_TRUE(us::evaluate_depth_transfer(t, {2, 4, 8})[0].pass);
+  e6(8, -1);
+  EXPECT_FALSE(us::evaluate_depth_transfer(t, {2, 4, 8})[0].pass);  // 2^-1 .. 2^1: 4×
+}
+
+}  // namespace

@@ -1,0 +1,282 @@
+// unitscale-train: trains a model from the command line with the library's Trainer. It prints the
+// model summary and the effective per-parameter learning rates, trains with a progress bar,
+// evaluates, keeps checkpoints to resume from, writes metrics and the loss curve, and (for a
+// language model) prints a sample of generated text.
+//
+//   unitscale-train --width 128 --depth 2 --steps 1000 --out run
+//   unitscale-train --resume --checkpoint-dir run/checkpoints --out run   # after a Ctrl-C
+
+#include <omp.h>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <exception>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "unitscale/error.hpp"
+#include "unitscale/io/idx.hpp"
+#include "unitscale/io/text_corpus.hpp"
+#include "unitscale/train/command_line.hpp"
+#include "unitscale/train/image_classifier.hpp"
+#include "unitscale/train/language_model.hpp"
+#include "unitscale/train/trainer.hpp"
+
+namespace fs = std::filesystem;
+namespace us = unitscale;
+
+namespace {
+
+struct Arguments {
+  std::string model = "decoder";
+  std::string scheme = "umup";
+  std::int64_t width = 128;
+  std::int64_t depth = 2;
+  std::int64_t heads = 0;
+  std::int64_t mup_base_width = 64;
+  std::string hidden = "512,512";
+  std::string activation = "gelu";
+  std::int64_t sequence_length = 64;
+  std::int64_t batch = 16;
+  std::int64_t steps = 1000;
+  double lr = 0;
+  std::string schedule = "cosine";
+  std::int64_t warmup = 100;
+  double weight_decay = 0;
+  double max_grad_norm = 0;
+  us::UmupHyperparameters hp;
+  std::string data;
+  std::int64_t seed = 0;
+  std::int64_t threads = 0;
+  std::string out;
+  std::string checkpoint_dir;
+  std::int64_t checkpoint_every = 0;
+  std::int64_t keep = 3;
+  bool resume = false;
+  std::int64_t eval_every = 0;
+  std::string progress = "auto";
+  std::int64_t sample_bytes = 300;
+  std::string prompt;
+  double temperature = 0.8;
+  std::int64_t top_k = 40;
+};
+
+us::Scheme scheme_of(const std::string& name) {
+  if (name == "sp") return us::Scheme::kSP;
+  if (name == "mup") return us::Scheme::kMuP;
+  return us::Scheme::kUMuP;
+}
+
+us::ProgressMode progress_of(const std::string& name) {
+  if (name == "bar") return us::ProgressMode::kBar;
+  if (name == "lines") return us::ProgressMode::kLines;
+  if (name == "quiet") return us::ProgressMode::kQuiet;
+  return us::ProgressMode::kAuto;
+}
+
+us::CommandLine make_command_line(Arguments& a) {
+  us::CommandLine cli(
+      "unitscale-train",
+      "Trains a byte-level transformer decoder on a text corpus (by default the Debian fortunes),\n"
+      "or an MLP classifier on an IDX image dataset (by default Fashion-MNIST), under SP, muP or\n"
+      "u-muP with AdamW, as the library's Trainer does: progress bar, evaluation, checkpoints,\n"
+      "metrics, loss curve, and at the end a sample of generated text or the test accuracy.");
+  cli.section("Model")
+      .choice("--model", &a.model, {"decoder", "mlp"}, "what to train")
+      .choice("--scheme", &a.scheme, {"umup", "mup", "sp"}, "parametrization")
+      .option("--width", &a.width, "N", "decoder width d", 1)
+      .option("--depth", &a.depth, "L", "decoder layers", 1)
+      .option("--heads", &a.heads, "N", "attention heads (0: width/32, head dim 32)")
+      .option("--hidden", &a.hidden, "LIST", "MLP hidden widths, comma-separated")
+      .choice("--activation", &a.activation, {"gelu", "relu"}, "MLP activation")
+      .option("--mup-base-width", &a.mup_base_width, "N", "muP's base width", 1)
+      .section("u-muP hyperparameters (each 1 by default; act as plain multipliers in SP/muP)")
+      .option("--ffn-act-mult", &a.hp.ffn_act_mult, "X", "alpha_ffn-act")
+      .option("--attn-softmax-mult", &a.hp.attn_softmax_mult, "X", "alpha_attn-softmax")
+      .option("--residual-mult", &a.hp.residual_mult, "X", "alpha_res")
+      .option("--residual-attn-ratio", &a.hp.residual_attn_ratio, "X", "alpha_res-attn-ratio")
+      .option("--loss-softmax-mult", &a.hp.loss_softmax_mult, "X", "alpha_loss-softmax")
+      .section("Training")
+      .option("--seq", &a.sequence_length, "S", "decoder: sequence length (windows of S+1 bytes)", 1)
+      .option("--batch", &a.batch, "B", "sequences (images) per step", 1)
+      .option("--steps", &a.steps, "N", "training steps", 1)
+      .option("--lr", &a.lr, "ETA",
+              "global learning rate eta; accepts 2^E (0: 1 for u-muP, 2^-8 for SP and muP)")
+      .choice("--schedule", &a.schedule, {"cosine", "constant"},
+              "after the warmup: cosine decay to 0, or constant")
+      .option("--warmup", &a.warmup, "N", "linear warmup steps")
+      .option("--weight-decay", &a.weight_decay, "X",
+              "AdamW weight decay (u-muP: independent of the LR)")
+      .option("--clip", &a.max_grad_norm, "X", "global gradient-norm clip (0: none)")
+      .option("--seed", &a.seed, "N", "parameters and data sampling")
+      .option("--threads", &a.threads, "N", "threads (0: the OpenMP default)")
+      .section("Data")
+      .option("--data", &a.data, "PATH",
+              "decoder: a text file, or a directory of fortune files ('%'-separated entries, "
+              "every 20th for validation; default " + std::string(us::kFortunesDirectory) +
+                  "); mlp: a directory of gzipped IDX files (default " +
+                  std::string(us::kFashionMnistDirectory) + ", last 5000 training images for "
+                  "validation)")
+      .section("Output")
+      .option("--out", &a.out, "DIR", "metrics.csv, metrics.jsonl, loss.svg, run.json (empty: none)")
+      .option("--checkpoint-dir", &a.checkpoint_dir, "DIR",
+              "checkpoints (safetensors); default DIR/checkpoints with --out")
+      .option("--checkpoint-every", &a.checkpoint_every, "N",
+              "steps between checkpoints (0: at the end only)")
+      .option("--keep", &a.keep, "K", "checkpoints kept", 1)
+      .flag("--resume", &a.resume, "continue from the newest checkpoint in the checkpoint directory")
+      .option("--eval-every", &a.eval_every, "N", "steps between evaluations (0: at the end only)")
+      .choice("--progress", &a.progress, {"auto", "bar", "lines", "quiet"},
+              "progress bar on a terminal, plain lines otherwise (auto)")
+      .section("Sample")
+      .option("--sample", &a.sample_bytes, "N", "decoder: bytes of text to generate at the end (0: none)")
+      .option("--prompt", &a.prompt, "TEXT", "start of the generated text")
+      .option("--temperature", &a.temperature, "T", "sampling temperature (0: greedy)")
+      .option("--top-k", &a.top_k, "K", "sample among the K most likely bytes (0: all)");
+  cli.epilog(
+      "Ctrl-C stops after the current step and saves a checkpoint; --resume continues the run\n"
+      "exactly where it stopped. Exit status: 0 done, 1 error, 2 non-finite loss, 130 "
+      "interrupted.");
+  return cli;
+}
+
+std::vector<std::int64_t> parse_widths(const std::string& text) {
+  std::vector<std::int64_t> widths;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    const double w = us::CommandLine::parse_number("--hidden", text.substr(start, comma - start));
+    if (w < 1 || w != std::floor(w)) {
+      throw us::Error(fmt::format("--hidden: widths must be positive integers, got '{}'", text));
+    }
+    widths.push_back(static_cast<std::int64_t>(w));
+    start = comma + 1;
+  }
+  return widths;
+}
+
+us::TrainerOptions trainer_options(const Arguments& a) {
+  fs::path checkpoint_dir = a.checkpoint_dir;
+  if (checkpoint_dir.empty() && !a.out.empty()) checkpoint_dir = fs::path(a.out) / "checkpoints";
+  return {.steps = a.steps,
+          .eval_every = a.eval_every,
+          .output_dir = a.out,
+          .checkpoint_dir = checkpoint_dir,
+          .checkpoint_every = a.checkpoint_every,
+          .keep_checkpoints = static_cast<int>(a.keep),
+          .resume = a.resume,
+          .progress = progress_of(a.progress),
+          .out = stdout};
+}
+
+// Trains `task` and prints the outcome; returns the exit status.
+int train(us::TrainingTask& task, const Arguments& a,
+          const std::function<void(const us::Executor&)>& finish) {
+  fmt::print("\n{}\n\n{}\n", task.model().summary(), task.optimizer().learning_rate_table);
+  us::Trainer trainer(task, trainer_options(a));
+  const us::TrainingResult result = trainer.run();
+  fmt::print("\n{} after step {}: {:.1f} s, {:.0f} {}/s", us::stop_reason_name(result.reason),
+             result.last_step, result.seconds, result.items_per_second, task.item_unit());
+  if (!result.losses.empty()) fmt::print(", last training loss {:.4f}", result.losses.back());
+  if (result.validation_loss) fmt::print(", validation loss {:.4f}", *result.validation_loss);
+  fmt::print("\n");
+  if (!a.out.empty()) fmt::print("metrics and loss curve in {}\n", a.out);
+  if (result.checkpoint) fmt::print("checkpoint {}\n", result.checkpoint->string());
+  if (result.reason == us::StopReason::kNonFiniteLoss) return 2;
+  if (result.reason == us::StopReason::kInterrupted) return 130;
+  finish(trainer.executor());
+  return 0;
+}
+
+int train_decoder(const Arguments& a) {
+  us::LanguageModelConfig config;
+  config.scheme = scheme_of(a.scheme);
+  config.width = a.width;
+  config.depth = static_cast<int>(a.depth);
+  const std::int64_t heads = a.heads > 0 ? a.heads : std::max<std::int64_t>(1, a.width / 32);
+  if (a.width % heads != 0) {
+    throw us::Error(fmt::format("--heads {} does not divide --width {}", heads, a.width));
+  }
+  config.head_dim = a.width / heads;
+  config.mup_base_width = a.mup_base_width;
+  config.hyperparameters = a.hp;
+  config.sequence_length = a.sequence_length;
+  config.batch = a.batch;
+  config.seed = static_cast<std::uint64_t>(a.seed);
+  config.lr = a.lr > 0 ? a.lr : us::default_learning_rate(config.scheme);
+  config.steps = a.steps;
+  config.warmup = std::min(a.warmup, a.steps);
+  config.cosine_decay = a.schedule == "cosine";
+  config.weight_decay = a.weight_decay;
+  config.max_grad_norm = a.max_grad_norm;
+
+  const std::string path = a.data.empty() ? std::string(us::kFortunesDirectory) : a.data;
+  const us::TextCorpus corpus = us::load_text_corpus(path);
+  fmt::print("data: {} ({} files, {} entries): {} training bytes, {} validation bytes\n", path,
+             corpus.files.size(), corpus.entries, corpus.train.size(), corpus.validation.size());
+  us::LanguageModelTask task(config, corpus);
+  return train(task, a, [&](const us::Executor& trained) {
+    if (a.sample_bytes == 0) return;
+    const std::string sample = task.generate(trained, a.prompt,
+                                             {.max_bytes = a.sample_bytes,
+                                              .temperature = a.temperature,
+                                              .top_k = a.top_k,
+                                              .seed = static_cast<std::uint64_t>(a.seed)});
+    fmt::print("\nsample (temperature {}, top-k {}):\n{}{}\n", a.temperature, a.top_k, a.prompt,
+               sample);
+  });
+}
+
+int train_mlp(const Arguments& a) {
+  us::ImageClassifierConfig config;
+  config.scheme = scheme_of(a.scheme);
+  config.hidden = parse_widths(a.hidden);
+  config.activation =
+      a.activation == "relu" ? us::ClassifierActivation::kRelu : us::ClassifierActivation::kGelu;
+  config.mup_base_width = a.mup_base_width;
+  config.hyperparameters = a.hp;
+  config.batch = a.batch;
+  config.seed = static_cast<std::uint64_t>(a.seed);
+  config.lr = a.lr > 0 ? a.lr : us::default_learning_rate(config.scheme);
+  config.steps = a.steps;
+  config.warmup = std::min(a.warmup, a.steps);
+  config.cosine_decay = a.schedule == "cosine";
+  config.weight_decay = a.weight_decay;
+
+  const us::ImageDatasetOptions options{.validation_holdout = 5000};
+  const us::ImageClassificationData data =
+      a.data.empty() ? us::load_fashion_mnist(options)
+                     : us::load_idx_image_dataset(a.data, "train", "t10k", options);
+  fmt::print("data: {} training, {} validation, {} test images of {}x{}, {} classes\n",
+             data.train_images.shape()[0], data.validation_images.shape()[0],
+             data.test_images.shape()[0], data.height, data.width, data.classes);
+  us::ImageClassifierTask task(config, data);
+  return train(task, a, [&](const us::Executor& trained) {
+    const auto test = task.evaluate_on(trained, data.test_images, data.test_labels);
+    fmt::print("test: loss {:.4f}, accuracy {:.2f}%\n", test.loss, 100 * test.accuracy);
+  });
+}
+
+int run(int argc, char** argv) {
+  Arguments a;
+  us::CommandLine cli = make_command_line(a);
+  if (!cli.parse(argc, argv)) return 0;
+  if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
+  return a.model == "mlp" ? train_mlp(a) : train_decoder(a);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    fmt::print(stderr, "unitscale-train: {}\n", e.what());
+    return 1;
+  }
+}
