@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "temp_directory.hpp"
+#include "../support/temp_directory.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/format/float8.hpp"
 #include "unitscale/format/half.hpp"

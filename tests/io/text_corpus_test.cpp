@@ -19,6 +19,7 @@
 #include <system_error>
 #include <vector>
 
+#include "../support/temp_directory.hpp"
 #include "unitscale/error.hpp"
 
 namespace unitscale {
@@ -27,35 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-// A fresh directory under the system's temp directory, removed with everything in it. (The
-// same helper is in the other io test; it belongs in tests/support once one is shared there.)
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() /
-            ("unitscale_io_" + std::string(info->test_suite_name()) + "_" + info->name() + "_" +
-             std::to_string(std::random_device{}()));  // build trees may run tests at once
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const fs::path& path() const { return path_; }
-  fs::path write(const std::string& name, const std::string& bytes) const {
-    const fs::path file = path_ / name;
-    std::ofstream(file, std::ios::binary) << bytes;
-    return file;
-  }
-
- private:
-  fs::path path_;
-};
+using TempDir = testing_support::TempDirectory;
 
 std::string message_of(const std::function<void()>& f) {
   try {

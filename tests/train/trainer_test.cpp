@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../support/temp_directory.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/train/checkpoint.hpp"
 #include "unitscale/train/language_model.hpp"
@@ -23,27 +24,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A scratch directory per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() /
-            (std::string("unitscale_trainer_") + info->name() + "_" + std::to_string(::getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
+using TempDir = us::testing_support::TempDirectory;
+using us::testing_support::read_file;
 
- private:
-  fs::path path_;
-};
-
-std::string read(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 // Periodic text: a tiny decoder learns it within a few dozen steps.
 us::TextCorpus periodic_corpus(std::size_t train_bytes = 4000, std::size_t validation_bytes = 400) {
@@ -215,7 +198,7 @@ TEST(Trainer, MismatchedCheckpointIsRefusedAndLeavesTheFilesAlone) {
   const us::CheckpointDirectory directory(checkpoints);
   const auto latest = directory.latest();
   ASSERT_TRUE(latest.has_value());
-  const std::string bytes = read(*latest);
+  const std::string bytes = read_file(*latest);
 
   us::LanguageModelConfig wider = tiny_config(3);
   wider.width = 64;
@@ -227,7 +210,7 @@ TEST(Trainer, MismatchedCheckpointIsRefusedAndLeavesTheFilesAlone) {
     EXPECT_NE(std::string(e.what()).find(latest->filename().string()), std::string::npos)
         << e.what();
   }
-  EXPECT_EQ(read(*latest), bytes);
+  EXPECT_EQ(read_file(*latest), bytes);
   EXPECT_EQ(directory.checkpoints().size(), 1u);
 }
 
@@ -255,7 +238,7 @@ TEST(Trainer, WritesMetricsLossCurveAndRunInfo) {
   us::Trainer trainer(task, quiet({.steps = 6, .eval_every = 3, .output_dir = dir.path()}));
   const us::TrainingResult result = trainer.run();
 
-  const std::string csv = read(dir.path() / "metrics.csv");
+  const std::string csv = read_file(dir.path() / "metrics.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 7);  // header + 6 steps
   std::ifstream jsonl(dir.path() / "metrics.jsonl");
   std::string line;
@@ -268,10 +251,10 @@ TEST(Trainer, WritesMetricsLossCurveAndRunInfo) {
   }
   EXPECT_EQ(lines, 6);
   EXPECT_EQ(with_validation, 2);  // steps 3 and 6
-  const std::string svg = read(dir.path() / "loss.svg");
+  const std::string svg = read_file(dir.path() / "loss.svg");
   EXPECT_EQ(svg.rfind("<svg", 0) == 0 || svg.find("<svg") != std::string::npos, true);
   EXPECT_NE(svg.find("validation"), std::string::npos);
-  const auto info = nlohmann::json::parse(read(dir.path() / "run.json"));
+  const auto info = nlohmann::json::parse(read_file(dir.path() / "run.json"));
   EXPECT_EQ(info.at("config").at("model").at("width").get<int>(), 32);
   EXPECT_EQ(info.at("trainer").at("steps").get<int>(), 6);
 }

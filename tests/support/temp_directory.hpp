@@ -1,5 +1,5 @@
 #pragma once
-// Test helpers shared by the checkpoint tests: a fresh directory per test, removed afterwards, and
+// Test helpers for tests that touch files: a fresh directory per test, removed afterwards, and
 // whole-file reads and writes for checking bytes on disk.
 
 #include <gtest/gtest.h>
@@ -33,6 +33,8 @@ class TempDirectory {
 
   const std::filesystem::path& path() const { return path_; }
   std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+  // Writes `bytes` to the file `name` in the directory; returns its path.
+  std::filesystem::path write(const std::string& name, const std::string& bytes) const;
   // The names of the entries in the directory, sorted (temporary files included).
   std::vector<std::string> entries() const {
     std::vector<std::string> names;
@@ -55,6 +57,12 @@ inline std::string read_file(const std::filesystem::path& path) {
 inline void write_file(const std::filesystem::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+inline std::filesystem::path TempDirectory::write(const std::string& name,
+                                                  const std::string& bytes) const {
+  write_file(path_ / name, bytes);
+  return path_ / name;
 }
 
 }  // namespace unitscale::testing_support
