@@ -192,19 +192,12 @@ int train(us::TrainingTask& task, const Arguments& a,
   return 0;
 }
 
-int train_decoder(const Arguments& a) {
-  us::LanguageModelConfig config;
+// The settings both tasks' configs have, from the options.
+template <class Config>
+void set_common(Config& config, const Arguments& a) {
   config.scheme = scheme_of(a.scheme);
-  config.width = a.width;
-  config.depth = static_cast<int>(a.depth);
-  const std::int64_t heads = a.heads > 0 ? a.heads : std::max<std::int64_t>(1, a.width / 32);
-  if (a.width % heads != 0) {
-    throw us::Error(fmt::format("--heads {} does not divide --width {}", heads, a.width));
-  }
-  config.head_dim = a.width / heads;
   config.mup_base_width = a.mup_base_width;
   config.hyperparameters = a.hp;
-  config.sequence_length = a.sequence_length;
   config.batch = a.batch;
   config.seed = static_cast<std::uint64_t>(a.seed);
   config.lr = a.lr > 0 ? a.lr : us::default_learning_rate(config.scheme);
@@ -213,6 +206,19 @@ int train_decoder(const Arguments& a) {
   config.cosine_decay = a.schedule == "cosine";
   config.weight_decay = a.weight_decay;
   config.max_grad_norm = a.max_grad_norm;
+}
+
+int train_decoder(const Arguments& a) {
+  us::LanguageModelConfig config;
+  set_common(config, a);
+  config.width = a.width;
+  config.depth = static_cast<int>(a.depth);
+  const std::int64_t heads = a.heads > 0 ? a.heads : std::max<std::int64_t>(1, a.width / 32);
+  if (a.width % heads != 0) {
+    throw us::Error(fmt::format("--heads {} does not divide --width {}", heads, a.width));
+  }
+  config.head_dim = a.width / heads;
+  config.sequence_length = a.sequence_length;
 
   const std::string path = a.data.empty() ? std::string(us::kFortunesDirectory) : a.data;
   const us::TextCorpus corpus = us::load_text_corpus(path);
@@ -233,19 +239,10 @@ int train_decoder(const Arguments& a) {
 
 int train_mlp(const Arguments& a) {
   us::ImageClassifierConfig config;
-  config.scheme = scheme_of(a.scheme);
+  set_common(config, a);
   config.hidden = parse_widths(a.hidden);
   config.activation =
       a.activation == "relu" ? us::ClassifierActivation::kRelu : us::ClassifierActivation::kGelu;
-  config.mup_base_width = a.mup_base_width;
-  config.hyperparameters = a.hp;
-  config.batch = a.batch;
-  config.seed = static_cast<std::uint64_t>(a.seed);
-  config.lr = a.lr > 0 ? a.lr : us::default_learning_rate(config.scheme);
-  config.steps = a.steps;
-  config.warmup = std::min(a.warmup, a.steps);
-  config.cosine_decay = a.schedule == "cosine";
-  config.weight_decay = a.weight_decay;
 
   const us::ImageDatasetOptions options{.validation_holdout = 5000};
   const us::ImageClassificationData data =

@@ -78,6 +78,7 @@ ImageClassifierTask::ImageClassifierTask(const ImageClassifierConfig& config,
        .schedule = config_.cosine_decay
                        ? Schedule::warmup_cosine(config_.warmup, config_.steps, 0.0)
                        : Schedule::constant(config_.warmup),
+       .max_grad_norm = config_.max_grad_norm,
        .log = [](std::string_view) {}});
   images_buffer_ = Tensor(Shape{config_.batch, pixels_});
   labels_buffer_ = Tensor(Shape{config_.batch}, DType::kI32);
@@ -200,7 +201,8 @@ std::map<std::string, std::string> ImageClassifierTask::config() const {
       {"weight_decay", config_.weight_decay},
       {"warmup", config_.warmup},
       {"schedule", config_.cosine_decay ? "cosine" : "constant"},
-      {"schedule_steps", config_.steps}};
+      {"schedule_steps", config_.steps},
+      {"max_grad_norm", config_.max_grad_norm}};
   const nlohmann::json data = {{"batch", config_.batch},
                                {"train_images", data_.train_images.shape()[0]},
                                {"pixel_mean", data_.pixel_mean},

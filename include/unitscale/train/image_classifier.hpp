@@ -40,6 +40,7 @@ struct ImageClassifierConfig {
   std::int64_t warmup = 0;
   bool cosine_decay = true;
   double weight_decay = 0.0;
+  double max_grad_norm = 0.0;  // 0: no clipping
 };
 
 class ImageClassifierTask final : public TrainingTask {
