@@ -66,7 +66,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <new>
@@ -89,6 +88,7 @@
 #include "unitscale/ops/gemm.hpp"
 #include "unitscale/ops/linear.hpp"
 #include "unitscale/tensor/tensor.hpp"
+#include "unitscale/train/run_environment.hpp"
 
 // support/eigen_native_gemm.cpp, compiled with -march=native.
 void eigen_native_gemm(const float* a, const float* b, float* c, long m, long n, long k);
@@ -561,27 +561,13 @@ void bm_linear_unitscale_fp8(benchmark::State& state) {
 // Context and registration
 // ---------------------------------------------------------------------------------------------
 
-std::string cpu_model() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.starts_with("model name")) {
-      const auto colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(" \t", colon + 1));
-    }
-  }
-  return "unknown (no model name in /proc/cpuinfo)";
-}
-
 void add_context(const std::vector<GemmShape>& shapes) {
-  benchmark::AddCustomContext("cpu_model", cpu_model());
-  benchmark::AddCustomContext("gemm_isa", gemm_isa());
-  benchmark::AddCustomContext("gemm_has_native_bf16", gemm_has_native_bf16() ? "yes" : "no");
-  benchmark::AddCustomContext("omp_threads", std::to_string(omp_get_max_threads()));
-  const dnnl_version_t* v = dnnl::version();
-  benchmark::AddCustomContext("onednn_version", std::to_string(v->major) + "." +
-                                                    std::to_string(v->minor) + "." +
-                                                    std::to_string(v->patch));
+  const RunEnvironment environment = current_run_environment();
+  benchmark::AddCustomContext("cpu_model", environment.cpu_model);
+  benchmark::AddCustomContext("gemm_isa", environment.gemm_isa);
+  benchmark::AddCustomContext("gemm_has_native_bf16", environment.gemm_native_bf16 ? "yes" : "no");
+  benchmark::AddCustomContext("omp_threads", std::to_string(environment.threads));
+  benchmark::AddCustomContext("onednn_version", environment.onednn_version);
   benchmark::AddCustomContext("eigen_default_simd", Eigen::SimdInstructionSetsInUse());
   benchmark::AddCustomContext("eigen_native_simd", eigen_native_simd());
   const char* coretype = std::getenv("OPENBLAS_CORETYPE");

@@ -55,7 +55,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <string>
 #include <string_view>
@@ -64,11 +63,13 @@
 
 #include <Eigen/Core>
 
+#include "support/bench_context.hpp"
 #include "unitscale/format/detail/simd_level.hpp"
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/graph/graph.hpp"
 #include "unitscale/optim/update_ops.hpp"
 #include "unitscale/tensor/tensor.hpp"
+#include "unitscale/train/run_environment.hpp"
 
 namespace unitscale {
 namespace {
@@ -371,18 +372,6 @@ void bm_sgd_executor(benchmark::State& state, std::int64_t n) {
 // Context, registration and the summary
 // ---------------------------------------------------------------------------------------------
 
-std::string cpu_model() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.starts_with("model name")) {
-      const auto colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(" \t", colon + 1));
-    }
-  }
-  return "unknown (no model name in /proc/cpuinfo)";
-}
-
 // The instruction set this file, and with it src/optim (same flags), is compiled for.
 const char* compiled_isa() {
 #if defined(__AVX512F__)
@@ -399,7 +388,7 @@ const char* compiled_isa() {
 }
 
 void add_context() {
-  benchmark::AddCustomContext("cpu_model", cpu_model());
+  benchmark::AddCustomContext("cpu_model", cpu_model_name());
   benchmark::AddCustomContext("omp_threads", std::to_string(omp_get_max_threads()));
   benchmark::AddCustomContext("update_kernel_isa", compiled_isa());
   benchmark::AddCustomContext(
@@ -454,15 +443,10 @@ void print_summary() {
 int main(int argc, char** argv) {
   // kMinTime is passed as the default --benchmark_min_time rather than set per row with MinTime(),
   // which would override the flag and add "/min_time:..." to every row's name.
-  std::vector<char*> args(argv, argv + argc);
-  std::string default_min_time = "--benchmark_min_time=" + std::to_string(unitscale::kMinTime);
-  bool min_time_given = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::string_view(argv[i]).starts_with("--benchmark_min_time")) min_time_given = true;
-  }
-  if (!min_time_given) args.insert(args.begin() + 1, default_min_time.data());
-  int count = static_cast<int>(args.size());
-  args.push_back(nullptr);
+  std::string min_time;
+  std::vector<char*> args =
+      unitscale::bench::args_with_default_min_time(argc, argv, unitscale::kMinTime, min_time);
+  int count = static_cast<int>(args.size()) - 1;
   benchmark::Initialize(&count, args.data());
   if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
   unitscale::add_context();

@@ -34,6 +34,7 @@
 #include "unitscale/nn/init.hpp"
 #include "unitscale/train/command_line.hpp"
 #include "unitscale/train/lr_sweep.hpp"
+#include "unitscale/train/run_environment.hpp"
 
 namespace fs = std::filesystem;
 namespace us = unitscale;
@@ -112,6 +113,10 @@ class Sweep {
       : options_(o), corpus_(corpus), path_(fs::path(o.out) / "sweep.csv") {
     fs::create_directories(o.out);
     table_ = us::SweepTable::load(path_);
+    // The machine of this invocation (a table resumed across machines mixes them; each row's
+    // tokens_per_second shows the speed it ran at).
+    us::write_file_atomically(fs::path(o.out) / "environment.json",
+                              us::to_json(us::current_run_environment()) + "\n");
   }
 
   const us::SweepTable& table() const { return table_; }
@@ -246,7 +251,7 @@ bool run_e3(const Options& o, Sweep& sweep) {
     const auto rows = sweep.table().select([&](const us::SweepResult& r) {
       return r.point.experiment == "E3" && r.point.scheme == scheme && r.point.steps == o.steps;
     });
-    panels.push_back(loss_against_lr(std::string(us::scheme_name(scheme)), rows,
+    panels.push_back(loss_against_lr(std::string(us::scheme_display_name(scheme)), rows,
                                      [](const us::SweepResult& r) { return fmt::format("d={}", r.point.width); }));
   }
   us::save_panels(fs::path(o.out) / "e3_lr_transfer.svg", panels);

@@ -74,18 +74,22 @@ struct Tick {
   std::string label;
 };
 
-std::vector<Tick> ticks(const Axis& axis, Range r) {
+// Ticks for an axis drawn `pixels` long whose labels need `label_pixels` each (their width on the
+// x axis, their height on the y axis): at most ten, and never so dense that the labels overlap, as
+// sixteen "2^-12" labels would in a small panel.
+std::vector<Tick> ticks(const Axis& axis, Range r, double pixels, double label_pixels) {
   std::vector<Tick> result;
+  const double span = r.hi - r.lo;
+  const double fitting = std::max(1.0, std::floor(pixels / label_pixels));
   if (axis.scale != AxisScale::kLinear) {
-    const double span = r.hi - r.lo;
-    const int step = std::max(1, static_cast<int>(std::ceil(span / 10)));
+    const int step = std::max(1, static_cast<int>(std::ceil(span / std::min(10.0, fitting))));
     const char* base = axis.scale == AxisScale::kLog2 ? "2" : "10";
     for (int e = static_cast<int>(std::ceil(r.lo)); e <= static_cast<int>(std::floor(r.hi)); e += step) {
       result.push_back({static_cast<double>(e), fmt::format("{}^{}", base, e)});
     }
     return result;
   }
-  const double raw = (r.hi - r.lo) / 6;
+  const double raw = span / std::min(6.0, fitting);
   const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
   double step = magnitude;
   for (const double m : {1.0, 2.0, 5.0, 10.0}) {
@@ -149,13 +153,15 @@ std::string LinePlot::to_svg(int width, int height) const {
       "<text x=\"{2}\" y=\"28\" font-size=\"16\" text-anchor=\"middle\">{3}</text>\n",
       width, height, (left + right) / 2, escape(title_));
 
-  for (const Tick& t : ticks(x_axis_, xr)) {
+  // About 7 px a character at font-size 12, "2^-12" or "0.0005" plus a gap; one line high.
+  constexpr double kXLabelPixels = 48, kYLabelPixels = 24;
+  for (const Tick& t : ticks(x_axis_, xr, right - left, kXLabelPixels)) {
     const double x = left + (t.position - xr.lo) / (xr.hi - xr.lo) * (right - left);
     svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#e5e5e5\"/>\n"
                        "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>\n",
                        x, top, bottom, bottom + 18, escape(t.label));
   }
-  for (const Tick& t : ticks(y_axis_, yr)) {
+  for (const Tick& t : ticks(y_axis_, yr, bottom - top, kYLabelPixels)) {
     const double y = bottom - (t.position - yr.lo) / (yr.hi - yr.lo) * (bottom - top);
     svg += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#e5e5e5\"/>\n"
                        "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}</text>\n",

@@ -178,6 +178,18 @@ std::string_view scheme_name(Scheme scheme) {
   return "?";
 }
 
+std::string_view scheme_display_name(Scheme scheme) {
+  switch (scheme) {
+    case Scheme::kSP:
+      return "SP";
+    case Scheme::kMuP:
+      return "μP";
+    case Scheme::kUMuP:
+      return "u-μP";
+  }
+  return "?";
+}
+
 std::int64_t optimizer_fan_in(std::string_view name, const Shape& shape) {
   if (shape.rank() == 0) throw parameter_error(name, shape, "a scalar parameter has no fan-in");
   if (shape.rank() == 1) return shape.dim(0);

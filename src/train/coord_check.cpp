@@ -21,6 +21,7 @@
 #include "unitscale/nn/model.hpp"
 #include "unitscale/nn/transformer.hpp"
 #include "unitscale/optim/optimizer.hpp"
+#include "unitscale/train/language_model.hpp"
 
 namespace unitscale {
 namespace {
@@ -84,21 +85,8 @@ void check_batch(const CoordCheckConfig& c, const Tensor& ids, const Tensor& tar
 }
 
 DecoderConfig decoder_config(const CoordCheckConfig& c, Scheme scheme, std::int64_t width) {
-  DecoderConfig d{.vocab = c.vocab,
-                  .width = width,
-                  .depth = c.depth,
-                  .heads = width / c.head_dim,
-                  .mlp_expansion = 2,
-                  .mlp = MlpKind::kSwiGlu,
-                  .norm = NormKind::kRms,
-                  .norm_affine = false};
-  // SP and μP: q·kᵀ/√d_head. μP's own rule is 1/d_head (TP-V), which only matters when d_head
-  // grows with the width; here d_head is fixed and the number of heads grows, so 1/√d_head is a
-  // width-independent constant and keeps μP identical to SP at the base width. u-μP keeps its
-  // parametrization's scale, which its unit-scaled attention op is built around.
-  if (scheme != Scheme::kUMuP) {
-    d.attention_logit_scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
-  }
+  DecoderConfig d = byte_decoder_config(scheme, width, c.depth, c.head_dim);
+  d.vocab = c.vocab;
   return d;
 }
 

@@ -44,7 +44,9 @@ std::string lr_text(double lr) {
 }
 
 std::string loss_text(const SweepResult& r) {
-  return r.diverged ? "diverged" : fmt::format("{:.4f}", r.validation_loss);
+  if (r.diverged) return "diverged";
+  if (r.seeds > 1) return fmt::format("{:.4f}, mean of {} seeds", r.validation_loss, r.seeds);
+  return fmt::format("{:.4f}", r.validation_loss);
 }
 
 // The runs of one width (or depth) and the best of them.
@@ -246,7 +248,27 @@ void SweepTable::add(const SweepResult& result) {
 std::vector<SweepResult> SweepTable::select(
     const std::function<bool(const SweepResult&)>& filter) const {
   std::vector<SweepResult> rows;
-  std::copy_if(results_.begin(), results_.end(), std::back_inserter(rows), filter);
+  std::vector<std::string> unseeded_keys;  // parallel to rows
+  for (const SweepResult& r : results_) {
+    if (!filter(r)) continue;
+    SweepPoint unseeded = r.point;
+    unseeded.seed = 0;
+    const auto at = std::find(unseeded_keys.begin(), unseeded_keys.end(), unseeded.key());
+    if (at == unseeded_keys.end()) {
+      unseeded_keys.push_back(unseeded.key());
+      rows.push_back(r);
+      continue;
+    }
+    SweepResult& merged = rows[static_cast<std::size_t>(at - unseeded_keys.begin())];
+    const double n = merged.seeds;
+    auto mean_with = [n](double mean, double value) { return (mean * n + value) / (n + 1); };
+    merged.validation_loss = mean_with(merged.validation_loss, r.validation_loss);
+    merged.train_loss_last = mean_with(merged.train_loss_last, r.train_loss_last);
+    merged.tokens_per_second = mean_with(merged.tokens_per_second, r.tokens_per_second);
+    merged.diverged = merged.diverged || r.diverged;
+    merged.seconds += r.seconds;
+    merged.seeds += r.seeds;
+  }
   std::stable_sort(rows.begin(), rows.end(), [](const SweepResult& a, const SweepResult& b) {
     return a.point.lr < b.point.lr;
   });
@@ -265,8 +287,10 @@ std::optional<SweepResult> best_of(const std::vector<SweepResult>& rows) {
 std::string criteria_markdown(const std::vector<Criterion>& criteria) {
   std::string out = "| criterion | result | numbers |\n|---|---|---|\n";
   for (const Criterion& c : criteria) {
+    std::string_view detail = c.detail;  // lists end in "; " as they are built
+    while (detail.ends_with(' ') || detail.ends_with(';')) detail.remove_suffix(1);
     out += fmt::format("| {} | {} | {} |\n", c.name,
-                       c.report_only ? "report" : (c.pass ? "PASS" : "FAIL"), c.detail);
+                       c.report_only ? "report" : (c.pass ? "PASS" : "FAIL"), detail);
   }
   return out;
 }
@@ -293,9 +317,9 @@ std::vector<Criterion> evaluate_lr_transfer(const SweepTable& table,
     Criterion loss = transferred_loss("", groups, 0.01);
     out.push_back({.name = fmt::format("{}. {}: η* within 2× across widths, and the d={} optimum "
                                        "within 1% of each width's best",
-                                       number++, scheme_name(scheme), widths.front()),
+                                       number++, scheme_display_name(scheme), widths.front()),
                    .pass = spread.pass && loss.pass,
-                   .detail = spread.detail + " | " + loss.detail});
+                   .detail = spread.detail + "; " + loss.detail});
   }
   {
     const auto groups = groups_of(Scheme::kSP);
@@ -311,7 +335,7 @@ std::vector<Criterion> evaluate_lr_transfer(const SweepTable& table,
   for (const Scheme scheme : {Scheme::kUMuP, Scheme::kMuP}) {
     const auto groups = groups_of(scheme);
     Criterion c{.name = fmt::format("4. {}: wider is better at the transferred η",
-                                    scheme_name(scheme)),
+                                    scheme_display_name(scheme)),
                 .pass = groups.front().best && !groups.front().best->diverged};
     if (!c.pass) {
       c.detail = "no optimum at the transfer source";

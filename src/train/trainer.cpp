@@ -1,18 +1,15 @@
 #include "unitscale/train/trainer.hpp"
 
-#include <omp.h>
-
 #include <chrono>
 #include <cmath>
 #include <csignal>
-#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "unitscale/atomic_write.hpp"
 #include "unitscale/error.hpp"
-#include "unitscale/format/detail/simd_level.hpp"
+#include "unitscale/train/run_environment.hpp"
 
 namespace unitscale {
 
@@ -127,11 +124,7 @@ void Trainer::write_run_info() const {
   info["trainer"] = {{"steps", options_.steps},
                      {"eval_every", options_.eval_every},
                      {"checkpoint_every", options_.checkpoint_every}};
-  info["environment"] = {
-      {"threads", omp_get_max_threads()},
-      {"hardware_threads", std::thread::hardware_concurrency()},
-      {"simd", std::string(detail::simd_level_name(detail::active_simd_level()))},
-      {"compiler", std::string(__VERSION__)}};
+  info["environment"] = nlohmann::json::parse(to_json(current_run_environment()));
   write_file_atomically(options_.output_dir / "run.json", info.dump(2) + "\n");
 }
 

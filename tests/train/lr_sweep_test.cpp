@@ -99,7 +99,7 @@ TEST(LrTransferCriteria, DecideTheTextbookOutcome) {
   EXPECT_TRUE(named(c, "1.").pass) << named(c, "1.").detail;
   EXPECT_FALSE(named(c, "2.").pass) << named(c, "2.").detail;
   EXPECT_TRUE(named(c, "3.").pass) << named(c, "3.").detail;
-  EXPECT_TRUE(named(c, "4. u-muP").pass);
+  EXPECT_TRUE(named(c, "4. u-μP").pass);
   EXPECT_TRUE(named(c, "5.").report_only);
   EXPECT_NE(named(c, "5.").detail.find("ratio 2^10"), std::string::npos) << named(c, "5.").detail;
 }
@@ -115,7 +115,7 @@ TEST(LrTransferCriteria, OnePercentToleranceAndWiderIsBetterBite) {
   const auto c = us::evaluate_lr_transfer(t, {64, 256});
   EXPECT_FALSE(named(c, "1.").pass) << named(c, "1.").detail;
   // At the transferred η = 2^0, d=256 (2.03) is worse than d=64 (2.0).
-  EXPECT_FALSE(named(c, "4. u-muP").pass);
+  EXPECT_FALSE(named(c, "4. u-μP").pass);
 }
 
 TEST(IndependentSearchCriteria, TwoPercentAndHalfAPercent) {
@@ -150,6 +150,45 @@ TEST(DepthTransferCriteria, OneGridPoint) {
   EXPECT_TRUE(us::evaluate_depth_transfer(t, {2, 4, 8})[0].pass);
   e6(8, -1);
   EXPECT_FALSE(us::evaluate_depth_transfer(t, {2, 4, 8})[0].pass);  // 2^-1 .. 2^1: 4×
+}
+
+TEST(SweepTable, SelectAveragesTheSeedsOfAPoint) {
+  us::SweepTable t;
+  // L = 8: seed 0 puts η* at 2^1 (4× the 2^-1 of L = 2: FAIL); seeds 1 and 2 favour 2^0.
+  auto seeded = [](int depth, int log2_lr, double loss, std::uint64_t seed) {
+    us::SweepResult r = row("E6", us::Scheme::kUMuP, 128, depth, log2_lr, loss);
+    r.point.seed = seed;
+    r.seconds = 10;
+    return r;
+  };
+  for (int e = -2; e <= 2; ++e) t.add(seeded(2, e, 2.0 + 0.05 * (e + 1) * (e + 1), 0));
+  for (int e = -2; e <= 2; ++e) t.add(seeded(8, e, 2.0 + 0.05 * (e - 1) * (e - 1), 0));
+  EXPECT_FALSE(us::evaluate_depth_transfer(t, {2, 8})[0].pass);
+  t.add(seeded(8, 0, 1.95, 1));
+  t.add(seeded(8, 1, 2.10, 1));
+  t.add(seeded(8, 0, 1.96, 2));
+  t.add(seeded(8, 1, 2.08, 2));
+  EXPECT_EQ(t.results().size(), 14u);  // the table keeps every run
+
+  const auto rows = t.select([](const us::SweepResult& r) { return r.point.depth == 8; });
+  ASSERT_EQ(rows.size(), 5u);
+  EXPECT_EQ(rows[2].point.lr, 1.0);
+  EXPECT_EQ(rows[2].seeds, 3);
+  EXPECT_NEAR(rows[2].validation_loss, (2.05 + 1.95 + 1.96) / 3, 1e-12);
+  EXPECT_NEAR(rows[2].train_loss_last, (2.06 + 1.96 + 1.97) / 3, 1e-12);
+  EXPECT_EQ(rows[2].seconds, 30);
+  EXPECT_EQ(rows[3].seeds, 3);
+  EXPECT_NEAR(rows[3].validation_loss, (2.0 + 2.10 + 2.08) / 3, 1e-12);
+  EXPECT_EQ(rows[0].seeds, 1);
+  const auto criteria = us::evaluate_depth_transfer(t, {2, 8});
+  EXPECT_TRUE(criteria[0].pass) << criteria[0].detail;  // 2^-1 .. 2^0 on the means
+  EXPECT_NE(criteria[0].detail.find("mean of 3 seeds"), std::string::npos) << criteria[0].detail;
+
+  us::SweepResult diverged = seeded(8, 0, NAN, 3);
+  diverged.diverged = true;
+  t.add(diverged);
+  const auto with_divergence = t.select([](const us::SweepResult& r) { return r.point.depth == 8; });
+  EXPECT_TRUE(with_divergence[2].diverged);  // one diverged seed makes the point diverged
 }
 
 }  // namespace

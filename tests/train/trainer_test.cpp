@@ -2,7 +2,9 @@
 // exact resumption (from a checkpoint, after Ctrl-C), clean stops, metrics files, evaluation
 // against the training loss, and generation.
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <csignal>
 #include <cmath>
@@ -17,6 +19,7 @@
 #include "unitscale/error.hpp"
 #include "unitscale/train/checkpoint.hpp"
 #include "unitscale/train/language_model.hpp"
+#include "unitscale/train/run_environment.hpp"
 #include "unitscale/train/trainer.hpp"
 
 namespace us = unitscale;
@@ -257,6 +260,14 @@ TEST(Trainer, WritesMetricsLossCurveAndRunInfo) {
   const auto info = nlohmann::json::parse(read_file(dir.path() / "run.json"));
   EXPECT_EQ(info.at("config").at("model").at("width").get<int>(), 32);
   EXPECT_EQ(info.at("trainer").at("steps").get<int>(), 6);
+  // The environment names the machine the figures came from.
+  const auto& environment = info.at("environment");
+  EXPECT_EQ(environment.at("threads").get<int>(), omp_get_max_threads());
+  EXPECT_EQ(environment.at("cpu_model").get<std::string>(), us::cpu_model_name());
+  EXPECT_FALSE(environment.at("gemm_isa").get<std::string>().empty());
+  EXPECT_FALSE(environment.at("simd").get<std::string>().empty());
+  EXPECT_THAT(environment.at("library_version").get<std::string>(),
+              testing::MatchesRegex("[0-9]+\\.[0-9]+\\.[0-9]+"));
 }
 
 TEST(Trainer, RefusesBadOptions) {

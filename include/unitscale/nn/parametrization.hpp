@@ -64,7 +64,8 @@
 namespace unitscale {
 
 enum class Scheme { kSP, kMuP, kUMuP };
-std::string_view scheme_name(Scheme scheme);  // "SP", "muP", "u-muP"
+std::string_view scheme_name(Scheme scheme);          // "SP", "muP", "u-muP": files, flags
+std::string_view scheme_display_name(Scheme scheme);  // "SP", "μP", "u-μP": plots, reports
 
 // The SP weight initialisation, which μP inherits at its base shape.
 enum class SpInit {

@@ -30,9 +30,11 @@
 
 namespace unitscale {
 
-// The decoder M(d, L) for `scheme`. SP and μP scale attention logits by 1/√d_head (d_head is
-// fixed, so this is width-independent and keeps μP equal to SP at its base width); u-μP keeps the
-// scale its unit-scaled attention op is built around.
+// The decoder M(d, L) for `scheme`. SP and μP scale attention logits by q·kᵀ/√d_head. μP's own
+// rule is 1/d_head (TP-V), which only matters when d_head grows with the width; here d_head is
+// fixed and the number of heads grows, so 1/√d_head is a width-independent constant and keeps μP
+// identical to SP at the base width. u-μP keeps its parametrization's scale, which its
+// unit-scaled attention op is built around.
 DecoderConfig byte_decoder_config(Scheme scheme, std::int64_t width, int depth,
                                   std::int64_t head_dim = 32,
                                   const UmupHyperparameters& hyperparameters = {});

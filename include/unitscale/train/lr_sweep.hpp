@@ -46,6 +46,10 @@ struct SweepResult {
   bool diverged = false;          // a non-finite loss, or a final validation loss above ln 256
   double seconds = 0;
   double tokens_per_second = 0;
+  // How many seeds' runs this row averages: 1 in the table; SweepTable::select() merges the runs
+  // of one point that differ only in their seed (the protocol reruns the points that decide a
+  // close criterion with more seeds).
+  int seeds = 1;
 };
 
 // The ranking loss: diverged runs rank last (+∞).
@@ -70,7 +74,9 @@ class SweepTable {
   void add(const SweepResult& result);  // replaces a row with the same key
   const std::vector<SweepResult>& results() const { return results_; }
 
-  // The rows matching `filter`, sorted by η.
+  // The rows matching `filter`, sorted by η, one per point: runs that differ only in their seed
+  // are merged into their mean (losses, tokens/s; diverged if any diverged; seconds summed), the
+  // first seed naming the merged point.
   std::vector<SweepResult> select(const std::function<bool(const SweepResult&)>& filter) const;
 
  private:
