@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "support/bench_context.hpp"
 #include "unitscale/format/bulk.hpp"
 #include "unitscale/format/detail/codec.hpp"
 #include "unitscale/format/detail/simd_level.hpp"
@@ -225,18 +226,15 @@ void register_operation_rows(const std::string& operation, const MakeBody& make)
 }  // namespace
 
 int main(int argc, char** argv) {
-  register_memcpy_rows();
-  register_operation_rows("encode_e4m3", encode_rows<us::float8_e4m3fn>(448.0f));
-  register_operation_rows("encode_e5m2", encode_rows<us::float8_e5m2>(57344.0f));
-  register_operation_rows("decode_e4m3", decode_rows<us::float8_e4m3fn>());
-  register_operation_rows("encode_fp16", cast_rows<us::float16>());
-  register_operation_rows("decode_fp16", decode_rows<us::float16>());
-  register_operation_rows("encode_bf16", cast_rows<us::bfloat16>());
-  register_operation_rows("decode_bf16", decode_rows<us::bfloat16>());
-  register_operation_rows("fake_quantize_e4m3", fake_quantize_rows());
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return us::bench::run_benchmark_program(argc, argv, {.add_rows = [] {
+    register_memcpy_rows();
+    register_operation_rows("encode_e4m3", encode_rows<us::float8_e4m3fn>(448.0f));
+    register_operation_rows("encode_e5m2", encode_rows<us::float8_e5m2>(57344.0f));
+    register_operation_rows("decode_e4m3", decode_rows<us::float8_e4m3fn>());
+    register_operation_rows("encode_fp16", cast_rows<us::float16>());
+    register_operation_rows("decode_fp16", decode_rows<us::float16>());
+    register_operation_rows("encode_bf16", cast_rows<us::bfloat16>());
+    register_operation_rows("decode_bf16", decode_rows<us::bfloat16>());
+    register_operation_rows("fake_quantize_e4m3", fake_quantize_rows());
+  }});
 }

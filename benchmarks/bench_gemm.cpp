@@ -83,12 +83,12 @@
 #include <cblas.h>
 #endif
 
+#include "support/bench_context.hpp"
 #include "unitscale/format/bulk.hpp"
 #include "unitscale/format/float8.hpp"
 #include "unitscale/ops/gemm.hpp"
 #include "unitscale/ops/linear.hpp"
 #include "unitscale/tensor/tensor.hpp"
-#include "unitscale/train/run_environment.hpp"
 
 // support/eigen_native_gemm.cpp, compiled with -march=native.
 void eigen_native_gemm(const float* a, const float* b, float* c, long m, long n, long k);
@@ -562,12 +562,6 @@ void bm_linear_unitscale_fp8(benchmark::State& state) {
 // ---------------------------------------------------------------------------------------------
 
 void add_context(const std::vector<GemmShape>& shapes) {
-  const RunEnvironment environment = current_run_environment();
-  benchmark::AddCustomContext("cpu_model", environment.cpu_model);
-  benchmark::AddCustomContext("gemm_isa", environment.gemm_isa);
-  benchmark::AddCustomContext("gemm_has_native_bf16", environment.gemm_native_bf16 ? "yes" : "no");
-  benchmark::AddCustomContext("omp_threads", std::to_string(environment.threads));
-  benchmark::AddCustomContext("onednn_version", environment.onednn_version);
   benchmark::AddCustomContext("eigen_default_simd", Eigen::SimdInstructionSetsInUse());
   benchmark::AddCustomContext("eigen_native_simd", eigen_native_simd());
   const char* coretype = std::getenv("OPENBLAS_CORETYPE");
@@ -626,30 +620,19 @@ void register_benchmarks(const std::vector<GemmShape>& shapes) {
   add("linear_fwd_bwd/unitscale_fp8", bm_linear_unitscale_fp8, 1024, 1024, 1024, linear);
 }
 
+void add_rows() {
+#if UNITSCALE_BENCH_OPENBLAS
+  openblas_set_num_threads(omp_get_max_threads());
+#endif
+  const std::vector<GemmShape> shapes = gemm_shapes();
+  add_context(shapes);
+  register_benchmarks(shapes);
+}
+
 }  // namespace
 }  // namespace unitscale
 
 int main(int argc, char** argv) {
-  // kMinTime is passed as the default --benchmark_min_time rather than set per row with MinTime(),
-  // which would override the flag and add "/min_time:0.200" to every row's name.
-  std::vector<char*> args(argv, argv + argc);
-  std::string default_min_time = "--benchmark_min_time=" + std::to_string(unitscale::kMinTime);
-  bool min_time_given = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::string_view(argv[i]).starts_with("--benchmark_min_time")) min_time_given = true;
-  }
-  if (!min_time_given) args.insert(args.begin() + 1, default_min_time.data());
-  int count = static_cast<int>(args.size());
-  args.push_back(nullptr);
-  benchmark::Initialize(&count, args.data());
-  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
-#if UNITSCALE_BENCH_OPENBLAS
-  openblas_set_num_threads(omp_get_max_threads());
-#endif
-  const std::vector<unitscale::GemmShape> shapes = unitscale::gemm_shapes();
-  unitscale::add_context(shapes);
-  unitscale::register_benchmarks(shapes);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return unitscale::bench::run_benchmark_program(
+      argc, argv, {.default_min_time = unitscale::kMinTime, .add_rows = unitscale::add_rows});
 }

@@ -49,6 +49,7 @@
 #include <Eigen/Core>
 #include <unsupported/Eigen/SpecialFunctions>
 
+#include "support/bench_context.hpp"
 #include "unitscale/ops/linear.hpp"
 #include "unitscale/ops/primitives.hpp"
 #include "unitscale/graph/autodiff.hpp"
@@ -1593,10 +1594,7 @@ void register_benchmarks() {
 }  // namespace unitscale
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  unitscale::register_benchmarks();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  // Every row sets MinTime(kMinTime) itself.
+  return unitscale::bench::run_benchmark_program(argc, argv,
+                                                 {.add_rows = unitscale::register_benchmarks});
 }

@@ -64,12 +64,10 @@
 #include <Eigen/Core>
 
 #include "support/bench_context.hpp"
-#include "unitscale/format/detail/simd_level.hpp"
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/graph/graph.hpp"
 #include "unitscale/optim/update_ops.hpp"
 #include "unitscale/tensor/tensor.hpp"
-#include "unitscale/train/run_environment.hpp"
 
 namespace unitscale {
 namespace {
@@ -180,34 +178,15 @@ std::map<std::string, std::map<Role, std::vector<double>>>& rates() {
   return r;
 }
 
-double median(std::vector<double> x) {
-  if (x.empty()) return 0.0;
-  std::sort(x.begin(), x.end());
-  const std::size_t h = x.size() / 2;
-  return x.size() % 2 == 1 ? x[h] : 0.5 * (x[h - 1] + x[h]);
+// bench::RecordingReporter's record: a reported run's bytes/s, into rates().
+void record_rate(const benchmark::BenchmarkReporter::Run& run, bool replaces_repetitions) {
+  const auto info = row_info().find(run.run_name.function_name);
+  const auto bytes = run.counters.find("bytes_per_second");
+  if (info == row_info().end() || bytes == run.counters.end()) return;
+  std::vector<double>& values = rates()[info->second.group][info->second.role];
+  if (replaces_repetitions) values.clear();
+  values.push_back(bytes->second.value);
 }
-
-// The console reporter (plain text: it replaces the one --benchmark_format and --benchmark_color
-// would choose; --benchmark_out still writes its file), recording each reported run's bytes/s
-// into rates() first.
-class RecordingReporter : public benchmark::ConsoleReporter {
- public:
-  RecordingReporter() : ConsoleReporter(OO_None) {}
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& run : runs) {
-      const auto info = row_info().find(run.run_name.function_name);
-      const auto bytes = run.counters.find("bytes_per_second");
-      if (run.error_occurred || info == row_info().end() || bytes == run.counters.end()) continue;
-      std::vector<double>& values = rates()[info->second.group][info->second.role];
-      if (run.run_type == Run::RT_Iteration) {
-        values.push_back(bytes->second.value);
-      } else if (run.aggregate_name == "median") {
-        values.assign(1, bytes->second.value);  // replaces the repetitions it summarises
-      }
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-};
 
 // Runs `body` once untimed and then once per iteration; sets bytes_per_second and, for the rows
 // measured against others, x_bandwidth and x_eigen (against the rows that ran before it).
@@ -229,7 +208,7 @@ void timed_loop(benchmark::State& state, std::int64_t bytes_per_iteration, const
   auto ratio_to = [&](Role yardstick, const char* counter) {
     const auto it = group_rates.find(yardstick);
     if (it != group_rates.end() && !it->second.empty()) {
-      state.counters[counter] = rate / median(it->second);
+      state.counters[counter] = rate / bench::median(it->second);
     }
   };
   if (role != Role::kBandwidth) ratio_to(Role::kBandwidth, "x_bandwidth");
@@ -388,13 +367,8 @@ const char* compiled_isa() {
 }
 
 void add_context() {
-  benchmark::AddCustomContext("cpu_model", cpu_model_name());
-  benchmark::AddCustomContext("omp_threads", std::to_string(omp_get_max_threads()));
+  // The update kernels are compiled for one ISA; they do not dispatch like the op kernels.
   benchmark::AddCustomContext("update_kernel_isa", compiled_isa());
-  benchmark::AddCustomContext(
-      "dispatched_op_kernels_isa",
-      std::string(detail::simd_level_name(detail::best_simd_level())) +
-          " (best level of this CPU; the update kernels do not dispatch)");
   benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
 }
 
@@ -429,7 +403,7 @@ void print_summary() {
               "eigen/bandw.", "exec./bandw.", "exec./eigen");
   for (const auto& [group, by_role] : rates()) {
     double med[3] = {0.0, 0.0, 0.0};
-    for (const auto& [role, values] : by_role) med[static_cast<int>(role)] = median(values) * 1e-9;
+    for (const auto& [role, values] : by_role) med[static_cast<int>(role)] = bench::median(values) * 1e-9;
     auto ratio = [](double a, double b) { return b > 0.0 && a > 0.0 ? a / b : 0.0; };
     std::printf("%-14s %9.2f GB/s %7.2f GB/s %7.2f GB/s %13.2f %13.2f %11.2f\n", group.c_str(),
                 med[0], med[1], med[2], ratio(med[1], med[0]), ratio(med[2], med[0]),
@@ -437,23 +411,19 @@ void print_summary() {
   }
 }
 
+void add_rows() {
+  add_context();
+  register_benchmarks();
+}
+
 }  // namespace
 }  // namespace unitscale
 
 int main(int argc, char** argv) {
-  // kMinTime is passed as the default --benchmark_min_time rather than set per row with MinTime(),
-  // which would override the flag and add "/min_time:..." to every row's name.
-  std::string min_time;
-  std::vector<char*> args =
-      unitscale::bench::args_with_default_min_time(argc, argv, unitscale::kMinTime, min_time);
-  int count = static_cast<int>(args.size()) - 1;
-  benchmark::Initialize(&count, args.data());
-  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
-  unitscale::add_context();
-  unitscale::register_benchmarks();
-  unitscale::RecordingReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  unitscale::print_summary();
-  benchmark::Shutdown();
-  return 0;
+  unitscale::bench::RecordingReporter reporter(unitscale::record_rate);
+  return unitscale::bench::run_benchmark_program(argc, argv,
+                                                 {.default_min_time = unitscale::kMinTime,
+                                                  .add_rows = unitscale::add_rows,
+                                                  .summary = unitscale::print_summary,
+                                                  .reporter = &reporter});
 }

@@ -417,32 +417,16 @@ std::map<RowKey, std::vector<Counters>>& reported() {
   return r;
 }
 
-double median(std::vector<double> x) {
-  if (x.empty()) return 0.0;
-  std::sort(x.begin(), x.end());
-  const std::size_t h = x.size() / 2;
-  return x.size() % 2 == 1 ? x[h] : 0.5 * (x[h - 1] + x[h]);
+// bench::RecordingReporter's record: each row's counters, per repetition or the median alone.
+void record_row(const benchmark::BenchmarkReporter::Run& run, bool replaces_repetitions) {
+  const auto key = row_keys().find(run.run_name.function_name);
+  if (key == row_keys().end()) return;
+  Counters c;
+  for (const auto& [name, counter] : run.counters) c[name] = counter.value;
+  std::vector<Counters>& values = reported()[key->second];
+  if (replaces_repetitions) values.clear();
+  values.push_back(std::move(c));
 }
-
-class RecordingReporter : public benchmark::ConsoleReporter {
- public:
-  RecordingReporter() : ConsoleReporter(OO_None) {}
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& run : runs) {
-      const auto key = row_keys().find(run.run_name.function_name);
-      if (run.error_occurred || key == row_keys().end()) continue;
-      Counters c;
-      for (const auto& [name, counter] : run.counters) c[name] = counter.value;
-      std::vector<Counters>& values = reported()[key->second];
-      if (run.run_type == Run::RT_Iteration) {
-        values.push_back(std::move(c));
-      } else if (run.aggregate_name == "median") {
-        values.assign(1, std::move(c));  // replaces the repetitions it summarises
-      }
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-};
 
 double median_counter(const RowKey& key, const std::string& name) {
   const auto it = reported().find(key);
@@ -452,7 +436,7 @@ double median_counter(const RowKey& key, const std::string& name) {
     const auto f = c.find(name);
     if (f != c.end()) v.push_back(f->second);
   }
-  return median(v);
+  return bench::median(v);
 }
 
 void print_summary() {
@@ -481,7 +465,6 @@ void print_summary() {
 }
 
 void add_context() {
-  bench::add_machine_context();
   benchmark::AddCustomContext(
       "model", "u-muP byte-level decoder: vocab 256, depth 4, heads width/32, SwiGLU x2, RMSNorm "
                "(no affine), NoPE causal attention; batch 16 x 128 tokens; FP32; AdamW");
@@ -504,21 +487,19 @@ void register_benchmarks() {
   }
 }
 
+void add_rows() {
+  add_context();
+  register_benchmarks();
+}
+
 }  // namespace
 }  // namespace unitscale
 
 int main(int argc, char** argv) {
-  std::string min_time;
-  std::vector<char*> args =
-      unitscale::bench::args_with_default_min_time(argc, argv, unitscale::kMinTime, min_time);
-  int count = static_cast<int>(args.size()) - 1;
-  benchmark::Initialize(&count, args.data());
-  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
-  unitscale::add_context();
-  unitscale::register_benchmarks();
-  unitscale::RecordingReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  unitscale::print_summary();
-  benchmark::Shutdown();
-  return 0;
+  unitscale::bench::RecordingReporter reporter(unitscale::record_row);
+  return unitscale::bench::run_benchmark_program(argc, argv,
+                                                 {.default_min_time = unitscale::kMinTime,
+                                                  .add_rows = unitscale::add_rows,
+                                                  .summary = unitscale::print_summary,
+                                                  .reporter = &reporter});
 }

@@ -183,7 +183,7 @@ std::string load_text(const Options& options) {
   return us::load_text_corpus(options.data, {.validation_every = 0}).text;
 }
 
-// The smoke run's batch: fixed pseudo-random bytes (SplitMix64), so CI needs no data package.
+// The smoke run's batch: fixed pseudo-random bytes, so CI needs no data package.
 std::vector<unsigned char> smoke_bytes(std::size_t n) {
   // The library's counter-based generator (nn/init.hpp), one uniform byte per element.
   std::vector<unsigned char> bytes(n);

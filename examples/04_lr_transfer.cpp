@@ -396,11 +396,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    fmt::print(stderr, "04_lr_transfer: {}\n", e.what());
-    return 1;
-  }
+  return us::run_program("04_lr_transfer", [&] { return run(argc, argv); });
 }

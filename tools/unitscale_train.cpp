@@ -269,11 +269,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    fmt::print(stderr, "unitscale-train: {}\n", e.what());
-    return 1;
-  }
+  return us::run_program("unitscale-train", [&] { return run(argc, argv); });
 }

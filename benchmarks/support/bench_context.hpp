@@ -1,14 +1,18 @@
 #pragma once
 // Shared by the benchmark programs (benchmarks/bench_*.cpp): the machine context printed above
-// every table (CPU model, thread count, instruction sets) and main()'s default
-// --benchmark_min_time. Header-only, so that it needs no target of its own (the glob in
-// benchmarks/CMakeLists.txt makes one program per bench_*.cpp; this directory is outside it).
+// every table (CPU model, thread count, instruction sets), main()'s body with its default
+// --benchmark_min_time, and a reporter that records rows for a summary after the table.
+// Header-only, so that it needs no target of its own (the glob in benchmarks/CMakeLists.txt makes
+// one program per bench_*.cpp; this directory is outside it).
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "unitscale/format/detail/simd_level.hpp"
@@ -30,22 +34,66 @@ inline void add_machine_context() {
                               std::string(detail::simd_level_name(detail::best_simd_level())));
 }
 
-// argv with "--benchmark_min_time=<seconds>" inserted unless the caller gave that flag: a
-// program-wide default that the flag still overrides (MinTime() on each row would override the
-// flag and add "/min_time:..." to every row's name). Google Benchmark 1.7 reads a plain number
-// of seconds. The returned vector ends with a null pointer; its size() - 1 is the new argc. It
-// points into `storage`, which must outlive it.
-inline std::vector<char*> args_with_default_min_time(int argc, char** argv, double seconds,
-                                                     std::string& storage) {
-  std::vector<char*> args(argv, argv + argc);
-  bool given = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::string_view(argv[i]).starts_with("--benchmark_min_time")) given = true;
+// The console reporter of the programs that summarise their rows after the table (plain text: it
+// replaces the one --benchmark_format and --benchmark_color would choose; --benchmark_out still
+// writes its file). Each reported run goes to `record` first: every repetition, then its
+// "median" aggregate with `replaces_repetitions` set, so that a summary reads one value a row.
+class RecordingReporter : public benchmark::ConsoleReporter {
+ public:
+  using Record = std::function<void(const Run& run, bool replaces_repetitions)>;
+  explicit RecordingReporter(Record record)
+      : ConsoleReporter(OO_None), record_(std::move(record)) {}
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& run : runs) {
+      if (run.error_occurred) continue;
+      if (run.run_type == Run::RT_Iteration) record_(run, false);
+      if (run.run_type == Run::RT_Aggregate && run.aggregate_name == "median") record_(run, true);
+    }
+    ConsoleReporter::ReportRuns(runs);
   }
-  storage = "--benchmark_min_time=" + std::to_string(seconds);
-  if (!given) args.insert(args.begin() + 1, storage.data());
+
+ private:
+  Record record_;
+};
+
+inline double median(std::vector<double> x) {
+  if (x.empty()) return 0.0;
+  std::sort(x.begin(), x.end());
+  const std::size_t h = x.size() / 2;
+  return x.size() % 2 == 1 ? x[h] : 0.5 * (x[h - 1] + x[h]);
+}
+
+struct BenchmarkProgram {
+  // The default --benchmark_min_time in seconds, which the flag still overrides (MinTime() on each
+  // row would override the flag and add "/min_time:..." to every row's name); 0: the library's.
+  double default_min_time = 0;
+  std::function<void()> add_rows = {};  // registers the rows and any context of the program's own
+  std::function<void()> summary = {};   // printed after the table (may be empty)
+  benchmark::BenchmarkReporter* reporter = nullptr;  // nullptr: the one the flags choose
+};
+
+// main()'s body for every program: flags, the machine context, the rows, the run, the summary.
+inline int run_benchmark_program(int argc, char** argv, const BenchmarkProgram& program) {
+  std::vector<char*> args(argv, argv + argc);
+  std::string min_time = "--benchmark_min_time=" + std::to_string(program.default_min_time);
+  const bool given = std::any_of(args.begin() + 1, args.end(), [](const char* a) {
+    return std::string_view(a).starts_with("--benchmark_min_time");
+  });
+  if (program.default_min_time > 0 && !given) args.insert(args.begin() + 1, min_time.data());
+  int count = static_cast<int>(args.size());
   args.push_back(nullptr);
-  return args;
+  benchmark::Initialize(&count, args.data());
+  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
+  add_machine_context();
+  if (program.add_rows) program.add_rows();
+  if (program.reporter != nullptr) {
+    benchmark::RunSpecifiedBenchmarks(program.reporter);
+  } else {
+    benchmark::RunSpecifiedBenchmarks();
+  }
+  if (program.summary) program.summary();
+  benchmark::Shutdown();
+  return 0;
 }
 
 }  // namespace unitscale::bench

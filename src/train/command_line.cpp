@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <exception>
 #include <vector>
 
 #include <fmt/format.h>
@@ -10,6 +12,16 @@
 #include "unitscale/error.hpp"
 
 namespace unitscale {
+
+int run_program(std::string_view name, const std::function<int()>& program, int error_status) {
+  try {
+    return program();
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    fmt::print(stderr, "{}: {}\n", name, e.what());
+    return error_status;
+  }
+}
 
 namespace {
 
@@ -161,7 +173,7 @@ bool CommandLine::parse(int argc, const char* const* argv) {
       return !e.is_section && e.name == arg;
     });
     if (entry == entries_.end()) {
-      throw Error(fmt::format("{}: unknown option '{}' (see --help)", program_, arg));
+      throw Error(fmt::format("unknown option '{}' (see --help)", arg));
     }
     if (entry->is_flag) {
       if (has_inline) throw Error(fmt::format("{} takes no value", arg));

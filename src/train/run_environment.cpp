@@ -12,6 +12,19 @@
 #include "unitscale/ops/gemm.hpp"
 
 namespace unitscale {
+namespace {
+
+std::string compiler_name() {
+#if defined(__clang__)
+  return "clang " __clang_version__;
+#elif defined(__GNUC__)
+  return "GCC " __VERSION__;
+#else
+  return "unknown compiler";
+#endif
+}
+
+}  // namespace
 
 std::string cpu_model_name() {
   std::ifstream cpuinfo("/proc/cpuinfo");
@@ -36,7 +49,7 @@ RunEnvironment current_run_environment() {
           .gemm_native_bf16 = gemm_has_native_bf16(),
           .onednn_version = std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
                             std::to_string(v->patch),
-          .compiler = __VERSION__,
+          .compiler = compiler_name(),
           .library_version = UNITSCALE_VERSION};
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <map>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -92,12 +93,10 @@ TEST(Checkpoint, SaveAndLoadRoundTripThroughAnExecutor) {
   EXPECT_EQ(bytes_of(file.at("w")), bytes_of(saved.executor.state(saved.w)));
 }
 
-// With UNITSCALE_KEEP_CHECKPOINT=<path>, writes a checkpoint with a state of every dtype that
-// safetensors stores, holding the values 1.5, -2, 0.25, 448 (i32: 1, -2, 0, 448), for other tools
-// to open: benchmarks/compare/load_checkpoint_torch.py.
-TEST(Checkpoint, KeepsACheckpointOfEveryDTypeForOtherTools) {
-  const char* keep = std::getenv("UNITSCALE_KEEP_CHECKPOINT");
-  if (keep == nullptr) GTEST_SKIP() << "set UNITSCALE_KEEP_CHECKPOINT=<path> to write one";
+// A checkpoint with a state of every dtype that safetensors stores, holding the values 1.5, -2,
+// 0.25, 448 (i32: 1, -2, 0, 448), reads back bit for bit. With UNITSCALE_KEEP_CHECKPOINT=<path>
+// the file is also kept there for other tools to open: benchmarks/compare/load_checkpoint_torch.py.
+TEST(Checkpoint, EveryDTypeRoundTripsAndCanBeKeptForOtherTools) {
   TempDirectory dir;
   Graph graph;
   std::vector<Value> states;
@@ -127,9 +126,21 @@ TEST(Checkpoint, KeepsACheckpointOfEveryDTypeForOtherTools) {
     }
     executor.set_state(state, t);
   }
-  const auto path = CheckpointDirectory(dir.path()).save(
-      12, executor, checkpoint_values(states), {{"seed", "7"}, {"config", R"({"width": 64})"}});
-  std::filesystem::copy_file(path, keep, std::filesystem::copy_options::overwrite_existing);
+  const std::map<std::string, std::string> config = {{"seed", "7"}, {"config", R"({"width": 64})"}};
+  const auto path = CheckpointDirectory(dir.path()).save(12, executor, checkpoint_values(states), config);
+
+  Executor loaded(graph, states);
+  EXPECT_EQ(load_checkpoint(path, loaded, checkpoint_values(states), config).step, 12);
+  for (const Value state : states) {
+    const ConstTensorView expected = executor.state(state);
+    const ConstTensorView got = loaded.state(state);
+    ASSERT_EQ(got.dtype(), state.dtype());
+    EXPECT_EQ(std::memcmp(got.bytes(), expected.bytes(), expected.byte_size()), 0)
+        << dtype_name(state.dtype());
+  }
+  if (const char* keep = std::getenv("UNITSCALE_KEEP_CHECKPOINT")) {
+    std::filesystem::copy_file(path, keep, std::filesystem::copy_options::overwrite_existing);
+  }
 }
 
 TEST(Checkpoint, SaveKeepsTheLastCheckpointsOnly) {

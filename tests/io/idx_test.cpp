@@ -13,7 +13,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <iterator>
 #include <random>
 #include <string>
@@ -21,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "../support/error_message.hpp"
 #include "../support/temp_directory.hpp"
 #include "unitscale/error.hpp"
 
@@ -32,16 +32,7 @@ using ::testing::HasSubstr;
 using Bytes = std::vector<std::uint8_t>;
 
 using TempDir = testing_support::TempDirectory;
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no unitscale::Error thrown";
-  return {};
-}
+using testing_support::message_of;
 
 // An IDX file's bytes: magic 0x0000TTNN, big-endian dims, data.
 Bytes idx_bytes(const std::vector<std::uint32_t>& dims, const Bytes& data,

@@ -12,13 +12,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <random>
 #include <set>
 #include <string>
 #include <system_error>
 #include <vector>
 
+#include "../support/error_message.hpp"
 #include "../support/temp_directory.hpp"
 #include "unitscale/error.hpp"
 
@@ -29,16 +29,7 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 using TempDir = testing_support::TempDirectory;
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no unitscale::Error thrown";
-  return {};
-}
+using testing_support::message_of;
 
 // --- load_text_corpus ---------------------------------------------------------------------------
 

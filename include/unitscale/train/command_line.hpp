@@ -19,6 +19,11 @@
 
 namespace unitscale {
 
+// main()'s body for a program: returns what `program` returns, or, if it throws, prints
+// "<name>: <message>" on stderr (after flushing stdout, so that the message comes last) and
+// returns `error_status`.
+int run_program(std::string_view name, const std::function<int()>& program, int error_status = 1);
+
 class CommandLine {
  public:
   CommandLine(std::string program, std::string description);
