@@ -30,6 +30,7 @@ import time
 
 try:
     import torch
+    from torch_context import print_torch_context
 except ImportError:
     sys.exit(
         "linear_torch.py: PyTorch is not installed for " + sys.executable + "; see "
@@ -111,13 +112,7 @@ def main():
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__} ({sys.executable})")
-    print(f"threads: {torch.get_num_threads()} (interop {torch.get_num_interop_threads()})")
-    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
-    if capability is not None:
-        print(f"cpu capability: {capability()}")
-    print(f"mkldnn (oneDNN) available: {torch.backends.mkldnn.is_available()}, "
-          f"MKL available: {torch.backends.mkl.is_available()}")
+    print_torch_context()
 
     t, i, o = args.tokens, args.in_features, args.out_features
     flops = 3 * 2 * t * i * o

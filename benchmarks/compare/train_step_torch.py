@@ -40,6 +40,7 @@ import time
 try:
     import torch
     import torch.nn.functional as F
+    from torch_context import print_torch_context
 except ImportError:
     sys.exit(
         "train_step_torch.py: PyTorch is not installed for " + sys.executable + "; see "
@@ -186,24 +187,7 @@ def run_width(args, width):
 
 
 def print_header(args):
-    print(f"torch {torch.__version__} ({sys.executable})")
-    print(f"threads: {torch.get_num_threads()} (interop {torch.get_num_interop_threads()})")
-    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
-    if capability is not None:
-        print(f"cpu capability: {capability()}")
-    print(f"mkldnn (oneDNN) available: {torch.backends.mkldnn.is_available()}, "
-          f"MKL available: {torch.backends.mkl.is_available()}")
-    # The build's BLAS and oneDNN, from torch.__config__.show(): the library lines, and the
-    # BLAS_INFO / USE_MKLDNN entries of its long "Build settings" line.
-    for line in torch.__config__.show().splitlines():
-        text = line.strip()
-        if text.startswith("- Build settings"):
-            keep = [s.strip() for s in text.split(",")
-                    if s.strip().split("=")[0] in ("BLAS_INFO", "LAPACK_INFO", "USE_MKL",
-                                                   "USE_MKLDNN", "USE_OPENMP")]
-            print("config: " + ", ".join(keep))
-        elif any(word in text for word in ("MKL", "Math Kernel", "oneDNN", "OpenBLAS", "BLAS", "OpenMP")):
-            print("config: " + text.lstrip("- "))
+    print_torch_context()
     print(f"model: vocab {VOCAB}, depth {args.depth}, heads width/{args.head_dim}, SwiGLU x2, "
           f"RMSNorm (no affine), NoPE causal SDPA; batch {args.batch} x {args.seq}; float32; "
           f"AdamW ({args.optimizer})")
