@@ -10,14 +10,17 @@
 
 #include <cmath>
 #include <cstdio>
-#include <functional>
 #include <exception>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
 
+#include "unitscale/analysis/scale_tracking.hpp"
+#include "unitscale/atomic_write.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/io/idx.hpp"
 #include "unitscale/io/text_corpus.hpp"
@@ -59,6 +62,7 @@ struct Arguments {
   bool resume = false;
   std::int64_t eval_every = 0;
   std::string progress = "auto";
+  std::int64_t track_scales = 0;
   std::int64_t sample_bytes = 300;
   std::string prompt;
   double temperature = 0.8;
@@ -132,6 +136,9 @@ us::CommandLine make_command_line(Arguments& a) {
       .option("--eval-every", &a.eval_every, "N", "steps between evaluations (0: at the end only)")
       .choice("--progress", &a.progress, {"auto", "bar", "lines", "quiet"},
               "progress bar on a terminal, plain lines otherwise (auto)")
+      .option("--track-scales", &a.track_scales, "N",
+              "record every tensor's scale against E4M3, E5M2 and FP16 at step 1 and every Nth "
+              "step: DIR/scales/step-NNNNNNNN.{csv,json,svg} (needs --out; 0: off)")
       .section("Sample")
       .option("--sample", &a.sample_bytes, "N", "decoder: bytes of text to generate at the end (0: none)")
       .option("--prompt", &a.prompt, "TEXT", "start of the generated text")
@@ -177,7 +184,32 @@ us::TrainerOptions trainer_options(const Arguments& a) {
 int train(us::TrainingTask& task, const Arguments& a,
           const std::function<void(const us::Executor&)>& finish) {
   fmt::print("\n{}\n\n{}\n", task.model().summary(), task.optimizer().learning_rate_table);
-  us::Trainer trainer(task, trainer_options(a));
+  us::TrainerOptions options = trainer_options(a);
+  // Scale tracking records the steps it is switched on for; after each of them, its reports go
+  // to DIR/scales/.
+  std::optional<us::ScaleTracker> tracker;
+  const fs::path scales_dir = fs::path(a.out) / "scales";
+  auto tracked = [&](std::int64_t step) {
+    return a.track_scales > 0 && (step == 1 || step % a.track_scales == 0);
+  };
+  if (a.track_scales > 0) {
+    options.after_step = [&](std::int64_t step) {
+      if (tracker->recording()) {
+        const std::string stem = fmt::format("step-{:08d}", step);
+        us::write_file_atomically(scales_dir / (stem + ".csv"), tracker->csv());
+        us::write_file_atomically(scales_dir / (stem + ".json"), tracker->json());
+        tracker->save_chart(scales_dir / (stem + ".svg"),
+                            fmt::format("{}: the tensors of step {}", a.scheme, step));
+      }
+      tracker->set_recording(tracked(step + 1));
+    };
+  }
+  us::Trainer trainer(task, options);
+  if (a.track_scales > 0) {
+    fs::create_directories(scales_dir);
+    tracker = us::track_scales(trainer.executor(), task.model().graph());
+    tracker->set_recording(tracked(trainer.completed_steps() + 1));
+  }
   const us::TrainingResult result = trainer.run();
   fmt::print("\n{} after step {}: {:.1f} s, {:.0f} {}/s", us::stop_reason_name(result.reason),
              result.last_step, result.seconds, result.items_per_second, task.item_unit());
@@ -262,6 +294,9 @@ int run(int argc, char** argv) {
   Arguments a;
   us::CommandLine cli = make_command_line(a);
   if (!cli.parse(argc, argv)) return 0;
+  if (a.track_scales > 0 && a.out.empty()) {
+    throw us::Error("--track-scales needs --out DIR: the scale reports go to DIR/scales/");
+  }
   if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
   return a.model == "mlp" ? train_mlp(a) : train_decoder(a);
 }

@@ -5,6 +5,7 @@
 //   namespace us = unitscale;
 
 #include "unitscale/analysis/line_plot.hpp"
+#include "unitscale/analysis/scale_tracking.hpp"
 #include "unitscale/atomic_write.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/format.hpp"

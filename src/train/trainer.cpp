@@ -214,6 +214,12 @@ TrainingResult Trainer::run() {
       excluded += elapsed() - save_start;
     }
     if (record.validation_loss || result.checkpoint) metrics_.write();
+    if (options_.after_step) {
+      const double hook_start = elapsed();
+      options_.after_step(step);
+      progress.exclude(elapsed() - hook_start);
+      excluded += elapsed() - hook_start;
+    }
     if (g_interrupted != 0 && !last) {
       std::string where = "no checkpoint directory was given, so nothing is saved";
       if (checkpoints_) {

@@ -11,11 +11,14 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "../support/temp_directory.hpp"
+#include "unitscale/analysis/scale_tracking.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/train/checkpoint.hpp"
 #include "unitscale/train/language_model.hpp"
@@ -101,6 +104,32 @@ TEST(Trainer, SameSeedGivesTheSameLossesBitForBitAndAnotherSeedDoesNot) {
   us::LanguageModelConfig other = tiny_config(6);
   other.seed = 8;
   EXPECT_NE(train_losses(other, corpus, {.steps = 6}), a);
+}
+
+// after_step sees every step in order, and can drive a scale tracker that records one step of
+// the run: its weights are the parameters as that step found them.
+TEST(Trainer, AfterStepSeesEveryStepAndCanRecordTheScalesOfOne) {
+  const us::TextCorpus corpus = periodic_corpus();
+  us::LanguageModelTask task(tiny_config(4), corpus);
+  std::optional<us::ScaleTracker> tracker;
+  std::vector<std::int64_t> seen;
+  std::size_t rows_after_step_3 = 0;
+  us::TrainerOptions options = quiet({.steps = 4});
+  options.after_step = [&](std::int64_t step) {
+    seen.push_back(step);
+    if (step == 3) rows_after_step_3 = tracker->scales().size();
+    tracker->set_recording(step + 1 == 3);  // record step 3 only
+  };
+  us::Trainer trainer(task, options);
+  tracker = us::track_scales(trainer.executor(), task.model().graph());
+  tracker->set_recording(false);
+  trainer.run();
+  EXPECT_EQ(seen, (std::vector<std::int64_t>{1, 2, 3, 4}));
+  EXPECT_EQ(tracker->runs(), 1u);
+  EXPECT_GT(rows_after_step_3, 0u);
+  std::size_t weights = 0;
+  for (const us::TensorScale& s : tracker->scales()) weights += s.role == us::TensorRole::kWeight;
+  EXPECT_EQ(weights, task.model().parameters().size());
 }
 
 TEST(Trainer, LearnsAPeriodicTextAndGeneratesItsContinuation) {

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -71,6 +72,10 @@ struct TrainerOptions {
   // Ctrl-C (SIGINT) during run() stops after the current step with a checkpoint; a second
   // Ctrl-C kills the process as usual.
   bool handle_interrupt = true;
+  // Called after every completed step (after its evaluation and checkpoint) with the step's
+  // number, e.g. to write a scale chart of the step an executor observer recorded; its time is
+  // left out of the throughput, like evaluation's.
+  std::function<void(std::int64_t step)> after_step = {};
 };
 
 enum class StopReason { kCompleted, kNonFiniteLoss, kInterrupted };
