@@ -185,7 +185,9 @@ void copy_rows(const Split& split, std::int64_t first, std::int64_t rows,
   float* out = images.data();
   for (std::int64_t i = 0; i < rows * pixels; ++i) out[i] = table[in[i]];
   std::int32_t* label = labels.data_as<std::int32_t>();
-  for (std::int64_t i = 0; i < rows; ++i) label[i] = split.labels.data[first + i];
+  for (std::int64_t i = 0; i < rows; ++i) {
+    label[i] = split.labels.data[static_cast<std::size_t>(first + i)];
+  }
 }
 
 }  // namespace
@@ -221,14 +223,18 @@ ImageClassificationData load_idx_image_dataset(const fs::path& directory,
   // sums in double (the two-pass variance, no cancellation).
   const std::int64_t pixels = height * width;
   std::array<std::int64_t, 256> histogram{};
-  for (std::int64_t i = 0; i < kept * pixels; ++i) ++histogram[train.images.data[i]];
+  for (std::int64_t i = 0; i < kept * pixels; ++i) {
+    ++histogram[train.images.data[static_cast<std::size_t>(i)]];
+  }
   const auto total = static_cast<double>(kept * pixels);
   double mean = 0;
-  for (int v = 0; v < 256; ++v) mean += static_cast<double>(histogram[v]) * (v / 255.0);
+  for (std::size_t v = 0; v < 256; ++v) {
+    mean += static_cast<double>(histogram[v]) * (static_cast<double>(v) / 255.0);
+  }
   mean /= total;
   double variance = 0;
-  for (int v = 0; v < 256; ++v) {
-    const double d = v / 255.0 - mean;
+  for (std::size_t v = 0; v < 256; ++v) {
+    const double d = static_cast<double>(v) / 255.0 - mean;
     variance += static_cast<double>(histogram[v]) * d * d;
   }
   const double std_dev = std::sqrt(variance / total);
@@ -240,7 +246,9 @@ ImageClassificationData load_idx_image_dataset(const fs::path& directory,
   }
 
   std::array<float, 256> table{};
-  for (int v = 0; v < 256; ++v) table[v] = static_cast<float>((v / 255.0 - mean) / std_dev);
+  for (std::size_t v = 0; v < 256; ++v) {
+    table[v] = static_cast<float>((static_cast<double>(v) / 255.0 - mean) / std_dev);
+  }
 
   ImageClassificationData data;
   data.pixel_mean = mean;

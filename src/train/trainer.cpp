@@ -31,7 +31,7 @@ class InterruptGuard {
     struct sigaction action = {};
     action.sa_handler = on_interrupt;
     sigemptyset(&action.sa_mask);
-    action.sa_flags = SA_RESETHAND;
+    action.sa_flags = static_cast<int>(SA_RESETHAND);  // an unsigned constant on glibc
     ::sigaction(SIGINT, &action, &previous_);
   }
   ~InterruptGuard() {
