@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <limits>
 
+#include "analysis/svg_text.hpp"
 #include "unitscale/atomic_write.hpp"
 #include "unitscale/error.hpp"
 
@@ -26,20 +27,6 @@ double to_axis(double v, AxisScale scale) {
     case AxisScale::kLog10: return std::log10(v);
   }
   return v;
-}
-
-std::string escape(const std::string& text) {
-  std::string out;
-  for (const char c : text) {
-    switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
 }
 
 // The axis range in axis units (log2/log10 of the data for log axes).
@@ -151,7 +138,7 @@ std::string LinePlot::to_svg(int width, int height) const {
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\" "
       "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
       "<text x=\"{2}\" y=\"28\" font-size=\"16\" text-anchor=\"middle\">{3}</text>\n",
-      width, height, (left + right) / 2, escape(title_));
+      width, height, (left + right) / 2, detail::svg_escape(title_));
 
   // About 7 px a character at font-size 12, "2^-12" or "0.0005" plus a gap; one line high.
   constexpr double kXLabelPixels = 48, kYLabelPixels = 24;
@@ -159,20 +146,20 @@ std::string LinePlot::to_svg(int width, int height) const {
     const double x = left + (t.position - xr.lo) / (xr.hi - xr.lo) * (right - left);
     svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#e5e5e5\"/>\n"
                        "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>\n",
-                       x, top, bottom, bottom + 18, escape(t.label));
+                       x, top, bottom, bottom + 18, detail::svg_escape(t.label));
   }
   for (const Tick& t : ticks(y_axis_, yr, bottom - top, kYLabelPixels)) {
     const double y = bottom - (t.position - yr.lo) / (yr.hi - yr.lo) * (bottom - top);
     svg += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#e5e5e5\"/>\n"
                        "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}</text>\n",
-                       left, y, right, left - 6, y + 4, escape(t.label));
+                       left, y, right, left - 6, y + 4, detail::svg_escape(t.label));
   }
   svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#333\"/>\n",
                      left, top, right - left, bottom - top);
   svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", (left + right) / 2,
-                     height - 15, escape(x_axis_.label));
+                     height - 15, detail::svg_escape(x_axis_.label));
   svg += fmt::format("<text transform=\"translate(20,{}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
-                     (top + bottom) / 2, escape(y_axis_.label));
+                     (top + bottom) / 2, detail::svg_escape(y_axis_.label));
 
   double legend_y = top + 10;
   auto legend = [&](const std::string& label, const std::string& stroke, const char* dash, bool line) {
@@ -182,7 +169,7 @@ std::string LinePlot::to_svg(int width, int height) const {
     } else {
       svg += fmt::format("<circle cx=\"{}\" cy=\"{}\" r=\"3\" fill=\"{}\"/>\n", right + 24, legend_y, stroke);
     }
-    svg += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", right + 42, legend_y + 4, escape(label));
+    svg += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", right + 42, legend_y + 4, detail::svg_escape(label));
     legend_y += 18;
   };
 

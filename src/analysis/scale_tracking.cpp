@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "analysis/svg_text.hpp"
 #include "unitscale/atomic_write.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/format/detail/codec.hpp"
@@ -354,24 +355,6 @@ std::string ScaleTracker::json() const {
   return nlohmann::json{{"runs", runs()}, {"tensors", tensors}}.dump(1) + "\n";
 }
 
-namespace {
-
-std::string escape(std::string_view text) {
-  std::string out;
-  for (const char c : text) {
-    switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
 std::string ScaleTracker::chart_svg(const std::string& title) const {
   const auto& rows = scales();
   // The x range: every format line and every tensor's amin..amax, in whole binades.
@@ -406,7 +389,7 @@ std::string ScaleTracker::chart_svg(const std::string& title) const {
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\" "
       "font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
       "<text x=\"{2}\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">{3}</text>\n",
-      width, height, left + plot_width / 2, escape(title));
+      width, height, left + plot_width / 2, detail::svg_escape(title));
   // Legend.
   svg += fmt::format(
       "<circle cx=\"{0}\" cy=\"40\" r=\"4\" fill=\"#1f77b4\"/><text x=\"{1}\" y=\"44\">activation (forward)</text>\n"
@@ -446,7 +429,7 @@ std::string ScaleTracker::chart_svg(const std::string& title) const {
                          "<text x=\"{0:.1f}\" y=\"{4}\" fill=\"{3}\" font-size=\"9\" "
                          "text-anchor=\"middle\">{5} {6}</text>\n",
                          x, top - 6, bottom, color, top - 12 - 10.0 * static_cast<double>((f + l) % 3),
-                         escape(name), what);
+                         detail::svg_escape(name), what);
     }
   }
   // One row per tensor.
@@ -454,7 +437,7 @@ std::string ScaleTracker::chart_svg(const std::string& title) const {
     const TensorScale& s = rows[i];
     const double y = top + row_height * (static_cast<double>(i) + 0.5);
     svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>\n", left - 8, y + 4,
-                       escape(s.label));
+                       detail::svg_escape(s.label));
     if (s.amax > 0 && s.amin > 0) {
       svg += fmt::format("<line x1=\"{:.1f}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#bbb\" "
                          "stroke-width=\"2\"/>\n",

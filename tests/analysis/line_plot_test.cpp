@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "unitscale/atomic_write.hpp"
+#include "../support/occurrences.hpp"
 #include "unitscale/error.hpp"
 
 namespace unitscale {
@@ -14,11 +15,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-int count(const std::string& text, const std::string& needle) {
-  int n = 0;
-  for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) ++n;
-  return n;
-}
+using testing_support::occurrences;
 
 TEST(LinePlot, DrawsSeriesLegendTitleAndLogTicks) {
   LinePlot plot("scales <vs> mult");
@@ -28,8 +25,8 @@ TEST(LinePlot, DrawsSeriesLegendTitleAndLogTicks) {
   plot.reference({.label = "target", .y = 2});
   const std::string svg = plot.to_svg();
   EXPECT_THAT(svg, HasSubstr("scales &lt;vs&gt; mult"));
-  EXPECT_EQ(count(svg, "<polyline"), 1);
-  EXPECT_EQ(count(svg, "<circle"), 3 + 1);  // three markers and the legend's
+  EXPECT_EQ(occurrences(svg, "<polyline"), 1);
+  EXPECT_EQ(occurrences(svg, "<circle"), 3 + 1);  // three markers and the legend's
   EXPECT_THAT(svg, HasSubstr(">2^-2<"));
   EXPECT_THAT(svg, HasSubstr(">2^2<"));
   EXPECT_THAT(svg, HasSubstr(">target<"));
@@ -39,7 +36,7 @@ TEST(LinePlot, SkipsPointsALogAxisCannotShow) {
   LinePlot plot("log");
   plot.y_axis({.label = "y", .scale = AxisScale::kLog10});
   plot.add({.label = "s", .x = {1, 2, 3}, .y = {0, -1, 100}, .line = LineStyle::kMarkers});
-  EXPECT_EQ(count(plot.to_svg(), "<circle"), 1 + 1);
+  EXPECT_EQ(occurrences(plot.to_svg(), "<circle"), 1 + 1);
 }
 
 TEST(LinePlot, MismatchedSeriesIsAnError) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/occurrences.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/format/convert.hpp"
 #include "unitscale/graph/autodiff.hpp"
@@ -23,11 +24,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-int count(const std::string& text, const std::string& needle) {
-  int n = 0;
-  for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) ++n;
-  return n;
-}
+using testing_support::occurrences;
 
 TEST(ScaleTracking, FormatRangesAreTheCataloguesLimits) {
   const FormatRange e4m3 = format_range(DType::kE4M3FN);
@@ -252,22 +249,22 @@ TEST(ScaleTracking, ReportsAndChartHoldEveryTensor) {
   const std::size_t n = tracker.scales().size();
 
   const std::string table = tracker.table();
-  EXPECT_EQ(count(table, "\n"), static_cast<int>(n) + 1);
+  EXPECT_EQ(occurrences(table, "\n"), static_cast<int>(n) + 1);
   EXPECT_THAT(table, HasSubstr("e4m3fn uf%"));
 
   const std::string csv = tracker.csv();
-  EXPECT_EQ(count(csv, "\n"), static_cast<int>(n) + 1);
+  EXPECT_EQ(occurrences(csv, "\n"), static_cast<int>(n) + 1);
   EXPECT_THAT(csv, HasSubstr("e5m2_underflow,e5m2_subnormal,e5m2_saturate"));
   EXPECT_THAT(csv, HasSubstr(",\"w\",weight,24,"));
 
   const std::string json = tracker.json();
   EXPECT_THAT(json, HasSubstr("\"runs\": 1"));
-  EXPECT_EQ(count(json, "\"label\""), static_cast<int>(n));
+  EXPECT_EQ(occurrences(json, "\"label\""), static_cast<int>(n));
 
   const std::string svg = tracker.chart_svg("tiny <step>");
   EXPECT_EQ(svg.rfind("<svg ", 0), 0u);
-  EXPECT_EQ(count(svg, "<svg"), 1);
-  EXPECT_EQ(count(svg, "</svg>"), 1);
+  EXPECT_EQ(occurrences(svg, "<svg"), 1);
+  EXPECT_EQ(occurrences(svg, "</svg>"), 1);
   EXPECT_THAT(svg, HasSubstr("tiny &lt;step&gt;"));
   EXPECT_THAT(svg, HasSubstr("e4m3fn max"));
   EXPECT_THAT(svg, HasSubstr("e5m2 min sub"));
@@ -280,9 +277,9 @@ TEST(ScaleTracking, ReportsAndChartHoldEveryTensor) {
     gradients += s.role == TensorRole::kGradient;
     weights += s.role == TensorRole::kWeight;
   }
-  EXPECT_EQ(count(svg, "<circle"), activations + 1);
-  EXPECT_EQ(count(svg, "<rect x"), gradients + 2);  // + the legend and the frame
-  EXPECT_EQ(count(svg, "<path"), weights + 1);
+  EXPECT_EQ(occurrences(svg, "<circle"), activations + 1);
+  EXPECT_EQ(occurrences(svg, "<rect x"), gradients + 2);  // + the legend and the frame
+  EXPECT_EQ(occurrences(svg, "<path"), weights + 1);
   for (const TensorScale& s : tracker.scales()) EXPECT_THAT(svg, HasSubstr(">" + s.label + "<"));
 }
 
