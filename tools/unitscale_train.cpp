@@ -63,6 +63,11 @@ struct Arguments {
   std::int64_t eval_every = 0;
   std::string progress = "auto";
   std::int64_t track_scales = 0;
+  std::string simulate = "fp32";
+  bool critical_matmuls = false;
+  bool per_tensor_scaling = false;
+  bool stochastic_gradients = false;
+  double loss_scale = 1;
   std::int64_t sample_bytes = 300;
   std::string prompt;
   double temperature = 0.8;
@@ -139,6 +144,18 @@ us::CommandLine make_command_line(Arguments& a) {
       .option("--track-scales", &a.track_scales, "N",
               "record every tensor's scale against E4M3, E5M2 and FP16 at step 1 and every Nth "
               "step: DIR/scales/step-NNNNNNNN.{csv,json,svg} (needs --out; 0: off)")
+      .section("Precision")
+      .choice("--simulate", &a.simulate, {"fp32", "fp8", "fp16", "bf16"},
+              "fp8: E4M3 matmul inputs and E5M2 gradients (real FP8 GEMM operands); fp16, bf16: "
+              "every value and gradient rounded to the format, matmuls in it")
+      .flag("--critical-matmuls", &a.critical_matmuls,
+            "with fp8: keep the attention-out and FFN-down matmuls in fp32")
+      .flag("--per-tensor-scaling", &a.per_tensor_scaling,
+            "scale each matmul operand by the power of two that fits its amax to the format")
+      .flag("--stochastic-gradients", &a.stochastic_gradients,
+            "round the matmuls' gradients stochastically instead of to nearest")
+      .option("--loss-scale", &a.loss_scale, "S",
+              "static loss scaling: gradients are computed scaled by S, then unscaled (1: off)")
       .section("Sample")
       .option("--sample", &a.sample_bytes, "N", "decoder: bytes of text to generate at the end (0: none)")
       .option("--prompt", &a.prompt, "TEXT", "start of the generated text")
@@ -184,6 +201,9 @@ us::TrainerOptions trainer_options(const Arguments& a) {
 int train(us::TrainingTask& task, const Arguments& a,
           const std::function<void(const us::Executor&)>& finish) {
   fmt::print("\n{}\n\n{}\n", task.model().summary(), task.optimizer().learning_rate_table);
+  if (const std::string report = task.precision_report(); !report.empty()) {
+    fmt::print("{}\n", report);
+  }
   us::TrainerOptions options = trainer_options(a);
   // Scale tracking records the steps it is switched on for; after each of them, its reports go
   // to DIR/scales/.
@@ -238,6 +258,10 @@ void set_common(Config& config, const Arguments& a) {
   config.cosine_decay = a.schedule == "cosine";
   config.weight_decay = a.weight_decay;
   config.max_grad_norm = a.max_grad_norm;
+  config.precision = {.recipe = a.simulate == "fp8" && a.critical_matmuls ? "fp8-critical" : a.simulate,
+                      .per_tensor_scaling = a.per_tensor_scaling,
+                      .stochastic_gradients = a.stochastic_gradients,
+                      .loss_scale = a.loss_scale};
 }
 
 int train_decoder(const Arguments& a) {
@@ -296,6 +320,10 @@ int run(int argc, char** argv) {
   if (!cli.parse(argc, argv)) return 0;
   if (a.track_scales > 0 && a.out.empty()) {
     throw us::Error("--track-scales needs --out DIR: the scale reports go to DIR/scales/");
+  }
+  if (a.critical_matmuls && a.simulate != "fp8") {
+    throw us::Error(fmt::format("--critical-matmuls needs --simulate fp8 (got --simulate {})",
+                                a.simulate));
   }
   if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
   return a.model == "mlp" ? train_mlp(a) : train_decoder(a);

@@ -6,3 +6,4 @@
 #include "unitscale/graph/dead_code.hpp"
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/graph/graph.hpp"
+#include "unitscale/graph/simulate_format.hpp"

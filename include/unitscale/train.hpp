@@ -10,6 +10,7 @@
 #include "unitscale/train/language_model.hpp"
 #include "unitscale/train/lr_sweep.hpp"
 #include "unitscale/train/metrics_log.hpp"
+#include "unitscale/train/precision.hpp"
 #include "unitscale/train/progress.hpp"
 #include "unitscale/train/run_environment.hpp"
 #include "unitscale/train/trainer.hpp"

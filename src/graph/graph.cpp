@@ -270,6 +270,52 @@ void Graph::set_scale(Value v, std::string_view scale, double value) {
   }
 }
 
+void Graph::set_attributes(int node_index, const Attributes& changes) {
+  if (node_index < 0 || node_index >= static_cast<int>(nodes_.size())) {
+    throw Error(fmt::format("set_attributes: node {} does not exist (the graph has {} nodes)",
+                            node_index, nodes_.size()));
+  }
+  Node& node = nodes_[static_cast<std::size_t>(node_index)];
+  const OpDef& op = *node.op;
+  if (op.infer_shapes == nullptr) {
+    throw Error(fmt::format("set_attributes: node {} ({}) was recorded by autodiff; change the "
+                            "forward node's attributes instead",
+                            node_index, op.name));
+  }
+  Attributes merged = node.attrs;
+  for (const auto& [name, value] : changes.entries()) merged.set(name, value);
+  check_attributes(op.name, op.attributes, op.scales, merged);
+  std::vector<Value> inputs;
+  std::vector<const Shape*> shapes;
+  for (const int id : node.inputs) {
+    inputs.push_back(id >= 0 ? Value(this, id) : Value{});
+    shapes.push_back(id >= 0 ? &info(id).shape : nullptr);
+  }
+  const std::vector<DType> dtypes = infer_dtypes(op, inputs, merged);
+  const std::vector<Shape> output_shapes = op.infer_shapes(shapes, merged);
+  for (std::size_t o = 0; o < node.outputs.size(); ++o) {
+    const int id = node.outputs[o];
+    if (id < 0) continue;
+    if (output_shapes[o] != info(id).shape || dtypes[o] != info(id).dtype) {
+      throw Error(fmt::format("set_attributes: {} would change output '{}' (%{}) from {} {} to {} "
+                              "{}; record a new node instead",
+                              op.name, op.outputs[o], id, info(id).shape.to_string(),
+                              dtype_name(info(id).dtype), output_shapes[o].to_string(),
+                              dtype_name(dtypes[o])));
+    }
+  }
+  node.attrs = std::move(merged);
+  ++version_;
+  if (op.backward_kernel == nullptr) return;
+  const int forward_output = node.outputs.front();
+  const OpDef* backward = &backward_of(op);
+  for (Node& other : nodes_) {
+    if (other.differentiates == forward_output && other.op == backward) {
+      for (const auto& [name, value] : changes.entries()) other.attrs.set(name, value);
+    }
+  }
+}
+
 Value Graph::grad_of(Value v) {
   check_owned(v, "grad_of");
   const auto id = static_cast<std::size_t>(v.id());

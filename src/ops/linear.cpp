@@ -7,53 +7,80 @@
 #include "unitscale/error.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/gemm.hpp"
+#include "unitscale/ops/gemm_input_formats.hpp"
 
 namespace unitscale {
 
 namespace {
 
 // The GEMMs of linear, described once for the kernels (run = gemm) and the prepare hooks
-// (run = gemm_prepare). y = α·(x·Wᵀ + b): the bias is the GEMM's post-op.
-// Views by reference: copying one copies its Shape, a heap allocation that tiny GEMMs notice.
-void forward_gemms(GemmFn run, const ConstTensorView& x, const ConstTensorView& weight,
+// (run = gemm_prepare). y = α·(x·Wᵀ + b): the bias is the GEMM's post-op. The operands are fp32
+// views or their rounded codes (ops/gemm_input_formats.hpp).
+void forward_gemms(GemmFn run, const GemmMatrix& x, const GemmMatrix& weight_transposed,
                    const ConstTensorView& bias, const TensorView& y, float alpha) {
-  run(gemm_matrix(x), gemm_matrix(weight, /*transposed=*/true), gemm_output(y),
-      {.alpha = alpha, .bias = bias.data()}, "linear");
+  run(x, weight_transposed, gemm_output(y), {.alpha = alpha, .bias = bias.data()}, "linear");
 }
 
 // dx = β_x·g·W and dW = β_W·gᵀ·x.
-void backward_gemms(GemmFn run, const ConstTensorView& grad_y, const ConstTensorView& x,
-                    const ConstTensorView& weight, const TensorView& grad_x,
+void backward_gemms(GemmFn run, const detail::GemmOperand& grad_y, const detail::GemmOperand& x,
+                    const detail::GemmOperand& weight, const TensorView& grad_x,
                     const TensorView& grad_weight, float beta_x, float beta_weight) {
   if (present(grad_x)) {
-    run(gemm_matrix(grad_y), gemm_matrix(weight), gemm_output(grad_x), {.alpha = beta_x},
+    run(grad_y.matrix(), weight.matrix(), gemm_output(grad_x), {.alpha = beta_x},
         "linear_backward");
   }
   if (present(grad_weight)) {
-    run(gemm_matrix(grad_y, /*transposed=*/true), gemm_matrix(x), gemm_output(grad_weight),
+    run(grad_y.matrix(/*transposed=*/true), x.matrix(), gemm_output(grad_weight),
         {.alpha = beta_weight}, "linear_backward");
   }
+}
+
+// db = β_b·Σ_rows g, of the gradient as the GEMMs see it.
+void bias_gradient(const detail::GemmOperand& grad_y, const ConstTensorView& fp32_grad_y,
+                   const TensorView& grad_bias, float beta_bias) {
+  if (!present(grad_bias)) return;
+  if (grad_y.matrix().type == GemmType::kF32) {
+    grad_bias.vector().noalias() = beta_bias * fp32_grad_y.matrix().colwise().sum().transpose();
+    return;
+  }
+  Tensor decoded(fp32_grad_y.shape());
+  grad_y.decode(decoded.data());
+  grad_bias.vector().noalias() = beta_bias * decoded.view().matrix().colwise().sum().transpose();
+}
+
+// The operands of a node with `formats` (f32 formats: the views themselves).
+struct LinearOperands {
+  detail::GemmOperand x, weight;
+};
+LinearOperands linear_operands(const ConstTensorView& x, const ConstTensorView& weight,
+                               const GemmInputFormats& formats, std::uint64_t step,
+                               bool placeholder = false) {
+  using detail::GemmOperandRole;
+  return {detail::gemm_operand(x, formats, GemmOperandRole::kLeft, step, placeholder),
+          detail::gemm_operand(weight, formats, GemmOperandRole::kRight, step, placeholder)};
 }
 
 }  // namespace
 
 void linear_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias, TensorView y,
                     float alpha) {
-  forward_gemms(gemm, x, weight, bias, y, alpha);
+  forward_gemms(gemm, gemm_matrix(x), gemm_matrix(weight, /*transposed=*/true), bias, y, alpha);
 }
 
 void linear_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView weight,
                      TensorView grad_x, TensorView grad_weight, TensorView grad_bias, float beta_x,
                      float beta_weight, float beta_bias) {
-  backward_gemms(gemm, grad_y, x, weight, grad_x, grad_weight, beta_x, beta_weight);
-  if (present(grad_bias)) {
-    grad_bias.vector().noalias() = beta_bias * grad_y.matrix().colwise().sum().transpose();
-  }
+  const GemmInputFormats fp32;
+  const LinearOperands operands = linear_operands(x, weight, fp32, 0);
+  const detail::GemmOperand g = detail::gemm_operand(grad_y, fp32, detail::GemmOperandRole::kGradient, 0);
+  backward_gemms(gemm, g, operands.x, operands.weight, grad_x, grad_weight, beta_x, beta_weight);
+  bias_gradient(g, grad_y, grad_bias, beta_bias);
 }
 
 namespace {
 
-std::vector<Shape> linear_shapes(std::string_view op, std::span<const Shape* const> in) {
+std::vector<Shape> linear_shapes(std::string_view op, std::span<const Shape* const> in,
+                                 const Attributes& attrs) {
   const Shape& x = *in[0];
   const Shape& w = *in[1];
   if (x.rank() < 1 || w.rank() != 2 || x.dim(-1) != w.dim(1)) {
@@ -65,14 +92,15 @@ std::vector<Shape> linear_shapes(std::string_view op, std::span<const Shape* con
     throw Error(fmt::format("{}: bias {} does not match weight {}: expected [{}]", op,
                             in[2]->to_string(), w.to_string(), w.dim(0)));
   }
+  GemmInputFormats::of(attrs, op);  // checks the formats, naming the op
   return {x.with_dim(-1, w.dim(0))};
 }
 
-std::vector<Shape> infer_linear(std::span<const Shape* const> in, const Attributes&) {
-  return linear_shapes("linear", in);
+std::vector<Shape> infer_linear(std::span<const Shape* const> in, const Attributes& attrs) {
+  return linear_shapes("linear", in, attrs);
 }
-std::vector<Shape> infer_linear_readout(std::span<const Shape* const> in, const Attributes&) {
-  return linear_shapes("linear_readout", in);
+std::vector<Shape> infer_linear_readout(std::span<const Shape* const> in, const Attributes& attrs) {
+  return linear_shapes("linear_readout", in, attrs);
 }
 
 // The unit-scaling rule of both ops, each with its own defaults, so that a node recorded by name
@@ -107,26 +135,58 @@ void unit_scale_linear_readout(std::span<const Shape* const> in, Attributes& att
   unit_scale_linear_rule(in, attrs, "linear_readout", {.power_alpha = 1.0, .constraint = Constraint::kNone});
 }
 
+// Both ops' kernels; `op` names the op in errors.
+template <const std::string_view& kOp>
 void linear_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                   const Attributes& attrs, const KernelContext&) {
-  linear_forward(in[0], in[1], in[2], out[0], scale_of(attrs, "alpha"));
+                   const Attributes& attrs, const KernelContext& context) {
+  const LinearOperands operands =
+      linear_operands(in[0], in[1], GemmInputFormats::of(attrs, kOp), context.step);
+  forward_gemms(gemm, operands.x.matrix(), operands.weight.matrix(/*transposed=*/true), in[2],
+                out[0], scale_of(attrs, "alpha"));
 }
 
 // Backward inputs: x, weight, bias (absent), y (absent), grad_y.
+template <const std::string_view& kOp>
 void linear_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                            const Attributes& attrs, const KernelContext&) {
-  linear_backward(in[4], in[0], in[1], out[0], out[1], out[2], scale_of(attrs, "beta_x"),
-                  scale_of(attrs, "beta_weight"), scale_of(attrs, "beta_bias"));
+                            const Attributes& attrs, const KernelContext& context) {
+  const GemmInputFormats formats = GemmInputFormats::of(attrs, kOp);
+  const LinearOperands operands = linear_operands(in[0], in[1], formats, context.step);
+  const detail::GemmOperand grad_y =
+      detail::gemm_operand(in[4], formats, detail::GemmOperandRole::kGradient, context.step);
+  backward_gemms(gemm, grad_y, operands.x, operands.weight, out[0], out[1],
+                 scale_of(attrs, "beta_x"), scale_of(attrs, "beta_weight"));
+  bias_gradient(grad_y, in[4], out[2], scale_of(attrs, "beta_bias"));
 }
 
+template <const std::string_view& kOp>
 void linear_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                     const Attributes& attrs) {
-  forward_gemms(gemm_prepare, in[0], in[1], in[2], out[0], scale_of(attrs, "alpha"));
+  const LinearOperands operands =
+      linear_operands(in[0], in[1], GemmInputFormats::of(attrs, kOp), 0, /*placeholder=*/true);
+  forward_gemms(gemm_prepare, operands.x.matrix(), operands.weight.matrix(/*transposed=*/true),
+                in[2], out[0], scale_of(attrs, "alpha"));
 }
 
+template <const std::string_view& kOp>
 void linear_backward_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                             const Attributes&) {
-  backward_gemms(gemm_prepare, in[4], in[0], in[1], out[0], out[1], 1.0f, 1.0f);
+                             const Attributes& attrs) {
+  const GemmInputFormats formats = GemmInputFormats::of(attrs, kOp);
+  const LinearOperands operands = linear_operands(in[0], in[1], formats, 0, /*placeholder=*/true);
+  const detail::GemmOperand grad_y = detail::gemm_operand(
+      in[4], formats, detail::GemmOperandRole::kGradient, 0, /*placeholder=*/true);
+  backward_gemms(gemm_prepare, grad_y, operands.x, operands.weight, out[0], out[1], 1.0f, 1.0f);
+}
+
+constexpr std::string_view kLinearName = "linear";
+constexpr std::string_view kLinearReadoutName = "linear_readout";
+
+std::vector<AttributeSpec> linear_attributes() {
+  std::vector<AttributeSpec> specs = {AttributeSpec::real("power_alpha"),
+                                      AttributeSpec::real("power_beta_x"),
+                                      AttributeSpec::real("power_beta_weight"),
+                                      AttributeSpec::enumeration<Constraint>("constraint")};
+  for (const AttributeSpec& spec : GemmInputFormats::attribute_specs()) specs.push_back(spec);
+  return specs;
 }
 
 }  // namespace
@@ -134,32 +194,28 @@ void linear_backward_prepare(std::span<const ConstTensorView> in, std::span<cons
 const OpDef kLinearOp{
     .name = "linear",
     .inputs = {"x", "weight", "bias?"},
-    .attributes = {AttributeSpec::real("power_alpha"),
-                   AttributeSpec::real("power_beta_x"),
-                   AttributeSpec::real("power_beta_weight"),
-                   AttributeSpec::enumeration<Constraint>("constraint")},
+    .attributes = linear_attributes(),
     .scales = {"alpha", "beta_x", "beta_weight", "beta_bias"},
     .infer_shapes = infer_linear,
     .unit_scale = unit_scale_linear,
-    .kernel = linear_kernel,
-    .prepare = linear_prepare,
-    .backward_kernel = linear_backward_kernel, .backward_prepare = linear_backward_prepare,
+    .kernel = linear_kernel<kLinearName>,
+    .prepare = linear_prepare<kLinearName>,
+    .backward_kernel = linear_backward_kernel<kLinearName>,
+    .backward_prepare = linear_backward_prepare<kLinearName>,
     .backward_reads = 0b011,
 };
 
 const OpDef kLinearReadoutOp{
     .name = "linear_readout",
     .inputs = {"x", "weight", "bias?"},
-    .attributes = {AttributeSpec::real("power_alpha"),
-                   AttributeSpec::real("power_beta_x"),
-                   AttributeSpec::real("power_beta_weight"),
-                   AttributeSpec::enumeration<Constraint>("constraint")},
+    .attributes = linear_attributes(),
     .scales = {"alpha", "beta_x", "beta_weight", "beta_bias"},
     .infer_shapes = infer_linear_readout,
     .unit_scale = unit_scale_linear_readout,
-    .kernel = linear_kernel,
-    .prepare = linear_prepare,
-    .backward_kernel = linear_backward_kernel, .backward_prepare = linear_backward_prepare,
+    .kernel = linear_kernel<kLinearReadoutName>,
+    .prepare = linear_prepare<kLinearReadoutName>,
+    .backward_kernel = linear_backward_kernel<kLinearReadoutName>,
+    .backward_prepare = linear_backward_prepare<kLinearReadoutName>,
     .backward_reads = 0b011,
 };
 

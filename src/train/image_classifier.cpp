@@ -54,6 +54,7 @@ ImageClassifierTask::ImageClassifierTask(const ImageClassifierConfig& config,
                             "and a hidden layer, got batch {}, steps {}, warmup {}, {} hidden",
                             config_.batch, config_.steps, config_.warmup, config_.hidden.size()));
   }
+  config_.precision.check("ImageClassifierTask");
   check_data(data_, config_.batch);
   pixels_ = data_.train_images.shape()[1];
   parametrization_ = std::make_unique<Parametrization>(config_.scheme);
@@ -70,6 +71,19 @@ ImageClassifierTask::ImageClassifierTask(const ImageClassifierConfig& config,
   images_ = graph_->input("images", Shape{config_.batch, pixels_});
   labels_ = graph_->input("labels", Shape{config_.batch}, DType::kI32);
   loss_ = classifier_->loss(images_, labels_);
+  images_buffer_ = Tensor(Shape{config_.batch, pixels_});
+  labels_buffer_ = Tensor(Shape{config_.batch}, DType::kI32);
+
+  // The evaluation forward, recorded before the precision pass and autodiff (see
+  // train/precision.hpp).
+  eval_images_ = graph_->input("eval_images", Shape{kEvalBatch, pixels_});
+  eval_logits_ = classifier_->logits(eval_images_);
+  eval_images_buffer_ = Tensor(Shape{kEvalBatch, pixels_});
+  if (const std::optional<SimulateFormatOptions> precision =
+          config_.precision.simulate_format_options(config_.seed)) {
+    precision_report_ = simulate_format(*graph_, *precision).to_string();
+  }
+
   optimizer_ = record_training_step(
       *model_, loss_,
       {.kind = config_.optimizer,
@@ -79,13 +93,9 @@ ImageClassifierTask::ImageClassifierTask(const ImageClassifierConfig& config,
                        ? Schedule::warmup_cosine(config_.warmup, config_.steps, 0.0)
                        : Schedule::constant(config_.warmup),
        .max_grad_norm = config_.max_grad_norm,
-       .log = [](std::string_view) {}});
-  images_buffer_ = Tensor(Shape{config_.batch, pixels_});
-  labels_buffer_ = Tensor(Shape{config_.batch}, DType::kI32);
-
-  eval_images_ = graph_->input("eval_images", Shape{kEvalBatch, pixels_});
-  eval_logits_ = classifier_->logits(eval_images_);
-  eval_images_buffer_ = Tensor(Shape{kEvalBatch, pixels_});
+       .gradient_scale = 1.0 / config_.precision.loss_scale,
+       .log = [](std::string_view) {}},
+      {.loss_scale = config_.precision.loss_scale});
 }
 
 ImageClassifierTask::~ImageClassifierTask() = default;
@@ -210,6 +220,7 @@ std::map<std::string, std::string> ImageClassifierTask::config() const {
   return {{"model", model.dump()},
           {"optimizer", optimizer.dump()},
           {"data", data.dump()},
+          {"precision", config_.precision.to_json()},
           {"seed", std::to_string(config_.seed)}};
 }
 

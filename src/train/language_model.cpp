@@ -33,6 +33,7 @@ void check_config(const LanguageModelConfig& c) {
     throw fail(fmt::format("need steps ≥ 1 and 0 ≤ warmup ≤ steps, got steps {} and warmup {}",
                            c.steps, c.warmup));
   }
+  c.precision.check("LanguageModelTask");
   if (c.scheme == Scheme::kMuP && (c.mup_base_width < c.head_dim ||
                                    c.mup_base_width % c.head_dim != 0)) {
     throw fail(fmt::format("μP's base width ({}) must be a positive multiple of head_dim ({})",
@@ -100,6 +101,23 @@ LanguageModelTask::LanguageModelTask(const LanguageModelConfig& config, const Te
   ids_ = graph_->input("ids", batch_shape, DType::kI32);
   targets_ = graph_->input("targets", batch_shape, DType::kI32);
   loss_ = decoder_->loss(ids_, targets_);
+  ids_buffer_ = Tensor(batch_shape, DType::kI32);
+  targets_buffer_ = Tensor(batch_shape, DType::kI32);
+
+  // The forwards for evaluation and generation share the parameters; recording them now keeps
+  // the graph unchanged once executors exist, and lets the precision pass see them with the
+  // training forward, before autodiff.
+  eval_ids_ = graph_->input("eval_ids", batch_shape, DType::kI32);
+  eval_logits_ = decoder_->logits(eval_ids_);
+  eval_ids_buffer_ = Tensor(batch_shape, DType::kI32);
+  generate_ids_ = graph_->input("generate_ids", Shape{1, S}, DType::kI32);
+  generate_logits_ = decoder_->logits(generate_ids_);
+  generate_ids_buffer_ = Tensor(Shape{1, S}, DType::kI32);
+  if (const std::optional<SimulateFormatOptions> precision =
+          config_.precision.simulate_format_options(config_.seed)) {
+    precision_report_ = simulate_format(*graph_, *precision).to_string();
+  }
+
   optimizer_ = record_training_step(*model_, loss_,
                                     {.kind = OptimizerKind::kAdamW,
                                      .lr = config_.lr,
@@ -112,18 +130,9 @@ LanguageModelTask::LanguageModelTask(const LanguageModelConfig& config, const Te
                                                                                config_.steps, 0.0)
                                                      : Schedule::constant(config_.warmup),
                                      .max_grad_norm = config_.max_grad_norm,
-                                     .log = [](std::string_view) {}});
-  ids_buffer_ = Tensor(batch_shape, DType::kI32);
-  targets_buffer_ = Tensor(batch_shape, DType::kI32);
-
-  // The forwards for evaluation and generation share the parameters; recording them now keeps
-  // the graph unchanged once executors exist.
-  eval_ids_ = graph_->input("eval_ids", batch_shape, DType::kI32);
-  eval_logits_ = decoder_->logits(eval_ids_);
-  eval_ids_buffer_ = Tensor(batch_shape, DType::kI32);
-  generate_ids_ = graph_->input("generate_ids", Shape{1, S}, DType::kI32);
-  generate_logits_ = decoder_->logits(generate_ids_);
-  generate_ids_buffer_ = Tensor(Shape{1, S}, DType::kI32);
+                                     .gradient_scale = 1.0 / config_.precision.loss_scale,
+                                     .log = [](std::string_view) {}},
+                                    {.loss_scale = config_.precision.loss_scale});
 }
 
 LanguageModelTask::~LanguageModelTask() = default;
@@ -276,6 +285,7 @@ std::map<std::string, std::string> LanguageModelTask::config() const {
   return {{"model", model.dump()},
           {"optimizer", optimizer.dump()},
           {"data", data.dump()},
+          {"precision", config_.precision.to_json()},
           {"seed", std::to_string(config_.seed)}};
 }
 

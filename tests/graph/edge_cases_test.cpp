@@ -52,6 +52,7 @@
 #include "unitscale/ops/activation.hpp"
 #include "unitscale/ops/attention.hpp"
 #include "unitscale/ops/cast.hpp"
+#include "unitscale/ops/round_to_format.hpp"
 #include "unitscale/ops/conv1d.hpp"
 #include "unitscale/ops/dropout.hpp"
 #include "unitscale/ops/elementwise.hpp"
@@ -166,6 +167,7 @@ const std::map<std::string, OpExample, std::less<>>& op_examples() {
       {"sqrt", {{in("x", {3, 4})}, {}}},
       {"where", {{in("cond", {3, 4}), in("a", {3, 4}), in("b", {3, 4})}, {}}},
       {"cast", {{in("x", {3, 4})}, {{"dtype", std::string("f32")}, {"scale", 0.5}}}},
+      {"round_to_format", {{in("x", {3, 4})}, {{"format", std::string("f16")}}}},
   };
   return *table;
 }
@@ -313,6 +315,9 @@ std::vector<Subject> builder_subjects() {
        })},
       {"cast", "cast", {in("x", {3, 4})}, one([](auto v) {
          return cast(cast(v[0], DType::kE5M2), DType::kF32, {.scale = 2.0});
+       })},
+      {"round_to_format", "round_to_format", {in("x", {3, 4})}, one([](auto v) {
+         return round_to_format(v[0], DType::kBF16, {.gradient_format = DType::kF16});
        })},
       {"residual_split",
        "residual_split",

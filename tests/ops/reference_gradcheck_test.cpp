@@ -190,6 +190,8 @@ std::vector<Case> large_cases_for(std::string_view op, std::mt19937& rng) {
     c.push_back({"large", {cond, n(flat), n(flat)}, {}, kPlain});
   } else if (op == "cast") {
     c.push_back({"large", {n(flat)}, {{"dtype", std::string("f32")}, {"scale", 0.5}}, kPlain});
+  } else if (op == "round_to_format") {
+    c.push_back({"large", {n(flat)}, {{"format", std::string("f32")}}, kPlain});
   }
   for (Case& large : c) large.max_fd_elements = 32;
   return c;
@@ -374,6 +376,9 @@ std::vector<Case> cases_for(std::string_view op) {
     c.push_back({"f32, scale 1", {n({4, 6})}, {{"dtype", std::string("f32")}}, kPlain});
     c.push_back({"f32, scale 0.3", {n({2, 3, 5})},
                  {{"dtype", std::string("f32")}, {"scale", 0.3}}, kPlain});
+  } else if (op == "round_to_format") {
+    // Into f32, the identity, whose straight-through gradient is the true one.
+    c.push_back({"f32", {n({4, 6})}, {{"format", std::string("f32")}}, kPlain});
   }
   if (c.empty()) return c;  // an op this file does not know: the coverage test reports it
   for (Case& large : large_cases_for(op, rng)) c.push_back(std::move(large));

@@ -777,6 +777,18 @@ std::vector<RefTensor> ref_cast(const RefInputs& in, const Attributes& attrs, co
   return {map_unary(need("cast", in, 0), [scale](double v) { return v * scale; })};
 }
 
+// round_to_format with format f32 (no rounding, so the identity, whose straight-through gradient
+// is the true one); the rounding itself is checked against the format layer in its own tests.
+std::vector<RefTensor> ref_round_to_format(const RefInputs& in, const Attributes& attrs,
+                                           const RefContext&) {
+  if (attrs.get_enum_name("round_to_format", "format") != "f32" ||
+      (attrs.has("gradient_format") &&
+       attrs.get_enum_name("round_to_format", "gradient_format") != "f32")) {
+    fail("round_to_format", "the reference covers format f32 (the identity)");
+  }
+  return {map_unary(need("round_to_format", in, 0), [](double v) { return v; })};
+}
+
 // ---------------------------------------------------------------------------------------------
 // The table: name, input names (for "beta_<input>"), scale attributes, forward.
 // ---------------------------------------------------------------------------------------------
@@ -828,6 +840,7 @@ const std::vector<RefOp>& table() {
       {"sqrt", {"x"}, {}, ref_sqrt},
       {"where", {"cond", "a", "b"}, {}, ref_where},
       {"cast", {"x"}, {}, ref_cast},
+      {"round_to_format", {"x"}, {}, ref_round_to_format},
   };
   return ops;
 }

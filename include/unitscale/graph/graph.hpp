@@ -115,6 +115,12 @@ class Graph {
   // range [FLT_MIN, FLT_MAX] (kernels read scales as float).
   void set_scale(Value v, std::string_view scale, double value);
 
+  // Merges `changes` into the attributes of node `node` (an index into nodes()), for passes that
+  // change how a node computes without changing what it is (simulate_format's GEMM input formats).
+  // The attributes are checked as apply checks them, and the node's output shapes and dtypes must
+  // stay as they are; its backward node, if autodiff has recorded it already, gets the same
+  // changes. Throws, changing nothing, otherwise.
+  void set_attributes(int node, const Attributes& changes);
   // The gradient autodiff recorded for `v` (absent if none): the most recent autodiff that
   // reached `v` records it, so the training step's passes can find a parameter's gradient.
   Value grad_of(Value v);

@@ -21,6 +21,7 @@
 #include "unitscale/nn/model.hpp"
 #include "unitscale/nn/parametrization.hpp"
 #include "unitscale/optim/optimizer.hpp"
+#include "unitscale/train/precision.hpp"
 #include "unitscale/train/trainer.hpp"
 
 namespace unitscale {
@@ -41,6 +42,7 @@ struct ImageClassifierConfig {
   bool cosine_decay = true;
   double weight_decay = 0.0;
   double max_grad_norm = 0.0;  // 0: no clipping
+  PrecisionConfig precision = {};  // FP8 / FP16 / BF16 training and loss scaling
 };
 
 class ImageClassifierTask final : public TrainingTask {
@@ -50,6 +52,7 @@ class ImageClassifierTask final : public TrainingTask {
   ~ImageClassifierTask() override;
 
   Model& model() override { return *model_; }
+  std::string precision_report() const override { return precision_report_; }
   Value loss() const override { return loss_; }
   const OptimizerStep& optimizer() const override { return optimizer_; }
   void bind_inputs(Executor& executor) override;
@@ -85,6 +88,7 @@ class ImageClassifierTask final : public TrainingTask {
   std::unique_ptr<MlpClassifier> classifier_;
   Value images_, labels_, loss_;
   OptimizerStep optimizer_;
+  std::string precision_report_;
   Tensor images_buffer_, labels_buffer_;
   Value eval_images_, eval_logits_;
   Tensor eval_images_buffer_;

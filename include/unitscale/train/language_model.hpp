@@ -26,6 +26,7 @@
 #include "unitscale/nn/transformer.hpp"
 #include "unitscale/optim/optimizer.hpp"
 #include "unitscale/tensor/tensor.hpp"
+#include "unitscale/train/precision.hpp"
 #include "unitscale/train/trainer.hpp"
 
 namespace unitscale {
@@ -57,7 +58,10 @@ struct LanguageModelConfig {
   bool cosine_decay = true;  // false: constant after the warmup
   double weight_decay = 0.0;
   double max_grad_norm = 0.0;  // 0: no clipping
+  // FP8 / FP16 / BF16 training and loss scaling (train/precision.hpp).
+  PrecisionConfig precision = {};
 };
+
 
 // The learning rate LanguageModelConfig should use for `scheme` when the user gives none: near
 // each scheme's optimum for this model (docs/results.md): 1 for u-μP, 2^-8 for SP and μP.
@@ -79,6 +83,7 @@ class LanguageModelTask final : public TrainingTask {
   ~LanguageModelTask() override;
 
   Model& model() override { return *model_; }
+  std::string precision_report() const override { return precision_report_; }
   Value loss() const override { return loss_; }
   const OptimizerStep& optimizer() const override { return optimizer_; }
   void bind_inputs(Executor& executor) override;
@@ -116,6 +121,7 @@ class LanguageModelTask final : public TrainingTask {
   std::unique_ptr<SequentialWindows> validation_windows_;
   Value ids_, targets_, loss_;
   OptimizerStep optimizer_;
+  std::string precision_report_;
   Tensor ids_buffer_, targets_buffer_;
   // Evaluation ([batch, S]) and generation ([1, S]) forwards, recorded beside the training step.
   Value eval_ids_, eval_logits_, generate_ids_, generate_logits_;

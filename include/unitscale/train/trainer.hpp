@@ -54,6 +54,9 @@ class TrainingTask {
   // The work of one step for the throughput, and its unit ("tok" for tokens, "img" for images).
   virtual std::int64_t items_per_step() const = 0;
   virtual std::string item_unit() const { return "tok"; }
+  // What the precision pass did to the graph ("simulate_format: 9 of 13 matmuls rounded, ..."),
+  // for the log; empty when the task trains in fp32.
+  virtual std::string precision_report() const { return {}; }
   // What defines the run (model, parametrization, optimizer, data), as strings (JSON objects for
   // structured ones): saved in every checkpoint, and a resumed run must have the same values.
   virtual std::map<std::string, std::string> config() const = 0;

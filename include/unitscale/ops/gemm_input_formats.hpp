@@ -1,0 +1,108 @@
+#pragma once
+// The formats a matmul-bearing op (linear, linear_readout, matmul) rounds its GEMM operands to:
+// the FP8 training recipe of the unit-scaling papers (arXiv 2303.11257 §5, 2407.17465 §4.4).
+//
+//   forward    y  = op(q_in(x), q_in(W))           x and W rounded to `inputs` (e.g. E4M3)
+//   backward   g' = q_grad(∂L/∂y)                   the incoming gradient rounded to `gradients`
+//              dx = op(g', q_in(W)),  dW = op(g', q_in(x))
+//
+// The rounded operands are never widened to fp32 in memory: they are encoded into codes of their
+// format (1 byte for FP8) and the GEMM engine multiplies the codes, on the CPU's BF16 units where
+// it has them (every E4M3 and E5M2 value is exact in BF16; see ops/gemm.hpp). Formats the GEMM
+// does not take as codes (the FNUZ variants) are carried in BF16, which holds all their values
+// exactly. A bias, and everything outside the GEMMs, stays fp32; the bias gradient sums the
+// rounded gradient, as the GEMMs see it.
+//
+// The backward pass rounds x and W again rather than keeping the forward's codes (the graph saves
+// the fp32 values for it anyway); rounding is deterministic, and stochastic rounding draws the
+// same bits in both, so both passes see the same operands.
+//
+// Scaling. Off by default: unit-scaled tensors sit near 1 and are cast as they are, which is the
+// papers' point. With `per_tensor_scaling`, each operand is divided by the power of two that
+// brings its amax to at most the format's largest value (2^ceil(log2(amax / max)); amax 0 or
+// non-finite: 1), and the GEMM multiplies it back exactly in its output scale: the per-tensor
+// "current scaling" other FP8 libraries use for models that are not unit-scaled.
+//
+// These are node attributes, so autodiff hands them to the backward node with the others; the
+// simulate_format pass (graph/simulate_format.hpp) sets them on a whole model.
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "unitscale/format/rounding.hpp"
+#include "unitscale/ops/attributes.hpp"
+#include "unitscale/ops/gemm.hpp"
+#include "unitscale/tensor/tensor.hpp"
+
+namespace unitscale {
+
+struct GemmInputFormats {
+  DType inputs = DType::kF32;     // x and W in the forward and backward GEMMs; f32: not rounded
+  DType gradients = DType::kF32;  // the gradient of the output; f32: not rounded
+  Rounding rounding = Rounding::kNearestEven;           // of x and W
+  Rounding gradient_rounding = Rounding::kNearestEven;  // of the gradient
+  // Saturate (the FP8 recipes') clamps values beyond the format's range to its largest; non_finite
+  // makes them ±Inf (NaN in formats without Inf), as real FP16 storage does.
+  Overflow overflow = Overflow::kSaturate;
+  std::int64_t seed = 0;  // stochastic rounding's stream (mixed with the executor's step)
+  bool per_tensor_scaling = false;
+
+  bool rounds_inputs() const { return inputs != DType::kF32; }
+  bool rounds_gradients() const { return gradients != DType::kF32; }
+
+  // The attributes below, on a node of `op` (errors name it); absent ones keep the defaults.
+  static GemmInputFormats of(const Attributes& attrs, std::string_view op);
+  // Writes the attributes (all of them, so that a node's formats can be replaced).
+  void record_in(Attributes& attrs) const;
+  // The attribute declarations for an OpDef's `attributes`.
+  static std::vector<AttributeSpec> attribute_specs();
+};
+
+// Checks that `format` can be a GEMM operand format (f32, f16, bf16 or an 8-bit float other than
+// e8m0fnu) and throws unitscale::Error naming `op` and `what` otherwise.
+void check_gemm_input_format(DType format, std::string_view op, std::string_view what);
+
+namespace detail {
+
+// One GEMM operand as a node's formats give it: the fp32 tensor itself (format f32), or its codes
+// in the format (owned here), with the dequantisation scale in the GemmMatrix.
+class GemmOperand {
+ public:
+  GemmMatrix matrix(bool transposed = false) const {
+    GemmMatrix m = matrix_;
+    m.transposed = transposed;
+    return m;
+  }
+  std::int64_t numel() const { return matrix_.rows * matrix_.cols; }
+  // Decodes the operand into `out` (numel floats): its values as the GEMM sees them.
+  void decode(float* out) const;
+
+ private:
+  friend GemmOperand gemm_operand(const ConstTensorView&, DType, Rounding, Overflow, bool,
+                                  std::uint64_t, bool);
+  std::unique_ptr<std::byte[]> codes_;
+  GemmMatrix matrix_;
+};
+
+// The f32 tensor `x`, seen as a matrix (leading dims flattened into rows), rounded to `format`
+// (f32: x as it is). `stream` keys stochastic rounding's bits. With `placeholder` nothing is read
+// or written: only the matrix's type and shape are right, for gemm_prepare.
+GemmOperand gemm_operand(const ConstTensorView& x, DType format, Rounding rounding,
+                         Overflow overflow, bool per_tensor_scaling, std::uint64_t stream,
+                         bool placeholder = false);
+
+// Which operand of a node: its streams of random bits differ.
+enum class GemmOperandRole : std::uint8_t { kLeft = 0, kRight = 1, kGradient = 2 };
+
+// x or W (kLeft, kRight) rounded to formats.inputs, or the output's gradient (kGradient) to
+// formats.gradients, with the stream of that operand at executor step `step`.
+GemmOperand gemm_operand(const ConstTensorView& x, const GemmInputFormats& formats,
+                         GemmOperandRole role, std::uint64_t step, bool placeholder = false);
+
+// The GemmType that carries `format`'s codes: its own where the GEMM engine takes it, else BF16.
+GemmType gemm_carrier_type(DType format);
+
+}  // namespace detail
+}  // namespace unitscale

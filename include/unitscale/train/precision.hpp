@@ -1,0 +1,38 @@
+#pragma once
+// PrecisionConfig: the precision a training task runs in, as the tasks' configs and
+// unitscale-train's --simulate, --critical-matmuls, --per-tensor-scaling, --stochastic-gradients
+// and --loss-scale give it. The task applies it with simulate_format (graph/simulate_format.hpp)
+// to its training forward and its evaluation forwards alike, so the model is evaluated as it
+// trains, and records the loss scale in its training step.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "unitscale/graph/simulate_format.hpp"
+
+namespace unitscale {
+
+struct PrecisionConfig {
+  // "fp32", or a simulate_format recipe: "fp8" (E4M3 matmul inputs, E5M2 gradients),
+  // "fp8-critical" (fp8 with the attention-out and FFN-down matmuls kept in fp32), "fp16" or
+  // "bf16" (every value and gradient rounded, matmuls in the format).
+  std::string recipe = "fp32";
+  // Power-of-two per-tensor scaling of every matmul operand (for models that are not unit-scaled).
+  bool per_tensor_scaling = false;
+  // Stochastic rather than nearest rounding of the matmuls' gradients.
+  bool stochastic_gradients = false;
+  // Static loss scaling: the backward pass starts from loss_scale instead of 1, and the optimizer
+  // divides the gradients by it again (a power of two is exact both ways).
+  double loss_scale = 1.0;
+
+  // Throws unitscale::Error naming `owner` and the bad setting: an unknown recipe, options that
+  // need a low precision with fp32, a loss scale that is not finite and positive.
+  void check(std::string_view owner) const;
+  // The pass's options (stochastic rounding seeded with `seed`); nullopt for fp32.
+  std::optional<SimulateFormatOptions> simulate_format_options(std::uint64_t seed) const;
+  // {"recipe": ..., "per_tensor_scaling": ..., "stochastic_gradients": ..., "loss_scale": ...}
+  std::string to_json() const;
+};
+
+}  // namespace unitscale
