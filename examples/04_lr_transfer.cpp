@@ -12,8 +12,6 @@
 // sits at an edge. Figures (SVG) and the pass/fail criteria (markdown) land in OUT; docs/results.md
 // records the measured ones.
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -31,7 +29,6 @@
 #include "unitscale/atomic_write.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/io/text_corpus.hpp"
-#include "unitscale/nn/init.hpp"
 #include "unitscale/train/command_line.hpp"
 #include "unitscale/train/lr_sweep.hpp"
 #include "unitscale/train/run_environment.hpp"
@@ -90,23 +87,6 @@ std::string lr_text(double lr) {
   return e == std::round(e) ? fmt::format("2^{}", static_cast<int>(e)) : fmt::format("{:.4g}", lr);
 }
 
-// A pseudo-random "text" for --smoke without --data: words of a small vocabulary, so a model can
-// learn something in a few steps, and the test suite needs no data package.
-us::TextCorpus synthetic_corpus() {
-  const std::vector<std::string> words = {"the", "cat", "sat", "on", "a", "mat", "and",
-                                          "dog", "ran", "to", "it", "was", "not", "so"};
-  us::TextCorpus corpus;
-  for (int i = 0; i < 6000; ++i) {
-    const auto w = static_cast<std::size_t>(us::counter_uniform(1, "smoke-corpus", static_cast<std::uint64_t>(i)) *
-                                            static_cast<double>(words.size()));
-    std::string& split = i % 20 == 19 ? corpus.validation : corpus.train;
-    split += words[std::min(w, words.size() - 1)] + (i % 9 == 8 ? "\n" : " ");
-  }
-  corpus.text = corpus.train + corpus.validation;
-  corpus.entries = 1;
-  return corpus;
-}
-
 class Sweep {
  public:
   Sweep(const Options& o, const us::TextCorpus& corpus)
@@ -131,24 +111,7 @@ class Sweep {
   }
 
   // Runs `p` unless the table has it; returns its result.
-  us::SweepResult run(const us::SweepPoint& p) {
-    if (const us::SweepResult* done = table_.find(p)) return *done;
-    ++runs_;
-    const bool terminal = ::isatty(::fileno(stderr)) == 1;
-    const us::SweepResult r =
-        us::run_sweep_point(p, corpus_, terminal ? us::ProgressMode::kBar : us::ProgressMode::kQuiet);
-    table_.add(r);
-    table_.save(path_);
-    fmt::print("[run {:>3}] {} {:<5} d={:<4} L={} η={:<5} α={},{},{},{},{}: validation {} "
-               "(train {:.4f}), {:.0f} s, {:.0f} tok/s\n",
-               runs_, p.experiment, us::scheme_name(p.scheme), p.width, p.depth, lr_text(p.lr),
-               p.alphas.ffn_act_mult, p.alphas.attn_softmax_mult, p.alphas.residual_mult,
-               p.alphas.residual_attn_ratio, p.alphas.loss_softmax_mult,
-               r.diverged ? "diverged" : fmt::format("{:.4f}", r.validation_loss),
-               r.train_loss_last, r.seconds, r.tokens_per_second);
-    std::fflush(stdout);
-    return r;
-  }
+  us::SweepResult run(const us::SweepPoint& p) { return us::run_missing_point(table_, path_, p, corpus_); }
 
   // Runs `make(lr)` over `grid`, then extends it by one point while the optimum sits at an edge.
   void grid(const std::vector<double>& grid, const std::function<us::SweepPoint(double)>& make) {
@@ -173,7 +136,6 @@ class Sweep {
   const us::TextCorpus& corpus_;
   fs::path path_;
   us::SweepTable table_;
-  int runs_ = 0;
 };
 
 std::vector<std::int64_t> integers(const std::string& flag, const std::string& text) {
@@ -383,7 +345,7 @@ int run(int argc, char** argv) {
   }
   const us::TextCorpus corpus =
       o.smoke && o.data.empty()
-          ? synthetic_corpus()
+          ? us::synthetic_text_corpus()
           : us::load_text_corpus(o.data.empty() ? fs::path(us::kFortunesDirectory) : fs::path(o.data));
   Sweep sweep(o, corpus);
   const bool pass = o.experiment == "e3"   ? run_e3(o, sweep)

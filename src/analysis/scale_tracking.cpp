@@ -7,11 +7,14 @@
 #include <vector>
 
 #include <fmt/format.h>
+
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "analysis/svg_text.hpp"
 #include "unitscale/atomic_write.hpp"
 #include "unitscale/error.hpp"
+#include "unitscale/ops/linear.hpp"
 #include "unitscale/format/detail/codec.hpp"
 #include "unitscale/ops/op_def.hpp"
 
@@ -270,6 +273,7 @@ const std::vector<TensorScale>& ScaleTracker::scales() const { return state_->as
 std::uint64_t ScaleTracker::runs() const { return state_->runs; }
 void ScaleTracker::set_recording(bool on) { state_->recording = on; }
 bool ScaleTracker::recording() const { return state_->recording; }
+const std::vector<DType>& ScaleTracker::formats() const { return state_->options.formats; }
 
 ScaleTracker track_scales(Executor& executor, const Graph& graph, ScaleTrackingOptions options) {
   for (const DType f : options.formats) format_range(f);  // throws naming a bad format
@@ -279,6 +283,59 @@ ScaleTracker track_scales(Executor& executor, const Graph& graph, ScaleTrackingO
   state->options = std::move(options);
   executor.add_observer([state](const NodeEvent& event) { state->observe(event); });
   return ScaleTracker(state);
+}
+
+MatmulOperandShares matmul_operand_shares(const ScaleTracker& tracker, Graph& graph, DType inputs,
+                                          DType gradients) {
+  const std::vector<DType>& formats = tracker.formats();
+  auto index_of = [&](DType format) {
+    const auto at = std::find(formats.begin(), formats.end(), format);
+    if (at == formats.end()) {
+      throw Error(fmt::format("matmul_operand_shares: the tracker does not measure {} (its formats "
+                              "are set by ScaleTrackingOptions::formats)",
+                              dtype_name(format)));
+    }
+    return static_cast<std::size_t>(at - formats.begin());
+  };
+  const std::size_t input_index = index_of(inputs), gradient_index = index_of(gradients);
+  std::map<int, const TensorScale*> by_value;
+  for (const TensorScale& s : tracker.scales()) by_value[s.value] = &s;
+
+  // Sums of share × numel per class, then divided by the class's numel.
+  struct Sums {
+    double underflow = 0, subnormal = 0, saturate = 0, numel = 0;
+    void add(const TensorScale& s, std::size_t format) {
+      const auto n = static_cast<double>(s.numel);
+      underflow += s.formats[format].underflow * n;
+      subnormal += s.formats[format].subnormal * n;
+      saturate += s.formats[format].saturate * n;
+      numel += n;
+    }
+    FormatFractions shares(DType format) const {
+      return {.format = format,
+              .underflow = underflow / numel,
+              .subnormal = subnormal / numel,
+              .saturate = saturate / numel};
+    }
+  } x, w, g;
+  int matmuls = 0;
+  for (const Node& node : graph.nodes()) {
+    if (node.op != &kLinearOp && node.op != &kLinearReadoutOp) continue;
+    const auto xs = by_value.find(node.inputs[0]), ws = by_value.find(node.inputs[1]);
+    const Value gradient = graph.grad_of(graph.value(node.outputs[0]));
+    const auto gs = gradient.present() ? by_value.find(gradient.id()) : by_value.end();
+    if (xs == by_value.end() || ws == by_value.end() || gs == by_value.end()) continue;
+    x.add(*xs->second, input_index);
+    w.add(*ws->second, input_index);
+    g.add(*gs->second, gradient_index);
+    ++matmuls;
+  }
+  if (matmuls == 0) {
+    throw Error("matmul_operand_shares: the tracker's latest run recorded no linear with its "
+                "input, weight and output gradient (track a training step, with activations, "
+                "weights and gradients on)");
+  }
+  return {x.shares(inputs), w.shares(inputs), g.shares(gradients)};
 }
 
 // ---------------------------------------------------------------------------------------------

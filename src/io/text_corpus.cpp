@@ -234,4 +234,20 @@ void SequentialWindows::fill(std::int64_t first, std::int64_t n, std::span<std::
   }
 }
 
+TextCorpus synthetic_text_corpus() {
+  const std::vector<std::string> words = {"the", "cat", "sat", "on", "a", "mat", "and",
+                                          "dog", "ran", "to", "it", "was", "not", "so"};
+  TextCorpus corpus;
+  for (int i = 0; i < 6000; ++i) {
+    const auto w = static_cast<std::size_t>(
+        counter_uniform(1, "smoke-corpus", static_cast<std::uint64_t>(i)) *
+        static_cast<double>(words.size()));
+    std::string& split = i % 20 == 19 ? corpus.validation : corpus.train;
+    split += words[std::min(w, words.size() - 1)] + (i % 9 == 8 ? "\n" : " ");
+  }
+  corpus.text = corpus.train + corpus.validation;
+  corpus.entries = 1;
+  return corpus;
+}
+
 }  // namespace unitscale

@@ -1,6 +1,9 @@
 #include "unitscale/train/lr_sweep.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -18,10 +21,54 @@ namespace unitscale {
 
 namespace {
 
-constexpr std::string_view kHeader =
+// The columns every table has; tables written before the precision experiments have only these.
+constexpr std::string_view kBaseHeader =
     "experiment,scheme,width,depth,lr,log2_lr,ffn_act_mult,attn_softmax_mult,residual_mult,"
     "residual_attn_ratio,loss_softmax_mult,seed,steps,batch,sequence_length,warmup,"
     "validation_loss,train_loss_last,diverged,seconds,tokens_per_second";
+constexpr std::size_t kBaseFields = 21;
+// Then the precision and the operand shares at the first and last step (empty for fp32 runs).
+constexpr std::string_view kShareClasses[] = {"x", "w", "grad"};
+constexpr std::string_view kShareKinds[] = {"underflow", "subnormal", "saturate"};
+
+std::string header() {
+  std::string h = std::string(kBaseHeader) + ",precision";
+  for (const std::string_view step : {"first", "last"}) {
+    for (const std::string_view c : kShareClasses) {
+      for (const std::string_view k : kShareKinds) h += fmt::format(",{}_{}_{}", step, c, k);
+    }
+  }
+  return h;
+}
+constexpr std::size_t kShareFields = 2 * 3 * 3;
+
+std::string shares_csv(const std::optional<MatmulOperandShares>& shares) {
+  std::string out;
+  for (const FormatFractions* f : {shares ? &shares->inputs : nullptr,
+                                   shares ? &shares->weights : nullptr,
+                                   shares ? &shares->gradients : nullptr}) {
+    if (f == nullptr) {
+      out += ",,,";
+    } else {
+      out += fmt::format(",{:.9g},{:.9g},{:.9g}", f->underflow, f->subnormal, f->saturate);
+    }
+  }
+  return out;
+}
+
+// Nine fields (x, w, grad × underflow, subnormal, saturate), all empty for none.
+std::optional<MatmulOperandShares> shares_from(const std::vector<std::string>& f,
+                                               std::size_t first) {
+  if (f[first].empty()) return std::nullopt;
+  auto fractions = [&](std::size_t at, DType format) {
+    return FormatFractions{.format = format,
+                           .underflow = std::stod(f[at]),
+                           .subnormal = std::stod(f[at + 1]),
+                           .saturate = std::stod(f[at + 2])};
+  };
+  return MatmulOperandShares{fractions(first, DType::kE4M3FN), fractions(first + 3, DType::kE4M3FN),
+                             fractions(first + 6, DType::kE5M2)};
+}
 
 Scheme scheme_named(std::string_view name, const std::string& where) {
   for (const Scheme s : {Scheme::kSP, Scheme::kMuP, Scheme::kUMuP}) {
@@ -115,7 +162,8 @@ std::string SweepPoint::key() const {
   return fmt::format("{}|{}|{}|{}|{:.17g}|{:.17g},{:.17g},{:.17g},{:.17g},{:.17g}|{}|{}|{}|{}|{}",
                      experiment, scheme_name(scheme), width, depth, lr, a.ffn_act_mult,
                      a.attn_softmax_mult, a.residual_mult, a.residual_attn_ratio,
-                     a.loss_softmax_mult, seed, steps, batch, sequence_length, warmup);
+                     a.loss_softmax_mult, seed, steps, batch, sequence_length, warmup) +
+         (precision == "fp32" ? std::string() : "|" + precision);
 }
 
 double ranking_loss(const SweepResult& r) {
@@ -123,7 +171,7 @@ double ranking_loss(const SweepResult& r) {
 }
 
 SweepResult run_sweep_point(const SweepPoint& p, const TextCorpus& corpus,
-                            ProgressMode progress) {
+                            ProgressMode progress, std::vector<float>* losses) {
   LanguageModelTask task({.scheme = p.scheme,
                           .width = p.width,
                           .depth = p.depth,
@@ -135,14 +183,33 @@ SweepResult run_sweep_point(const SweepPoint& p, const TextCorpus& corpus,
                           .seed = p.seed,
                           .lr = p.lr,
                           .steps = p.steps,
-                          .warmup = p.warmup},
+                          .warmup = p.warmup,
+                          .precision = {.recipe = p.precision}},
                          corpus);
-  Trainer trainer(task, {.steps = p.steps,
+  // Low precision: track the first and the last step's tensors (the others run untracked).
+  const bool track = p.precision != "fp32";
+  std::optional<ScaleTracker> tracker;
+  std::optional<MatmulOperandShares> first_shares, last_shares;
+  TrainerOptions options{.steps = p.steps,
                          .progress = progress,
                          .out = progress == ProgressMode::kQuiet ? nullptr : stderr,
-                         .handle_interrupt = false});
+                         .handle_interrupt = false};
+  if (track) {
+    options.after_step = [&](std::int64_t step) {
+      if (step == 1) first_shares = matmul_operand_shares(*tracker, task.model().graph());
+      if (step == p.steps) last_shares = matmul_operand_shares(*tracker, task.model().graph());
+      tracker->set_recording(step + 1 == p.steps);
+    };
+  }
+  Trainer trainer(task, options);
+  if (track) tracker = track_scales(trainer.executor(), task.model().graph());
   const TrainingResult run = trainer.run();
-  SweepResult r{.point = p, .seconds = run.seconds, .tokens_per_second = run.items_per_second};
+  if (losses != nullptr) *losses = run.losses;
+  SweepResult r{.point = p,
+                .seconds = run.seconds,
+                .tokens_per_second = run.items_per_second,
+                .first_step_shares = first_shares,
+                .last_step_shares = last_shares};
   const std::size_t n = run.losses.size();
   const std::size_t last = std::min<std::size_t>(100, n);
   r.train_loss_last =
@@ -156,27 +223,51 @@ SweepResult run_sweep_point(const SweepPoint& p, const TextCorpus& corpus,
   return r;
 }
 
+SweepResult run_missing_point(SweepTable& table, const std::filesystem::path& path,
+                              const SweepPoint& p, const TextCorpus& corpus,
+                              std::vector<float>* losses) {
+  if (losses != nullptr) losses->clear();
+  if (const SweepResult* done = table.find(p)) return *done;
+  const bool terminal = ::isatty(::fileno(stderr)) == 1;
+  const SweepResult r = run_sweep_point(
+      p, corpus, terminal ? ProgressMode::kBar : ProgressMode::kQuiet, losses);
+  table.add(r);
+  table.save(path);
+  fmt::print("{} {:<5} d={:<4} L={} η={:<5} α={},{},{},{},{} {}: validation {} (train {:.4f}), "
+             "{:.0f} s, {:.0f} tok/s\n",
+             p.experiment, scheme_name(p.scheme), p.width, p.depth, lr_text(p.lr),
+             p.alphas.ffn_act_mult, p.alphas.attn_softmax_mult, p.alphas.residual_mult,
+             p.alphas.residual_attn_ratio, p.alphas.loss_softmax_mult, p.precision,
+             r.diverged ? "diverged" : fmt::format("{:.4f}", r.validation_loss), r.train_loss_last,
+             r.seconds, r.tokens_per_second);
+  std::fflush(stdout);
+  return r;
+}
+
 SweepTable SweepTable::load(const std::filesystem::path& path) {
   SweepTable table;
   std::ifstream in(path);
   if (!in) return table;
   std::string line;
   int line_number = 0;
+  std::size_t expected_fields = kBaseFields;
   while (std::getline(in, line)) {
     ++line_number;
     if (line_number == 1) {
-      if (line != kHeader) {
+      if (line != kBaseHeader && line != header()) {
         throw Error(fmt::format("{}:1: not a sweep table (the header differs)", path.string()));
       }
+      expected_fields = line == kBaseHeader ? kBaseFields : kBaseFields + 1 + kShareFields;
       continue;
     }
     if (line.empty()) continue;
     std::vector<std::string> f;
     std::stringstream fields(line);
     for (std::string field; std::getline(fields, field, ',');) f.push_back(field);
+    if (!line.empty() && line.back() == ',') f.emplace_back();  // getline drops a last empty field
     const std::string where = fmt::format("{}:{}", path.string(), line_number);
-    if (f.size() != 21) {
-      throw Error(fmt::format("{}: expected 21 fields, got {}", where, f.size()));
+    if (f.size() != expected_fields) {
+      throw Error(fmt::format("{}: expected {} fields, got {}", where, expected_fields, f.size()));
     }
     try {
       SweepResult r;
@@ -198,6 +289,11 @@ SweepTable SweepTable::load(const std::filesystem::path& path) {
       r.diverged = f[18] == "1";
       r.seconds = std::stod(f[19]);
       r.tokens_per_second = std::stod(f[20]);
+      if (f.size() > kBaseFields) {
+        p.precision = f[kBaseFields];
+        r.first_step_shares = shares_from(f, kBaseFields + 1);
+        r.last_step_shares = shares_from(f, kBaseFields + 1 + 9);
+      }
       table.add(r);
     } catch (const std::logic_error& e) {  // std::stod and friends
       throw Error(fmt::format("{}: a field is not a number ({})", where, e.what()));
@@ -207,17 +303,18 @@ SweepTable SweepTable::load(const std::filesystem::path& path) {
 }
 
 std::string SweepTable::csv() const {
-  std::string out = std::string(kHeader) + "\n";
+  std::string out = header() + "\n";
   for (const SweepResult& r : results_) {
     const SweepPoint& p = r.point;
     const UmupHyperparameters& a = p.alphas;
     out += fmt::format(
         "{},{},{},{},{:.17g},{:g},{:.17g},{:.17g},{:.17g},{:.17g},{:.17g},{},{},{},{},{},{:.9g},"
-        "{:.9g},{},{:.2f},{:.1f}\n",
+        "{:.9g},{},{:.2f},{:.1f},{}{}{}\n",
         p.experiment, scheme_name(p.scheme), p.width, p.depth, p.lr, std::log2(p.lr),
         a.ffn_act_mult, a.attn_softmax_mult, a.residual_mult, a.residual_attn_ratio,
         a.loss_softmax_mult, p.seed, p.steps, p.batch, p.sequence_length, p.warmup,
-        r.validation_loss, r.train_loss_last, r.diverged ? 1 : 0, r.seconds, r.tokens_per_second);
+        r.validation_loss, r.train_loss_last, r.diverged ? 1 : 0, r.seconds, r.tokens_per_second,
+        p.precision, shares_csv(r.first_step_shares), shares_csv(r.last_step_shares));
   }
   return out;
 }
@@ -449,6 +546,118 @@ std::vector<Criterion> evaluate_depth_transfer(const SweepTable& table,
     report.detail += fmt::format("at η = {}", lr_text(lr));
   }
   out.push_back(report);
+  return out;
+}
+
+namespace {
+
+// The E5 row of (scheme, width, η, precision), from any experiment; null if there is none.
+std::optional<SweepResult> precision_row(const SweepTable& table, Scheme scheme,
+                                         std::int64_t width, double lr,
+                                         std::string_view precision) {
+  const std::vector<SweepResult> rows = table.select([&](const SweepResult& r) {
+    return r.point.scheme == scheme && r.point.width == width && r.point.lr == lr &&
+           r.point.precision == precision && r.point.depth == 2 &&
+           non_default_alphas(r.point.alphas) == 0;
+  });
+  if (rows.empty()) return std::nullopt;
+  return rows.front();
+}
+
+// (L − L_fp32) / L_fp32; +∞ for a diverged run, nullopt for a missing one.
+std::optional<double> precision_gap(const SweepTable& table, Scheme scheme, std::int64_t width,
+                                    double lr, std::string_view precision) {
+  const auto fp32 = precision_row(table, scheme, width, lr, "fp32");
+  const auto low = precision_row(table, scheme, width, lr, precision);
+  if (!fp32 || !low || fp32->diverged) return std::nullopt;
+  if (low->diverged) return INFINITY;
+  return (low->validation_loss - fp32->validation_loss) / fp32->validation_loss;
+}
+
+std::string gap_text(const std::optional<double>& gap) {
+  if (!gap) return "missing";
+  if (std::isinf(*gap)) return "diverged";
+  return fmt::format("{:+.2f}%", 100 * *gap);
+}
+
+}  // namespace
+
+std::vector<Criterion> evaluate_fp8_training(
+    const SweepTable& table, const std::vector<std::int64_t>& widths,
+    const std::function<double(Scheme, std::int64_t)>& lr_star) {
+  auto gap = [&](Scheme scheme, std::int64_t width, std::string_view precision, double lr_factor = 1) {
+    return precision_gap(table, scheme, width, lr_star(scheme, width) * lr_factor, precision);
+  };
+  std::vector<Criterion> out;
+
+  Criterion umup{.name = "u-μP: FP8 within 2% of fp32 at every width", .pass = true};
+  for (const std::int64_t w : widths) {
+    const auto g = gap(Scheme::kUMuP, w, "fp8");
+    umup.pass = umup.pass && g && *g <= 0.02;
+    umup.detail += fmt::format("d={}: {}; ", w, gap_text(g));
+  }
+  out.push_back(umup);
+
+  Criterion sp{.name = "SP: FP8 gap larger than u-μP's at every width, ≥ 2× it at the widest "
+                       "(or SP diverges)",
+               .pass = true};
+  for (const std::int64_t w : widths) {
+    const auto s = gap(Scheme::kSP, w, "fp8");
+    const auto u = gap(Scheme::kUMuP, w, "fp8");
+    const bool larger = s && u && *s > *u;
+    const bool widest = w == widths.back();
+    const bool twice = s && u && (std::isinf(*s) || *s >= 2 * std::max(*u, 0.0));
+    sp.pass = sp.pass && larger && (!widest || twice);
+    sp.detail += fmt::format("d={}: SP {} vs u-μP {}; ", w, gap_text(s), gap_text(u));
+  }
+  out.push_back(sp);
+
+  Criterion underflow{.name = "SP's E5M2 gradient underflow ≥ 10× u-μP's (every width, first and "
+                              "last step)",
+                      .pass = true};
+  for (const std::int64_t w : widths) {
+    const auto s = precision_row(table, Scheme::kSP, w, lr_star(Scheme::kSP, w), "fp8");
+    const auto u = precision_row(table, Scheme::kUMuP, w, lr_star(Scheme::kUMuP, w), "fp8");
+    for (const bool first : {true, false}) {
+      const auto share = [&](const std::optional<SweepResult>& r) -> std::optional<double> {
+        if (!r) return std::nullopt;
+        const auto& shares = first ? r->first_step_shares : r->last_step_shares;
+        if (!shares) return std::nullopt;
+        return shares->gradients.underflow;
+      };
+      const auto ss = share(s), us = share(u);
+      const bool ok = ss && us && *ss > 0 && *ss >= 10 * *us;
+      underflow.pass = underflow.pass && ok;
+      underflow.detail += fmt::format(
+          "d={} {} step: SP {} vs u-μP {}; ", w, first ? "first" : "last",
+          ss ? fmt::format("{:.3g}%", 100 * *ss) : "missing",
+          us ? fmt::format("{:.3g}%", 100 * *us) : "missing");
+    }
+  }
+  out.push_back(underflow);
+
+  // Reports: μP, the other arms, and FP8 one grid point below η*.
+  const std::pair<std::string_view, std::string_view> arms[] = {
+      {"fp8", "FP8"}, {"fp8-critical", "FP8, critical matmuls in fp32"}, {"fp16", "FP16"}};
+  for (const Scheme scheme : {Scheme::kSP, Scheme::kMuP, Scheme::kUMuP}) {
+    for (const auto& [precision, label] : arms) {
+      if (scheme != Scheme::kMuP && precision == "fp8") continue;  // decided above
+      Criterion c{.name = fmt::format("{}: {} gap at η*", scheme_display_name(scheme), label),
+                  .pass = true,
+                  .report_only = true};
+      for (const std::int64_t w : widths) {
+        c.detail += fmt::format("d={}: {}; ", w, gap_text(gap(scheme, w, precision)));
+      }
+      out.push_back(c);
+    }
+    Criterion below{.name = fmt::format("{}: FP8 gap at η*/2", scheme_display_name(scheme)),
+                    .pass = true,
+                    .report_only = true};
+    for (const std::int64_t w : widths) {
+      below.detail += fmt::format("d={}: {}; ", w, gap_text(gap(scheme, w, "fp8", 0.5)));
+    }
+    out.push_back(below);
+  }
   return out;
 }
 

@@ -84,6 +84,8 @@ class ScaleTracker {
   // Nth step at almost no cost in between). On at first.
   void set_recording(bool on);
   bool recording() const;
+  // The formats each tensor is measured against (ScaleTrackingOptions::formats).
+  const std::vector<DType>& formats() const;
 
   // A fixed-width text table: label, role, numel, RMS, amax, amin, and per format the underflow,
   // subnormal and saturate percentages.
@@ -104,6 +106,19 @@ class ScaleTracker {
   explicit ScaleTracker(std::shared_ptr<State> state);
   std::shared_ptr<State> state_;  // shared with the executor's observer
 };
+
+// What an FP8 step does to its matmuls' operands, per class: the share of all elements of every
+// recorded linear's input x and weight W (against `inputs`, E4M3 by default) and of its output's
+// gradient (against `gradients`, E5M2) that underflow, land among the subnormals or saturate,
+// weighted by numel over the matmuls. These are the operands simulate_format rounds, and the
+// classes the FP8 experiments report (docs/results.md, E5). Both formats must be among the
+// tracker's; throws unitscale::Error otherwise, or if the latest run recorded no linear.
+struct MatmulOperandShares {
+  FormatFractions inputs, weights, gradients;
+};
+MatmulOperandShares matmul_operand_shares(const ScaleTracker& tracker, Graph& graph,
+                                          DType inputs = DType::kE4M3FN,
+                                          DType gradients = DType::kE5M2);
 
 // Adds an observer to `executor` (which must run `graph`) that records every following run.
 // The tracker may be moved and may outlive the executor; the executor's observer keeps its state.

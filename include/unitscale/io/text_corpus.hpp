@@ -65,6 +65,11 @@ struct TextCorpus {
 TextCorpus load_text_corpus(const std::filesystem::path& file_or_directory,
                             const TextCorpusOptions& options = {});
 
+// A small built-in "text" (words of a 14-word vocabulary, 5% of them held out), for seconds-long
+// smoke runs of the examples: a model learns something from it in a few steps, and the test suite
+// needs no data package.
+TextCorpus synthetic_text_corpus();
+
 // Training windows: `batch` rows of S + 1 consecutive bytes, drawn uniformly with replacement
 // from the n - S possible start offsets of the stream.
 //

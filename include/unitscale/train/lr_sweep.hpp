@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "unitscale/analysis/scale_tracking.hpp"
 #include "unitscale/io/text_corpus.hpp"
 #include "unitscale/nn/hyperparameters.hpp"
 #include "unitscale/nn/parametrization.hpp"
@@ -34,6 +35,8 @@ struct SweepPoint {
   std::int64_t batch = 16;
   std::int64_t sequence_length = 64;
   std::int64_t warmup = 100;
+  // "fp32", or a PrecisionConfig recipe ("fp8", "fp8-critical", "fp16", "bf16"; E5).
+  std::string precision = "fp32";
 
   // Identifies the run in a table (every field above).
   std::string key() const;
@@ -50,16 +53,32 @@ struct SweepResult {
   // of one point that differ only in their seed (the protocol reruns the points that decide a
   // close criterion with more seeds).
   int seeds = 1;
+  // Runs in a low precision: what the step did to the matmuls' operands (E4M3 inputs and weights,
+  // E5M2 gradients; analysis/scale_tracking.hpp) at the first and the last step.
+  std::optional<MatmulOperandShares> first_step_shares = std::nullopt;
+  std::optional<MatmulOperandShares> last_step_shares = std::nullopt;
 };
 
 // The ranking loss: diverged runs rank last (+∞).
 double ranking_loss(const SweepResult& r);
 
 // Trains the decoder of `point` (AdamW, β = (0.9, 0.95), warmup then cosine decay to 0, no
-// weight decay, no clipping) on `corpus` and evaluates it on every validation window.
+// weight decay, no clipping) in its precision on `corpus` and evaluates it on every validation
+// window; low-precision runs also record their operand shares at the first and last step.
 // `progress` shows the run's steps (kQuiet: nothing).
+// `losses`, if given, receives every step's training loss.
 SweepResult run_sweep_point(const SweepPoint& point, const TextCorpus& corpus,
-                            ProgressMode progress = ProgressMode::kQuiet);
+                            ProgressMode progress = ProgressMode::kQuiet,
+                            std::vector<float>* losses = nullptr);
+
+class SweepTable;
+
+// The resumable step of a sweep: runs `point` (with a progress bar on a terminal) unless `table`
+// has it, then adds the row, saves the table to `path` (atomically) and prints a one-line summary
+// to stdout. Returns the row; `losses` as for run_sweep_point (left empty when the table had it).
+SweepResult run_missing_point(SweepTable& table, const std::filesystem::path& path,
+                              const SweepPoint& point, const TextCorpus& corpus,
+                              std::vector<float>* losses = nullptr);
 
 class SweepTable {
  public:
@@ -102,5 +121,14 @@ std::vector<Criterion> evaluate_independent_search(const SweepTable& table);
 // E6 over the E6 rows at `depths` (ascending).
 std::vector<Criterion> evaluate_depth_transfer(const SweepTable& table,
                                                const std::vector<int>& depths);
+
+// E5 over the rows of any experiment with each scheme's η* (`lr_star`) at `widths` (ascending):
+// the FP8 gap (L_fp8 − L_fp32) / L_fp32 of u-μP (≤ 2% everywhere) against SP's (larger everywhere,
+// and at least twice u-μP's at the widest width, or diverged), and SP's E5M2 gradient underflow
+// against u-μP's (at least 10× at every width, at the first and at the last step); then, as
+// reports, μP's gaps, the critical-matmul, FP16 and η*/2 arms.
+std::vector<Criterion> evaluate_fp8_training(
+    const SweepTable& table, const std::vector<std::int64_t>& widths,
+    const std::function<double(Scheme, std::int64_t)>& lr_star);
 
 }  // namespace unitscale
