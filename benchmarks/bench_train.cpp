@@ -10,7 +10,8 @@
 // heads, 2.7 M parameters) and 1024; at 64 the step is a few dozen small ops per layer and shows
 // the per-node and per-GEMM fixed costs, at 1024 it is GEMM-bound.
 //
-// Rows, per width (in this order, so that the yardstick runs first):
+// Rows, per width (in this order, so that the yardstick runs first; the last three compare with
+// the umup row, docs/fp8_training.md):
 //   train_step/gemm_only/width:d   the GEMMs of one u-μP training step and nothing else: every
 //                                  problem the engine ran during one step (gemm_profile(): shape,
 //                                  layout, call count) replayed through unitscale::gemm() on
@@ -23,6 +24,12 @@
 //                                  scaling costs
 //   forward/umup/width:d           the u-μP forward pass alone (Executor(graph, {loss}), no
 //                                  autodiff, no optimizer)
+//   train_step/umup_fp8/width:d    the u-μP step after simulate_format's FP8 recipe: every linear
+//                                  rounds x and W to E4M3 and its gradient to E5M2, and runs its
+//                                  GEMMs on the codes (BF16 units where the CPU has them)
+//   train_step/umup_fp8_critical/width:d   the same, attention-out and FFN-down kept in fp32
+//   train_step/umup_tracked/width:d        the fp32 u-μP step with track_scales recording every
+//                                  tensor (statistics against E4M3, E5M2, FP16) of every step
 //
 // Counters:
 //   tokens/s        T per step ÷ wall time (items_per_second is the same figure)
@@ -82,8 +89,10 @@
 #include <vector>
 
 #include "support/bench_context.hpp"
+#include "unitscale/analysis/scale_tracking.hpp"
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/graph/graph.hpp"
+#include "unitscale/graph/simulate_format.hpp"
 #include "unitscale/nn/init.hpp"
 #include "unitscale/nn/model.hpp"
 #include "unitscale/nn/parametrization.hpp"
@@ -104,7 +113,15 @@ constexpr std::int64_t kWidths[] = {64, 256, 1024};
 
 using Clock = std::chrono::steady_clock;
 
-enum class Variant { kGemmOnly, kTrainUmup, kTrainSp, kForwardUmup };
+enum class Variant {
+  kGemmOnly,
+  kTrainUmup,
+  kTrainSp,
+  kForwardUmup,
+  kTrainUmupFp8,
+  kTrainUmupFp8Critical,
+  kTrainUmupTracked,
+};
 
 const char* variant_name(Variant v) {
   switch (v) {
@@ -112,6 +129,9 @@ const char* variant_name(Variant v) {
     case Variant::kTrainUmup: return "train_step/umup";
     case Variant::kTrainSp: return "train_step/sp";
     case Variant::kForwardUmup: return "forward/umup";
+    case Variant::kTrainUmupFp8: return "train_step/umup_fp8";
+    case Variant::kTrainUmupFp8Critical: return "train_step/umup_fp8_critical";
+    case Variant::kTrainUmupTracked: return "train_step/umup_tracked";
   }
   return "?";
 }
@@ -213,7 +233,11 @@ struct DecoderRun {
   Tensor id_data, target_data;
   std::unique_ptr<Executor> exec;
 
-  DecoderRun(Scheme scheme, std::int64_t width, bool train)
+  std::optional<ScaleTracker> tracker;
+
+  DecoderRun(Scheme scheme, std::int64_t width, bool train,
+             const std::optional<SimulateFormatOptions>& precision = std::nullopt,
+             bool track_scales_of_every_step = false)
       : parametrization(scheme, {.residual_blocks = kDepth}),
         graph(parametrization.op_scaling()),
         model(graph, parametrization, {.seed = 1}),
@@ -223,6 +247,7 @@ struct DecoderRun {
         loss(decoder.loss(ids, targets)),
         id_data(random_bytes(1)),
         target_data(random_bytes(2)) {
+    if (precision) simulate_format(graph, *precision);
     if (train) {
       // u-μP wants η of order 1, SP about 1e-3 (docs/umup.md); modest values keep a long run
       // finite. The cost of the update does not depend on them.
@@ -240,6 +265,7 @@ struct DecoderRun {
     model.initialize(*exec);
     exec->bind(ids, id_data);
     exec->bind(targets, target_data);
+    if (track_scales_of_every_step) tracker = track_scales(*exec, graph);
   }
 };
 
@@ -342,7 +368,11 @@ void bm_row(benchmark::State& state, Variant variant, std::int64_t width) {
   const MemoryProbe memory;
   const bool forward_only = variant == Variant::kForwardUmup;
   const Scheme scheme = variant == Variant::kTrainSp ? Scheme::kSP : Scheme::kUMuP;
-  auto run = std::make_unique<DecoderRun>(scheme, width, !forward_only);
+  std::optional<SimulateFormatOptions> precision;
+  if (variant == Variant::kTrainUmupFp8) precision = SimulateFormatOptions::fp8();
+  if (variant == Variant::kTrainUmupFp8Critical) precision = SimulateFormatOptions::fp8(true);
+  auto run = std::make_unique<DecoderRun>(scheme, width, !forward_only, precision,
+                                          variant == Variant::kTrainUmupTracked);
 
   // The untimed first run, with the GEMM engine's profile of exactly one step.
   reset_gemm_profile();
@@ -462,6 +492,23 @@ void print_summary() {
   std::printf("(gemm_share = umup_step ÷ gemm_only tokens/s: the GEMMs' share of the step time; "
               "GFLOP/s by the cost model 6·N_mm·T + 12·L·S·d·T; rss_grow = the u-μP step row's "
               "peak RSS − RSS before it was built)\n");
+  std::printf("\nLow precision and scale tracking against the fp32 u-μP step (step-time ratios: "
+              "below 1 is faster)\n");
+  std::printf("%-6s %12s %12s %12s %12s %10s %14s %12s\n", "width", "umup_step", "fp8_step",
+              "fp8_critical", "tracked", "fp8/fp32", "fp8_crit/fp32", "tracked/fp32");
+  for (const std::int64_t w : kWidths) {
+    const double u = median_counter({w, Variant::kTrainUmup}, "tokens/s");
+    const double f = median_counter({w, Variant::kTrainUmupFp8}, "tokens/s");
+    const double c = median_counter({w, Variant::kTrainUmupFp8Critical}, "tokens/s");
+    const double t = median_counter({w, Variant::kTrainUmupTracked}, "tokens/s");
+    if (f == 0 && c == 0 && t == 0) continue;
+    auto time_ratio = [u](double x) { return x > 0 && u > 0 ? u / x : 0.0; };
+    std::printf("%-6lld %12.0f %12.0f %12.0f %12.0f %10.2f %14.2f %12.2f\n",
+                static_cast<long long>(w), u, f, c, t, time_ratio(f), time_ratio(c), time_ratio(t));
+  }
+  std::printf("(fp8: simulate_format's E4M3 inputs and E5M2 gradients on every linear; "
+              "fp8_critical: attention-out and FFN-down kept in fp32; tracked: track_scales "
+              "recording every tensor of every step)\n");
 }
 
 void add_context() {
@@ -477,7 +524,8 @@ void add_context() {
 void register_benchmarks() {
   for (const std::int64_t w : kWidths) {
     for (const Variant v :
-         {Variant::kGemmOnly, Variant::kTrainUmup, Variant::kTrainSp, Variant::kForwardUmup}) {
+         {Variant::kGemmOnly, Variant::kTrainUmup, Variant::kTrainSp, Variant::kForwardUmup,
+          Variant::kTrainUmupFp8, Variant::kTrainUmupFp8Critical, Variant::kTrainUmupTracked}) {
       const std::string name = std::string(variant_name(v)) + "/width:" + std::to_string(w);
       row_keys()[name] = {w, v};
       benchmark::RegisterBenchmark(name.c_str(), [v, w](benchmark::State& s) { bm_row(s, v, w); })

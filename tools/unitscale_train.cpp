@@ -68,6 +68,7 @@ struct Arguments {
   bool per_tensor_scaling = false;
   bool stochastic_gradients = false;
   double loss_scale = 1;
+  bool dynamic_loss_scale = false;
   std::int64_t sample_bytes = 300;
   std::string prompt;
   double temperature = 0.8;
@@ -156,6 +157,9 @@ us::CommandLine make_command_line(Arguments& a) {
             "round the matmuls' gradients stochastically instead of to nearest")
       .option("--loss-scale", &a.loss_scale, "S",
               "static loss scaling: gradients are computed scaled by S, then unscaled (1: off)")
+      .flag("--dynamic-loss-scale", &a.dynamic_loss_scale,
+            "dynamic loss scaling from --loss-scale (2^16 if 1): overflowing steps are skipped "
+            "and halve the scale, 2000 good steps double it")
       .section("Sample")
       .option("--sample", &a.sample_bytes, "N", "decoder: bytes of text to generate at the end (0: none)")
       .option("--prompt", &a.prompt, "TEXT", "start of the generated text")
@@ -234,6 +238,9 @@ int train(us::TrainingTask& task, const Arguments& a,
   fmt::print("\n{} after step {}: {:.1f} s, {:.0f} {}/s", us::stop_reason_name(result.reason),
              result.last_step, result.seconds, result.items_per_second, task.item_unit());
   if (!result.losses.empty()) fmt::print(", last training loss {:.4f}", result.losses.back());
+  if (result.skipped_steps > 0) {
+    fmt::print(", {} steps skipped (gradient overflow)", result.skipped_steps);
+  }
   if (result.validation_loss) fmt::print(", validation loss {:.4f}", *result.validation_loss);
   fmt::print("\n");
   if (!a.out.empty()) fmt::print("metrics and loss curve in {}\n", a.out);
@@ -261,7 +268,8 @@ void set_common(Config& config, const Arguments& a) {
   config.precision = {.recipe = a.simulate == "fp8" && a.critical_matmuls ? "fp8-critical" : a.simulate,
                       .per_tensor_scaling = a.per_tensor_scaling,
                       .stochastic_gradients = a.stochastic_gradients,
-                      .loss_scale = a.loss_scale};
+                      .loss_scale = a.loss_scale,
+                      .dynamic_loss_scaling = a.dynamic_loss_scale};
 }
 
 int train_decoder(const Arguments& a) {

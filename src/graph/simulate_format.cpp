@@ -6,7 +6,6 @@
 
 #include "ops/counter_hash.hpp"
 #include "unitscale/error.hpp"
-#include "unitscale/ops/linear.hpp"
 #include "unitscale/ops/round_to_format.hpp"
 
 namespace unitscale {
@@ -15,7 +14,7 @@ namespace {
 
 constexpr std::string_view kPass = "simulate_format";
 
-bool is_matmul(const Node& node) { return node.op == &kLinearOp || node.op == &kLinearReadoutOp; }
+bool is_matmul(const Node& node) { return node.op->rounds_gemm_inputs; }
 
 // "<module>.weight" or "....<module>.weight".
 bool belongs_to(std::string_view weight, const std::string& module) {

@@ -203,6 +203,7 @@ const OpDef kLinearOp{
     .backward_kernel = linear_backward_kernel<kLinearName>,
     .backward_prepare = linear_backward_prepare<kLinearName>,
     .backward_reads = 0b011,
+    .rounds_gemm_inputs = true,
 };
 
 const OpDef kLinearReadoutOp{
@@ -217,6 +218,7 @@ const OpDef kLinearReadoutOp{
     .backward_kernel = linear_backward_kernel<kLinearReadoutName>,
     .backward_prepare = linear_backward_prepare<kLinearReadoutName>,
     .backward_reads = 0b011,
+    .rounds_gemm_inputs = true,
 };
 
 // ------------------------------------------------------------------------------------------------

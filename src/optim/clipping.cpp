@@ -100,12 +100,8 @@ const OpDef kClipCoefficientOp{
     .kernel = clip_coefficient_kernel,
 };
 
-GlobalNormClip clip_by_global_norm(std::span<const Value> gradients, double max_norm,
-                                   double gradient_scale) {
-  if (!(std::isfinite(max_norm) && max_norm > 0.0)) {
-    throw Error(fmt::format("clip_by_global_norm: max_norm must be finite and > 0, got {}",
-                            max_norm));
-  }
+Value global_sum_of_squares(std::span<const Value> gradients, double gradient_scale,
+                            std::string_view caller) {
   Value partial;
   for (const Value& g : gradients) {
     if (!g.present()) continue;
@@ -113,8 +109,18 @@ GlobalNormClip clip_by_global_norm(std::span<const Value> gradients, double max_
     partial = g.graph().apply1(kSumOfSquaresOp, inputs, {{"scale", gradient_scale}});
   }
   if (!partial.present()) {
-    throw Error("clip_by_global_norm: no gradient to clip (every gradient is absent)");
+    throw Error(fmt::format("{}: no gradient to sum (every gradient is absent)", caller));
   }
+  return partial;
+}
+
+GlobalNormClip clip_by_global_norm(std::span<const Value> gradients, double max_norm,
+                                   double gradient_scale) {
+  if (!(std::isfinite(max_norm) && max_norm > 0.0)) {
+    throw Error(fmt::format("clip_by_global_norm: max_norm must be finite and > 0, got {}",
+                            max_norm));
+  }
+  const Value partial = global_sum_of_squares(gradients, gradient_scale, "clip_by_global_norm");
   const Value inputs[] = {partial};
   const std::vector<Value> outputs =
       partial.graph().apply(kClipCoefficientOp, inputs, {{"max_norm", max_norm}});

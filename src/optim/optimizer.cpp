@@ -106,17 +106,28 @@ std::vector<Value> OptimizerStep::outputs(std::span<const Value> extra) const {
     values.insert(values.end(), u.outputs.begin(), u.outputs.end());
   }
   if (grad_norm.present()) values.push_back(grad_norm);
+  if (skipped.present()) values.push_back(skipped);
+  if (loss_scale.present()) values.push_back(loss_scale);
+  values.insert(values.end(), loss_scaling.updated_state.begin(), loss_scaling.updated_state.end());
   return values;
 }
 
 std::vector<Value> OptimizerStep::state_values() const {
   std::vector<Value> values;
   for (const ParameterUpdate& u : updates) values.insert(values.end(), u.state.begin(), u.state.end());
+  if (loss_scaling.log2_scale.present()) {
+    values.push_back(loss_scaling.log2_scale);
+    values.push_back(loss_scaling.good_steps);
+  }
   return values;
 }
 
-OptimizerStep record_optimizer(Graph& graph, std::span<const ModelParameter> parameters,
-                               std::span<const Value> gradients, const OptimizerConfig& config) {
+namespace {
+
+// record_optimizer, with the loss scale's values when the step scales its loss dynamically.
+OptimizerStep record_updates(Graph& graph, std::span<const ModelParameter> parameters,
+                             std::span<const Value> gradients, const OptimizerConfig& config,
+                             LossScaleValues* loss_scaling) {
   check_config(config);
   if (gradients.size() != parameters.size()) {
     throw Error(fmt::format("optimizer {}: {} parameters but {} gradients",
@@ -133,7 +144,15 @@ OptimizerStep record_optimizer(Graph& graph, std::span<const ModelParameter> par
   OptimizerStep step;
   step.lr_multiplier = lr_schedule(graph, config.schedule, config.first_step);
   Value grad_multiplier;
-  if (config.max_grad_norm > 0.0) {
+  if (loss_scaling != nullptr) {
+    record_loss_scale_update(*loss_scaling, gradients, *config.dynamic_loss_scaling,
+                             config.max_grad_norm);
+    grad_multiplier = loss_scaling->multiplier;
+    if (config.max_grad_norm > 0.0) step.grad_norm = loss_scaling->norm;
+    step.loss_scale = loss_scaling->seed;
+    step.skipped = loss_scaling->skipped;
+    step.loss_scaling = *loss_scaling;
+  } else if (config.max_grad_norm > 0.0) {
     const GlobalNormClip clip =
         clip_by_global_norm(gradients, config.max_grad_norm, config.gradient_scale);
     grad_multiplier = clip.coefficient;
@@ -202,12 +221,38 @@ OptimizerStep record_optimizer(Graph& graph, std::span<const ModelParameter> par
   return step;
 }
 
+}  // namespace
+
+OptimizerStep record_optimizer(Graph& graph, std::span<const ModelParameter> parameters,
+                               std::span<const Value> gradients, const OptimizerConfig& config) {
+  if (config.dynamic_loss_scaling) {
+    throw Error(fmt::format("optimizer {}: dynamic loss scaling must record its seed before "
+                            "autodiff: use record_training_step",
+                            optimizer_kind_name(config.kind)));
+  }
+  return record_updates(graph, parameters, gradients, config, nullptr);
+}
+
 OptimizerStep record_training_step(Model& model, Value loss, const OptimizerConfig& config,
                                    const AutodiffOptions& autodiff_options) {
   std::vector<Value> params;
   for (const ModelParameter& p : model.parameters()) params.push_back(p.value);
-  const std::vector<Value> grads = autodiff(model.graph(), loss, params, autodiff_options);
-  return record_optimizer(model.graph(), model.parameters(), grads, config);
+  if (!config.dynamic_loss_scaling) {
+    const std::vector<Value> grads = autodiff(model.graph(), loss, params, autodiff_options);
+    return record_updates(model.graph(), model.parameters(), grads, config, nullptr);
+  }
+  if (autodiff_options.seed.present() || autodiff_options.loss_scale != 1.0 ||
+      config.gradient_scale != 1.0) {
+    throw Error(fmt::format("optimizer {}: dynamic loss scaling sets the autodiff seed and the "
+                            "gradient scale itself; leave the seed absent and the static loss "
+                            "scale and gradient scale at 1",
+                            optimizer_kind_name(config.kind)));
+  }
+  LossScaleValues loss_scaling =
+      record_loss_scale_seed(model.graph(), loss, *config.dynamic_loss_scaling);
+  const std::vector<Value> grads =
+      autodiff(model.graph(), loss, params, {.seed = loss_scaling.seed});
+  return record_updates(model.graph(), model.parameters(), grads, config, &loss_scaling);
 }
 
 }  // namespace unitscale

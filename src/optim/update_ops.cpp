@@ -93,6 +93,11 @@ void check_multipliers(std::string_view op, std::span<const Shape* const> in, st
 float multiplier_value(const ConstTensorView& view) {
   return present(view) ? view.data()[0] : 1.0f;
 }
+// A grad_multiplier of exactly 0 skips the step: dynamic loss scaling's overflowing steps
+// (optim/loss_scaling.hpp). The outputs share the inputs' storage, so they stay as they were.
+bool skips(const ConstTensorView& grad_multiplier) {
+  return present(grad_multiplier) && grad_multiplier.data()[0] == 0.0f;
+}
 
 // ---- Adam ------------------------------------------------------------------------------------
 
@@ -127,6 +132,7 @@ std::vector<Shape> infer_adam(std::span<const Shape* const> in, const Attributes
 // storage of inputs 0, 2 and 3.
 void adam_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                  const Attributes& attrs, const KernelContext& context) {
+  if (skips(in[5])) return;
   const AdamAttrs a = adam_attrs(attrs);
   const double t = static_cast<double>(a.common.step) + static_cast<double>(context.step);
   const double bias1 = 1.0 - std::pow(a.beta1, t);
@@ -205,6 +211,7 @@ std::vector<Shape> infer_sgd(std::span<const Shape* const> in, const Attributes&
 // momentum_buffer?) in place.
 void sgd_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                 const Attributes& attrs, const KernelContext& context) {
+  if (skips(in[4])) return;
   const SgdAttrs s = sgd_attrs(attrs);
   const bool first = s.common.step == 1 && context.step == 0;
   const double lr_multiplier = multiplier_value(in[3]);

@@ -93,9 +93,10 @@ ImageClassifierTask::ImageClassifierTask(const ImageClassifierConfig& config,
                        ? Schedule::warmup_cosine(config_.warmup, config_.steps, 0.0)
                        : Schedule::constant(config_.warmup),
        .max_grad_norm = config_.max_grad_norm,
-       .gradient_scale = 1.0 / config_.precision.loss_scale,
+       .gradient_scale = 1.0 / config_.precision.static_loss_scale(),
+       .dynamic_loss_scaling = config_.precision.dynamic_loss_scale(),
        .log = [](std::string_view) {}},
-      {.loss_scale = config_.precision.loss_scale});
+      {.loss_scale = config_.precision.static_loss_scale()});
 }
 
 ImageClassifierTask::~ImageClassifierTask() = default;

@@ -130,9 +130,10 @@ LanguageModelTask::LanguageModelTask(const LanguageModelConfig& config, const Te
                                                                                config_.steps, 0.0)
                                                      : Schedule::constant(config_.warmup),
                                      .max_grad_norm = config_.max_grad_norm,
-                                     .gradient_scale = 1.0 / config_.precision.loss_scale,
+                                     .gradient_scale = 1.0 / config_.precision.static_loss_scale(),
+                                     .dynamic_loss_scaling = config_.precision.dynamic_loss_scale(),
                                      .log = [](std::string_view) {}},
-                                    {.loss_scale = config_.precision.loss_scale});
+                                    {.loss_scale = config_.precision.static_loss_scale()});
 }
 
 LanguageModelTask::~LanguageModelTask() = default;

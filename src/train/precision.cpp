@@ -38,11 +38,17 @@ std::optional<SimulateFormatOptions> PrecisionConfig::simulate_format_options(
   return options;
 }
 
+std::optional<DynamicLossScaling> PrecisionConfig::dynamic_loss_scale() const {
+  if (!dynamic_loss_scaling) return std::nullopt;
+  return DynamicLossScaling{.initial = loss_scale == 1.0 ? 65536.0 : loss_scale};
+}
+
 std::string PrecisionConfig::to_json() const {
   return nlohmann::json{{"recipe", recipe},
                         {"per_tensor_scaling", per_tensor_scaling},
                         {"stochastic_gradients", stochastic_gradients},
-                        {"loss_scale", loss_scale}}
+                        {"loss_scale", loss_scale},
+                        {"dynamic_loss_scaling", dynamic_loss_scaling}}
       .dump();
 }
 

@@ -154,6 +154,7 @@ TrainingResult Trainer::run() {
   double excluded = 0;  // seconds of evaluation and checkpoints, left out of the throughput
   const Value loss_value = task_.loss();
   const Value lr_value = task_.optimizer().lr_multiplier;
+  const Value skipped_value = task_.optimizer().skipped;  // dynamic loss scaling only
 
   auto stop = [&](StopReason reason, std::string_view message) {
     result.reason = reason;
@@ -166,6 +167,9 @@ TrainingResult Trainer::run() {
     result.last_step = step;
     const float loss = executor_->get(loss_value).data()[0];
     result.losses.push_back(loss);
+    if (skipped_value.present() && executor_->get(skipped_value).data()[0] != 0.0f) {
+      ++result.skipped_steps;
+    }
     const double seconds = elapsed();
     const double done = items * static_cast<double>(step - result.first_step + 1);
     const double stepping = seconds - excluded;

@@ -16,6 +16,7 @@
 #include "unitscale/error.hpp"
 #include "unitscale/format/convert.hpp"
 #include "unitscale/graph/autodiff.hpp"
+#include "unitscale/ops/cast.hpp"
 #include "unitscale/ops/linear.hpp"
 #include "unitscale/ops/primitives.hpp"
 
@@ -290,6 +291,64 @@ TEST(ScaleTracking, RefusesAFormatItCannotDescribe) {
   Executor exec(t.graph, outputs);
   EXPECT_THAT([&] { track_scales(exec, t.graph, {.formats = {DType::kI32}}); },
               ::testing::ThrowsMessage<Error>(HasSubstr("i32")));
+}
+
+// The per-class shares of the linear's operands are those of its x, W and output gradient,
+// measured on their own: x and W against E4M3, the gradient (ones, from sum) against E5M2.
+TEST(ScaleTracking, MatmulOperandSharesAreThoseOfTheOperands) {
+  // TinyStep with x computed by a node (an identity cast), as a model's activations are: the
+  // tracker records node outputs, not graph inputs.
+  TinyStep t;
+  const Value x_in = t.graph.input("x", {4, 8});
+  t.x = x_in;
+  t.w = t.graph.state("w", {3, 8}, ParameterInfo{.fan_in = 8, .fan_out = 3});
+  t.y = linear(cast(x_in, DType::kF32), t.w);
+  t.loss = sum(t.y);
+  const Value wrt[] = {t.w};
+  t.dw = autodiff(t.graph, t.loss, wrt)[0];
+  const Value outputs[] = {t.loss, t.dw};
+  Executor exec(t.graph, outputs);
+  Tensor xt(Shape{4, 8}), wt(Shape{3, 8});
+  for (std::int64_t i = 0; i < 32; ++i) xt.data()[i] = std::ldexp(1.0f, static_cast<int>(i % 16) - 12);
+  for (std::int64_t i = 0; i < 24; ++i) wt.data()[i] = i % 3 == 0 ? 500.0f : 1e-4f;
+  exec.bind(t.x, xt);
+  exec.set_state(t.w, wt);
+  ScaleTracker tracker = track_scales(exec, t.graph);
+  exec.run();
+  const MatmulOperandShares shares = matmul_operand_shares(tracker, t.graph);
+  const TensorScale x = measure_scale(xt, {DType::kE4M3FN});
+  const TensorScale w = measure_scale(wt, {DType::kE4M3FN});
+  EXPECT_EQ(shares.inputs.underflow, x.formats[0].underflow);
+  EXPECT_EQ(shares.inputs.subnormal, x.formats[0].subnormal);
+  // x = 2^-12 .. 2^3: 2^-12 and 2^-11 underflow E4M3 (≤ 2^-10), 2^-10 too (the tie rounds to 0).
+  EXPECT_DOUBLE_EQ(shares.inputs.underflow, 6.0 / 32);
+  EXPECT_DOUBLE_EQ(shares.weights.saturate, 8.0 / 24);   // the 500s
+  EXPECT_DOUBLE_EQ(shares.weights.underflow, 16.0 / 24);  // the 1e-4s
+  EXPECT_EQ(shares.weights.underflow, w.formats[0].underflow);
+  EXPECT_EQ(shares.gradients.format, DType::kE5M2);
+  EXPECT_EQ(shares.gradients.underflow, 0.0);
+  EXPECT_EQ(shares.gradients.subnormal, 0.0);
+  EXPECT_THAT([&] { matmul_operand_shares(tracker, t.graph, DType::kBF16); },
+              ::testing::ThrowsMessage<Error>(HasSubstr("the tracker does not measure bf16")));
+}
+
+TEST(ScaleTracking, ChartsSideBySideKeepEachChartsSize) {
+  const std::vector<std::string> charts = {
+      R"(<svg xmlns="http://www.w3.org/2000/svg" width="100" height="50"><rect/></svg>)",
+      R"(<svg xmlns="http://www.w3.org/2000/svg" width="30" height="80"><circle/></svg>)",
+      R"(<svg xmlns="http://www.w3.org/2000/svg" width="60" height="20"><path/></svg>)"};
+  const std::string two_columns = charts_side_by_side(charts, 2);
+  // Columns 100 and 30 wide, rows 80 and 20 tall.
+  EXPECT_THAT(two_columns, HasSubstr(R"(width="130" height="100")"));
+  EXPECT_THAT(two_columns, HasSubstr(R"(<svg x="100" y="0" xmlns)"));
+  EXPECT_THAT(two_columns, HasSubstr(R"(<svg x="0" y="80" xmlns)"));
+  EXPECT_EQ(occurrences(two_columns, "<svg "), 4);
+  EXPECT_EQ(occurrences(two_columns, "</svg>"), 4);
+  EXPECT_THAT(charts_side_by_side(charts), HasSubstr(R"(width="190" height="80")"));
+  EXPECT_THAT([] { charts_side_by_side({"<g/>"}); },
+              ::testing::ThrowsMessage<Error>(HasSubstr("chart 0 is not an <svg> element")));
+  EXPECT_THAT([] { charts_side_by_side({"<svg height=\"3\"></svg>"}); },
+              ::testing::ThrowsMessage<Error>(HasSubstr("chart 0 has no width")));
 }
 
 }  // namespace

@@ -121,7 +121,7 @@ TEST(Clipping, NonFiniteNormGivesNaNAndBadSettingsThrow) {
               ThrowsMessage<Error>(HasSubstr("max_norm must be finite and > 0, got 0")));
   const Value none[] = {Value{}};
   EXPECT_THAT([&] { clip_by_global_norm(none, 1.0); },
-              ThrowsMessage<Error>(HasSubstr("no gradient to clip")));
+              ThrowsMessage<Error>(HasSubstr("clip_by_global_norm: no gradient to sum")));
 }
 
 // ---- the u-μP paper's optimizer test vector --------------------------------------------------------

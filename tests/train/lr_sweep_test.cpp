@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include "unitscale/error.hpp"
 #include "unitscale/train/lr_sweep.hpp"
@@ -189,6 +190,91 @@ TEST(SweepTable, SelectAveragesTheSeedsOfAPoint) {
   t.add(diverged);
   const auto with_divergence = t.select([](const us::SweepResult& r) { return r.point.depth == 8; });
   EXPECT_TRUE(with_divergence[2].diverged);  // one diverged seed makes the point diverged
+}
+
+// A row of the precision experiment E5 at width `width`, with a gradient underflow share at the
+// first and the last step.
+us::SweepResult precision_row(us::Scheme scheme, std::int64_t width, int log2_lr,
+                              const char* precision, double loss, double grad_underflow = 0) {
+  us::SweepResult r = row("E5", scheme, width, 2, log2_lr, loss);
+  r.point.precision = precision;
+  if (std::string(precision) != "fp32") {
+    us::MatmulOperandShares shares;
+    shares.gradients = {.format = us::DType::kE5M2, .underflow = grad_underflow};
+    r.first_step_shares = shares;
+    shares.gradients.underflow = grad_underflow / 2;
+    r.last_step_shares = shares;
+  }
+  return r;
+}
+
+TEST(SweepTable, PrecisionAndOperandSharesRoundTripAndOldTablesStillLoad) {
+  us::SweepTable t;
+  us::SweepResult fp8 = precision_row(us::Scheme::kSP, 64, -8, "fp8", 3.25, 0.4);
+  fp8.first_step_shares->inputs = {.format = us::DType::kE4M3FN, .underflow = 0.01,
+                                   .subnormal = 0.02, .saturate = 0.03};
+  t.add(fp8);
+  t.add(precision_row(us::Scheme::kSP, 64, -8, "fp32", 2.6));
+  // The fp32 point keeps the key it had before precisions existed; fp8 is another point.
+  EXPECT_EQ(t.results().size(), 2u);
+  EXPECT_EQ(t.find(precision_row(us::Scheme::kSP, 64, -8, "fp32", 0).point)->validation_loss, 2.6);
+  const fs::path path =
+      fs::temp_directory_path() / ("unitscale_precision_" + std::to_string(::getpid()) + ".csv");
+  t.save(path);
+  const us::SweepTable back = us::SweepTable::load(path);
+  const us::SweepResult* r = back.find(fp8.point);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->point.precision, "fp8");
+  ASSERT_TRUE(r->first_step_shares && r->last_step_shares);
+  EXPECT_DOUBLE_EQ(r->first_step_shares->gradients.underflow, 0.4);
+  EXPECT_DOUBLE_EQ(r->last_step_shares->gradients.underflow, 0.2);
+  EXPECT_DOUBLE_EQ(r->first_step_shares->inputs.saturate, 0.03);
+  EXPECT_FALSE(back.find(precision_row(us::Scheme::kSP, 64, -8, "fp32", 0).point)->first_step_shares);
+
+  // A table written before the precision column: 21 fields, every row fp32.
+  std::ofstream(path) << "experiment,scheme,width,depth,lr,log2_lr,ffn_act_mult,attn_softmax_mult,"
+                         "residual_mult,residual_attn_ratio,loss_softmax_mult,seed,steps,batch,"
+                         "sequence_length,warmup,validation_loss,train_loss_last,diverged,seconds,"
+                         "tokens_per_second\n"
+                         "E3,SP,64,2,0.00390625,-8,1,1,1,1,1,0,1000,16,64,100,2.59,2.6,0,8.2,130000\n";
+  const us::SweepTable old = us::SweepTable::load(path);
+  ASSERT_EQ(old.results().size(), 1u);
+  EXPECT_EQ(old.results()[0].point.precision, "fp32");
+  EXPECT_EQ(old.results()[0].validation_loss, 2.59);
+  fs::remove(path);
+}
+
+// E5 on a made-up table: u-μP's FP8 gap 0.5% and 1.5%, SP's 10% and 30%; SP's gradients underflow
+// 40% against u-μP's 1% (first step) and 0.5% (last).
+TEST(Fp8TrainingCriteria, DecideTheTextbookOutcomeAndBiteOnEachMargin) {
+  auto table = [](double umup_gap_256, double sp_gap_256, double sp_underflow) {
+    us::SweepTable t;
+    for (const auto& [w, umup_gap, sp_gap] :
+         {std::tuple{64, 0.005, 0.10}, std::tuple{256, umup_gap_256, sp_gap_256}}) {
+      t.add(precision_row(us::Scheme::kUMuP, w, -1, "fp32", 2.0));
+      t.add(precision_row(us::Scheme::kUMuP, w, -1, "fp8", 2.0 * (1 + umup_gap), 0.01));
+      t.add(precision_row(us::Scheme::kSP, w, -8, "fp32", 2.0));
+      t.add(precision_row(us::Scheme::kSP, w, -8, "fp8", 2.0 * (1 + sp_gap), sp_underflow));
+    }
+    return t;
+  };
+  auto lr_star = [](us::Scheme s, std::int64_t) {
+    return s == us::Scheme::kUMuP ? 0.5 : std::ldexp(1.0, -8);
+  };
+  const auto pass = us::evaluate_fp8_training(table(0.015, 0.30, 0.4), {64, 256}, lr_star);
+  EXPECT_TRUE(named(pass, "u-μP: FP8 within 2%").pass) << named(pass, "u-μP").detail;
+  EXPECT_TRUE(named(pass, "SP: FP8 gap larger").pass) << named(pass, "SP: FP8 gap").detail;
+  EXPECT_TRUE(named(pass, "SP's E5M2 gradient underflow").pass);
+  EXPECT_TRUE(named(pass, "μP: FP8 gap at η*").report_only);
+  EXPECT_NE(named(pass, "μP: FP8 gap at η*").detail.find("missing"), std::string::npos);
+  // Each margin bites: u-μP at +2.5%; SP at d=256 only 1.5× u-μP's gap; SP's underflow 5× u-μP's
+  // at the first step (0.05 against 0.01).
+  EXPECT_FALSE(named(us::evaluate_fp8_training(table(0.025, 0.30, 0.4), {64, 256}, lr_star),
+                     "u-μP: FP8 within 2%").pass);
+  EXPECT_FALSE(named(us::evaluate_fp8_training(table(0.015, 0.0225, 0.4), {64, 256}, lr_star),
+                     "SP: FP8 gap larger").pass);
+  EXPECT_FALSE(named(us::evaluate_fp8_training(table(0.015, 0.30, 0.05), {64, 256}, lr_star),
+                     "SP's E5M2 gradient underflow").pass);
 }
 
 }  // namespace

@@ -107,6 +107,12 @@ class ScaleTracker {
   std::shared_ptr<State> state_;  // shared with the executor's observer
 };
 
+// Several SVG charts (e.g. chart_svg()'s, of SP and u-μP side by side) in one SVG document,
+// `columns` per row (0: all in one row); each keeps its own size, placed in a grid whose columns
+// and rows are as wide and tall as their largest chart. Throws unitscale::Error for a chart that
+// is not an <svg> element with width and height.
+std::string charts_side_by_side(const std::vector<std::string>& charts, int columns = 0);
+
 // What an FP8 step does to its matmuls' operands, per class: the share of all elements of every
 // recorded linear's input x and weight W (against `inputs`, E4M3 by default) and of its output's
 // gradient (against `gradients`, E5M2) that underflow, land among the subnormals or saturate,

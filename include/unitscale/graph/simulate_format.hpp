@@ -7,7 +7,7 @@
 //   simulate_format(graph, SimulateFormatOptions::fp8());   // before or after autodiff
 //   OptimizerStep step = record_training_step(model, loss, optimizer);
 //
-// Matmuls (linear and linear_readout nodes): x and W are rounded to E4M3 in the forward pass, and
+// Matmuls (linear and linear_readout: the ops with OpDef::rounds_gemm_inputs): x and W are rounded to E4M3 in the forward pass, and
 // the gradient flowing into the matmul to E5M2 before both backward GEMMs, which use the rounded
 // x and W (ops/gemm_input_formats.hpp). The rounded operands stay codes and run on the GEMM
 // engine's low-precision path, on BF16 units where the CPU has them. No scaling by default: a

@@ -6,12 +6,12 @@
 //   backward   g' = q_grad(∂L/∂y)                   the incoming gradient rounded to `gradients`
 //              dx = op(g', q_in(W)),  dW = op(g', q_in(x))
 //
-// The rounded operands are never widened to fp32 in memory: they are encoded into codes of their
-// format (1 byte for FP8) and the GEMM engine multiplies the codes, on the CPU's BF16 units where
-// it has them (every E4M3 and E5M2 value is exact in BF16; see ops/gemm.hpp). Formats the GEMM
-// does not take as codes (the FNUZ variants) are carried in BF16, which holds all their values
-// exactly. A bias, and everything outside the GEMMs, stays fp32; the bias gradient sums the
-// rounded gradient, as the GEMMs see it.
+// The rounded operands are never stored as fp32 values: they are encoded into codes of their
+// format (1 byte for FP8) and handed to the GEMM engine, which decodes them to BF16 in its scratch
+// and runs on the CPU's BF16 units where it has them (every E4M3 and E5M2 value is exact in BF16;
+// see ops/gemm.hpp), and to fp32 elsewhere. Formats the GEMM does not take as codes (the FNUZ
+// variants) are carried in BF16, which holds all their values exactly. A bias, and everything
+// outside the GEMMs, stays fp32; the bias gradient sums the rounded gradient, as the GEMMs see it.
 //
 // The backward pass rounds x and W again rather than keeping the forward's codes (the graph saves
 // the fp32 values for it anyway); rounding is deterministic, and stochastic rounding draws the

@@ -14,6 +14,7 @@
 // bounds their norm, not the unscaled gradient's.
 
 #include <span>
+#include <string_view>
 
 #include "unitscale/graph/graph.hpp"
 #include "unitscale/ops/op_def.hpp"
@@ -29,6 +30,11 @@ struct GlobalNormClip {
   Value coefficient;  // c, [1]: pass it to the update ops as grad_multiplier
   Value norm;         // ‖g‖ before clipping, [1]: for logging
 };
+
+// Records the sum_of_squares chain of `gradients` (absent ones are skipped; at least one must be
+// present), each scaled by `gradient_scale`: Σ_p Σ_i (s·g_p,i)², [1]. `caller` names the error.
+Value global_sum_of_squares(std::span<const Value> gradients, double gradient_scale,
+                            std::string_view caller);
 
 // Records the clipping coefficient of `gradients` (absent ones are skipped; at least one must be
 // present), each scaled by `gradient_scale`. Throws unitscale::Error if max_norm is not finite and

@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -35,6 +36,7 @@
 #include "unitscale/graph/autodiff.hpp"
 #include "unitscale/graph/graph.hpp"
 #include "unitscale/nn/model.hpp"
+#include "unitscale/optim/loss_scaling.hpp"
 #include "unitscale/optim/schedule.hpp"
 #include "unitscale/optim/update_ops.hpp"
 
@@ -60,6 +62,9 @@ struct OptimizerConfig {
   Schedule schedule = {};
   double max_grad_norm = 0.0;  // > 0: clip the global gradient norm to it; 0: no clipping
   double gradient_scale = 1.0;  // multiplies every gradient (1/loss scale)
+  // Dynamic loss scaling (optim/loss_scaling.hpp); record_training_step records the seed before
+  // autodiff, so record_optimizer alone refuses it. Not with a gradient_scale other than 1.
+  std::optional<DynamicLossScaling> dynamic_loss_scaling = std::nullopt;
   std::int64_t first_step = 1;  // the step of the executor's first run
   // Receives the table of effective per-parameter LRs once, when the optimizer is recorded
   // (null: written to stderr). Set it to a no-op to keep quiet.
@@ -83,6 +88,11 @@ struct OptimizerStep {
   Value lr_multiplier;  // r(t), [1]
   Value grad_norm;      // the global gradient norm before clipping, [1]; absent without clipping
   std::string learning_rate_table;  // what was logged
+  // With dynamic loss scaling: S of the step (the autodiff seed), 1 when the step's update was
+  // skipped ([1]), and the scale's state values (checkpointed with the optimizer's); else absent.
+  Value loss_scale;
+  Value skipped;
+  LossScaleValues loss_scaling = {};
 
   // The values an executor must request to run the updates, after `extra` (the loss, metrics).
   std::vector<Value> outputs(std::span<const Value> extra = {}) const;

@@ -5,7 +5,8 @@
 //
 // Per element, with w the parameter, g the gradient, s the gradient scale (a multiplier on the
 // incoming gradient, for unit-scaled or loss-scaled gradients) times the optional grad_multiplier
-// input (a clipping coefficient), η = lr · r the learning rate of this step (lr the attribute: the
+// input (a clipping coefficient; exactly 0 skips the step, leaving the parameter and its state as
+// they were: dynamic loss scaling's overflowing steps), η = lr · r the learning rate of this step (lr the attribute: the
 // parameter's base LR, η·parametrization factor; r the optional lr_multiplier input: the
 // schedule's factor of this step, 1 when absent), λ the weight decay and t the step:
 //

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "unitscale/graph/simulate_format.hpp"
+#include "unitscale/optim/loss_scaling.hpp"
 
 namespace unitscale {
 
@@ -25,13 +26,20 @@ struct PrecisionConfig {
   // Static loss scaling: the backward pass starts from loss_scale instead of 1, and the optimizer
   // divides the gradients by it again (a power of two is exact both ways).
   double loss_scale = 1.0;
+  // Dynamic loss scaling (optim/loss_scaling.hpp) starting from loss_scale (2^16 when it is 1):
+  // steps whose gradients overflow are skipped and halve the scale; 2000 good steps double it.
+  bool dynamic_loss_scaling = false;
 
   // Throws unitscale::Error naming `owner` and the bad setting: an unknown recipe, options that
   // need a low precision with fp32, a loss scale that is not finite and positive.
   void check(std::string_view owner) const;
   // The pass's options (stochastic rounding seeded with `seed`); nullopt for fp32.
   std::optional<SimulateFormatOptions> simulate_format_options(std::uint64_t seed) const;
-  // {"recipe": ..., "per_tensor_scaling": ..., "stochastic_gradients": ..., "loss_scale": ...}
+  // The optimizer's dynamic loss scaling, if on; and the static loss scale (1 when dynamic).
+  std::optional<DynamicLossScaling> dynamic_loss_scale() const;
+  double static_loss_scale() const { return dynamic_loss_scaling ? 1.0 : loss_scale; }
+  // {"recipe": ..., "per_tensor_scaling": ..., "stochastic_gradients": ..., "loss_scale": ...,
+  //  "dynamic_loss_scaling": ...}
   std::string to_json() const;
 };
 

@@ -89,6 +89,8 @@ struct TrainingResult {
   std::int64_t first_step = 1;  // the first step this run did (> 1 when resumed)
   std::int64_t last_step = 0;   // the last step it did
   std::vector<float> losses;    // training loss of each step this run did
+  // Steps whose update dynamic loss scaling skipped (their gradients overflowed).
+  std::int64_t skipped_steps = 0;
   std::optional<double> validation_loss;  // at the end (not after a non-finite loss)
   double seconds = 0;           // wall time of run(), evaluation and checkpoints included
   double items_per_second = 0;  // over the steps alone
