@@ -75,17 +75,6 @@ std::vector<double> powers_of_two(int from, int to) {
   return v;
 }
 
-us::Scheme scheme_of(const std::string& name) {
-  if (name == "sp") return us::Scheme::kSP;
-  if (name == "mup") return us::Scheme::kMuP;
-  if (name == "umup") return us::Scheme::kUMuP;
-  throw us::Error(fmt::format("--schemes: unknown scheme '{}' (sp, mup, umup)", name));
-}
-
-std::string lr_text(double lr) {
-  const double e = std::log2(lr);
-  return e == std::round(e) ? fmt::format("2^{}", static_cast<int>(e)) : fmt::format("{:.4g}", lr);
-}
 
 class Sweep {
  public:
@@ -195,7 +184,7 @@ bool run_e3(const Options& o, Sweep& sweep) {
     std::size_t start = 0;
     while (start <= o.schemes.size()) {
       const std::size_t comma = std::min(o.schemes.find(',', start), o.schemes.size());
-      schemes.push_back(scheme_of(o.schemes.substr(start, comma - start)));
+      schemes.push_back(us::scheme_from_flag(o.schemes.substr(start, comma - start), "--schemes"));
       start = comma + 1;
     }
   }
@@ -232,7 +221,7 @@ double e4_learning_rate(const Options& o, const Sweep& sweep) {
 
 bool run_e4(const Options& o, Sweep& sweep) {
   const double lr = e4_learning_rate(o, sweep);
-  fmt::print("E4 at η* = {}\n", lr_text(lr));
+  fmt::print("E4 at η* = {}\n", us::learning_rate_text(lr));
   const std::vector<double> values =
       o.smoke ? std::vector<double>{0.5, 2.0} : std::vector<double>{0.25, 0.5, 2.0, 4.0};
   using Field = double us::UmupHyperparameters::*;

@@ -72,17 +72,6 @@ std::vector<std::string> split(const std::string& text) {
   return parts;
 }
 
-us::Scheme scheme_of(const std::string& name) {
-  if (name == "sp") return us::Scheme::kSP;
-  if (name == "mup") return us::Scheme::kMuP;
-  if (name == "umup") return us::Scheme::kUMuP;
-  throw us::Error(fmt::format("--schemes: unknown scheme '{}' (sp, mup, umup)", name));
-}
-
-std::string lr_text(double lr) {
-  const double e = std::log2(lr);
-  return e == std::round(e) ? fmt::format("2^{}", static_cast<int>(e)) : fmt::format("{:.4g}", lr);
-}
 
 class Fp8Sweep {
  public:
@@ -217,7 +206,7 @@ std::string tables_markdown(const Fp8Sweep& sweep, const std::vector<us::Scheme>
   for (const us::Scheme scheme : schemes) {
     for (const std::int64_t w : widths) {
       const double lr = sweep.lr_star(scheme, w);
-      md += fmt::format("| {} | {} | {} |", us::scheme_display_name(scheme), w, lr_text(lr));
+      md += fmt::format("| {} | {} | {} |", us::scheme_display_name(scheme), w, us::learning_rate_text(lr));
       for (const char* precision : kPrecisions) {
         md += " " + loss_cell(sweep.table(), sweep.point(scheme, w, lr, precision)) + " |";
       }
@@ -282,7 +271,7 @@ int run(int argc, char** argv) {
   }
   if (o.warmup < 0) o.warmup = o.steps / 10;
   std::vector<us::Scheme> schemes;
-  for (const std::string& name : split(o.schemes)) schemes.push_back(scheme_of(name));
+  for (const std::string& name : split(o.schemes)) schemes.push_back(us::scheme_from_flag(name, "--schemes"));
   std::vector<std::int64_t> widths;
   for (const std::string& text : split(o.widths)) {
     const double w = us::CommandLine::parse_number("--widths", text);
@@ -312,7 +301,7 @@ int run(int argc, char** argv) {
   for (const us::Scheme scheme : schemes) {
     const double lr = sweep.lr_star(scheme, widths.back());
     us::LinePlot plot(fmt::format("{}, d={}, η*={}", us::scheme_display_name(scheme), widths.back(),
-                                  lr_text(lr)));
+                                  us::learning_rate_text(lr)));
     plot.x_axis({.label = "step"}).y_axis({.label = "training loss (nats/byte)"});
     for (const char* precision : kPrecisions) {
       const fs::path path = sweep.curve_file(sweep.point(scheme, widths.back(), lr, precision));

@@ -75,12 +75,6 @@ struct Arguments {
   std::int64_t top_k = 40;
 };
 
-us::Scheme scheme_of(const std::string& name) {
-  if (name == "sp") return us::Scheme::kSP;
-  if (name == "mup") return us::Scheme::kMuP;
-  return us::Scheme::kUMuP;
-}
-
 us::ProgressMode progress_of(const std::string& name) {
   if (name == "bar") return us::ProgressMode::kBar;
   if (name == "lines") return us::ProgressMode::kLines;
@@ -254,7 +248,7 @@ int train(us::TrainingTask& task, const Arguments& a,
 // The settings both tasks' configs have, from the options.
 template <class Config>
 void set_common(Config& config, const Arguments& a) {
-  config.scheme = scheme_of(a.scheme);
+  config.scheme = us::scheme_from_flag(a.scheme, "--scheme");
   config.mup_base_width = a.mup_base_width;
   config.hyperparameters = a.hp;
   config.batch = a.batch;

@@ -12,6 +12,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "analysis/scale_statistics_kernels.hpp"
 #include "analysis/svg_text.hpp"
 #include "unitscale/atomic_write.hpp"
 #include "unitscale/error.hpp"
@@ -56,70 +57,39 @@ struct Partial {
   std::vector<std::int64_t> underflow, subnormal, saturate;  // per format
 };
 
-struct Thresholds {
-  float half_min_subnormal, min_normal, max;
-};
+// A format's class boundaries as bit-pattern ranges (scale_statistics_kernels.hpp): lo < |x| ≤ hi
+// becomes the unsigned test (|x| − (lo + 1)) < (hi − lo).
+detail::FormatClassBits class_bits(const FormatRange& r) {
+  auto bits = [](double v) { return std::bit_cast<std::uint32_t>(static_cast<float>(v)); };
+  constexpr std::uint32_t kMaxFiniteBits = 0x7f7fffffu;
+  // Every limit is a power of two or a format value, exact in float (the formats fit FP32).
+  const std::uint32_t half_min_subnormal = bits(r.min_subnormal / 2), min_normal = bits(r.min_normal),
+                      max = bits(r.max);
+  return {.underflow_lo = 1, .underflow_range = half_min_subnormal,
+          .subnormal_lo = half_min_subnormal + 1, .subnormal_range = min_normal - 1 - half_min_subnormal,
+          .saturate_lo = max + 1, .saturate_range = kMaxFiniteBits - max};
+}
 
-std::uint32_t float_bits(float v) { return std::bit_cast<std::uint32_t>(v); }
-constexpr std::uint32_t kMaxFiniteBits = 0x7f7fffffu;
-
-// One pass for the moments (vectorised: OpenMP simd reductions), then one per format for its
-// classes, while the stretch is still in cache. Non-finite elements count only as non-finite.
-void scan(const float* x, std::int64_t n, std::span<const Thresholds> formats, Partial& p) {
-  constexpr float kMaxFinite = std::numeric_limits<float>::max();
-  constexpr float kInfinity = std::numeric_limits<float>::infinity();
-  double sum = 0, sum_abs = 0, sum_squares = 0;
-  float amax = 0, amin = kInfinity;
-  std::int64_t non_finite = 0;
-  // (Clang cannot vectorise these reductions and warns when asked to; only GCC is asked.)
-#if !defined(__clang__)
-#pragma omp simd reduction(+ : sum, sum_abs, sum_squares, non_finite) reduction(max : amax) \
-    reduction(min : amin)
-#endif
-  for (std::int64_t i = 0; i < n; ++i) {
-    const float a = std::fabs(x[i]);
-    const bool finite = a <= kMaxFinite;  // false for NaN and ±Inf
-    const float v = finite ? x[i] : 0.0f;
-    const float m = finite ? a : 0.0f;
-    non_finite += finite ? 0 : 1;
-    sum += v;
-    sum_abs += m;
-    sum_squares += static_cast<double>(v) * v;
-    amax = std::max(amax, m);
-    amin = std::min(amin, m > 0 ? m : kInfinity);
-  }
-  p.sum = sum;
-  p.sum_abs = sum_abs;
-  p.sum_squares = sum_squares;
-  p.amax = amax;
-  p.amin = amin;
-  p.non_finite = non_finite;
+// One stretch through the kernel of the CPU's level.
+void scan(const float* x, std::int64_t n, std::span<const detail::FormatClassBits> formats,
+          Partial& p) {
+  detail::StretchMoments m{};
+  std::vector<std::int32_t> counts(3 * formats.size());
+  detail::scale_statistics_kernels().scan(x, n, formats.data(), static_cast<int>(formats.size()),
+                                          &m, counts.data());
+  p.sum = m.sum;
+  p.sum_abs = m.sum_abs;
+  p.sum_squares = m.sum_squares;
+  p.amax = m.amax;
+  p.amin = m.amin;
+  p.non_finite = m.non_finite;
   p.underflow.assign(formats.size(), 0);
   p.subnormal.assign(formats.size(), 0);
   p.saturate.assign(formats.size(), 0);
-  // The classes compare magnitudes as bit patterns: for non-negative floats (NaN and Inf included,
-  // which sit above every finite value) the order of the patterns is the order of the values, and
-  // lo < a ≤ hi is one unsigned comparison, a − (lo + 1) < hi − lo, which vectorises as integer
-  // lanes (five times faster than the float comparisons were).
-  const auto* bits = reinterpret_cast<const std::uint32_t*>(x);
   for (std::size_t f = 0; f < formats.size(); ++f) {
-    const Thresholds t = formats[f];
-    const std::uint32_t under_hi = float_bits(t.half_min_subnormal);
-    const std::uint32_t sub_lo = under_hi + 1, sub_range = float_bits(t.min_normal) - 1 - under_hi;
-    const std::uint32_t sat_lo = float_bits(t.max) + 1, sat_range = kMaxFiniteBits - float_bits(t.max);
-    std::int32_t underflow = 0, subnormal = 0, saturate = 0;  // a stretch has < 2^31 elements
-#if !defined(__clang__)
-#pragma omp simd reduction(+ : underflow, subnormal, saturate)
-#endif
-    for (std::int64_t i = 0; i < n; ++i) {
-      const std::uint32_t a = bits[i] & 0x7fffffffu;
-      underflow += (a - 1u) < under_hi ? 1 : 0;        // 0 < |x| ≤ min_subnormal / 2
-      subnormal += (a - sub_lo) < sub_range ? 1 : 0;   // min_subnormal / 2 < |x| < min_normal
-      saturate += (a - sat_lo) < sat_range ? 1 : 0;    // max < |x| ≤ FLT_MAX
-    }
-    p.underflow[f] = underflow;
-    p.subnormal[f] = subnormal;
-    p.saturate[f] = saturate;
+    p.underflow[f] = counts[3 * f];
+    p.subnormal[f] = counts[3 * f + 1];
+    p.saturate[f] = counts[3 * f + 2];
   }
 }
 
@@ -129,13 +99,8 @@ TensorScale measure_scale(ConstTensorView x, const std::vector<DType>& formats) 
   if (x.dtype() != DType::kF32) {
     throw Error(fmt::format("measure_scale: expects an f32 tensor, got {}", dtype_name(x.dtype())));
   }
-  std::vector<Thresholds> thresholds;
-  for (const DType f : formats) {
-    const FormatRange r = format_range(f);
-    // Every limit is a power of two or a format value, exact in float (the formats fit FP32).
-    thresholds.push_back({static_cast<float>(r.min_subnormal / 2), static_cast<float>(r.min_normal),
-                          static_cast<float>(r.max)});
-  }
+  std::vector<detail::FormatClassBits> thresholds;
+  for (const DType f : formats) thresholds.push_back(class_bits(format_range(f)));
   const std::int64_t numel = x.numel();
   constexpr std::int64_t kStretch = std::int64_t{1} << 14;  // 64 KiB: stays in L2 between passes
   const std::int64_t stretches = std::max<std::int64_t>(1, (numel + kStretch - 1) / kStretch);

@@ -159,7 +159,8 @@ std::vector<Value> Graph::apply(const OpDef& op, std::span<const Value> inputs, 
   // is absent too.
   for (std::size_t o = 0; o < op.in_place.size() && o < optional_shapes.size(); ++o) {
     const int i = op.in_place[o];
-    if (i >= 0 && static_cast<std::size_t>(i) < inputs.size() && !inputs[i].present()) {
+    if (i >= 0 && static_cast<std::size_t>(i) < inputs.size() &&
+        !inputs[static_cast<std::size_t>(i)].present()) {
       optional_shapes[o].reset();
     }
   }

@@ -190,6 +190,13 @@ std::string_view scheme_display_name(Scheme scheme) {
   return "?";
 }
 
+Scheme scheme_from_flag(std::string_view name, std::string_view flag) {
+  if (name == "sp") return Scheme::kSP;
+  if (name == "mup") return Scheme::kMuP;
+  if (name == "umup") return Scheme::kUMuP;
+  throw Error(fmt::format("{}: unknown scheme '{}' (sp, mup, umup)", flag, name));
+}
+
 std::int64_t optimizer_fan_in(std::string_view name, const Shape& shape) {
   if (shape.rank() == 0) throw parameter_error(name, shape, "a scalar parameter has no fan-in");
   if (shape.rank() == 1) return shape.dim(0);

@@ -85,10 +85,6 @@ int non_default_alphas(const UmupHyperparameters& a) {
          !is_default(a.loss_softmax_mult);
 }
 
-std::string lr_text(double lr) {
-  const double e = std::log2(lr);
-  return e == std::round(e) ? fmt::format("2^{}", static_cast<int>(e)) : fmt::format("{:.4g}", lr);
-}
 
 std::string loss_text(const SweepResult& r) {
   if (r.diverged) return "diverged";
@@ -123,7 +119,7 @@ Criterion optimum_spread(const std::string& name, const std::vector<GroupBest>& 
     }
     lo = std::min(lo, g.best->point.lr);
     hi = std::max(hi, g.best->point.lr);
-    c.detail += fmt::format("{}: η* = {} (loss {}); ", g.label, lr_text(g.best->point.lr),
+    c.detail += fmt::format("{}: η* = {} (loss {}); ", g.label, learning_rate_text(g.best->point.lr),
                             loss_text(*g.best));
   }
   c.pass = complete && hi / lo <= 2.0;
@@ -143,13 +139,13 @@ Criterion transferred_loss(const std::string& name, const std::vector<GroupBest>
     const SweepResult* r = at_lr(g.rows, source_lr);
     if (!g.best || r == nullptr || r->diverged) {
       c.pass = false;
-      c.detail += fmt::format("{}: no finite run at η = {}; ", g.label, lr_text(source_lr));
+      c.detail += fmt::format("{}: no finite run at η = {}; ", g.label, learning_rate_text(source_lr));
       continue;
     }
     const double gap = (r->validation_loss - g.best->validation_loss) / g.best->validation_loss;
     c.pass = c.pass && gap <= tolerance;
     c.detail += fmt::format("{}: {:.4f} at η = {} vs best {:.4f} (+{:.2f}%); ", g.label,
-                            r->validation_loss, lr_text(source_lr), g.best->validation_loss,
+                            r->validation_loss, learning_rate_text(source_lr), g.best->validation_loss,
                             100 * gap);
   }
   return c;
@@ -164,6 +160,11 @@ std::string SweepPoint::key() const {
                      a.attn_softmax_mult, a.residual_mult, a.residual_attn_ratio,
                      a.loss_softmax_mult, seed, steps, batch, sequence_length, warmup) +
          (precision == "fp32" ? std::string() : "|" + precision);
+}
+
+std::string learning_rate_text(double lr) {
+  const double e = std::log2(lr);
+  return e == std::round(e) ? fmt::format("2^{}", static_cast<int>(e)) : fmt::format("{:.4g}", lr);
 }
 
 double ranking_loss(const SweepResult& r) {
@@ -235,7 +236,7 @@ SweepResult run_missing_point(SweepTable& table, const std::filesystem::path& pa
   table.save(path);
   fmt::print("{} {:<5} d={:<4} L={} η={:<5} α={},{},{},{},{} {}: validation {} (train {:.4f}), "
              "{:.0f} s, {:.0f} tok/s\n",
-             p.experiment, scheme_name(p.scheme), p.width, p.depth, lr_text(p.lr),
+             p.experiment, scheme_name(p.scheme), p.width, p.depth, learning_rate_text(p.lr),
              p.alphas.ffn_act_mult, p.alphas.attn_softmax_mult, p.alphas.residual_mult,
              p.alphas.residual_attn_ratio, p.alphas.loss_softmax_mult, p.precision,
              r.diverged ? "diverged" : fmt::format("{:.4f}", r.validation_loss), r.train_loss_last,
@@ -446,7 +447,7 @@ std::vector<Criterion> evaluate_lr_transfer(const SweepTable& table,
         c.detail += fmt::format("{}: {}; ", g.label, r != nullptr ? loss_text(*r) : "missing");
         previous = loss;
       }
-      c.detail += fmt::format("at η = {}", lr_text(lr));
+      c.detail += fmt::format("at η = {}", learning_rate_text(lr));
     }
     out.push_back(c);
   }
@@ -459,7 +460,7 @@ std::vector<Criterion> evaluate_lr_transfer(const SweepTable& table,
     for (std::size_t i = 0; i < widths.size(); ++i) {
       if (umup[i].best && sp[i].best) {
         c.detail += fmt::format("{}: u-μP {} vs SP {} (ratio 2^{:g}); ", umup[i].label,
-                                lr_text(umup[i].best->point.lr), lr_text(sp[i].best->point.lr),
+                                learning_rate_text(umup[i].best->point.lr), learning_rate_text(sp[i].best->point.lr),
                                 std::log2(umup[i].best->point.lr / sp[i].best->point.lr));
       }
     }
@@ -489,7 +490,7 @@ std::vector<Criterion> evaluate_independent_search(const SweepTable& table) {
         {"α_res", a.residual_mult},          {"α_res-attn-ratio", a.residual_attn_ratio},
         {"α_loss-softmax", a.loss_softmax_mult}};
     for (const auto& [name, value] : named) {
-      if (!is_default(value)) changed += fmt::format("{}{} = {}", changed.empty() ? "" : ", ", name, lr_text(value));
+      if (!is_default(value)) changed += fmt::format("{}{} = {}", changed.empty() ? "" : ", ", name, learning_rate_text(value));
     }
     return fmt::format("{} ({})", loss_text(r), changed.empty() ? "defaults" : changed);
   };
@@ -543,7 +544,7 @@ std::vector<Criterion> evaluate_depth_transfer(const SweepTable& table,
       const SweepResult* r = at_lr(g.rows, lr);
       report.detail += fmt::format("{}: {}; ", g.label, r != nullptr ? loss_text(*r) : "missing");
     }
-    report.detail += fmt::format("at η = {}", lr_text(lr));
+    report.detail += fmt::format("at η = {}", learning_rate_text(lr));
   }
   out.push_back(report);
   return out;

@@ -66,6 +66,8 @@ namespace unitscale {
 enum class Scheme { kSP, kMuP, kUMuP };
 std::string_view scheme_name(Scheme scheme);          // "SP", "muP", "u-muP": files, flags
 std::string_view scheme_display_name(Scheme scheme);  // "SP", "μP", "u-μP": plots, reports
+// The command-line spelling "sp", "mup" or "umup"; throws unitscale::Error naming `flag` otherwise.
+Scheme scheme_from_flag(std::string_view name, std::string_view flag);
 
 // The SP weight initialisation, which μP inherits at its base shape.
 enum class SpInit {

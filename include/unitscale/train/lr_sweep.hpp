@@ -59,6 +59,9 @@ struct SweepResult {
   std::optional<MatmulOperandShares> last_step_shares = std::nullopt;
 };
 
+// A learning rate as the tables print it: "2^-8" for a power of two, else 4 significant digits.
+std::string learning_rate_text(double lr);
+
 // The ranking loss: diverged runs rank last (+∞).
 double ranking_loss(const SweepResult& r);
 
