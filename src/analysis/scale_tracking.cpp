@@ -4,12 +4,11 @@
 #include <bit>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <span>
 #include <vector>
 
 #include <fmt/format.h>
-
-#include <map>
 #include <nlohmann/json.hpp>
 
 #include "analysis/scale_statistics_kernels.hpp"
@@ -47,16 +46,6 @@ FormatRange format_range(DType format) {
 
 namespace {
 
-// The sums and counts of one stretch of a tensor. Stretches are scanned in parallel and combined
-// in order, so the result does not depend on the thread count.
-struct Partial {
-  double sum = 0, sum_abs = 0, sum_squares = 0;
-  float amax = 0;
-  float amin = std::numeric_limits<float>::infinity();
-  std::int64_t non_finite = 0;
-  std::vector<std::int64_t> underflow, subnormal, saturate;  // per format
-};
-
 // A format's class boundaries as bit-pattern ranges (scale_statistics_kernels.hpp): lo < |x| ≤ hi
 // becomes the unsigned test (|x| − (lo + 1)) < (hi − lo).
 detail::FormatClassBits class_bits(const FormatRange& r) {
@@ -70,29 +59,6 @@ detail::FormatClassBits class_bits(const FormatRange& r) {
           .saturate_lo = max + 1, .saturate_range = kMaxFiniteBits - max};
 }
 
-// One stretch through the kernel of the CPU's level.
-void scan(const float* x, std::int64_t n, std::span<const detail::FormatClassBits> formats,
-          Partial& p) {
-  detail::StretchMoments m{};
-  std::vector<std::int32_t> counts(3 * formats.size());
-  detail::scale_statistics_kernels().scan(x, n, formats.data(), static_cast<int>(formats.size()),
-                                          &m, counts.data());
-  p.sum = m.sum;
-  p.sum_abs = m.sum_abs;
-  p.sum_squares = m.sum_squares;
-  p.amax = m.amax;
-  p.amin = m.amin;
-  p.non_finite = m.non_finite;
-  p.underflow.assign(formats.size(), 0);
-  p.subnormal.assign(formats.size(), 0);
-  p.saturate.assign(formats.size(), 0);
-  for (std::size_t f = 0; f < formats.size(); ++f) {
-    p.underflow[f] = counts[3 * f];
-    p.subnormal[f] = counts[3 * f + 1];
-    p.saturate[f] = counts[3 * f + 2];
-  }
-}
-
 }  // namespace
 
 TensorScale measure_scale(ConstTensorView x, const std::vector<DType>& formats) {
@@ -104,30 +70,34 @@ TensorScale measure_scale(ConstTensorView x, const std::vector<DType>& formats) 
   const std::int64_t numel = x.numel();
   constexpr std::int64_t kStretch = std::int64_t{1} << 14;  // 64 KiB: stays in L2 between passes
   const std::int64_t stretches = std::max<std::int64_t>(1, (numel + kStretch - 1) / kStretch);
-  std::vector<Partial> partials(static_cast<std::size_t>(stretches));
+  // Each stretch's moments and its 3 counts per format, scanned in parallel and combined in order,
+  // so the result does not depend on the thread count.
+  const std::size_t format_count = formats.size();
+  std::vector<detail::StretchMoments> moments(static_cast<std::size_t>(stretches));
+  std::vector<std::int32_t> counts(static_cast<std::size_t>(stretches) * 3 * format_count);
+  const detail::ScaleStatisticsKernels& kernels = detail::scale_statistics_kernels();
   const float* data = x.data();
 #pragma omp parallel for schedule(static) if (numel >= 4 * kStretch)
   for (std::int64_t c = 0; c < stretches; ++c) {
     const std::int64_t begin = c * kStretch;
-    scan(data + begin, std::min(kStretch, numel - begin), thresholds,
-         partials[static_cast<std::size_t>(c)]);
+    const auto at = static_cast<std::size_t>(c);
+    kernels.scan(data + begin, std::min(kStretch, numel - begin), thresholds.data(),
+                 static_cast<int>(format_count), &moments[at], &counts[at * 3 * format_count]);
   }
 
-  Partial total = partials.front();
-  for (std::size_t c = 1; c < partials.size(); ++c) {
-    const Partial& p = partials[c];
-    total.sum += p.sum;
-    total.sum_abs += p.sum_abs;
-    total.sum_squares += p.sum_squares;
-    total.amax = std::max(total.amax, p.amax);
-    total.amin = std::min(total.amin, p.amin);
-    total.non_finite += p.non_finite;
-    for (std::size_t f = 0; f < formats.size(); ++f) {
-      total.underflow[f] += p.underflow[f];
-      total.subnormal[f] += p.subnormal[f];
-      total.saturate[f] += p.saturate[f];
-    }
+  detail::StretchMoments total = moments.front();
+  for (std::size_t c = 1; c < moments.size(); ++c) {
+    const detail::StretchMoments& m = moments[c];
+    total.sum += m.sum;
+    total.sum_abs += m.sum_abs;
+    total.sum_squares += m.sum_squares;
+    total.amax = std::max(total.amax, m.amax);
+    total.amin = std::min(total.amin, m.amin);
+    total.non_finite += m.non_finite;
   }
+  // Per format, its underflow, subnormal and saturate counts summed over the stretches.
+  std::vector<std::int64_t> class_counts(3 * format_count, 0);
+  for (std::size_t i = 0; i < counts.size(); ++i) class_counts[i % class_counts.size()] += counts[i];
   TensorScale s;
   s.numel = numel;
   const double finite = static_cast<double>(std::max<std::int64_t>(numel - total.non_finite, 1));
@@ -141,9 +111,9 @@ TensorScale measure_scale(ConstTensorView x, const std::vector<DType>& formats) 
   s.non_finite = static_cast<double>(total.non_finite) / all;
   for (std::size_t f = 0; f < formats.size(); ++f) {
     s.formats.push_back({.format = formats[f],
-                         .underflow = static_cast<double>(total.underflow[f]) / all,
-                         .subnormal = static_cast<double>(total.subnormal[f]) / all,
-                         .saturate = static_cast<double>(total.saturate[f]) / all});
+                         .underflow = static_cast<double>(class_counts[3 * f]) / all,
+                         .subnormal = static_cast<double>(class_counts[3 * f + 1]) / all,
+                         .saturate = static_cast<double>(class_counts[3 * f + 2]) / all});
   }
   return s;
 }
