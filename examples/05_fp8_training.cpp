@@ -13,6 +13,11 @@
 //   fp8-critical    FP8 with the attention-out and FFN-down matmuls kept in fp32
 //   fp16            every value and gradient rounded to FP16, no loss scaling
 //
+// and, with --variants, the optional variants at η*, as train/precision.hpp's one-word forms:
+// fp8+attention (q, k and v rounded too), fp8+sr (stochastic rounding of the gradients),
+// fp8+scaled (per-tensor scaling, which other FP8 libraries need), fp16+dls (dynamic loss
+// scaling), or any other combination.
+//
 // Every run is a row of OUT/sweep.csv, saved after each run (rerun the same command to continue
 // an interrupted sweep). Low-precision rows also hold what the first and the last step did to
 // the matmuls' operands: the shares of x, W (E4M3) and of the gradient (E5M2) that underflow,
@@ -37,6 +42,7 @@
 #include "unitscale/io/text_corpus.hpp"
 #include "unitscale/train/command_line.hpp"
 #include "unitscale/train/lr_sweep.hpp"
+#include "unitscale/train/precision.hpp"
 #include "unitscale/train/run_environment.hpp"
 
 namespace fs = std::filesystem;
@@ -50,6 +56,7 @@ struct Options {
   std::string schemes = "sp,mup,umup";
   std::string widths = "64,128,256";
   std::string e3_table;  // the E3 sweep: η* and the fp32 baselines
+  std::string variants;  // extra precisions at η*, comma-separated
   std::int64_t steps = 1000;
   std::int64_t batch = 16;
   std::int64_t seq = 64;
@@ -198,7 +205,8 @@ std::string percent(double share) { return fmt::format("{:.3g}%", 100 * share); 
 
 // The final-loss table (one row per scheme and width) and the operand-share table of the FP8 runs.
 std::string tables_markdown(const Fp8Sweep& sweep, const std::vector<us::Scheme>& schemes,
-                            const std::vector<std::int64_t>& widths) {
+                            const std::vector<std::int64_t>& widths,
+                            const std::vector<std::string>& variants) {
   std::string md =
       "Final validation loss (nats/byte) at η*, and FP8 one grid point below it:\n\n"
       "| scheme | d | η* | fp32 | fp8 | fp8, critical matmuls fp32 | fp16 | fp32 at η*/2 | fp8 at "
@@ -234,6 +242,34 @@ std::string tables_markdown(const Fp8Sweep& sweep, const std::vector<us::Scheme>
       }
     }
   }
+  if (variants.empty()) return md;
+  md += "\nOptional variants at η*: final validation loss, its gap to fp32, and the gradient "
+        "underflow share (against E5M2) at the last step:\n\n| scheme | d | fp32 |";
+  std::string rule = "|---|---|---|";
+  for (const std::string& v : variants) {
+    md += fmt::format(" {} |", v);
+    rule += "---|";
+  }
+  md += "\n" + rule + "\n";
+  for (const us::Scheme scheme : schemes) {
+    for (const std::int64_t w : widths) {
+      const double lr = sweep.lr_star(scheme, w);
+      const us::SweepPoint fp32 = sweep.point(scheme, w, lr, "fp32");
+      md += fmt::format("| {} | {} | {} |", us::scheme_display_name(scheme), w,
+                        loss_cell(sweep.table(), fp32));
+      for (const std::string& v : variants) {
+        const us::SweepResult* r = sweep.table().find(sweep.point(scheme, w, lr, v));
+        const std::optional<double> gap = us::precision_gap(sweep.table(), scheme, w, lr, v);
+        md += " " + loss_cell(sweep.table(), sweep.point(scheme, w, lr, v));
+        if (gap && std::isfinite(*gap)) md += fmt::format(" ({:+.2f}%)", 100 * *gap);
+        if (r != nullptr && r->last_step_shares) {
+          md += ", " + percent(r->last_step_shares->gradients.underflow);
+        }
+        md += " |";
+      }
+      md += "\n";
+    }
+  }
   return md;
 }
 
@@ -249,6 +285,9 @@ int run(int argc, char** argv) {
       .option("--e3-table", &o.e3_table, "CSV",
               "the learning-rate sweep's table (04_lr_transfer --experiment e3): eta* and the fp32 "
               "runs; without it eta* is u-muP 2^-1, SP and muP 2^-8, and fp32 is run here")
+      .option("--variants", &o.variants, "LIST",
+              "extra precisions at eta*, comma-separated, e.g. fp8+attention,fp8+sr,fp8+scaled,"
+              "fp16+dls (a recipe, then any of +attention +scaled +sr +dls)")
       .option("--steps", &o.steps, "N", "steps per run", 1)
       .option("--batch", &o.batch, "B", "sequences per step", 1)
       .option("--seq", &o.seq, "S", "sequence length", 1)
@@ -279,6 +318,12 @@ int run(int argc, char** argv) {
     widths.push_back(static_cast<std::int64_t>(w));
   }
   std::sort(widths.begin(), widths.end());
+  std::vector<std::string> variants;
+  if (!o.variants.empty()) {
+    for (const std::string& word : split(o.variants)) {
+      variants.push_back(us::PrecisionConfig::parse(word).name());
+    }
+  }
 
   const us::TextCorpus corpus =
       o.smoke && o.data.empty()
@@ -292,6 +337,7 @@ int run(int argc, char** argv) {
       for (const char* precision : kPrecisions) sweep.run(scheme, w, lr, precision, curve);
       sweep.run(scheme, w, lr / 2, "fp32", false);
       sweep.run(scheme, w, lr / 2, "fp8", false);
+      for (const std::string& v : variants) sweep.run(scheme, w, lr, v, false);
     }
   }
 
@@ -311,7 +357,7 @@ int run(int argc, char** argv) {
   }
   us::save_panels(fs::path(o.out) / "e5_loss_curves.svg", panels);
 
-  const std::string tables = tables_markdown(sweep, schemes, widths);
+  const std::string tables = tables_markdown(sweep, schemes, widths, variants);
   us::write_file_atomically(fs::path(o.out) / "e5_tables.md", tables);
   const std::vector<us::Criterion> criteria = us::evaluate_fp8_training(
       sweep.table(), widths, [&](us::Scheme s, std::int64_t w) { return sweep.lr_star(s, w); });

@@ -67,6 +67,7 @@ struct Arguments {
   bool critical_matmuls = false;
   bool per_tensor_scaling = false;
   bool stochastic_gradients = false;
+  bool round_attention = false;
   double loss_scale = 1;
   bool dynamic_loss_scale = false;
   std::int64_t sample_bytes = 300;
@@ -149,6 +150,8 @@ us::CommandLine make_command_line(Arguments& a) {
             "scale each matmul operand by the power of two that fits its amax to the format")
       .flag("--stochastic-gradients", &a.stochastic_gradients,
             "round the matmuls' gradients stochastically instead of to nearest")
+      .flag("--round-attention", &a.round_attention,
+            "round attention's q, k, v and output gradient like the matmuls' operands")
       .option("--loss-scale", &a.loss_scale, "S",
               "static loss scaling: gradients are computed scaled by S, then unscaled (1: off)")
       .flag("--dynamic-loss-scale", &a.dynamic_loss_scale,
@@ -263,7 +266,8 @@ void set_common(Config& config, const Arguments& a) {
                       .per_tensor_scaling = a.per_tensor_scaling,
                       .stochastic_gradients = a.stochastic_gradients,
                       .loss_scale = a.loss_scale,
-                      .dynamic_loss_scaling = a.dynamic_loss_scale};
+                      .dynamic_loss_scaling = a.dynamic_loss_scale,
+                      .round_attention = a.round_attention};
 }
 
 int train_decoder(const Arguments& a) {

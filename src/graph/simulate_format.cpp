@@ -6,6 +6,7 @@
 
 #include "ops/counter_hash.hpp"
 #include "unitscale/error.hpp"
+#include "unitscale/ops/attention.hpp"
 #include "unitscale/ops/round_to_format.hpp"
 
 namespace unitscale {
@@ -14,7 +15,7 @@ namespace {
 
 constexpr std::string_view kPass = "simulate_format";
 
-bool is_matmul(const Node& node) { return node.op->rounds_gemm_inputs; }
+bool is_attention(const Node& node) { return node.op == &kScaledDotProductAttentionOp; }
 
 // "<module>.weight" or "....<module>.weight".
 bool belongs_to(std::string_view weight, const std::string& module) {
@@ -88,7 +89,13 @@ SimulateFormatReport simulate_format(Graph& graph, const SimulateFormatOptions& 
   std::vector<int> rounded;
   std::vector<bool> module_used(options.high_precision_modules.size(), false);
   for (std::size_t n = 0; n < nodes.size(); ++n) {
-    if (!is_matmul(nodes[n])) continue;
+    if (!nodes[n].op->rounds_gemm_inputs) continue;
+    if (is_attention(nodes[n])) {
+      if (!options.attention_inputs) continue;
+      report.rounded_matmuls.push_back(fmt::format("attention (node {})", n));
+      rounded.push_back(static_cast<int>(n));
+      continue;
+    }
     const std::string& weight = graph.info(nodes[n].inputs[1]).name;
     const std::string label = weight.empty() ? fmt::format("node {}", n) : weight;
     bool keep = false;

@@ -12,6 +12,7 @@
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/dropout.hpp"
 #include "unitscale/ops/gemm.hpp"
+#include "unitscale/ops/gemm_input_formats.hpp"
 
 namespace unitscale {
 namespace {
@@ -67,61 +68,84 @@ void softmax_rows(const detail::rows::KernelTable& kernels, RowMajorMatrix& s, b
 // The GEMMs of one slice, described once for the kernels (run = gemm, on the slice's data) and
 // the prepare hooks (run = gemm_prepare): every slice has the same shapes. Operands are the
 // slice's matrices: q [s_q, d], k [s_k, d], v [s_k, d_v], probabilities and dS [s_q, s_k],
-// g = dy [s_q, d_v].
+// g = dy [s_q, d_v]. q, k, v and g are fp32 views or their rounded codes
+// (ops/gemm_input_formats.hpp); the probabilities and dS are the op's own fp32 scratch.
+using detail::GemmOperand;
+
+// The operands of every slice, rounded as the node's formats say.
+struct SliceOperands {
+  GemmOperand q, k, v;
+  Geometry g;
+
+  GemmMatrix q_of(std::int64_t b, bool transposed = false) const {
+    return q.block(b, g.query_len, transposed);
+  }
+  GemmMatrix k_of(std::int64_t b, bool transposed = false) const {
+    return k.block(b, g.key_len, transposed);
+  }
+  GemmMatrix v_of(std::int64_t b, bool transposed = false) const {
+    return v.block(b, g.key_len, transposed);
+  }
+};
+
+SliceOperands slice_operands(std::span<const ConstTensorView> in, const Geometry& g,
+                             const GemmInputFormats& formats, std::uint64_t step,
+                             bool placeholder = false) {
+  using detail::GemmOperandRole;
+  return {detail::gemm_operand(in[0], formats, GemmOperandRole::kLeft, step, placeholder),
+          detail::gemm_operand(in[1], formats, GemmOperandRole::kRight, step, placeholder),
+          detail::gemm_operand(in[2], formats, GemmOperandRole::kThird, step, placeholder), g};
+}
 
 // S = (m/d)·q·kᵀ
-void scores_gemm(GemmFn run, const float* q, const float* k, float* scores, const Geometry& g,
-                 float logit_scale) {
-  run(gemm_matrix(q, g.query_len, g.head_dim),
-      gemm_matrix(k, g.key_len, g.head_dim, /*transposed=*/true),
-      gemm_output(scores, g.query_len, g.key_len), {.alpha = logit_scale}, kOpName);
+void scores_gemm(GemmFn run, const GemmMatrix& q, const GemmMatrix& k_transposed, float* scores,
+                 const Geometry& g, float logit_scale) {
+  run(q, k_transposed, gemm_output(scores, g.query_len, g.key_len), {.alpha = logit_scale},
+      kOpName);
 }
 
 // y = α·P·v
-void output_gemm(GemmFn run, const float* probs, const float* v, float* y, const Geometry& g,
+void output_gemm(GemmFn run, const float* probs, const GemmMatrix& v, float* y, const Geometry& g,
                  float alpha) {
-  run(gemm_matrix(probs, g.query_len, g.key_len), gemm_matrix(v, g.key_len, g.value_dim),
-      gemm_output(y, g.query_len, g.value_dim), {.alpha = alpha}, kOpName);
+  run(gemm_matrix(probs, g.query_len, g.key_len), v, gemm_output(y, g.query_len, g.value_dim),
+      {.alpha = alpha}, kOpName);
 }
 
 // dv = β_v·Pᵀ·g
-void grad_v_gemm(GemmFn run, const float* probs, const float* grad_y, float* grad_v,
+void grad_v_gemm(GemmFn run, const float* probs, const GemmMatrix& grad_y, float* grad_v,
                  const Geometry& g, float beta_v) {
-  run(gemm_matrix(probs, g.query_len, g.key_len, /*transposed=*/true),
-      gemm_matrix(grad_y, g.query_len, g.value_dim), gemm_output(grad_v, g.key_len, g.value_dim),
-      {.alpha = beta_v}, kOpName);
+  run(gemm_matrix(probs, g.query_len, g.key_len, /*transposed=*/true), grad_y,
+      gemm_output(grad_v, g.key_len, g.value_dim), {.alpha = beta_v}, kOpName);
 }
 
 // dP̃ = g·vᵀ
-void grad_probs_gemm(GemmFn run, const float* grad_y, const float* v, float* grad_probs,
-                     const Geometry& g) {
-  run(gemm_matrix(grad_y, g.query_len, g.value_dim),
-      gemm_matrix(v, g.key_len, g.value_dim, /*transposed=*/true),
-      gemm_output(grad_probs, g.query_len, g.key_len), {}, kOpName);
+void grad_probs_gemm(GemmFn run, const GemmMatrix& grad_y, const GemmMatrix& v_transposed,
+                     float* grad_probs, const Geometry& g) {
+  run(grad_y, v_transposed, gemm_output(grad_probs, g.query_len, g.key_len), {}, kOpName);
 }
 
 // dq = scale·dS·k
-void grad_q_gemm(GemmFn run, const float* grad_scores, const float* k, float* grad_q,
+void grad_q_gemm(GemmFn run, const float* grad_scores, const GemmMatrix& k, float* grad_q,
                  const Geometry& g, float scale) {
-  run(gemm_matrix(grad_scores, g.query_len, g.key_len), gemm_matrix(k, g.key_len, g.head_dim),
+  run(gemm_matrix(grad_scores, g.query_len, g.key_len), k,
       gemm_output(grad_q, g.query_len, g.head_dim), {.alpha = scale}, kOpName);
 }
 
 // dk = scale·dSᵀ·q
-void grad_k_gemm(GemmFn run, const float* grad_scores, const float* q, float* grad_k,
+void grad_k_gemm(GemmFn run, const float* grad_scores, const GemmMatrix& q, float* grad_k,
                  const Geometry& g, float scale) {
-  run(gemm_matrix(grad_scores, g.query_len, g.key_len, /*transposed=*/true),
-      gemm_matrix(q, g.query_len, g.head_dim), gemm_output(grad_k, g.key_len, g.head_dim),
-      {.alpha = scale}, kOpName);
+  run(gemm_matrix(grad_scores, g.query_len, g.key_len, /*transposed=*/true), q,
+      gemm_output(grad_k, g.key_len, g.head_dim), {.alpha = scale}, kOpName);
 }
 
 // P = softmax((m/d)·q·kᵀ) of slice b, into `probs` (s_q × s_k).
-void attention_probabilities(const detail::rows::KernelTable& kernels, ConstTensorView q,
-                             ConstTensorView k, const Geometry& g, std::int64_t b,
+void attention_probabilities(const detail::rows::KernelTable& kernels,
+                             const SliceOperands& operands, std::int64_t b,
                              const AttentionConfig& config, RowMajorMatrix& probs) {
+  const Geometry& g = operands.g;
   const auto logit_scale = static_cast<float>(config.mult / static_cast<double>(g.head_dim));
-  scores_gemm(gemm, q.data() + b * g.query_len * g.head_dim, k.data() + b * g.key_len * g.head_dim,
-              probs.data(), g, logit_scale);
+  scores_gemm(gemm, operands.q_of(b), operands.k_of(b, /*transposed=*/true), probs.data(), g,
+              logit_scale);
   softmax_rows(kernels, probs, config.mask == AttentionMask::kCausal);
 }
 
@@ -145,6 +169,7 @@ AttentionConfig config_of(const Attributes& attrs) {
                             config.dropout));
   }
   config.seed = static_cast<std::uint64_t>(attrs.get_int(kOpName, "seed", 0));
+  config.gemm_inputs = GemmInputFormats::of(attrs, kOpName);
   return config;
 }
 
@@ -178,6 +203,7 @@ void unit_scale_attention(std::span<const Shape* const> in, Attributes& attrs) {
 AttentionConfig config_at_step(const Attributes& attrs, const KernelContext& context) {
   AttentionConfig config = config_of(attrs);
   config.seed = dropout_seed_at_step(config.seed, context.step);
+  config.step = context.step;
   return config;
 }
 
@@ -198,24 +224,39 @@ void attention_backward_kernel(std::span<const ConstTensorView> in,
 }
 
 void attention_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                       const Attributes&) {
+                       const Attributes& attrs) {
   const Geometry g = geometry_of(in[0].shape(), in[1].shape(), in[2].shape());
+  const SliceOperands operands =
+      slice_operands(in, g, config_of(attrs).gemm_inputs, 0, /*placeholder=*/true);
   float* placeholder = prepare_placeholder();
-  scores_gemm(gemm_prepare, in[0].data(), in[1].data(), placeholder, g, 1.0f);
-  output_gemm(gemm_prepare, placeholder, in[2].data(), out[0].data(), g, 1.0f);
+  scores_gemm(gemm_prepare, operands.q_of(0), operands.k_of(0, true), placeholder, g, 1.0f);
+  output_gemm(gemm_prepare, placeholder, operands.v_of(0), out[0].data(), g, 1.0f);
 }
 
 // Backward inputs: q, k, v, y (absent), grad_y; outputs dq, dk, dv, each possibly absent.
 void attention_backward_prepare(std::span<const ConstTensorView> in,
-                                std::span<const TensorView> out, const Attributes&) {
+                                std::span<const TensorView> out, const Attributes& attrs) {
   const Geometry g = geometry_of(in[0].shape(), in[1].shape(), in[2].shape());
+  const GemmInputFormats formats = config_of(attrs).gemm_inputs;
+  const SliceOperands operands = slice_operands(in, g, formats, 0, /*placeholder=*/true);
+  const GemmMatrix grad_y =
+      detail::gemm_operand(in[4], formats, detail::GemmOperandRole::kGradient, 0, true)
+          .block(0, g.query_len);
   float* placeholder = prepare_placeholder();
-  scores_gemm(gemm_prepare, in[0].data(), in[1].data(), placeholder, g, 1.0f);
-  if (present(out[2])) grad_v_gemm(gemm_prepare, placeholder, in[4].data(), out[2].data(), g, 1.0f);
+  scores_gemm(gemm_prepare, operands.q_of(0), operands.k_of(0, true), placeholder, g, 1.0f);
+  if (present(out[2])) grad_v_gemm(gemm_prepare, placeholder, grad_y, out[2].data(), g, 1.0f);
   if (!present(out[0]) && !present(out[1])) return;
-  grad_probs_gemm(gemm_prepare, in[4].data(), in[2].data(), placeholder, g);
-  if (present(out[0])) grad_q_gemm(gemm_prepare, placeholder, in[1].data(), out[0].data(), g, 1.0f);
-  if (present(out[1])) grad_k_gemm(gemm_prepare, placeholder, in[0].data(), out[1].data(), g, 1.0f);
+  grad_probs_gemm(gemm_prepare, grad_y, operands.v_of(0, true), placeholder, g);
+  if (present(out[0])) grad_q_gemm(gemm_prepare, placeholder, operands.k_of(0), out[0].data(), g, 1.0f);
+  if (present(out[1])) grad_k_gemm(gemm_prepare, placeholder, operands.q_of(0), out[1].data(), g, 1.0f);
+}
+
+std::vector<AttributeSpec> attention_attributes() {
+  std::vector<AttributeSpec> specs = {
+      AttributeSpec::real("mult"), AttributeSpec::enumeration<AttentionMask>("mask"),
+      AttributeSpec::real("dropout"), AttributeSpec::integer("seed")};
+  for (const AttributeSpec& spec : GemmInputFormats::attribute_specs()) specs.push_back(spec);
+  return specs;
 }
 
 }  // namespace
@@ -247,6 +288,8 @@ double attention_unit_scale(std::int64_t head_dim, std::int64_t key_length, doub
 void attention_forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, TensorView y,
                        const AttentionConfig& config, float alpha) {
   const Geometry g = geometry_of(q.shape(), k.shape(), v.shape());
+  const ConstTensorView inputs[] = {q, k, v};
+  const SliceOperands operands = slice_operands(inputs, g, config.gemm_inputs, config.step);
   const DropoutMask dropout(config);
   const detail::rows::KernelTable& kernels = detail::rows::kernels();
 #pragma omp parallel if (run_parallel(g))
@@ -254,10 +297,10 @@ void attention_forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, 
     RowMajorMatrix probs(g.query_len, g.key_len);
 #pragma omp for
     for (std::int64_t b = 0; b < g.slices; ++b) {
-      attention_probabilities(kernels, q, k, g, b, config, probs);
+      attention_probabilities(kernels, operands, b, config, probs);
       if (dropout.active) dropout.apply(probs, b * g.query_len * g.key_len);
-      output_gemm(gemm, probs.data(), v.data() + b * g.key_len * g.value_dim,
-                  y.data() + b * g.query_len * g.value_dim, g, alpha);
+      output_gemm(gemm, probs.data(), operands.v_of(b), y.data() + b * g.query_len * g.value_dim,
+                  g, alpha);
     }
   }
 }
@@ -266,6 +309,10 @@ void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorVi
                         ConstTensorView v, TensorView grad_q, TensorView grad_k, TensorView grad_v,
                         const AttentionConfig& config, float beta_q, float beta_k, float beta_v) {
   const Geometry g = geometry_of(q.shape(), k.shape(), v.shape());
+  const ConstTensorView inputs[] = {q, k, v};
+  const SliceOperands operands = slice_operands(inputs, g, config.gemm_inputs, config.step);
+  const GemmOperand rounded_grad_y = detail::gemm_operand(
+      grad_y, config.gemm_inputs, detail::GemmOperandRole::kGradient, config.step);
   const DropoutMask dropout(config);
   const bool want_scores = present(grad_q) || present(grad_k);
   const auto logit_scale = static_cast<float>(config.mult / static_cast<double>(g.head_dim));
@@ -278,9 +325,8 @@ void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorVi
 #pragma omp for
     for (std::int64_t b = 0; b < g.slices; ++b) {
       const std::int64_t first = b * g.query_len * g.key_len;
-      attention_probabilities(kernels, q, k, g, b, config, probs);
-      const float* g_b = grad_y.data() + b * g.query_len * g.value_dim;
-      const float* v_b = v.data() + b * g.key_len * g.value_dim;
+      attention_probabilities(kernels, operands, b, config, probs);
+      const GemmMatrix g_b = rounded_grad_y.block(b, g.query_len);
       if (present(grad_v)) {
         float* dv_b = grad_v.data() + b * g.key_len * g.value_dim;
         if (dropout.active) {
@@ -292,7 +338,7 @@ void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorVi
         }
       }
       if (!want_scores) continue;
-      grad_probs_gemm(gemm, g_b, v_b, grad_scores.data(), g);  // dP̃
+      grad_probs_gemm(gemm, g_b, operands.v_of(b, /*transposed=*/true), grad_scores.data(), g);
       if (dropout.active) dropout.apply(grad_scores, first);  // dP
       // dS = P ∘ (dP − rowsum(P ∘ dP)), the softmax VJP row by row, in place.
       for (std::int64_t i = 0; i < g.query_len; ++i) {
@@ -302,11 +348,11 @@ void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorVi
         kernels.softmax_vjp(p_row, d_row, d_row, g.key_len, 1.0f, row_dot);
       }
       if (present(grad_q)) {
-        grad_q_gemm(gemm, grad_scores.data(), k.data() + b * g.key_len * g.head_dim,
+        grad_q_gemm(gemm, grad_scores.data(), operands.k_of(b),
                     grad_q.data() + b * g.query_len * g.head_dim, g, beta_q * logit_scale);
       }
       if (present(grad_k)) {
-        grad_k_gemm(gemm, grad_scores.data(), q.data() + b * g.query_len * g.head_dim,
+        grad_k_gemm(gemm, grad_scores.data(), operands.q_of(b),
                     grad_k.data() + b * g.key_len * g.head_dim, g, beta_k * logit_scale);
       }
     }
@@ -317,10 +363,7 @@ void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorVi
 const OpDef kScaledDotProductAttentionOp{
     .name = kOpName,
     .inputs = {"q", "k", "v"},
-    .attributes = {AttributeSpec::real("mult"),
-                   AttributeSpec::enumeration<AttentionMask>("mask"),
-                   AttributeSpec::real("dropout"),
-                   AttributeSpec::integer("seed")},
+    .attributes = attention_attributes(),
     .scales = {"alpha", "beta_q", "beta_k", "beta_v"},
     .infer_shapes = infer_attention,
     .unit_scale = unit_scale_attention,
@@ -328,6 +371,7 @@ const OpDef kScaledDotProductAttentionOp{
     .prepare = attention_prepare,
     .backward_kernel = attention_backward_kernel, .backward_prepare = attention_backward_prepare,
     .backward_reads = 0b0111,
+    .rounds_gemm_inputs = true,
 };
 
 // ------------------------------------------------------------------------------------------------

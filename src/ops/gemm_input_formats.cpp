@@ -137,6 +137,16 @@ void GemmOperand::decode(float* out) const {
                {out, static_cast<std::size_t>(n)}, *dtype_format(carrier), matrix_.scale);
 }
 
+GemmMatrix GemmOperand::block(std::int64_t index, std::int64_t rows, bool transposed) const {
+  GemmMatrix m = matrix(transposed);
+  m.rows = rows;
+  if (m.data != prepare_placeholder()) {  // a placeholder has no data to index
+    m.data = static_cast<const std::byte*>(m.data) +
+             index * rows * m.cols * gemm_type_bytes(m.type);
+  }
+  return m;
+}
+
 GemmOperand gemm_operand(const ConstTensorView& x, DType format, Rounding rounding,
                          Overflow overflow, bool per_tensor_scaling, std::uint64_t stream,
                          bool placeholder) {

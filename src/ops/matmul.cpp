@@ -10,6 +10,7 @@
 #include "unitscale/error.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/gemm.hpp"
+#include "unitscale/ops/gemm_input_formats.hpp"
 
 namespace unitscale {
 namespace {
@@ -148,30 +149,32 @@ namespace {
 
 // The three products of matmul on one matrix of each operand, described once for the kernels
 // (run = gemm) and the prepare hooks (run = gemm_prepare). A tall product (a 2-D right operand)
-// is one GEMM with m = all rows of the left operand.
+// is one GEMM with m = all rows of the left operand. The operands are fp32 views or their rounded
+// codes (ops/gemm_input_formats.hpp); block(i, rows) is matrix i of one.
 struct ProductDims {
   std::int64_t m, k, n;
 };
 
+using detail::GemmOperand;
+
 // out = α·l·r
-void forward_product(GemmFn run, const float* l, const float* r, float* out, ProductDims d,
-                     float alpha) {
-  run(gemm_matrix(l, d.m, d.k), gemm_matrix(r, d.k, d.n), gemm_output(out, d.m, d.n),
-      {.alpha = alpha}, "matmul");
+void forward_product(GemmFn run, const GemmMatrix& l, const GemmMatrix& r, float* out,
+                     ProductDims d, float alpha) {
+  run(l, r, gemm_output(out, d.m, d.n), {.alpha = alpha}, "matmul");
 }
 
 // dl (+)= β·g·rᵀ
-void grad_left_product(GemmFn run, const float* g, const float* r, float* dl, ProductDims d,
-                       float beta, bool accumulate) {
-  run(gemm_matrix(g, d.m, d.n), gemm_matrix(r, d.k, d.n, /*transposed=*/true),
-      gemm_output(dl, d.m, d.k), {.alpha = beta, .accumulate = accumulate}, "matmul_backward");
+void grad_left_product(GemmFn run, const GemmMatrix& g, const GemmMatrix& r_transposed, float* dl,
+                       ProductDims d, float beta, bool accumulate) {
+  run(g, r_transposed, gemm_output(dl, d.m, d.k), {.alpha = beta, .accumulate = accumulate},
+      "matmul_backward");
 }
 
 // dr (+)= β·lᵀ·g
-void grad_right_product(GemmFn run, const float* l, const float* g, float* dr, ProductDims d,
-                        float beta, bool accumulate) {
-  run(gemm_matrix(l, d.m, d.k, /*transposed=*/true), gemm_matrix(g, d.m, d.n),
-      gemm_output(dr, d.k, d.n), {.alpha = beta, .accumulate = accumulate}, "matmul_backward");
+void grad_right_product(GemmFn run, const GemmMatrix& l_transposed, const GemmMatrix& g, float* dr,
+                        ProductDims d, float beta, bool accumulate) {
+  run(l_transposed, g, gemm_output(dr, d.k, d.n), {.alpha = beta, .accumulate = accumulate},
+      "matmul_backward");
 }
 
 ProductDims dims_of(const Shape& left, const Shape& right, bool tall) {
@@ -179,42 +182,61 @@ ProductDims dims_of(const Shape& left, const Shape& right, bool tall) {
   return {tall ? left.outer() : left.dim(-2), k, right.dim(-1)};
 }
 
-}  // namespace
+struct MatmulOperands {
+  GemmOperand left, right;
+};
+MatmulOperands matmul_operands(const ConstTensorView& left, const ConstTensorView& right,
+                               const GemmInputFormats& formats, std::uint64_t step,
+                               bool placeholder = false) {
+  using detail::GemmOperandRole;
+  return {detail::gemm_operand(left, formats, GemmOperandRole::kLeft, step, placeholder),
+          detail::gemm_operand(right, formats, GemmOperandRole::kRight, step, placeholder)};
+}
 
-void matmul_forward(ConstTensorView left, ConstTensorView right, TensorView out, float alpha) {
+void run_forward(const ConstTensorView& left, const ConstTensorView& right, const TensorView& out,
+                 float alpha, const GemmInputFormats& formats, std::uint64_t step) {
   const BatchMap map = batch_map(left.shape(), right.shape());
   const ProductDims d = dims_of(left.shape(), right.shape(), map.is_tall());
-  if (map.is_tall()) return forward_product(gemm, left.data(), right.data(), out.data(), d, alpha);
+  const MatmulOperands operands = matmul_operands(left, right, formats, step);
+  if (map.is_tall()) {
+    return forward_product(gemm, operands.left.matrix(), operands.right.matrix(), out.data(), d,
+                           alpha);
+  }
   const bool parallel = spread_over_threads(map.out_count, d.m * d.n * d.k);
 #pragma omp parallel for schedule(static) if (parallel)
   for (std::int64_t o = 0; o < map.out_count; ++o) {
-    forward_product(gemm, left.data() + map.left_of[static_cast<std::size_t>(o)] * d.m * d.k,
-                    right.data() + map.right_of[static_cast<std::size_t>(o)] * d.k * d.n,
+    forward_product(gemm, operands.left.block(map.left_of[static_cast<std::size_t>(o)], d.m),
+                    operands.right.block(map.right_of[static_cast<std::size_t>(o)], d.k),
                     out.data() + o * d.m * d.n, d, alpha);
   }
 }
 
-void matmul_backward(ConstTensorView grad_out, ConstTensorView left, ConstTensorView right,
-                     TensorView grad_left, TensorView grad_right, float beta_left,
-                     float beta_right) {
+void run_backward(const ConstTensorView& grad_out, const ConstTensorView& left,
+                  const ConstTensorView& right, const TensorView& grad_left,
+                  const TensorView& grad_right, float beta_left, float beta_right,
+                  const GemmInputFormats& formats, std::uint64_t step) {
   const BatchMap map = batch_map(left.shape(), right.shape());
   const ProductDims d = dims_of(left.shape(), right.shape(), map.is_tall());
+  const MatmulOperands operands = matmul_operands(left, right, formats, step);
+  const GemmOperand grad =
+      detail::gemm_operand(grad_out, formats, detail::GemmOperandRole::kGradient, step);
   if (map.is_tall()) {
     if (present(grad_left)) {
-      grad_left_product(gemm, grad_out.data(), right.data(), grad_left.data(), d, beta_left, false);
+      grad_left_product(gemm, grad.matrix(), operands.right.matrix(/*transposed=*/true),
+                        grad_left.data(), d, beta_left, false);
     }
     if (present(grad_right)) {
-      grad_right_product(gemm, left.data(), grad_out.data(), grad_right.data(), d, beta_right,
-                         false);
+      grad_right_product(gemm, operands.left.matrix(/*transposed=*/true), grad.matrix(),
+                         grad_right.data(), d, beta_right, false);
     }
     return;
   }
-  auto g = [&](std::int64_t o) { return grad_out.data() + o * d.m * d.n; };
-  auto l = [&](std::int64_t o) {
-    return left.data() + map.left_of[static_cast<std::size_t>(o)] * d.m * d.k;
+  auto g = [&](std::int64_t o) { return grad.block(o, d.m); };
+  auto l = [&](std::int64_t o, bool transposed) {
+    return operands.left.block(map.left_of[static_cast<std::size_t>(o)], d.m, transposed);
   };
-  auto r = [&](std::int64_t o) {
-    return right.data() + map.right_of[static_cast<std::size_t>(o)] * d.k * d.n;
+  auto r = [&](std::int64_t o, bool transposed) {
+    return operands.right.block(map.right_of[static_cast<std::size_t>(o)], d.k, transposed);
   };
 
   // One task per gradient matrix, summing over the output matrices it fed: no two threads write
@@ -230,7 +252,7 @@ void matmul_backward(ConstTensorView grad_out, ConstTensorView left, ConstTensor
       if (begin == end) std::fill(dl, dl + d.m * d.k, 0.0f);
       for (auto i = begin; i < end; ++i) {
         const std::int64_t o = groups.members[static_cast<std::size_t>(i)];
-        grad_left_product(gemm, g(o), r(o), dl, d, beta_left, i != begin);
+        grad_left_product(gemm, g(o), r(o, true), dl, d, beta_left, i != begin);
       }
     }
   }
@@ -245,18 +267,33 @@ void matmul_backward(ConstTensorView grad_out, ConstTensorView left, ConstTensor
       if (begin == end) std::fill(dr, dr + d.k * d.n, 0.0f);
       for (auto i = begin; i < end; ++i) {
         const std::int64_t o = groups.members[static_cast<std::size_t>(i)];
-        grad_right_product(gemm, l(o), g(o), dr, d, beta_right, i != begin);
+        grad_right_product(gemm, l(o, true), g(o), dr, d, beta_right, i != begin);
       }
     }
   }
 }
 
-namespace {
+}  // namespace
 
-std::vector<Shape> infer_matmul(std::span<const Shape* const> in, const Attributes&) {
-  return {matmul_shape(*in[0], *in[1])};
+void matmul_forward(ConstTensorView left, ConstTensorView right, TensorView out, float alpha) {
+  run_forward(left, right, out, alpha, GemmInputFormats{}, 0);
 }
 
+void matmul_backward(ConstTensorView grad_out, ConstTensorView left, ConstTensorView right,
+                     TensorView grad_left, TensorView grad_right, float beta_left,
+                     float beta_right) {
+  run_backward(grad_out, left, right, grad_left, grad_right, beta_left, beta_right,
+               GemmInputFormats{}, 0);
+}
+
+namespace {
+
+constexpr std::string_view kOpName = "matmul";
+
+std::vector<Shape> infer_matmul(std::span<const Shape* const> in, const Attributes& attrs) {
+  GemmInputFormats::of(attrs, kOpName);  // checks the formats, naming the op
+  return {matmul_shape(*in[0], *in[1])};
+}
 void unit_scale_matmul(std::span<const Shape* const> in, Attributes& attrs) {
   const Shape& left = *in[0];
   const Shape& right = *in[1];
@@ -280,42 +317,56 @@ void unit_scale_matmul(std::span<const Shape* const> in, Attributes& attrs) {
 }
 
 void matmul_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                   const Attributes& attrs, const KernelContext&) {
-  matmul_forward(in[0], in[1], out[0], scale_of(attrs, "alpha"));
+                   const Attributes& attrs, const KernelContext& context) {
+  run_forward(in[0], in[1], out[0], scale_of(attrs, "alpha"), GemmInputFormats::of(attrs, kOpName),
+              context.step);
 }
 
 // Backward inputs: left, right, out (absent), grad_out.
 void matmul_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                            const Attributes& attrs, const KernelContext&) {
-  matmul_backward(in[3], in[0], in[1], out[0], out[1], scale_of(attrs, "beta_left"),
-                  scale_of(attrs, "beta_right"));
+                            const Attributes& attrs, const KernelContext& context) {
+  run_backward(in[3], in[0], in[1], out[0], out[1], scale_of(attrs, "beta_left"),
+               scale_of(attrs, "beta_right"), GemmInputFormats::of(attrs, kOpName), context.step);
 }
 
-// Every product the kernels run has the same dimensions, so preparing one of each kind (and the
-// accumulating variant where an operand matrix feeds several outputs) covers them all.
+// Every product the kernels run has the same dimensions and types, so preparing one of each kind
+// (and the accumulating variant where an operand matrix feeds several outputs) covers them all.
 void matmul_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                    const Attributes&) {
+                    const Attributes& attrs) {
   const BatchMap map = batch_map(in[0].shape(), in[1].shape());
   const ProductDims d = dims_of(in[0].shape(), in[1].shape(), map.is_tall());
-  forward_product(gemm_prepare, in[0].data(), in[1].data(), out[0].data(), d, 1.0f);
+  const MatmulOperands operands =
+      matmul_operands(in[0], in[1], GemmInputFormats::of(attrs, kOpName), 0, /*placeholder=*/true);
+  forward_product(gemm_prepare, operands.left.block(0, d.m), operands.right.block(0, d.k),
+                  out[0].data(), d, 1.0f);
 }
 
 // Backward inputs: left, right, out (absent), grad_out.
 void matmul_backward_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                             const Attributes&) {
+                             const Attributes& attrs) {
   const BatchMap map = batch_map(in[0].shape(), in[1].shape());
   const ProductDims d = dims_of(in[0].shape(), in[1].shape(), map.is_tall());
+  const GemmInputFormats formats = GemmInputFormats::of(attrs, kOpName);
+  const MatmulOperands operands = matmul_operands(in[0], in[1], formats, 0, /*placeholder=*/true);
+  const GemmOperand grad = detail::gemm_operand(in[3], formats, detail::GemmOperandRole::kGradient,
+                                                0, /*placeholder=*/true);
   for (const bool accumulate : {false, true}) {
     if (accumulate && map.is_tall()) break;
     if (present(out[0])) {
-      grad_left_product(gemm_prepare, in[3].data(), in[1].data(), out[0].data(), d, 1.0f,
-                        accumulate);
+      grad_left_product(gemm_prepare, grad.block(0, d.m), operands.right.block(0, d.k, true),
+                        out[0].data(), d, 1.0f, accumulate);
     }
     if (present(out[1])) {
-      grad_right_product(gemm_prepare, in[0].data(), in[3].data(), out[1].data(), d, 1.0f,
-                         accumulate);
+      grad_right_product(gemm_prepare, operands.left.block(0, d.m, true), grad.block(0, d.m),
+                         out[1].data(), d, 1.0f, accumulate);
     }
   }
+}
+
+std::vector<AttributeSpec> matmul_attributes() {
+  std::vector<AttributeSpec> specs = {AttributeSpec::enumeration<Constraint>("constraint")};
+  for (const AttributeSpec& spec : GemmInputFormats::attribute_specs()) specs.push_back(spec);
+  return specs;
 }
 
 }  // namespace
@@ -324,7 +375,7 @@ const OpDef kMatmulOp{
     .name = "matmul",
     .inputs = {"left", "right"},
     .outputs = {"out"},
-    .attributes = {AttributeSpec::enumeration<Constraint>("constraint")},
+    .attributes = matmul_attributes(),
     .scales = {"alpha", "beta_left", "beta_right"},
     .infer_shapes = infer_matmul,
     .unit_scale = unit_scale_matmul,
@@ -332,6 +383,7 @@ const OpDef kMatmulOp{
     .prepare = matmul_prepare,
     .backward_kernel = matmul_backward_kernel, .backward_prepare = matmul_backward_prepare,
     .backward_reads = 0b011,
+    .rounds_gemm_inputs = true,
 };
 
 // ------------------------------------------------------------------------------------------------

@@ -185,7 +185,7 @@ SweepResult run_sweep_point(const SweepPoint& p, const TextCorpus& corpus,
                           .lr = p.lr,
                           .steps = p.steps,
                           .warmup = p.warmup,
-                          .precision = {.recipe = p.precision}},
+                          .precision = PrecisionConfig::parse(p.precision)},
                          corpus);
   // Low precision: track the first and the last step's tensors (the others run untracked).
   const bool track = p.precision != "fp32";
@@ -565,7 +565,14 @@ std::optional<SweepResult> precision_row(const SweepTable& table, Scheme scheme,
   return rows.front();
 }
 
-// (L − L_fp32) / L_fp32; +∞ for a diverged run, nullopt for a missing one.
+std::string gap_text(const std::optional<double>& gap) {
+  if (!gap) return "missing";
+  if (std::isinf(*gap)) return "diverged";
+  return fmt::format("{:+.2f}%", 100 * *gap);
+}
+
+}  // namespace
+
 std::optional<double> precision_gap(const SweepTable& table, Scheme scheme, std::int64_t width,
                                     double lr, std::string_view precision) {
   const auto fp32 = precision_row(table, scheme, width, lr, "fp32");
@@ -574,14 +581,6 @@ std::optional<double> precision_gap(const SweepTable& table, Scheme scheme, std:
   if (low->diverged) return INFINITY;
   return (low->validation_loss - fp32->validation_loss) / fp32->validation_loss;
 }
-
-std::string gap_text(const std::optional<double>& gap) {
-  if (!gap) return "missing";
-  if (std::isinf(*gap)) return "diverged";
-  return fmt::format("{:+.2f}%", 100 * *gap);
-}
-
-}  // namespace
 
 std::vector<Criterion> evaluate_fp8_training(
     const SweepTable& table, const std::vector<std::int64_t>& widths,

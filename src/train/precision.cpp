@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -14,9 +15,10 @@ void PrecisionConfig::check(std::string_view owner) const {
     throw Error(fmt::format("{}: loss_scale must be finite and positive, got {}", owner, loss_scale));
   }
   if (recipe == "fp32") {
-    if (per_tensor_scaling || stochastic_gradients) {
-      throw Error(fmt::format("{}: per-tensor scaling and stochastic gradient rounding need a low "
-                              "precision (fp8, fp8-critical, fp16 or bf16), but the recipe is fp32",
+    if (per_tensor_scaling || stochastic_gradients || round_attention) {
+      throw Error(fmt::format("{}: per-tensor scaling, stochastic gradient rounding and rounding "
+                              "attention need a low precision (fp8, fp8-critical, fp16 or bf16), "
+                              "but the recipe is fp32",
                               owner));
     }
     return;
@@ -28,12 +30,56 @@ void PrecisionConfig::check(std::string_view owner) const {
   }
 }
 
+namespace {
+
+// The modifiers of PrecisionConfig::parse, in name() order.
+struct Modifier {
+  std::string_view word;
+  bool PrecisionConfig::*flag;
+};
+constexpr Modifier kModifiers[] = {{"attention", &PrecisionConfig::round_attention},
+                                   {"scaled", &PrecisionConfig::per_tensor_scaling},
+                                   {"sr", &PrecisionConfig::stochastic_gradients},
+                                   {"dls", &PrecisionConfig::dynamic_loss_scaling}};
+
+}  // namespace
+
+PrecisionConfig PrecisionConfig::parse(std::string_view text) {
+  PrecisionConfig config;
+  const std::size_t plus = text.find('+');
+  config.recipe = std::string(text.substr(0, plus));
+  for (std::size_t at = plus; at != std::string_view::npos;) {
+    const std::size_t next = text.find('+', at + 1);
+    const std::string_view word = text.substr(at + 1, next == std::string_view::npos ? next : next - at - 1);
+    const auto* m = std::find_if(std::begin(kModifiers), std::end(kModifiers),
+                                 [&](const Modifier& mod) { return mod.word == word; });
+    if (m == std::end(kModifiers)) {
+      throw Error(fmt::format("precision '{}': unknown modifier '{}' (expected attention, scaled, "
+                              "sr or dls after the recipe, each after a '+')",
+                              text, word));
+    }
+    config.*(m->flag) = true;
+    at = next;
+  }
+  config.check(fmt::format("precision '{}'", text));
+  return config;
+}
+
+std::string PrecisionConfig::name() const {
+  std::string text = recipe;
+  for (const Modifier& m : kModifiers) {
+    if (this->*(m.flag)) text += "+" + std::string(m.word);
+  }
+  return text;
+}
+
 std::optional<SimulateFormatOptions> PrecisionConfig::simulate_format_options(
     std::uint64_t seed) const {
   if (recipe == "fp32") return std::nullopt;
   SimulateFormatOptions options = SimulateFormatOptions::named(recipe);
   options.matmuls.per_tensor_scaling = per_tensor_scaling;
   if (stochastic_gradients) options.matmuls.gradient_rounding = Rounding::kStochastic;
+  options.attention_inputs = round_attention;
   options.matmuls.seed = static_cast<std::int64_t>(seed);
   return options;
 }
@@ -48,7 +94,8 @@ std::string PrecisionConfig::to_json() const {
                         {"per_tensor_scaling", per_tensor_scaling},
                         {"stochastic_gradients", stochastic_gradients},
                         {"loss_scale", loss_scale},
-                        {"dynamic_loss_scaling", dynamic_loss_scaling}}
+                        {"dynamic_loss_scaling", dynamic_loss_scaling},
+                        {"round_attention", round_attention}}
       .dump();
 }
 

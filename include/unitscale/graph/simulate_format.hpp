@@ -7,13 +7,19 @@
 //   simulate_format(graph, SimulateFormatOptions::fp8());   // before or after autodiff
 //   OptimizerStep step = record_training_step(model, loss, optimizer);
 //
-// Matmuls (linear and linear_readout: the ops with OpDef::rounds_gemm_inputs): x and W are rounded to E4M3 in the forward pass, and
-// the gradient flowing into the matmul to E5M2 before both backward GEMMs, which use the rounded
-// x and W (ops/gemm_input_formats.hpp). The rounded operands stay codes and run on the GEMM
-// engine's low-precision path, on BF16 units where the CPU has them. No scaling by default: a
-// unit-scaled model's tensors sit where the formats are accurate, which is the papers' claim;
-// per-tensor scaling is an option for models that are not. Everything else (attention's
-// QKᵀ and AV, softmax, norms, residuals, loss, optimizer, master weights) stays fp32.
+// Matmuls (linear, linear_readout and matmul: the ops with OpDef::rounds_gemm_inputs): x and W
+// (or the two operands) are rounded to E4M3 in the forward pass, and the gradient flowing into the
+// matmul to E5M2 before both backward GEMMs, which use the rounded operands
+// (ops/gemm_input_formats.hpp). The rounded operands stay codes and run on the GEMM engine's
+// low-precision path, on BF16 units where the CPU has them. No scaling by default: a unit-scaled
+// model's tensors sit where the formats are accurate, which is the papers' claim; per-tensor
+// scaling is an option for models that are not. Everything else (softmax, norms, residuals, loss,
+// optimizer, master weights) stays fp32.
+//
+// Attention. With `attention_inputs`, scaled_dot_product_attention's q, k and v are rounded like
+// matmul inputs and its output gradient like a matmul's, so QKᵀ and PV (and their backward GEMMs)
+// take FP8 operands; the probabilities and their gradient stay fp32. Off by default, as in the
+// u-μP paper's recipe, which casts the linear layers' operands only.
 //
 // Critical matmuls. The u-μP paper keeps the inputs of the attention output projection and the FFN
 // down projection in higher precision, as the most sensitive matmuls: list their modules in
@@ -42,6 +48,8 @@ struct SimulateFormatOptions {
   // How the matmuls' operands are rounded (the seed is mixed with each node's index); f32 inputs
   // and gradients leave the matmuls alone.
   GemmInputFormats matmuls = {.inputs = DType::kE4M3FN, .gradients = DType::kE5M2};
+  // Also round attention's q, k, v and output gradient (see above).
+  bool attention_inputs = false;
   // Modules whose matmuls keep fp32 operands, e.g. critical_matmul_modules().
   std::vector<std::string> high_precision_modules = {};
   // Rounds every forward value and its gradient to this format (f16, bf16); f32: none.
@@ -64,7 +72,8 @@ std::vector<std::string> critical_matmul_modules();
 
 // What the pass did.
 struct SimulateFormatReport {
-  std::vector<std::string> rounded_matmuls;  // by weight name (or "node N" for unnamed weights)
+  // By weight name (the right operand's), "node N" for an unnamed one, "attention (node N)".
+  std::vector<std::string> rounded_matmuls;
   std::vector<std::string> kept_matmuls;     // left in fp32 by high_precision_modules
   int rounded_values = 0;                    // round_to_format nodes inserted
   std::string to_string() const;             // "simulate_format: 9 of 11 matmuls rounded ..."

@@ -24,6 +24,10 @@
 //
 // Causal masking is top-left aligned, as PyTorch's is_causal: query i attends keys j ≤ i.
 //
+// Low precision: with GemmInputFormats attributes (ops/gemm_input_formats.hpp, set by
+// simulate_format's attention_inputs) q, k and v are rounded to the input format and g to the
+// gradient format before every GEMM above that reads them; P̃, dS and everything else stay fp32.
+//
 // Dropout (on the attention probabilities, inverted ×1/(1−p)) uses the dropout op's seeded,
 // counter-based mask (ops/dropout.hpp): element e of the flattened [..., s_q, s_k] probabilities is
 // kept iff dropout_keeps(seed, e, p). So attention dropout equals dropout(P) with the same seed,
@@ -41,6 +45,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "unitscale/ops/gemm_input_formats.hpp"
 #include "unitscale/ops/op_def.hpp"
 #include <optional>
 #include "unitscale/graph/graph.hpp"
@@ -68,6 +73,11 @@ struct AttentionConfig {
   AttentionMask mask = AttentionMask::kNone;
   double dropout = 0.0;
   std::uint64_t seed = 0;
+  // What q, k, v (inputs) and the output's gradient (gradients) are rounded to before the GEMMs
+  // (ops/gemm_input_formats.hpp; default: fp32, not rounded). The probabilities and their
+  // gradient stay fp32. `step` keys stochastic rounding's bits.
+  GemmInputFormats gemm_inputs = {};
+  std::uint64_t step = 0;
 };
 
 // The kernels, for direct use and benchmarks. Absent (null) gradient views are skipped.

@@ -1,6 +1,6 @@
 #pragma once
-// The formats a matmul-bearing op (linear, linear_readout, matmul) rounds its GEMM operands to:
-// the FP8 training recipe of the unit-scaling papers (arXiv 2303.11257 §5, 2407.17465 §4.4).
+// The formats a matmul-bearing op (linear, linear_readout, matmul, scaled_dot_product_attention)
+// rounds its GEMM operands to: the FP8 training recipe of the unit-scaling papers (arXiv 2303.11257 §5, 2407.17465 §4.4).
 //
 //   forward    y  = op(q_in(x), q_in(W))           x and W rounded to `inputs` (e.g. E4M3)
 //   backward   g' = q_grad(∂L/∂y)                   the incoming gradient rounded to `gradients`
@@ -75,6 +75,9 @@ class GemmOperand {
     m.transposed = transposed;
     return m;
   }
+  // Matrix `index` of the batch of `rows`-row matrices the operand holds (its rows split evenly):
+  // a batched matmul's or an attention slice's operand.
+  GemmMatrix block(std::int64_t index, std::int64_t rows, bool transposed = false) const;
   std::int64_t numel() const { return matrix_.rows * matrix_.cols; }
   // Decodes the operand into `out` (numel floats): its values as the GEMM sees them.
   void decode(float* out) const;
@@ -93,10 +96,11 @@ GemmOperand gemm_operand(const ConstTensorView& x, DType format, Rounding roundi
                          Overflow overflow, bool per_tensor_scaling, std::uint64_t stream,
                          bool placeholder = false);
 
-// Which operand of a node: its streams of random bits differ.
-enum class GemmOperandRole : std::uint8_t { kLeft = 0, kRight = 1, kGradient = 2 };
+// Which operand of a node: its streams of random bits differ. kThird is a third input (attention's
+// v after q and k).
+enum class GemmOperandRole : std::uint8_t { kLeft = 0, kRight = 1, kGradient = 2, kThird = 3 };
 
-// x or W (kLeft, kRight) rounded to formats.inputs, or the output's gradient (kGradient) to
+// An input (kLeft, kRight, kThird) rounded to formats.inputs, or the output's gradient (kGradient) to
 // formats.gradients, with the stream of that operand at executor step `step`.
 GemmOperand gemm_operand(const ConstTensorView& x, const GemmInputFormats& formats,
                          GemmOperandRole role, std::uint64_t step, bool placeholder = false);

@@ -21,6 +21,10 @@
 // The scales are folded into the GEMMs' alpha. A 2-D right operand under a batched left one is
 // one (batch·M × K) · (K × N) GEMM forward and for both gradients (the Σ over the broadcast batch
 // of dR falls out of the tall GEMM).
+//
+// Low precision: with GemmInputFormats attributes (ops/gemm_input_formats.hpp, set by
+// simulate_format) L and R are rounded to the input format and g to the gradient format, each
+// operand as a whole (one per-tensor scale each), before every GEMM above.
 
 #include "unitscale/graph/graph.hpp"
 #include "unitscale/ops/constraint.hpp"

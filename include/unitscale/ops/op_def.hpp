@@ -95,8 +95,10 @@ struct OpDef {
   // asks the backward op for it.
   std::uint32_t nondifferentiable_inputs = 0;
   ScalePropagationFn scale_propagation = nullptr;
-  // The op's kernels read GemmInputFormats attributes (ops/gemm_input_formats.hpp): inputs 0 and 1
-  // are its GEMM operands (x and W) and output 0 their product. simulate_format rounds such ops.
+  // The op's kernels read GemmInputFormats attributes (ops/gemm_input_formats.hpp): its inputs
+  // other than a bias are GEMM operands (input 1 the weight, where there is one), rounded to the
+  // input format, and output 0's gradient is rounded to the gradient format. simulate_format
+  // rounds such ops.
   bool rounds_gemm_inputs = false;
 
   int output_count() const { return static_cast<int>(outputs.size()); }

@@ -35,7 +35,8 @@ struct SweepPoint {
   std::int64_t batch = 16;
   std::int64_t sequence_length = 64;
   std::int64_t warmup = 100;
-  // "fp32", or a PrecisionConfig recipe ("fp8", "fp8-critical", "fp16", "bf16"; E5).
+  // "fp32", or a low precision as PrecisionConfig::parse reads it ("fp8", "fp8-critical",
+  // "fp16", "bf16", with modifiers such as "fp8+attention"; E5).
   std::string precision = "fp32";
 
   // Identifies the run in a table (every field above).
@@ -124,6 +125,12 @@ std::vector<Criterion> evaluate_independent_search(const SweepTable& table);
 // E6 over the E6 rows at `depths` (ascending).
 std::vector<Criterion> evaluate_depth_transfer(const SweepTable& table,
                                                const std::vector<int>& depths);
+
+// The gap (L − L_fp32) / L_fp32 of the depth-2 run in `precision` against the fp32 run of the same
+// scheme, width and η, from any experiment: +∞ if the low-precision run diverged, nullopt if either
+// run is missing or the fp32 run diverged.
+std::optional<double> precision_gap(const SweepTable& table, Scheme scheme, std::int64_t width,
+                                    double lr, std::string_view precision);
 
 // E5 over the rows of any experiment with each scheme's η* (`lr_star`) at `widths` (ascending):
 // the FP8 gap (L_fp8 − L_fp32) / L_fp32 of u-μP (≤ 2% everywhere) against SP's (larger everywhere,

@@ -1,7 +1,7 @@
 #pragma once
 // PrecisionConfig: the precision a training task runs in, as the tasks' configs and
-// unitscale-train's --simulate, --critical-matmuls, --per-tensor-scaling, --stochastic-gradients
-// and --loss-scale give it. The task applies it with simulate_format (graph/simulate_format.hpp)
+// unitscale-train's --simulate, --critical-matmuls, --per-tensor-scaling, --stochastic-gradients,
+// --round-attention and --loss-scale give it. The task applies it with simulate_format (graph/simulate_format.hpp)
 // to its training forward and its evaluation forwards alike, so the model is evaluated as it
 // trains, and records the loss scale in its training step.
 
@@ -29,6 +29,18 @@ struct PrecisionConfig {
   // Dynamic loss scaling (optim/loss_scaling.hpp) starting from loss_scale (2^16 when it is 1):
   // steps whose gradients overflow are skipped and halve the scale; 2000 good steps double it.
   bool dynamic_loss_scaling = false;
+  // Also round attention's q, k, v and output gradient like matmul operands
+  // (SimulateFormatOptions::attention_inputs).
+  bool round_attention = false;
+
+  // A precision as one word, for sweep tables and command lines: the recipe, then "+" and any of
+  // attention (round_attention), scaled (per_tensor_scaling), sr (stochastic_gradients) and dls
+  // (dynamic_loss_scaling), e.g. "fp8+attention" or "fp16+dls". Throws unitscale::Error naming
+  // the bad part; the result passes check().
+  static PrecisionConfig parse(std::string_view text);
+  // The word parse() reads back (the static loss scale is not part of it): modifiers in the order
+  // above.
+  std::string name() const;
 
   // Throws unitscale::Error naming `owner` and the bad setting: an unknown recipe, options that
   // need a low precision with fp32, a loss scale that is not finite and positive.
@@ -39,7 +51,7 @@ struct PrecisionConfig {
   std::optional<DynamicLossScaling> dynamic_loss_scale() const;
   double static_loss_scale() const { return dynamic_loss_scaling ? 1.0 : loss_scale; }
   // {"recipe": ..., "per_tensor_scaling": ..., "stochastic_gradients": ..., "loss_scale": ...,
-  //  "dynamic_loss_scaling": ...}
+  //  "dynamic_loss_scaling": ..., "round_attention": ...}
   std::string to_json() const;
 };
 

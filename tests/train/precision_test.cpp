@@ -1,0 +1,71 @@
+// PrecisionConfig: the one-word form sweep tables and examples use (parse and name), what it hands
+// simulate_format and the optimizer, and its errors.
+
+#include "unitscale/train/precision.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "unitscale/error.hpp"
+
+namespace unitscale {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
+
+TEST(PrecisionConfig, ParsesTheRecipeAndItsModifiers) {
+  const PrecisionConfig plain = PrecisionConfig::parse("fp8");
+  EXPECT_EQ(plain.recipe, "fp8");
+  EXPECT_FALSE(plain.round_attention || plain.per_tensor_scaling || plain.stochastic_gradients ||
+               plain.dynamic_loss_scaling);
+
+  const PrecisionConfig all = PrecisionConfig::parse("fp8-critical+dls+sr+scaled+attention");
+  EXPECT_EQ(all.recipe, "fp8-critical");
+  EXPECT_TRUE(all.round_attention);
+  EXPECT_TRUE(all.per_tensor_scaling);
+  EXPECT_TRUE(all.stochastic_gradients);
+  EXPECT_TRUE(all.dynamic_loss_scaling);
+  // name() puts the modifiers in a fixed order, so one precision has one name.
+  EXPECT_EQ(all.name(), "fp8-critical+attention+scaled+sr+dls");
+  for (const char* word : {"fp32", "fp8", "fp16+dls", "bf16+attention", "fp8+scaled+sr"}) {
+    EXPECT_EQ(PrecisionConfig::parse(word).name(), word);
+  }
+}
+
+TEST(PrecisionConfig, HandsItsSettingsToSimulateFormatAndTheOptimizer) {
+  EXPECT_FALSE(PrecisionConfig::parse("fp32").simulate_format_options(1).has_value());
+  const SimulateFormatOptions fp8 =
+      *PrecisionConfig::parse("fp8+attention+scaled+sr").simulate_format_options(7);
+  EXPECT_TRUE(fp8.attention_inputs);
+  EXPECT_TRUE(fp8.matmuls.per_tensor_scaling);
+  EXPECT_EQ(fp8.matmuls.gradient_rounding, Rounding::kStochastic);
+  EXPECT_EQ(fp8.matmuls.rounding, Rounding::kNearestEven);
+  EXPECT_EQ(fp8.matmuls.seed, 7);
+  EXPECT_EQ(fp8.matmuls.inputs, DType::kE4M3FN);
+  EXPECT_EQ(fp8.matmuls.gradients, DType::kE5M2);
+  EXPECT_TRUE(fp8.high_precision_modules.empty());
+  EXPECT_FALSE(PrecisionConfig::parse("fp8-critical").simulate_format_options(0)->high_precision_modules.empty());
+
+  const PrecisionConfig dls = PrecisionConfig::parse("fp16+dls");
+  ASSERT_TRUE(dls.dynamic_loss_scale().has_value());
+  EXPECT_EQ(dls.dynamic_loss_scale()->initial, 65536.0);  // loss_scale 1: the default 2^16
+  EXPECT_EQ(dls.static_loss_scale(), 1.0);
+  EXPECT_FALSE(PrecisionConfig::parse("fp16").dynamic_loss_scale().has_value());
+}
+
+TEST(PrecisionConfig, ErrorsNameThePart) {
+  EXPECT_THAT([] { PrecisionConfig::parse("fp8+qkv"); },
+              ThrowsMessage<Error>(HasSubstr("precision 'fp8+qkv': unknown modifier 'qkv' "
+                                             "(expected attention, scaled, sr or dls")));
+  EXPECT_THAT([] { PrecisionConfig::parse("fp8+"); },
+              ThrowsMessage<Error>(HasSubstr("unknown modifier ''")));
+  EXPECT_THAT([] { PrecisionConfig::parse("fp4"); },
+              ThrowsMessage<Error>(HasSubstr("precision 'fp4': simulate_format: unknown recipe "
+                                             "'fp4'")));
+  EXPECT_THAT([] { PrecisionConfig::parse("fp32+attention"); },
+              ThrowsMessage<Error>(HasSubstr("need a low precision")));
+}
+
+}  // namespace
+}  // namespace unitscale
