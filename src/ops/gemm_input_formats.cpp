@@ -1,4 +1,5 @@
 #include "unitscale/ops/gemm_input_formats.hpp"
+#include "unitscale/tensor/scale_policy.hpp"
 
 #include <fmt/format.h>
 
@@ -21,6 +22,7 @@ constexpr std::string_view kGradientFormat = "gradient_format";
 constexpr std::string_view kInputRounding = "input_rounding";
 constexpr std::string_view kGradientRounding = "gradient_rounding";
 constexpr std::string_view kOverflow = "overflow";
+constexpr std::string_view kGradientOverflow = "gradient_overflow";
 constexpr std::string_view kRoundingSeed = "rounding_seed";
 constexpr std::string_view kPerTensorScaling = "per_tensor_scaling";
 
@@ -41,14 +43,7 @@ DType dtype_of_carrier(GemmType type) {
 // The power of two s with amax / s at most the format's largest value and as large as it can be:
 // 2^ceil(log2(amax / max)). 1 for an amax of 0, Inf or NaN (nothing to scale by).
 float per_tensor_scale(std::span<const float> x, const FormatSpec& format) {
-  const float a = amax(x);
-  const double ratio = static_cast<double>(a) /
-                       static_cast<double>(detail::decode_bits(format.max_magnitude_code(), format));
-  if (!std::isfinite(ratio) || !(ratio > 0.0)) return 1.0f;
-  int exponent = 0;
-  const double mantissa = std::frexp(ratio, &exponent);  // ratio = mantissa · 2^exponent
-  if (mantissa == 0.5) --exponent;                         // already a power of two
-  return static_cast<float>(std::ldexp(1.0, std::clamp(exponent, -126, 127)));
+  return static_cast<float>(amax_scale(amax(x), format).scale.value());
 }
 
 }  // namespace
@@ -79,6 +74,7 @@ GemmInputFormats GemmInputFormats::of(const Attributes& attrs, std::string_view 
   f.rounding = attrs.get_enum<Rounding>(op, kInputRounding, Rounding::kNearestEven);
   f.gradient_rounding = attrs.get_enum<Rounding>(op, kGradientRounding, Rounding::kNearestEven);
   f.overflow = attrs.get_enum<Overflow>(op, kOverflow, Overflow::kSaturate);
+  f.gradient_overflow = attrs.get_enum<Overflow>(op, kGradientOverflow, f.overflow);
   f.seed = attrs.get_int(op, kRoundingSeed, 0);
   f.per_tensor_scaling = attrs.get_int(op, kPerTensorScaling, 0) != 0;
   check_gemm_input_format(f.inputs, op, "input_format");
@@ -92,6 +88,7 @@ void GemmInputFormats::record_in(Attributes& attrs) const {
       .set(kInputRounding, rounding)
       .set(kGradientRounding, gradient_rounding)
       .set(kOverflow, overflow)
+      .set(kGradientOverflow, gradient_overflow)
       .set(kRoundingSeed, seed)
       .set(kPerTensorScaling, std::int64_t{per_tensor_scaling ? 1 : 0});
 }
@@ -102,6 +99,7 @@ std::vector<AttributeSpec> GemmInputFormats::attribute_specs() {
           AttributeSpec::enumeration<Rounding>(kInputRounding),
           AttributeSpec::enumeration<Rounding>(kGradientRounding),
           AttributeSpec::enumeration<Overflow>(kOverflow),
+          AttributeSpec::enumeration<Overflow>(kGradientOverflow),
           AttributeSpec::integer(kRoundingSeed),
           AttributeSpec::integer(kPerTensorScaling)};
 }
@@ -215,7 +213,8 @@ GemmOperand gemm_operand(const ConstTensorView& x, const GemmInputFormats& forma
                  (static_cast<std::uint64_t>(role) * 0x9E3779B97F4A7C15ull)) ^
       step);
   return gemm_operand(x, gradient ? formats.gradients : formats.inputs,
-                      gradient ? formats.gradient_rounding : formats.rounding, formats.overflow,
+                      gradient ? formats.gradient_rounding : formats.rounding,
+                      gradient ? formats.gradient_overflow : formats.overflow,
                       formats.per_tensor_scaling, stream, placeholder);
 }
 

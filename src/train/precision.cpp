@@ -80,6 +80,9 @@ std::optional<SimulateFormatOptions> PrecisionConfig::simulate_format_options(
   options.matmuls.per_tensor_scaling = per_tensor_scaling;
   if (stochastic_gradients) options.matmuls.gradient_rounding = Rounding::kStochastic;
   options.attention_inputs = round_attention;
+  // Dynamic loss scaling backs off when a gradient overflows to Inf; a saturating gradient cast
+  // would hide the overflow (clipping the largest gradients instead), so it overflows to Inf here.
+  if (dynamic_loss_scaling) options.matmuls.gradient_overflow = Overflow::kNonFinite;
   options.matmuls.seed = static_cast<std::int64_t>(seed);
   return options;
 }

@@ -162,7 +162,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SimulateFormatMatmul,
                                            MatmulShapes{"broadcast_right", {2, 3, 4, 8}, {3, 8, 5}},
                                            MatmulShapes{"tall", {2, 6, 8}, {8, 5}},
                                            MatmulShapes{"plain", {6, 8}, {8, 5}}),
-                         [](const auto& info) { return std::string(info.param.name); });
+                         [](const auto& param_info) { return std::string(param_info.param.name); });
 
 struct AttentionCase : OneOpGraph {
   explicit AttentionCase(AttentionMask mask) {
@@ -226,7 +226,7 @@ TEST_P(SimulateFormatAttentionMask, RoundsQueryKeyValueAndTheGradient) {
 
 INSTANTIATE_TEST_SUITE_P(Masks, SimulateFormatAttentionMask,
                          ::testing::Values(AttentionMask::kNone, AttentionMask::kCausal),
-                         [](const auto& info) { return std::string(attention_mask_name(info.param)); });
+                         [](const auto& param_info) { return std::string(attention_mask_name(param_info.param)); });
 
 }  // namespace
 }  // namespace unitscale

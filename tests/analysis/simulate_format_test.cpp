@@ -267,6 +267,30 @@ TEST(SimulateFormat, PerTensorScalingUsesThePowerOfTwoThatFitsTheAmax) {
   }
 }
 
+// A gradient beyond E5M2's 57344 saturates by default, and becomes Inf with gradient_overflow
+// non_finite (what dynamic loss scaling needs to see it), while x and W keep saturating.
+TEST(SimulateFormat, GradientOverflowSaturatesOrGoesToInfinity) {
+  for (const Overflow overflow : {Overflow::kSaturate, Overflow::kNonFinite}) {
+    LinearCase c;
+    c.gs[0] = 1e6f;
+    SimulateFormatOptions options = SimulateFormatOptions::fp8();
+    options.matmuls.gradient_overflow = overflow;
+    simulate_format(c.graph, options);
+    c.differentiate();
+    const LinearResult r = run(c);
+    const auto saturated = [](float v) {
+      return static_cast<double>(static_cast<float>(convert<float8_e5m2>(v, Rounding::kNearestEven, Overflow::kSaturate)));
+    };
+    if (overflow == Overflow::kSaturate) {
+      expect_matches(r, reference(c, to_e4m3, saturated));
+    } else {
+      EXPECT_TRUE(std::isinf(r.db[0])) << r.db[0];
+      EXPECT_TRUE(std::isinf(r.dx[0]) || std::isnan(r.dx[0])) << r.dx[0];
+      expect_close(r.y, reference(c, to_e4m3, to_e5m2).y, "y");  // the forward is untouched
+    }
+  }
+}
+
 TEST(SimulateFormat, FnuzFormatsRoundOnTheirBf16Carrier) {
   LinearCase c;
   SimulateFormatOptions options;

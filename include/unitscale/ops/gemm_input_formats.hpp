@@ -44,8 +44,10 @@ struct GemmInputFormats {
   Rounding rounding = Rounding::kNearestEven;           // of x and W
   Rounding gradient_rounding = Rounding::kNearestEven;  // of the gradient
   // Saturate (the FP8 recipes') clamps values beyond the format's range to its largest; non_finite
-  // makes them ±Inf (NaN in formats without Inf), as real FP16 storage does.
+  // makes them ±Inf (NaN in formats without Inf), as real FP16 storage does. Of x and W, and of
+  // the gradient: dynamic loss scaling needs the gradient's overflow to show as Inf.
   Overflow overflow = Overflow::kSaturate;
+  Overflow gradient_overflow = Overflow::kSaturate;
   std::int64_t seed = 0;  // stochastic rounding's stream (mixed with the executor's step)
   bool per_tensor_scaling = false;
 
