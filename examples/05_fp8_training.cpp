@@ -25,6 +25,8 @@
 // (e5_loss_curves.svg), the final-loss and underflow tables (e5_tables.md) and the criteria
 // (e5_criteria.md); docs/results.md records the measured ones.
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -33,8 +35,6 @@
 #include <map>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "unitscale/analysis/line_plot.hpp"
 #include "unitscale/atomic_write.hpp"
@@ -243,8 +243,9 @@ std::string tables_markdown(const Fp8Sweep& sweep, const std::vector<us::Scheme>
     }
   }
   if (variants.empty()) return md;
-  md += "\nOptional variants at η*: final validation loss, its gap to fp32, and the gradient "
-        "underflow share (against E5M2) at the last step:\n\n| scheme | d | fp32 |";
+  md +=
+      "\nOptional variants at η*: final validation loss, its gap to fp32, and the gradient "
+      "underflow share (against E5M2) at the last step:\n\n| scheme | d | fp32 |";
   std::string rule = "|---|---|---|";
   for (const std::string& v : variants) {
     md += fmt::format(" {} |", v);

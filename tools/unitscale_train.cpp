@@ -106,7 +106,8 @@ us::CommandLine make_command_line(Arguments& a) {
       .option("--residual-attn-ratio", &a.hp.residual_attn_ratio, "X", "alpha_res-attn-ratio")
       .option("--loss-softmax-mult", &a.hp.loss_softmax_mult, "X", "alpha_loss-softmax")
       .section("Training")
-      .option("--seq", &a.sequence_length, "S", "decoder: sequence length (windows of S+1 bytes)", 1)
+      .option("--seq", &a.sequence_length, "S", "decoder: sequence length (windows of S+1 bytes)",
+              1)
       .option("--batch", &a.batch, "B", "sequences (images) per step", 1)
       .option("--steps", &a.steps, "N", "training steps", 1)
       .option("--lr", &a.lr, "ETA",
@@ -122,18 +123,22 @@ us::CommandLine make_command_line(Arguments& a) {
       .section("Data")
       .option("--data", &a.data, "PATH",
               "decoder: a text file, or a directory of fortune files ('%'-separated entries, "
-              "every 20th for validation; default " + std::string(us::kFortunesDirectory) +
+              "every 20th for validation; default " +
+                  std::string(us::kFortunesDirectory) +
                   "); mlp: a directory of gzipped IDX files (default " +
-                  std::string(us::kFashionMnistDirectory) + ", last 5000 training images for "
+                  std::string(us::kFashionMnistDirectory) +
+                  ", last 5000 training images for "
                   "validation)")
       .section("Output")
-      .option("--out", &a.out, "DIR", "metrics.csv, metrics.jsonl, loss.svg, run.json (empty: none)")
+      .option("--out", &a.out, "DIR",
+              "metrics.csv, metrics.jsonl, loss.svg, run.json (empty: none)")
       .option("--checkpoint-dir", &a.checkpoint_dir, "DIR",
               "checkpoints (safetensors); default DIR/checkpoints with --out")
       .option("--checkpoint-every", &a.checkpoint_every, "N",
               "steps between checkpoints (0: at the end only)")
       .option("--keep", &a.keep, "K", "checkpoints kept", 1)
-      .flag("--resume", &a.resume, "continue from the newest checkpoint in the checkpoint directory")
+      .flag("--resume", &a.resume,
+            "continue from the newest checkpoint in the checkpoint directory")
       .option("--eval-every", &a.eval_every, "N", "steps between evaluations (0: at the end only)")
       .choice("--progress", &a.progress, {"auto", "bar", "lines", "quiet"},
               "progress bar on a terminal, plain lines otherwise (auto)")
@@ -158,7 +163,8 @@ us::CommandLine make_command_line(Arguments& a) {
             "dynamic loss scaling from --loss-scale (2^16 if 1): overflowing steps are skipped "
             "and halve the scale, 2000 good steps double it")
       .section("Sample")
-      .option("--sample", &a.sample_bytes, "N", "decoder: bytes of text to generate at the end (0: none)")
+      .option("--sample", &a.sample_bytes, "N",
+              "decoder: bytes of text to generate at the end (0: none)")
       .option("--prompt", &a.prompt, "TEXT", "start of the generated text")
       .option("--temperature", &a.temperature, "T", "sampling temperature (0: greedy)")
       .option("--top-k", &a.top_k, "K", "sample among the K most likely bytes (0: all)");
@@ -262,12 +268,13 @@ void set_common(Config& config, const Arguments& a) {
   config.cosine_decay = a.schedule == "cosine";
   config.weight_decay = a.weight_decay;
   config.max_grad_norm = a.max_grad_norm;
-  config.precision = {.recipe = a.simulate == "fp8" && a.critical_matmuls ? "fp8-critical" : a.simulate,
-                      .per_tensor_scaling = a.per_tensor_scaling,
-                      .stochastic_gradients = a.stochastic_gradients,
-                      .loss_scale = a.loss_scale,
-                      .dynamic_loss_scaling = a.dynamic_loss_scale,
-                      .round_attention = a.round_attention};
+  config.precision = {
+      .recipe = a.simulate == "fp8" && a.critical_matmuls ? "fp8-critical" : a.simulate,
+      .per_tensor_scaling = a.per_tensor_scaling,
+      .stochastic_gradients = a.stochastic_gradients,
+      .loss_scale = a.loss_scale,
+      .dynamic_loss_scaling = a.dynamic_loss_scale,
+      .round_attention = a.round_attention};
 }
 
 int train_decoder(const Arguments& a) {

@@ -42,14 +42,18 @@ SimulateFormatOptions SimulateFormatOptions::fp8(bool keep_critical_matmuls) {
 }
 
 SimulateFormatOptions SimulateFormatOptions::fp16() {
-  return {.matmuls = {.inputs = DType::kF16, .gradients = DType::kF16,
-                      .overflow = Overflow::kNonFinite, .gradient_overflow = Overflow::kNonFinite},
+  return {.matmuls = {.inputs = DType::kF16,
+                      .gradients = DType::kF16,
+                      .overflow = Overflow::kNonFinite,
+                      .gradient_overflow = Overflow::kNonFinite},
           .values = DType::kF16};
 }
 
 SimulateFormatOptions SimulateFormatOptions::bf16() {
-  return {.matmuls = {.inputs = DType::kBF16, .gradients = DType::kBF16,
-                      .overflow = Overflow::kNonFinite, .gradient_overflow = Overflow::kNonFinite},
+  return {.matmuls = {.inputs = DType::kBF16,
+                      .gradients = DType::kBF16,
+                      .overflow = Overflow::kNonFinite,
+                      .gradient_overflow = Overflow::kNonFinite},
           .values = DType::kBF16};
 }
 

@@ -247,8 +247,10 @@ void attention_backward_prepare(std::span<const ConstTensorView> in,
   if (present(out[2])) grad_v_gemm(gemm_prepare, placeholder, grad_y, out[2].data(), g, 1.0f);
   if (!present(out[0]) && !present(out[1])) return;
   grad_probs_gemm(gemm_prepare, grad_y, operands.v_of(0, true), placeholder, g);
-  if (present(out[0])) grad_q_gemm(gemm_prepare, placeholder, operands.k_of(0), out[0].data(), g, 1.0f);
-  if (present(out[1])) grad_k_gemm(gemm_prepare, placeholder, operands.q_of(0), out[1].data(), g, 1.0f);
+  if (present(out[0]))
+    grad_q_gemm(gemm_prepare, placeholder, operands.k_of(0), out[0].data(), g, 1.0f);
+  if (present(out[1]))
+    grad_k_gemm(gemm_prepare, placeholder, operands.q_of(0), out[1].data(), g, 1.0f);
 }
 
 std::vector<AttributeSpec> attention_attributes() {
@@ -299,8 +301,8 @@ void attention_forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, 
     for (std::int64_t b = 0; b < g.slices; ++b) {
       attention_probabilities(kernels, operands, b, config, probs);
       if (dropout.active) dropout.apply(probs, b * g.query_len * g.key_len);
-      output_gemm(gemm, probs.data(), operands.v_of(b), y.data() + b * g.query_len * g.value_dim,
-                  g, alpha);
+      output_gemm(gemm, probs.data(), operands.v_of(b), y.data() + b * g.query_len * g.value_dim, g,
+                  alpha);
     }
   }
 }
@@ -369,7 +371,8 @@ const OpDef kScaledDotProductAttentionOp{
     .unit_scale = unit_scale_attention,
     .kernel = attention_kernel,
     .prepare = attention_prepare,
-    .backward_kernel = attention_backward_kernel, .backward_prepare = attention_backward_prepare,
+    .backward_kernel = attention_backward_kernel,
+    .backward_prepare = attention_backward_prepare,
     .backward_reads = 0b0111,
     .rounds_gemm_inputs = true,
 };

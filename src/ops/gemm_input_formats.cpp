@@ -1,5 +1,4 @@
 #include "unitscale/ops/gemm_input_formats.hpp"
-#include "unitscale/tensor/scale_policy.hpp"
 
 #include <fmt/format.h>
 
@@ -12,6 +11,7 @@
 #include "unitscale/format/bulk.hpp"
 #include "unitscale/format/detail/codec.hpp"
 #include "unitscale/ops/op_def.hpp"
+#include "unitscale/tensor/scale_policy.hpp"
 
 namespace unitscale {
 
@@ -139,8 +139,8 @@ GemmMatrix GemmOperand::block(std::int64_t index, std::int64_t rows, bool transp
   GemmMatrix m = matrix(transposed);
   m.rows = rows;
   if (m.data != prepare_placeholder()) {  // a placeholder has no data to index
-    m.data = static_cast<const std::byte*>(m.data) +
-             index * rows * m.cols * gemm_type_bytes(m.type);
+    m.data =
+        static_cast<const std::byte*>(m.data) + index * rows * m.cols * gemm_type_bytes(m.type);
   }
   return m;
 }
@@ -216,6 +216,13 @@ GemmOperand gemm_operand(const ConstTensorView& x, const GemmInputFormats& forma
                       gradient ? formats.gradient_rounding : formats.rounding,
                       gradient ? formats.gradient_overflow : formats.overflow,
                       formats.per_tensor_scaling, stream, placeholder);
+}
+
+GemmOperandPair gemm_operands(const ConstTensorView& left, const ConstTensorView& right,
+                              const GemmInputFormats& formats, std::uint64_t step,
+                              bool placeholder) {
+  return {gemm_operand(left, formats, GemmOperandRole::kLeft, step, placeholder),
+          gemm_operand(right, formats, GemmOperandRole::kRight, step, placeholder)};
 }
 
 }  // namespace detail

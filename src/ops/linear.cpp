@@ -48,18 +48,6 @@ void bias_gradient(const detail::GemmOperand& grad_y, const ConstTensorView& fp3
   grad_bias.vector().noalias() = beta_bias * decoded.view().matrix().colwise().sum().transpose();
 }
 
-// The operands of a node with `formats` (f32 formats: the views themselves).
-struct LinearOperands {
-  detail::GemmOperand x, weight;
-};
-LinearOperands linear_operands(const ConstTensorView& x, const ConstTensorView& weight,
-                               const GemmInputFormats& formats, std::uint64_t step,
-                               bool placeholder = false) {
-  using detail::GemmOperandRole;
-  return {detail::gemm_operand(x, formats, GemmOperandRole::kLeft, step, placeholder),
-          detail::gemm_operand(weight, formats, GemmOperandRole::kRight, step, placeholder)};
-}
-
 }  // namespace
 
 void linear_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias, TensorView y,
@@ -71,9 +59,9 @@ void linear_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView 
                      TensorView grad_x, TensorView grad_weight, TensorView grad_bias, float beta_x,
                      float beta_weight, float beta_bias) {
   const GemmInputFormats fp32;
-  const LinearOperands operands = linear_operands(x, weight, fp32, 0);
+  const detail::GemmOperandPair operands = detail::gemm_operands(x, weight, fp32, 0);
   const detail::GemmOperand g = detail::gemm_operand(grad_y, fp32, detail::GemmOperandRole::kGradient, 0);
-  backward_gemms(gemm, g, operands.x, operands.weight, grad_x, grad_weight, beta_x, beta_weight);
+  backward_gemms(gemm, g, operands.left, operands.right, grad_x, grad_weight, beta_x, beta_weight);
   bias_gradient(g, grad_y, grad_bias, beta_bias);
 }
 
@@ -139,9 +127,9 @@ void unit_scale_linear_readout(std::span<const Shape* const> in, Attributes& att
 template <const std::string_view& kOp>
 void linear_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                    const Attributes& attrs, const KernelContext& context) {
-  const LinearOperands operands =
-      linear_operands(in[0], in[1], GemmInputFormats::of(attrs, kOp), context.step);
-  forward_gemms(gemm, operands.x.matrix(), operands.weight.matrix(/*transposed=*/true), in[2],
+  const detail::GemmOperandPair operands =
+      detail::gemm_operands(in[0], in[1], GemmInputFormats::of(attrs, kOp), context.step);
+  forward_gemms(gemm, operands.left.matrix(), operands.right.matrix(/*transposed=*/true), in[2],
                 out[0], scale_of(attrs, "alpha"));
 }
 
@@ -150,10 +138,11 @@ template <const std::string_view& kOp>
 void linear_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                             const Attributes& attrs, const KernelContext& context) {
   const GemmInputFormats formats = GemmInputFormats::of(attrs, kOp);
-  const LinearOperands operands = linear_operands(in[0], in[1], formats, context.step);
+  const detail::GemmOperandPair operands =
+      detail::gemm_operands(in[0], in[1], formats, context.step);
   const detail::GemmOperand grad_y =
       detail::gemm_operand(in[4], formats, detail::GemmOperandRole::kGradient, context.step);
-  backward_gemms(gemm, grad_y, operands.x, operands.weight, out[0], out[1],
+  backward_gemms(gemm, grad_y, operands.left, operands.right, out[0], out[1],
                  scale_of(attrs, "beta_x"), scale_of(attrs, "beta_weight"));
   bias_gradient(grad_y, in[4], out[2], scale_of(attrs, "beta_bias"));
 }
@@ -161,9 +150,9 @@ void linear_backward_kernel(std::span<const ConstTensorView> in, std::span<const
 template <const std::string_view& kOp>
 void linear_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                     const Attributes& attrs) {
-  const LinearOperands operands =
-      linear_operands(in[0], in[1], GemmInputFormats::of(attrs, kOp), 0, /*placeholder=*/true);
-  forward_gemms(gemm_prepare, operands.x.matrix(), operands.weight.matrix(/*transposed=*/true),
+  const detail::GemmOperandPair operands = detail::gemm_operands(
+      in[0], in[1], GemmInputFormats::of(attrs, kOp), 0, /*placeholder=*/true);
+  forward_gemms(gemm_prepare, operands.left.matrix(), operands.right.matrix(/*transposed=*/true),
                 in[2], out[0], scale_of(attrs, "alpha"));
 }
 
@@ -171,10 +160,11 @@ template <const std::string_view& kOp>
 void linear_backward_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                              const Attributes& attrs) {
   const GemmInputFormats formats = GemmInputFormats::of(attrs, kOp);
-  const LinearOperands operands = linear_operands(in[0], in[1], formats, 0, /*placeholder=*/true);
+  const detail::GemmOperandPair operands =
+      detail::gemm_operands(in[0], in[1], formats, 0, /*placeholder=*/true);
   const detail::GemmOperand grad_y = detail::gemm_operand(
       in[4], formats, detail::GemmOperandRole::kGradient, 0, /*placeholder=*/true);
-  backward_gemms(gemm_prepare, grad_y, operands.x, operands.weight, out[0], out[1], 1.0f, 1.0f);
+  backward_gemms(gemm_prepare, grad_y, operands.left, operands.right, out[0], out[1], 1.0f, 1.0f);
 }
 
 constexpr std::string_view kLinearName = "linear";

@@ -1,10 +1,10 @@
 #include "unitscale/ops/matmul.hpp"
 
+#include <fmt/format.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
 
 #include "ops/scale_rule_helpers.hpp"
 #include "unitscale/error.hpp"
@@ -182,22 +182,11 @@ ProductDims dims_of(const Shape& left, const Shape& right, bool tall) {
   return {tall ? left.outer() : left.dim(-2), k, right.dim(-1)};
 }
 
-struct MatmulOperands {
-  GemmOperand left, right;
-};
-MatmulOperands matmul_operands(const ConstTensorView& left, const ConstTensorView& right,
-                               const GemmInputFormats& formats, std::uint64_t step,
-                               bool placeholder = false) {
-  using detail::GemmOperandRole;
-  return {detail::gemm_operand(left, formats, GemmOperandRole::kLeft, step, placeholder),
-          detail::gemm_operand(right, formats, GemmOperandRole::kRight, step, placeholder)};
-}
-
 void run_forward(const ConstTensorView& left, const ConstTensorView& right, const TensorView& out,
                  float alpha, const GemmInputFormats& formats, std::uint64_t step) {
   const BatchMap map = batch_map(left.shape(), right.shape());
   const ProductDims d = dims_of(left.shape(), right.shape(), map.is_tall());
-  const MatmulOperands operands = matmul_operands(left, right, formats, step);
+  const detail::GemmOperandPair operands = detail::gemm_operands(left, right, formats, step);
   if (map.is_tall()) {
     return forward_product(gemm, operands.left.matrix(), operands.right.matrix(), out.data(), d,
                            alpha);
@@ -217,7 +206,7 @@ void run_backward(const ConstTensorView& grad_out, const ConstTensorView& left,
                   const GemmInputFormats& formats, std::uint64_t step) {
   const BatchMap map = batch_map(left.shape(), right.shape());
   const ProductDims d = dims_of(left.shape(), right.shape(), map.is_tall());
-  const MatmulOperands operands = matmul_operands(left, right, formats, step);
+  const detail::GemmOperandPair operands = detail::gemm_operands(left, right, formats, step);
   const GemmOperand grad =
       detail::gemm_operand(grad_out, formats, detail::GemmOperandRole::kGradient, step);
   if (map.is_tall()) {
@@ -335,8 +324,8 @@ void matmul_prepare(std::span<const ConstTensorView> in, std::span<const TensorV
                     const Attributes& attrs) {
   const BatchMap map = batch_map(in[0].shape(), in[1].shape());
   const ProductDims d = dims_of(in[0].shape(), in[1].shape(), map.is_tall());
-  const MatmulOperands operands =
-      matmul_operands(in[0], in[1], GemmInputFormats::of(attrs, kOpName), 0, /*placeholder=*/true);
+  const detail::GemmOperandPair operands = detail::gemm_operands(
+      in[0], in[1], GemmInputFormats::of(attrs, kOpName), 0, /*placeholder=*/true);
   forward_product(gemm_prepare, operands.left.block(0, d.m), operands.right.block(0, d.k),
                   out[0].data(), d, 1.0f);
 }
@@ -347,7 +336,8 @@ void matmul_backward_prepare(std::span<const ConstTensorView> in, std::span<cons
   const BatchMap map = batch_map(in[0].shape(), in[1].shape());
   const ProductDims d = dims_of(in[0].shape(), in[1].shape(), map.is_tall());
   const GemmInputFormats formats = GemmInputFormats::of(attrs, kOpName);
-  const MatmulOperands operands = matmul_operands(in[0], in[1], formats, 0, /*placeholder=*/true);
+  const detail::GemmOperandPair operands =
+      detail::gemm_operands(in[0], in[1], formats, 0, /*placeholder=*/true);
   const GemmOperand grad = detail::gemm_operand(in[3], formats, detail::GemmOperandRole::kGradient,
                                                 0, /*placeholder=*/true);
   for (const bool accumulate : {false, true}) {
@@ -381,7 +371,8 @@ const OpDef kMatmulOp{
     .unit_scale = unit_scale_matmul,
     .kernel = matmul_kernel,
     .prepare = matmul_prepare,
-    .backward_kernel = matmul_backward_kernel, .backward_prepare = matmul_backward_prepare,
+    .backward_kernel = matmul_backward_kernel,
+    .backward_prepare = matmul_backward_prepare,
     .backward_reads = 0b011,
     .rounds_gemm_inputs = true,
 };

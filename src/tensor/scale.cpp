@@ -12,9 +12,12 @@ namespace unitscale {
 
 std::string_view pow2_rounding_name(Pow2Rounding mode) {
   switch (mode) {
-    case Pow2Rounding::kDown: return "down";
-    case Pow2Rounding::kUp: return "up";
-    case Pow2Rounding::kNone: return "none";
+    case Pow2Rounding::kDown:
+      return "down";
+    case Pow2Rounding::kUp:
+      return "up";
+    case Pow2Rounding::kNone:
+      return "none";
   }
   return "?";
 }

@@ -33,8 +33,8 @@ ChosenScale amax_scale(float amax, const FormatSpec& format, const AmaxScaling& 
 DelayedScaling::DelayedScaling(const FormatSpec& format, const DelayedScalingOptions& options)
     : format_(format), options_(options) {
   if (options.history_length < 1) {
-    throw Error(fmt::format("DelayedScaling: history_length must be >= 1, got {}",
-                            options.history_length));
+    throw Error(
+        fmt::format("DelayedScaling: history_length must be >= 1, got {}", options.history_length));
   }
   ring_.assign(static_cast<std::size_t>(options.history_length), 0.0f);
 }

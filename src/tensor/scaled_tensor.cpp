@@ -26,7 +26,8 @@ struct Segments {
 
 Segments segments_of(const Shape& shape, ScaleGranularity granularity, std::int64_t block) {
   switch (granularity) {
-    case ScaleGranularity::kTensor: return {1, shape.numel(), 1, shape.numel()};
+    case ScaleGranularity::kTensor:
+      return {1, shape.numel(), 1, shape.numel()};
     case ScaleGranularity::kRow:
       return {shape.rank() == 0 ? 1 : shape.outer(), shape.rank() == 0 ? 1 : shape.inner(), 1,
               shape.rank() == 0 ? 1 : shape.inner()};
@@ -41,9 +42,12 @@ Segments segments_of(const Shape& shape, ScaleGranularity granularity, std::int6
 
 Shape scales_shape(const Segments& s, ScaleGranularity granularity) {
   switch (granularity) {
-    case ScaleGranularity::kTensor: return Shape{};
-    case ScaleGranularity::kRow: return Shape{s.rows};
-    case ScaleGranularity::kBlock: return Shape{s.rows, s.per_row};
+    case ScaleGranularity::kTensor:
+      return Shape{};
+    case ScaleGranularity::kRow:
+      return Shape{s.rows};
+    case ScaleGranularity::kBlock:
+      return Shape{s.rows, s.per_row};
   }
   return Shape{};
 }
@@ -61,9 +65,10 @@ float scale_value(const Tensor& scales, std::int64_t s) {
 
 void check_data_format(DType format, std::string_view what) {
   if (!is_floating(format) || format == DType::kE8M0FNU) {
-    throw Error(fmt::format("ScaledTensor: {} {} cannot hold data (expected f32, f16, bf16 or an "
-                            "8-bit float with a sign)",
-                            what, dtype_name(format)));
+    throw Error(
+        fmt::format("ScaledTensor: {} {} cannot hold data (expected f32, f16, bf16 or an "
+                    "8-bit float with a sign)",
+                    what, dtype_name(format)));
   }
 }
 
@@ -104,11 +109,12 @@ void decode_segment(const Tensor& data, std::int64_t begin, float scale, std::sp
 
 float checked_scale(const Scale& scale) {
   const double v = scale.value();
-  if (!scale.is_zero() && !(v >= std::numeric_limits<float>::denorm_min() &&
-                            v <= std::numeric_limits<float>::max())) {
-    throw Error(fmt::format("ScaledTensor: scale {} is outside float's range (scales are stored as "
-                            "f32)",
-                            scale.to_string()));
+  if (!scale.is_zero() &&
+      !(v >= std::numeric_limits<float>::denorm_min() && v <= std::numeric_limits<float>::max())) {
+    throw Error(
+        fmt::format("ScaledTensor: scale {} is outside float's range (scales are stored as "
+                    "f32)",
+                    scale.to_string()));
   }
   return static_cast<float>(v);
 }
@@ -117,9 +123,12 @@ float checked_scale(const Scale& scale) {
 
 std::string_view scale_granularity_name(ScaleGranularity granularity) {
   switch (granularity) {
-    case ScaleGranularity::kTensor: return "tensor";
-    case ScaleGranularity::kRow: return "row";
-    case ScaleGranularity::kBlock: return "block";
+    case ScaleGranularity::kTensor:
+      return "tensor";
+    case ScaleGranularity::kRow:
+      return "row";
+    case ScaleGranularity::kBlock:
+      return "block";
   }
   return "?";
 }
@@ -130,7 +139,9 @@ ScaledTensor::ScaledTensor(Tensor data, Scale scale)
 
 ScaledTensor::ScaledTensor(Tensor data, Tensor scales, ScaleGranularity granularity,
                            std::int64_t block_size)
-    : data_(std::move(data)), scales_(std::move(scales)), granularity_(granularity),
+    : data_(std::move(data)),
+      scales_(std::move(scales)),
+      granularity_(granularity),
       block_size_(block_size) {
   check_data_format(data_.dtype(), "data dtype");
   if (granularity == ScaleGranularity::kBlock && block_size < 1) {
@@ -148,7 +159,8 @@ ScaledTensor::ScaledTensor(Tensor data, Tensor scales, ScaleGranularity granular
   if (scales_.dtype() == DType::kF32) {
     for (const float s : scales_.span()) {
       if (!(s >= 0) || !std::isfinite(s)) {
-        throw Error(fmt::format("ScaledTensor: scales must be finite and positive, or 0, got {}", s));
+        throw Error(
+            fmt::format("ScaledTensor: scales must be finite and positive, or 0, got {}", s));
       }
     }
   }
@@ -161,12 +173,13 @@ ScaledTensor ScaledTensor::quantize(ConstTensorView x, const QuantizeOptions& op
                             dtype_name(x.dtype()), x.shape().to_string()));
   }
   if (options.rounding == Rounding::kStochastic) {
-    throw Error("ScaledTensor::quantize: stochastic rounding is not offered (it needs random bits "
-                "per element; use the format layer's encode with Quantization::random_bits)");
+    throw Error(
+        "ScaledTensor::quantize: stochastic rounding is not offered (it needs random bits "
+        "per element; use the format layer's encode with Quantization::random_bits)");
   }
   if (options.granularity == ScaleGranularity::kBlock && options.block_size < 1) {
-    throw Error(fmt::format("ScaledTensor::quantize: block_size must be >= 1, got {}",
-                            options.block_size));
+    throw Error(
+        fmt::format("ScaledTensor::quantize: block_size must be >= 1, got {}", options.block_size));
   }
   const Segments segments = segments_of(x.shape(), options.granularity, options.block_size);
   Tensor data(x.shape(), options.format);
@@ -187,12 +200,11 @@ ScaledTensor ScaledTensor::quantize(ConstTensorView x, const QuantizeOptions& op
       scale = static_cast<float>(amax_scale(a, spec, options.amax).scale.value());
       scales.data()[s] = scale;
     }
-    encode_segment(part, data, segments.begin(s), scale, options.rounding,
-                   options.granularity == ScaleGranularity::kBlock ? Overflow::kSaturate
-                                                                   : options.overflow);
+    encode_segment(
+        part, data, segments.begin(s), scale, options.rounding,
+        options.granularity == ScaleGranularity::kBlock ? Overflow::kSaturate : options.overflow);
   }
-  return ScaledTensor(std::move(data), std::move(scales), options.granularity,
-                      options.block_size);
+  return ScaledTensor(std::move(data), std::move(scales), options.granularity, options.block_size);
 }
 
 Scale ScaledTensor::scale() const {

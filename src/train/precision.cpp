@@ -16,10 +16,11 @@ void PrecisionConfig::check(std::string_view owner) const {
   }
   if (recipe == "fp32") {
     if (per_tensor_scaling || stochastic_gradients || round_attention) {
-      throw Error(fmt::format("{}: per-tensor scaling, stochastic gradient rounding and rounding "
-                              "attention need a low precision (fp8, fp8-critical, fp16 or bf16), "
-                              "but the recipe is fp32",
-                              owner));
+      throw Error(
+          fmt::format("{}: per-tensor scaling, stochastic gradient rounding and rounding "
+                      "attention need a low precision (fp8, fp8-critical, fp16 or bf16), "
+                      "but the recipe is fp32",
+                      owner));
     }
     return;
   }
@@ -50,13 +51,15 @@ PrecisionConfig PrecisionConfig::parse(std::string_view text) {
   config.recipe = std::string(text.substr(0, plus));
   for (std::size_t at = plus; at != std::string_view::npos;) {
     const std::size_t next = text.find('+', at + 1);
-    const std::string_view word = text.substr(at + 1, next == std::string_view::npos ? next : next - at - 1);
+    const std::string_view word =
+        text.substr(at + 1, next == std::string_view::npos ? next : next - at - 1);
     const auto* m = std::find_if(std::begin(kModifiers), std::end(kModifiers),
                                  [&](const Modifier& mod) { return mod.word == word; });
     if (m == std::end(kModifiers)) {
-      throw Error(fmt::format("precision '{}': unknown modifier '{}' (expected attention, scaled, "
-                              "sr or dls after the recipe, each after a '+')",
-                              text, word));
+      throw Error(
+          fmt::format("precision '{}': unknown modifier '{}' (expected attention, scaled, "
+                      "sr or dls after the recipe, each after a '+')",
+                      text, word));
     }
     config.*(m->flag) = true;
     at = next;

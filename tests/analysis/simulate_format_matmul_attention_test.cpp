@@ -200,7 +200,8 @@ TEST_P(SimulateFormatAttentionMask, RoundsQueryKeyValueAndTheGradient) {
   const std::vector<Tensor> fp8 = c.run();
 
   std::vector<Tensor> qin;
-  for (int i = 0; i < 3; ++i) qin.push_back(rounded(c.values[static_cast<std::size_t>(i)], to_e4m3));
+  for (int i = 0; i < 3; ++i)
+    qin.push_back(rounded(c.values[static_cast<std::size_t>(i)], to_e4m3));
   const Tensor qg = rounded(c.seed_gradient(), to_e5m2);
   const std::vector<testing::RefTensor> y = testing::reference_forward(
       "scaled_dot_product_attention", {to_ref(qin[0]), to_ref(qin[1]), to_ref(qin[2])}, c.attrs());
@@ -226,7 +227,9 @@ TEST_P(SimulateFormatAttentionMask, RoundsQueryKeyValueAndTheGradient) {
 
 INSTANTIATE_TEST_SUITE_P(Masks, SimulateFormatAttentionMask,
                          ::testing::Values(AttentionMask::kNone, AttentionMask::kCausal),
-                         [](const auto& param_info) { return std::string(attention_mask_name(param_info.param)); });
+                         [](const auto& param_info) {
+                           return std::string(attention_mask_name(param_info.param));
+                         });
 
 }  // namespace
 }  // namespace unitscale

@@ -279,7 +279,8 @@ TEST(SimulateFormat, GradientOverflowSaturatesOrGoesToInfinity) {
     c.differentiate();
     const LinearResult r = run(c);
     const auto saturated = [](float v) {
-      return static_cast<double>(static_cast<float>(convert<float8_e5m2>(v, Rounding::kNearestEven, Overflow::kSaturate)));
+      return static_cast<double>(
+          static_cast<float>(convert<float8_e5m2>(v, Rounding::kNearestEven, Overflow::kSaturate)));
     };
     if (overflow == Overflow::kSaturate) {
       expect_matches(r, reference(c, to_e4m3, saturated));

@@ -59,12 +59,12 @@ TEST(DelayedScaling, UsesTheScaleFromBeforeTheStepAndRollsOnlyWhenUsed) {
   DelayedScaling role(kFloat8E4M3FN, {.history_length = 3});
   EXPECT_EQ(role.scale(), Scale());  // s_0 = 1
   role.record(100.0f);
-  role.record(-900.0f);  // max |amax| over the step
+  role.record(-900.0f);              // max |amax| over the step
   EXPECT_EQ(role.scale(), Scale());  // unchanged during the step
   role.end_step();
   EXPECT_THAT(role.history(), ElementsAre(900.0f));
   EXPECT_EQ(role.scale(), Scale::power_of_two(2));  // 900 / 448 -> 4
-  role.end_step();  // a step in which the role did not run: no roll
+  role.end_step();                                  // a step in which the role did not run: no roll
   EXPECT_THAT(role.history(), ElementsAre(900.0f));
   for (const float a : {10.0f, 20.0f, 30.0f}) {
     role.record(a);
@@ -76,7 +76,8 @@ TEST(DelayedScaling, UsesTheScaleFromBeforeTheStepAndRollsOnlyWhenUsed) {
 }
 
 TEST(DelayedScaling, MostRecentAndDegenerateHistories) {
-  DelayedScaling recent(kFloat8E4M3FN, {.history_length = 4, .algorithm = AmaxAlgorithm::kMostRecent});
+  DelayedScaling recent(kFloat8E4M3FN,
+                        {.history_length = 4, .algorithm = AmaxAlgorithm::kMostRecent});
   for (const float a : {900.0f, 10.0f}) {
     recent.record(a);
     recent.end_step();
@@ -103,7 +104,7 @@ TEST(MxScaleCode, RceilAndFloorOnHandMadeBlocks) {
   EXPECT_EQ(mx_scale_code(448.0f, kFloat8E4M3FN, MxScaleRule::kRceil), 127);  // exact fit
   EXPECT_EQ(mx_scale_code(6.0f, kFloat4E2M1FN, MxScaleRule::kRceil), 127);
   EXPECT_EQ(mx_scale_code(6.5f, kFloat4E2M1FN, MxScaleRule::kRceil), 128);
-  EXPECT_EQ(mx_scale_code(7.5f, kFloat6E2M3FN, MxScaleRule::kFloor), 127);    // emax 2
+  EXPECT_EQ(mx_scale_code(7.5f, kFloat6E2M3FN, MxScaleRule::kFloor), 127);      // emax 2
   EXPECT_EQ(mx_scale_code(1.0f, kFloat6E3M2FN, MxScaleRule::kFloor), 127 - 4);  // emax 4
   EXPECT_EQ(mx_scale_code(1.0f, kFloat8E5M2, MxScaleRule::kFloor), 127 - 15);   // emax 15
   for (const MxScaleRule rule : {MxScaleRule::kRceil, MxScaleRule::kFloor}) {

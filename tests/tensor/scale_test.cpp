@@ -116,8 +116,8 @@ TEST(Pow2Decompose, IsExactForEveryFloatIncludingSubnormals) {
   EXPECT_EQ(pow2_decompose(std::ldexp(1.0f, -24)).exponent, -24);
   EXPECT_EQ(pow2_decompose(std::ldexp(1.0f, -133)).exponent, -133);
   EXPECT_EQ(pow2_decompose(std::ldexp(1.0f, -133)).mantissa, 1.0f);
-  for (const float special : {std::numeric_limits<float>::infinity(),
-                              -std::numeric_limits<float>::infinity()}) {
+  for (const float special :
+       {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()}) {
     EXPECT_EQ(pow2_decompose(special).mantissa, special);
     EXPECT_EQ(pow2_decompose(special).exponent, 0);
   }

@@ -92,23 +92,26 @@ TEST(ScaledTensor, MxBlocksHaveE8M0ScalesAndATailBlock) {
   EXPECT_EQ(back[40], 512.0f);
   for (std::int64_t r = 0; r < 2; ++r) {
     for (std::int64_t b = 0; b < 3; ++b) {
-      const std::int64_t begin = r * 70 + b * 32, end = r * 70 + std::min<std::int64_t>(70, (b + 1) * 32);
+      const std::int64_t begin = r * 70 + b * 32,
+                         end = r * 70 + std::min<std::int64_t>(70, (b + 1) * 32);
       const int code = static_cast<int>(q.scales().bytes()[r * 3 + b]);
       EXPECT_EQ(code, mx_scale_code(static_cast<float>(amax_of(x.data() + begin, end - begin)),
                                     kFloat8E4M3FN));
       const double scale = std::ldexp(1.0, code - 127);
-      for (std::int64_t i = begin; i < end; ++i) EXPECT_EQ(back[i], e4m3(x[i] / scale) * scale) << i;
+      for (std::int64_t i = begin; i < end; ++i)
+        EXPECT_EQ(back[i], e4m3(x[i] / scale) * scale) << i;
     }
   }
   // FLOOR on the same block: X = 1 and 500 saturates to 448.
-  const ScaledTensor floor = ScaledTensor::quantize(
-      x, {.format = DType::kE4M3FN, .granularity = ScaleGranularity::kBlock,
-          .mx_rule = MxScaleRule::kFloor});
+  const ScaledTensor floor = ScaledTensor::quantize(x, {.format = DType::kE4M3FN,
+                                                        .granularity = ScaleGranularity::kBlock,
+                                                        .mx_rule = MxScaleRule::kFloor});
   EXPECT_EQ(floor.dequantize()[40], 448.0f);
   // A NaN makes its block NaN, and only its block.
   x[3] = std::numeric_limits<float>::quiet_NaN();
-  const Tensor with_nan = ScaledTensor::quantize(
-      x, {.format = DType::kE4M3FN, .granularity = ScaleGranularity::kBlock}).dequantize();
+  const Tensor with_nan =
+      ScaledTensor::quantize(x, {.format = DType::kE4M3FN, .granularity = ScaleGranularity::kBlock})
+          .dequantize();
   for (std::int64_t i = 0; i < 32; ++i) EXPECT_TRUE(std::isnan(with_nan[i])) << i;
   EXPECT_EQ(with_nan[40], 512.0f);
 }
@@ -179,19 +182,33 @@ TEST(ScaledTensor, StaticZeroAndCasts) {
 }
 
 TEST(ScaledTensor, ErrorsNameWhatWasWrong) {
-  EXPECT_THAT([] { ScaledTensor(Tensor(Shape{4, 8}), Tensor(Shape{3}), ScaleGranularity::kRow); },
-              ThrowsMessage<Error>(HasSubstr("row scales for data [4, 8] must be f32 [4], got f32 [3]")));
-  EXPECT_THAT([] { ScaledTensor(Tensor(Shape{4, 40}), Tensor(Shape{4, 2}), ScaleGranularity::kBlock); },
-              ThrowsMessage<Error>(HasSubstr("block scales for data [4, 40] must be e8m0fnu [4, 2], got f32")));
+  EXPECT_THAT(
+      [] {
+        ScaledTensor(Tensor(Shape{4, 8}), Tensor(Shape{3}), ScaleGranularity::kRow);
+      },
+      ThrowsMessage<Error>(HasSubstr("row scales for data [4, 8] must be f32 [4], got f32 [3]")));
+  EXPECT_THAT(
+      [] {
+        ScaledTensor(Tensor(Shape{4, 40}), Tensor(Shape{4, 2}), ScaleGranularity::kBlock);
+      },
+      ThrowsMessage<Error>(
+          HasSubstr("block scales for data [4, 40] must be e8m0fnu [4, 2], got f32")));
   EXPECT_THAT([] { ScaledTensor(Tensor(Shape{2}, DType::kE8M0FNU), Scale()); },
               ThrowsMessage<Error>(HasSubstr("data dtype e8m0fnu cannot hold data")));
   EXPECT_THAT([] { ScaledTensor(Tensor(Shape{2}), Scale::power_of_two(200)); },
               ThrowsMessage<Error>(HasSubstr("scale 2^200 is outside float's range")));
-  EXPECT_THAT([] { ScaledTensor(Tensor(Shape{2}), Tensor(Shape{}, std::vector<float>{-1.0f}),
-                                ScaleGranularity::kTensor); },
-              ThrowsMessage<Error>(HasSubstr("finite and positive, or 0, got -1")));
-  EXPECT_THAT([] { ScaledTensor::quantize(spread_rows(2, 4, 1), {.granularity = ScaleGranularity::kRow}).scale(); },
-              ThrowsMessage<Error>(HasSubstr("the tensor has row scales [2], not one")));
+  EXPECT_THAT(
+      [] {
+        ScaledTensor(Tensor(Shape{2}), Tensor(Shape{}, std::vector<float>{-1.0f}),
+                     ScaleGranularity::kTensor);
+      },
+      ThrowsMessage<Error>(HasSubstr("finite and positive, or 0, got -1")));
+  EXPECT_THAT(
+      [] {
+        ScaledTensor::quantize(spread_rows(2, 4, 1), {.granularity = ScaleGranularity::kRow})
+            .scale();
+      },
+      ThrowsMessage<Error>(HasSubstr("the tensor has row scales [2], not one")));
   EXPECT_THAT([] { ScaledTensor::quantize(Tensor(Shape{2}, DType::kF16)); },
               ThrowsMessage<Error>(HasSubstr("expected f32 values, got f16 [2]")));
 }

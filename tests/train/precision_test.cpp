@@ -45,12 +45,15 @@ TEST(PrecisionConfig, HandsItsSettingsToSimulateFormatAndTheOptimizer) {
   EXPECT_EQ(fp8.matmuls.inputs, DType::kE4M3FN);
   EXPECT_EQ(fp8.matmuls.gradients, DType::kE5M2);
   EXPECT_TRUE(fp8.high_precision_modules.empty());
-  EXPECT_FALSE(PrecisionConfig::parse("fp8-critical").simulate_format_options(0)->high_precision_modules.empty());
+  EXPECT_FALSE(PrecisionConfig::parse("fp8-critical")
+                   .simulate_format_options(0)
+                   ->high_precision_modules.empty());
 
   // Dynamic loss scaling must see an overflowing gradient as Inf, so its cast stops saturating;
   // x and W keep the recipe's saturation.
   EXPECT_EQ(fp8.matmuls.gradient_overflow, Overflow::kSaturate);
-  const SimulateFormatOptions fp8_dls = *PrecisionConfig::parse("fp8+dls").simulate_format_options(0);
+  const SimulateFormatOptions fp8_dls =
+      *PrecisionConfig::parse("fp8+dls").simulate_format_options(0);
   EXPECT_EQ(fp8_dls.matmuls.gradient_overflow, Overflow::kNonFinite);
   EXPECT_EQ(fp8_dls.matmuls.overflow, Overflow::kSaturate);
 

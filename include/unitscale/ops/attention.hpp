@@ -43,12 +43,12 @@
 // "dropout" (double in [0, 1), default 0), "seed" (integer, default 0).
 
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
+#include "unitscale/graph/graph.hpp"
 #include "unitscale/ops/gemm_input_formats.hpp"
 #include "unitscale/ops/op_def.hpp"
-#include <optional>
-#include "unitscale/graph/graph.hpp"
 
 namespace unitscale {
 

@@ -1,6 +1,7 @@
 #pragma once
 // The formats a matmul-bearing op (linear, linear_readout, matmul, scaled_dot_product_attention)
-// rounds its GEMM operands to: the FP8 training recipe of the unit-scaling papers (arXiv 2303.11257 §5, 2407.17465 §4.4).
+// rounds its GEMM operands to: the FP8 training recipe of the unit-scaling papers (arXiv 2303.11257
+// §5, 2407.17465 §4.4).
 //
 //   forward    y  = op(q_in(x), q_in(W))           x and W rounded to `inputs` (e.g. E4M3)
 //   backward   g' = q_grad(∂L/∂y)                   the incoming gradient rounded to `gradients`
@@ -102,10 +103,18 @@ GemmOperand gemm_operand(const ConstTensorView& x, DType format, Rounding roundi
 // v after q and k).
 enum class GemmOperandRole : std::uint8_t { kLeft = 0, kRight = 1, kGradient = 2, kThird = 3 };
 
-// An input (kLeft, kRight, kThird) rounded to formats.inputs, or the output's gradient (kGradient) to
-// formats.gradients, with the stream of that operand at executor step `step`.
+// An input (kLeft, kRight, kThird) rounded to formats.inputs, or the output's gradient (kGradient)
+// to formats.gradients, with the stream of that operand at executor step `step`.
 GemmOperand gemm_operand(const ConstTensorView& x, const GemmInputFormats& formats,
                          GemmOperandRole role, std::uint64_t step, bool placeholder = false);
+
+// The two inputs of a two-operand GEMM op (linear's x and W, matmul's left and right), rounded.
+struct GemmOperandPair {
+  GemmOperand left, right;
+};
+GemmOperandPair gemm_operands(const ConstTensorView& left, const ConstTensorView& right,
+                              const GemmInputFormats& formats, std::uint64_t step,
+                              bool placeholder = false);
 
 // The GemmType that carries `format`'s codes: its own where the GEMM engine takes it, else BF16.
 GemmType gemm_carrier_type(DType format);

@@ -26,9 +26,9 @@ namespace unitscale {
 // ---- current amax scaling ----------------------------------------------------------------------
 
 struct AmaxScaling {
-  int margin = 0;               // leave 2^margin of headroom above the amax
-  bool power_of_two = true;     // round s up to 2^⌈log2 s⌉ (the quantised amax never overflows)
-  double amax_epsilon = 0.0;    // amax ← max(amax, ε), for tensors that may be all zeros
+  int margin = 0;             // leave 2^margin of headroom above the amax
+  bool power_of_two = true;   // round s up to 2^⌈log2 s⌉ (the quantised amax never overflows)
+  double amax_epsilon = 0.0;  // amax ← max(amax, ε), for tensors that may be all zeros
 };
 
 struct ChosenScale {
@@ -48,7 +48,7 @@ enum class AmaxAlgorithm : std::uint8_t { kMax, kMostRecent };
 struct DelayedScalingOptions {
   int history_length = 1024;  // TransformerEngine's default; 16–32 adapts faster
   AmaxAlgorithm algorithm = AmaxAlgorithm::kMax;
-  AmaxScaling scaling = {};   // margin and power-of-two rounding of each new scale
+  AmaxScaling scaling = {};  // margin and power-of-two rounding of each new scale
 };
 
 // One quantised tensor role (a layer's input, weight or gradient), step by step: quantise with
@@ -84,6 +84,7 @@ std::string_view mx_scale_rule_name(MxScaleRule rule);  // "rceil", "floor"
 //   RCEIL  2^⌈log2(amax / max_element)⌉ from t = amax / max_element in float: t's exponent field,
 //          plus 1 if its mantissa is not zero; 0 → 0x00, +Inf → 0xFE, NaN → 0xFF, at most 0xFE
 //   FLOOR  2^(⌊log2 amax⌋ − ⌊log2 max_element⌋), clipped to 2^±127; 0 → 0x00, NaN → 0xFF
-std::uint8_t mx_scale_code(float amax, const FormatSpec& element, MxScaleRule rule = MxScaleRule::kRceil);
+std::uint8_t mx_scale_code(float amax, const FormatSpec& element,
+                           MxScaleRule rule = MxScaleRule::kRceil);
 
 }  // namespace unitscale

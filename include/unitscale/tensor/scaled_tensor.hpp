@@ -39,7 +39,7 @@ struct QuantizeOptions {
   ScaleGranularity granularity = ScaleGranularity::kTensor;
   std::int64_t block_size = 32;  // kBlock: elements per block along the last axis
   AmaxScaling amax = {};         // kTensor, kRow: how each scale follows its elements' amax
-  MxScaleRule mx_rule = MxScaleRule::kRceil;  // kBlock
+  MxScaleRule mx_rule = MxScaleRule::kRceil;   // kBlock
   Rounding rounding = Rounding::kNearestEven;  // stochastic rounding is not offered here
   Overflow overflow = Overflow::kSaturate;
 };

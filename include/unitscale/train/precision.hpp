@@ -1,9 +1,9 @@
 #pragma once
 // PrecisionConfig: the precision a training task runs in, as the tasks' configs and
 // unitscale-train's --simulate, --critical-matmuls, --per-tensor-scaling, --stochastic-gradients,
-// --round-attention and --loss-scale give it. The task applies it with simulate_format (graph/simulate_format.hpp)
-// to its training forward and its evaluation forwards alike, so the model is evaluated as it
-// trains, and records the loss scale in its training step.
+// --round-attention and --loss-scale give it. The task applies it with simulate_format
+// (graph/simulate_format.hpp) to its training forward and its evaluation forwards alike, so the
+// model is evaluated as it trains, and records the loss scale in its training step.
 
 #include <cstdint>
 #include <optional>
