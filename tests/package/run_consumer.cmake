@@ -37,12 +37,12 @@ endif()
 
 if(MODE STREQUAL "add_subdirectory")
   # This mode compiles the whole library again inside the consumer. It proves the CMake
-  # integration, which does not depend on optimisation, so it builds unoptimised (Debug): an
-  # optimised second compile of the library cost about three minutes of every test run.
+  # integration, which does not depend on optimisation, so it builds without optimisation or debug
+  # information (build type None: no flags), which takes 2 minutes where Release took 3.
   list(APPEND configure_args
     "-DUNITSCALE_SOURCE_DIR=${UNITSCALE_SOURCE_DIR}"
     "-DUNITSCALE_NATIVE=${UNITSCALE_NATIVE}"
-    -DCMAKE_BUILD_TYPE=Debug)
+    -DCMAKE_BUILD_TYPE=None)
 elseif(MODE STREQUAL "find_package")
   set(prefix "${WORK_DIR}/prefix")
   set(install_args --install "${UNITSCALE_BINARY_DIR}" --prefix "${prefix}")
