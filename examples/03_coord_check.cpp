@@ -28,9 +28,10 @@
 #include <string_view>
 #include <vector>
 
-#include "unitscale/nn/init.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/io/text_corpus.hpp"
+#include "unitscale/nn/init.hpp"
+#include "unitscale/train/command_line.hpp"
 #include "unitscale/train/coord_check.hpp"
 
 namespace us = unitscale;
@@ -76,29 +77,6 @@ void print_help() {
       kFortunes.string());
 }
 
-std::vector<std::int64_t> parse_widths(const std::string& text) {
-  std::vector<std::int64_t> widths;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t comma = std::min(text.find(',', start), text.size());
-    const std::string item = text.substr(start, comma - start);
-    std::size_t used = 0;
-    long long w = 0;
-    try {
-      w = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (item.empty() || used != item.size() || w < 1) {
-      throw us::Error(
-          fmt::format("--widths: '{}' is not a positive integer (in '{}')", item, text));
-    }
-    widths.push_back(w);
-    start = comma + 1;
-  }
-  return widths;
-}
-
 int parse_count(const std::string& flag, const std::string& text) {
   std::size_t used = 0;
   int n = 0;
@@ -126,7 +104,7 @@ Options parse(int argc, char** argv) {
       print_help();
       std::exit(0);
     } else if (arg == "--widths") {
-      options.config.widths = parse_widths(value());
+      options.config.widths = us::CommandLine::parse_positive_integers("--widths", value());
       widths_given = true;
     } else if (arg == "--seeds") {
       options.config.seeds = parse_count(arg, value());

@@ -60,11 +60,8 @@ struct Options {
 
 std::vector<double> parse_list(const std::string& flag, const std::string& text) {
   std::vector<double> values;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t comma = std::min(text.find(',', start), text.size());
-    values.push_back(us::CommandLine::parse_number(flag, text.substr(start, comma - start)));
-    start = comma + 1;
+  for (const std::string& item : us::CommandLine::split_list(text)) {
+    values.push_back(us::CommandLine::parse_number(flag, item));
   }
   return values;
 }
@@ -128,11 +125,7 @@ class Sweep {
 };
 
 std::vector<std::int64_t> integers(const std::string& flag, const std::string& text) {
-  std::vector<std::int64_t> out;
-  for (const double v : parse_list(flag, text)) {
-    if (v < 1 || v != std::floor(v)) throw us::Error(fmt::format("{}: '{}' holds a non-integer", flag, text));
-    out.push_back(static_cast<std::int64_t>(v));
-  }
+  std::vector<std::int64_t> out = us::CommandLine::parse_positive_integers(flag, text);
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -180,13 +173,8 @@ bool report(const Options& o, const std::string& name, const std::vector<us::Cri
 bool run_e3(const Options& o, Sweep& sweep) {
   const auto widths = integers("--widths", o.widths);
   std::vector<us::Scheme> schemes;
-  {
-    std::size_t start = 0;
-    while (start <= o.schemes.size()) {
-      const std::size_t comma = std::min(o.schemes.find(',', start), o.schemes.size());
-      schemes.push_back(us::scheme_from_flag(o.schemes.substr(start, comma - start), "--schemes"));
-      start = comma + 1;
-    }
+  for (const std::string& name : us::CommandLine::split_list(o.schemes)) {
+    schemes.push_back(us::scheme_from_flag(name, "--schemes"));
   }
   for (const us::Scheme scheme : schemes) {
     const std::vector<double> grid =

@@ -68,18 +68,6 @@ struct Options {
   bool check = false;
 };
 
-std::vector<std::string> split(const std::string& text) {
-  std::vector<std::string> parts;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t comma = std::min(text.find(',', start), text.size());
-    parts.push_back(text.substr(start, comma - start));
-    start = comma + 1;
-  }
-  return parts;
-}
-
-
 class Fp8Sweep {
  public:
   Fp8Sweep(const Options& o, const us::TextCorpus& corpus)
@@ -311,17 +299,14 @@ int run(int argc, char** argv) {
   }
   if (o.warmup < 0) o.warmup = o.steps / 10;
   std::vector<us::Scheme> schemes;
-  for (const std::string& name : split(o.schemes)) schemes.push_back(us::scheme_from_flag(name, "--schemes"));
-  std::vector<std::int64_t> widths;
-  for (const std::string& text : split(o.widths)) {
-    const double w = us::CommandLine::parse_number("--widths", text);
-    if (w < 1 || w != std::floor(w)) throw us::Error(fmt::format("--widths: '{}' is not a width", text));
-    widths.push_back(static_cast<std::int64_t>(w));
+  for (const std::string& name : us::CommandLine::split_list(o.schemes)) {
+    schemes.push_back(us::scheme_from_flag(name, "--schemes"));
   }
+  std::vector<std::int64_t> widths = us::CommandLine::parse_positive_integers("--widths", o.widths);
   std::sort(widths.begin(), widths.end());
   std::vector<std::string> variants;
   if (!o.variants.empty()) {
-    for (const std::string& word : split(o.variants)) {
+    for (const std::string& word : us::CommandLine::split_list(o.variants)) {
       variants.push_back(us::PrecisionConfig::parse(word).name());
     }
   }

@@ -175,21 +175,6 @@ us::CommandLine make_command_line(Arguments& a) {
   return cli;
 }
 
-std::vector<std::int64_t> parse_widths(const std::string& text) {
-  std::vector<std::int64_t> widths;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t comma = std::min(text.find(',', start), text.size());
-    const double w = us::CommandLine::parse_number("--hidden", text.substr(start, comma - start));
-    if (w < 1 || w != std::floor(w)) {
-      throw us::Error(fmt::format("--hidden: widths must be positive integers, got '{}'", text));
-    }
-    widths.push_back(static_cast<std::int64_t>(w));
-    start = comma + 1;
-  }
-  return widths;
-}
-
 us::TrainerOptions trainer_options(const Arguments& a) {
   fs::path checkpoint_dir = a.checkpoint_dir;
   if (checkpoint_dir.empty() && !a.out.empty()) checkpoint_dir = fs::path(a.out) / "checkpoints";
@@ -309,7 +294,7 @@ int train_decoder(const Arguments& a) {
 int train_mlp(const Arguments& a) {
   us::ImageClassifierConfig config;
   set_common(config, a);
-  config.hidden = parse_widths(a.hidden);
+  config.hidden = us::CommandLine::parse_positive_integers("--hidden", a.hidden);
   config.activation =
       a.activation == "relu" ? us::ClassifierActivation::kRelu : us::ClassifierActivation::kGelu;
 

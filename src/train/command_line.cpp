@@ -154,6 +154,31 @@ double CommandLine::parse_number(std::string_view what, std::string_view text) {
                           text));
 }
 
+std::vector<std::string> CommandLine::split_list(std::string_view text) {
+  std::vector<std::string> items;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    items.emplace_back(text.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return items;
+}
+
+std::vector<std::int64_t> CommandLine::parse_positive_integers(std::string_view what,
+                                                               std::string_view text) {
+  std::vector<std::int64_t> values;
+  for (const std::string& item : split_list(text)) {
+    std::int64_t v = 0;
+    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    if (item.empty() || ec != std::errc() || end != item.data() + item.size() || v < 1) {
+      throw Error(fmt::format("{}: '{}' is not a positive integer (in '{}')", what, item, text));
+    }
+    values.push_back(v);
+  }
+  return values;
+}
+
 bool CommandLine::parse(int argc, const char* const* argv) {
   given_.clear();
   for (int i = 1; i < argc; ++i) {

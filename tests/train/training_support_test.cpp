@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "unitscale/error.hpp"
 #include "unitscale/train/command_line.hpp"
@@ -82,6 +83,23 @@ TEST(CommandLine, BadInputNamesTheOptionAndWhatItExpected) {
   EXPECT_TRUE(contains(error_of([&] { parse(cli, {"--width"}); }), "--width needs a value"));
   EXPECT_TRUE(contains(error_of([&] { parse(cli, {"--resume=yes"}); }), "takes no value"));
   EXPECT_THROW(cli.flag("--resume", &p.resume, "again"), us::Error);
+}
+
+TEST(CommandLine, ListsSplitAtCommasAndIntegersAreChecked) {
+  EXPECT_EQ(us::CommandLine::split_list("sp,mup,umup"),
+            (std::vector<std::string>{"sp", "mup", "umup"}));
+  EXPECT_EQ(us::CommandLine::split_list("a,,b"), (std::vector<std::string>{"a", "", "b"}));
+  EXPECT_EQ(us::CommandLine::split_list(""), (std::vector<std::string>{""}));
+  EXPECT_EQ(us::CommandLine::parse_positive_integers("--widths", "256,64,128"),
+            (std::vector<std::int64_t>{256, 64, 128}));  // the given order
+  for (const char* bad : {"64,", "64,0", "64,-8", "64,1.5", "64,x", "2^6"}) {
+    EXPECT_TRUE(contains(
+        error_of([&] { us::CommandLine::parse_positive_integers("--widths", bad); }),
+        "--widths: '"))
+        << bad;
+  }
+  EXPECT_TRUE(contains(error_of([] { us::CommandLine::parse_positive_integers("--hidden", "512,0"); }),
+                       "--hidden: '0' is not a positive integer (in '512,0')"));
 }
 
 TEST(CommandLine, HelpListsEveryOptionWithItsDefault) {

@@ -50,6 +50,13 @@ class CommandLine {
 
   // "2^-8" → 1/256, else a plain decimal; throws naming `what` if it is not a finite number.
   static double parse_number(std::string_view what, std::string_view text);
+  // The items of a comma-separated list, "a,b" → {"a", "b"}; empty items are kept, so that the
+  // caller's check of each item names them.
+  static std::vector<std::string> split_list(std::string_view text);
+  // A comma-separated list of positive integers (widths, layer sizes), in the given order; throws
+  // naming `what` and the bad item otherwise.
+  static std::vector<std::int64_t> parse_positive_integers(std::string_view what,
+                                                           std::string_view text);
 
  private:
   struct Entry {
