@@ -69,7 +69,6 @@
 //   bench_train --benchmark_filter='train_step/umup/width:1024/'   one row in its own process
 
 #include <benchmark/benchmark.h>
-#include <malloc.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -79,7 +78,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -89,6 +87,7 @@
 #include <vector>
 
 #include "support/bench_context.hpp"
+#include "support/memory_probe.hpp"
 #include "unitscale/analysis/scale_tracking.hpp"
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/graph/graph.hpp"
@@ -162,48 +161,6 @@ double gemm_flops(const std::vector<GemmProfileEntry>& profile) {
 // ---------------------------------------------------------------------------------------------
 // Memory
 // ---------------------------------------------------------------------------------------------
-
-// A field of /proc/self/status in KiB ("VmRSS", "VmHWM"), or -1.
-long status_kib(std::string_view key) {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.starts_with(key) && line.size() > key.size() && line[key.size()] == ':') {
-      return std::strtol(line.c_str() + key.size() + 1, nullptr, 10);
-    }
-  }
-  return -1;
-}
-
-// Resets VmHWM to the current resident set (Linux ≥ 4.0: "5" to /proc/self/clear_refs).
-bool reset_peak_rss() {
-  std::ofstream clear_refs("/proc/self/clear_refs");
-  if (!clear_refs) return false;
-  clear_refs << "5";
-  clear_refs.flush();
-  return static_cast<bool>(clear_refs);
-}
-
-bool peak_rss_resettable() {
-  static const bool ok = reset_peak_rss();
-  return ok;
-}
-
-// The resident set before a row: free heap returned to the system first (malloc_trim), so that
-// memory an earlier row freed but glibc kept does not hide this row's growth, then the peak reset.
-struct MemoryProbe {
-  long baseline_kib;
-  MemoryProbe() {
-    malloc_trim(0);
-    reset_peak_rss();
-    baseline_kib = status_kib("VmRSS");
-  }
-  void report(benchmark::State& state) const {
-    const long peak = status_kib("VmHWM");
-    state.counters["peak_rss_MiB"] = static_cast<double>(peak) / 1024.0;
-    state.counters["rss_growth_MiB"] = static_cast<double>(peak - baseline_kib) / 1024.0;
-  }
-};
 
 // ---------------------------------------------------------------------------------------------
 // The model
@@ -365,7 +322,7 @@ void print_op_profile_once(const std::string& row, Executor& exec) {
 }
 
 void bm_row(benchmark::State& state, Variant variant, std::int64_t width) {
-  const MemoryProbe memory;
+  const bench::MemoryProbe memory;
   const bool forward_only = variant == Variant::kForwardUmup;
   const Scheme scheme = variant == Variant::kTrainSp ? Scheme::kSP : Scheme::kUMuP;
   std::optional<SimulateFormatOptions> precision;
@@ -516,7 +473,7 @@ void add_context() {
       "model", "u-muP byte-level decoder: vocab 256, depth 4, heads width/32, SwiGLU x2, RMSNorm "
                "(no affine), NoPE causal attention; batch 16 x 128 tokens; FP32; AdamW");
   benchmark::AddCustomContext(
-      "peak_rss", peak_rss_resettable()
+      "peak_rss", bench::peak_rss_resettable()
                       ? "per row (VmHWM reset through /proc/self/clear_refs before each row)"
                       : "process lifetime (clear_refs not writable): run rows one per process");
 }

@@ -6,4 +6,6 @@
 #include "unitscale/graph/dead_code.hpp"
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/graph/graph.hpp"
+#include "unitscale/graph/propagate_scales.hpp"
+#include "unitscale/graph/scaled_op.hpp"
 #include "unitscale/graph/simulate_format.hpp"

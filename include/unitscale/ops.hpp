@@ -4,11 +4,12 @@
 
 #include "unitscale/ops/activation.hpp"
 #include "unitscale/ops/attention.hpp"
-#include "unitscale/ops/cast.hpp"
 #include "unitscale/ops/attributes.hpp"
+#include "unitscale/ops/cast.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/conv1d.hpp"
 #include "unitscale/ops/dropout.hpp"
+#include "unitscale/ops/dynamic_rescale.hpp"
 #include "unitscale/ops/elementwise.hpp"
 #include "unitscale/ops/embedding.hpp"
 #include "unitscale/ops/gemm_input_formats.hpp"

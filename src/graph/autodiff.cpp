@@ -20,12 +20,19 @@ void accumulate_kernel(std::span<const ConstTensorView> in, std::span<const Tens
   out[0].vector() = in[0].vector() + in[1].vector();
 }
 
+// y = a + b of two gradient contributions, independent terms: the L2 rule (a static zero drops
+// out). No backward.
+std::vector<Scale> accumulate_scale_rule(const ScaleRuleArgs& args) {
+  return {args.l2({args.scale(0), args.scale(1)})};
+}
+
 // Sums two gradient contributions of the same value.
 const OpDef kAccumulateGrad{
     .name = "accumulate_grad",
     .inputs = {"a", "b"},
     .infer_shapes = same_shape_as_first,
     .kernel = accumulate_kernel,
+    .scale_propagation = accumulate_scale_rule,
 };
 
 std::vector<bool> depends_on(const Graph& graph, std::span<const int> order,

@@ -306,7 +306,7 @@ void Executor::run() {
     }
     views_ready_ = true;
   }
-  const KernelContext context{.step = step_};
+  KernelContext context{.step = step_};
   if (profiling_ && node_time_.size() != steps_.size()) {
     node_time_.assign(steps_.size(), {});
     node_calls_.assign(steps_.size(), 0);
@@ -314,6 +314,7 @@ void Executor::run() {
   for (std::size_t s = 0; s < steps_.size(); ++s) {
     const Step& step = steps_[s];
     const Node& node = node_of(step);
+    context.op = node.op;
     if (profiling_) {
       const auto start = std::chrono::steady_clock::now();
       node.op->kernel(step.inputs, step.outputs, node.attrs, context);

@@ -238,6 +238,44 @@ void silu_glu_backward_kernel(std::span<const ConstTensorView> in, std::span<con
                     scale_of(attrs, "beta_x"), scale_of(attrs, "beta_gate"));
 }
 
+// Scale rules. relu, gelu and silu are degree 1 in x at both ends: x·Φ(m·x) and x·σ(m·x) are
+// ≈ x/2 for small |m·x| and ≈ relu(x) for large, so rms(y) is between s_x/2 and s_x/√2 times the
+// op's α whatever m is. Their derivatives (Φ + m·x·φ, σ·(1 + z·(1 − σ)), the step) are degree 0 in
+// x, so grad_x is s_grad_y times β_x. relu has no α or β.
+std::vector<Scale> relu_scale_rule(const ScaleRuleArgs& args) { return {args.scale(0)}; }
+
+// Backward inputs of the unary activations: x, y (absent), grad_y.
+std::vector<Scale> relu_backward_scale_rule(const ScaleRuleArgs& args) { return {args.scale(2)}; }
+
+std::vector<Scale> gelu_scale_rule(const ScaleRuleArgs& args) {
+  return {args.p2(args.unit_scale("alpha")) * args.scale(0)};
+}
+std::vector<Scale> gelu_backward_scale_rule(const ScaleRuleArgs& args) {
+  return {args.p2(args.unit_scale("beta_x")) * args.scale(2)};
+}
+
+std::vector<Scale> silu_scale_rule(const ScaleRuleArgs& args) {
+  return {args.p2(args.unit_scale("alpha")) * args.scale(0)};
+}
+std::vector<Scale> silu_backward_scale_rule(const ScaleRuleArgs& args) {
+  return {args.p2(args.unit_scale("beta_x")) * args.scale(2)};
+}
+
+// y = α·x·silu(gate): degree 1 in x and, as silu is, in gate. grad_x = β_x·g·silu(gate) (degree 1
+// in g and gate), grad_gate = β_gate·g·x·silu′(gate) (degree 1 in g and x, 0 in gate).
+std::vector<Scale> silu_glu_scale_rule(const ScaleRuleArgs& args) {
+  return {args.p2(args.unit_scale("alpha")) * args.scale(0) * args.scale(1)};
+}
+
+// Backward inputs: x, gate, y (absent), grad_y.
+std::vector<Scale> silu_glu_backward_scale_rule(const ScaleRuleArgs& args) {
+  const Scale& g = args.scale(3);
+  std::vector<Scale> grads(2);
+  if (args.has_output(0)) grads[0] = args.p2(args.unit_scale("beta_x")) * g * args.scale(1);
+  if (args.has_output(1)) grads[1] = args.p2(args.unit_scale("beta_gate")) * g * args.scale(0);
+  return grads;
+}
+
 }  // namespace
 
 const OpDef kReluOp{
@@ -247,6 +285,8 @@ const OpDef kReluOp{
     .kernel = relu_kernel,
     .backward_kernel = relu_backward_kernel,
     .backward_reads = 0b01,
+    .scale_propagation = relu_scale_rule,
+    .backward_scale_propagation = relu_backward_scale_rule,
 };
 
 const OpDef kGeluOp{
@@ -261,6 +301,8 @@ const OpDef kGeluOp{
     .kernel = gelu_kernel,
     .backward_kernel = gelu_backward_kernel,
     .backward_reads = 0b01,
+    .scale_propagation = gelu_scale_rule,
+    .backward_scale_propagation = gelu_backward_scale_rule,
 };
 
 const OpDef kSiluOp{
@@ -274,6 +316,8 @@ const OpDef kSiluOp{
     .kernel = silu_kernel,
     .backward_kernel = silu_backward_kernel,
     .backward_reads = 0b01,
+    .scale_propagation = silu_scale_rule,
+    .backward_scale_propagation = silu_backward_scale_rule,
 };
 
 const OpDef kSiluGluOp{
@@ -286,6 +330,8 @@ const OpDef kSiluGluOp{
     .kernel = silu_glu_kernel,
     .backward_kernel = silu_glu_backward_kernel,
     .backward_reads = 0b011,
+    .scale_propagation = silu_glu_scale_rule,
+    .backward_scale_propagation = silu_glu_backward_scale_rule,
 };
 
 // ------------------------------------------------------------------------------------------------

@@ -207,6 +207,98 @@ AttentionConfig config_at_step(const Attributes& attrs, const KernelContext& con
   return config;
 }
 
+// ---- scale rules ----------------------------------------------------------------------------
+//
+// Per slice, S = (m/d)·q·kᵀ, P = softmax(S), y = α·P̃·v (attention.hpp). The output is homogeneous
+// of degree 1 in v, but not homogeneous in q and k: their scales set the spread of the logits,
+// σ_S = m·s_q·s_k·√d/d = m·s_q·s_k/√d for unit data, and with it how peaked P is: from flat
+// (σ_S → 0, y averages s_k values of v) to one-hot (σ_S → ∞, y picks one). So the rules are
+// homogeneous where the op is (v, grad_y) and evaluate the op's own spread model at the logit
+// spread the input scales give:
+// - F = rms_i √(Σ_j P̃_ij²), the RMS of y over α·s_v: the unit-scaling rule's model,
+//   F = LI(a, √(c/s_k), 1)/√(1−p) with a = σ_S²/(σ_S² + 4) (= 1/attention_unit_scale at
+//   mult m·s_q·s_k), which matches simulated softmaxes within ~15% over all σ_S;
+// - H = rms_i √(Σ_j dS_ij²) / (√d_v·s_g·s_v), the score gradient dS = P∘(dP − rowsum(P∘dP)) over
+//   the spread of dP = g·vᵀ (√d_v·s_g·s_v; dropout multiplies dP by M/(1−p): 1/√(1−p)). Row by
+//   row Σ_j dS_j² ∝ ΣP² − 2ΣP³ + (ΣP²)²: that is ΣP² ≈ F² while P is spread out, but it vanishes
+//   for one-hot rows (a saturated softmax has no gradient), so for large σ_S only rows whose top
+//   two logits nearly tie (a fraction ∝ 1/σ_S of them) contribute, and H falls as ≈ 0.8/√σ_S
+//   (simulated: 0.67–0.94/√σ_S for s_k = 8…512). H ≈ min(LI, 0.8/√σ_S)/√(1−p) is within ~1.4×
+//   of simulation at every σ_S; its peak (~0.3, near σ_S ≈ 4) is where the two meet.
+// No rule tracks dq and dk once fp32 makes the softmax exactly one-hot (σ_S beyond ~10³–10⁴):
+// they are then exactly 0 except at exact ties.
+
+// The softmax spread factors above, for logit multiplier m·s_q·s_k. F is kept as its inverse σ,
+// computed exactly as the unit-scaling rule computes α, so that α/σ is exactly 1 (and the scale
+// exactly s_v) on the unit-scaled graph with s_q·s_k = 1.
+struct SoftmaxSpread {
+  double sigma;  // 1/F: attention_unit_scale at mult m·s_q·s_k
+  double h;      // H
+};
+
+SoftmaxSpread softmax_spread(const ScaleRuleArgs& args, const AttentionConfig& config) {
+  const Shape& q = args.input_shape(0);
+  const Shape& k = args.input_shape(1);
+  const double logit_mult = config.mult * (args.scale(0) * args.scale(1)).value();  // m·s_q·s_k
+  const double sigma =
+      attention_unit_scale(q.dim(-1), k.dim(-2), logit_mult, config.mask, config.dropout);
+  // LI(a, √(c/s), 1) without dropout's factor, and the saturated softmax's H·√(1 − p).
+  const double spread = 1.0 / attention_unit_scale(q.dim(-1), k.dim(-2), logit_mult, config.mask);
+  // σ_S, kept finite (scales beyond double's range) so that H stays positive.
+  const double sigma_s = std::min(logit_mult / std::sqrt(static_cast<double>(q.dim(-1))), 1e300);
+  constexpr double kSaturated = 0.8;  // H·√σ_S of a saturated softmax (simulated 0.67–0.94)
+  const double saturated = sigma_s > 0 ? kSaturated / std::sqrt(sigma_s) : spread;
+  return {sigma, std::min(spread, saturated) / std::sqrt(1.0 - config.dropout)};
+}
+
+// y = α·P̃·v: degree 1 in v, and its RMS is α·F·s_v, so s_y = p2(α·F)·s_v — exactly s_v on the
+// unit-scaled graph (α = σ = 1/F at s_q = s_k = 1).
+std::vector<Scale> attention_scale_rule(const ScaleRuleArgs& args) {
+  const AttentionConfig config = config_of(args.attrs);
+  const SoftmaxSpread spread = softmax_spread(args, config);
+  return {args.p2(args.unit_scale("alpha") / spread.sigma) * args.scale(2)};
+}
+
+// Backward inputs: q, k, v, y (absent), grad_y; outputs grad_q, grad_k, grad_v. With L_q, L_k the
+// query and key lengths, d the head dim and d_v the value dim:
+// - dv = β_v·P̃ᵀ·g: degree 1 in g (P̃ is bounded). dv_j sums P̃_ij·g_i over i, so its mean square
+//   over j is s_g²·(1/L_k)·Σ_ij P̃_ij² = s_g²·(L_q/L_k)·F²: s = p2(β_v·F·√(L_q/L_k))·s_g.
+// - dq = β_q·(m/d)·dS·k: degree 1 in g and in v (through dP = g·vᵀ, and dS is linear in dP) and
+//   degree 1 in k through the explicit factor k — but k also moves the softmax, which is what H
+//   accounts for (q likewise, only through H). dq_i = Σ_j dS_ij·k_j has mean square
+//   s_k²·Σ_j dS_ij² = s_k²·d_v·s_g²·s_v²·H²: s = p2(β_q·(m/d)·√d_v·H)·s_g·s_v·s_k.
+// - dk = β_k·(m/d)·dSᵀ·q: the same with q's factor, and (as for dv) averaged over L_k keys of the
+//   L_q rows' Σ_j dS_ij²: s = p2(β_k·(m/d)·√d_v·H·√(L_q/L_k))·s_g·s_v·s_q.
+// m = 0 makes dq and dk exactly zero (the kernel multiplies by m/d): the static zero.
+std::vector<Scale> attention_backward_scale_rule(const ScaleRuleArgs& args) {
+  const AttentionConfig config = config_of(args.attrs);
+  const SoftmaxSpread spread = softmax_spread(args, config);
+  const Shape& q = args.input_shape(0);
+  const Shape& k = args.input_shape(1);
+  const Shape& v = args.input_shape(2);
+  // √(L_q/L_k); no queries (an empty gradient) counts as one, which keeps the factor positive.
+  const double lengths = std::sqrt(static_cast<double>(std::max<std::int64_t>(1, q.dim(-2))) /
+                                   static_cast<double>(k.dim(-2)));
+  const double score = config.mult / static_cast<double>(q.dim(-1)) *
+                       std::sqrt(static_cast<double>(v.dim(-1))) * spread.h;  // (m/d)·√d_v·H
+  const Scale& s_g = args.scale(4);
+  std::vector<Scale> result(3);
+  if (args.has_output(0)) {
+    result[0] =
+        score > 0 ? args.p2(args.unit_scale("beta_q") * score) * s_g * args.scale(2) * args.scale(1)
+                  : Scale::zero();
+  }
+  if (args.has_output(1)) {
+    result[1] = score > 0 ? args.p2(args.unit_scale("beta_k") * score * lengths) * s_g *
+                                args.scale(2) * args.scale(0)
+                          : Scale::zero();
+  }
+  if (args.has_output(2)) {
+    result[2] = args.p2(args.unit_scale("beta_v") / spread.sigma * lengths) * s_g;
+  }
+  return result;
+}
+
 void attention_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                       const Attributes& attrs, const KernelContext& context) {
   attention_forward(in[0], in[1], in[2], out[0], config_at_step(attrs, context),
@@ -374,6 +466,8 @@ const OpDef kScaledDotProductAttentionOp{
     .backward_kernel = attention_backward_kernel,
     .backward_prepare = attention_backward_prepare,
     .backward_reads = 0b0111,
+    .scale_propagation = attention_scale_rule,
+    .backward_scale_propagation = attention_backward_scale_rule,
     .rounds_gemm_inputs = true,
 };
 

@@ -159,6 +159,13 @@ void cast_backward_kernel(std::span<const ConstTensorView> in, std::span<const T
                     [scale](float g) { return scale * g; });
 }
 
+// A cast runs on the scaled data (OpDef::runs_on_scaled_data) and never rescales, as Scalify's
+// casts: y's data is convert(x's data · scale) and y keeps x's scale, the "scale" attribute (1
+// unless the cast dequantises or quantises with a factor) staying in the data. Likewise grad_x =
+// scale · grad_y keeps grad_y's scale. Backward inputs: x, y (both absent), grad_y.
+std::vector<Scale> cast_scale_rule(const ScaleRuleArgs& args) { return {args.scale(0)}; }
+std::vector<Scale> cast_backward_scale_rule(const ScaleRuleArgs& args) { return {args.scale(2)}; }
+
 std::vector<Shape> infer_cast(std::span<const Shape* const> in, const Attributes& attrs) {
   config_of(attrs);
   return {*in[0]};
@@ -230,6 +237,9 @@ const OpDef kCastOp{
     .kernel = cast_kernel,
     .backward_kernel = cast_backward_kernel,
     .backward_reads = 0,
+    .scale_propagation = cast_scale_rule,
+    .backward_scale_propagation = cast_backward_scale_rule,
+    .runs_on_scaled_data = true,
 };
 
 // ------------------------------------------------------------------------------------------------

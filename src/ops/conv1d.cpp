@@ -316,6 +316,49 @@ void unit_scale_conv1d(std::span<const Shape* const> in, Attributes& attrs) {
   attrs.set("beta_bias", std::pow(rows, -p_beta_weight));
 }
 
+// y = α·(w·im2col(x) + b) per group: homogeneous in x and w, each output sums the fan-in
+// C_in/groups · k products (weight.dim(1)·weight.dim(2); padding taps read zeros, which only
+// lowers the count at the edges), and the bias adds an independent term (L2 rule):
+// s_y = p2(α·√(fan_in·(s_x·s_w)² + s_b²)), i.e. p2(α·√fan_in)·s_x·s_w without a bias.
+std::vector<Scale> conv1d_scale_rule(const ScaleRuleArgs& args) {
+  const Shape& w = args.input_shape(1);
+  const auto fan_in = static_cast<double>(w.dim(1) * w.dim(2));
+  const Scale bias = args.has_input(2) ? args.scale(2) : Scale::zero();  // absent: no term
+  const double alpha = args.unit_scale("alpha");
+  return {args.weighted_l2(
+      {{alpha * std::sqrt(fan_in), args.scale(0) * args.scale(1)}, {alpha, bias}})};
+}
+
+// Backward inputs: x, weight, bias (absent), y (absent), grad_y; outputs grad_x, grad_weight,
+// grad_bias. Every product w·x of the forward appears once in each gradient, so an element of an
+// operand's gradient sums, on average, numel(y)·patch/numel(operand) products (patch =
+// C_in/groups·k), as a matmul's does:
+//   grad_x = β_x·col2im(wᵀ·g)   degree 1 in g and w; numel(y)·patch/numel(x) terms, about
+//                               C_out/groups·k/stride (those reading the padding drop out);
+//   grad_w = β_w·g·im2col(x)ᵀ   degree 1 in g and x; numel(y)/C_out = batch·L_out terms;
+//   grad_b = β_b·Σ g            degree 1 in g; batch·L_out terms.
+// The mean count, not fan_out, is what sets the RMS: it is exact for any stride, where some
+// positions of x receive fewer terms (or none) than others.
+std::vector<Scale> conv1d_backward_scale_rule(const ScaleRuleArgs& args) {
+  const Shape& grad_y = args.input_shape(4);
+  const Shape& w = args.input_shape(1);
+  const auto outputs = static_cast<double>(grad_y.numel());
+  const auto patch = static_cast<double>(w.dim(1) * w.dim(2));
+  const double per_channel = w.dim(0) > 0 ? outputs / static_cast<double>(w.dim(0)) : 1.0;
+  const Scale& s_g = args.scale(4);
+  std::vector<Scale> result(3);
+  if (args.has_output(0)) {
+    const auto x_count = static_cast<double>(args.output_shape(0).numel());
+    const double terms = x_count > 0 ? outputs * patch / x_count : 1.0;
+    result[0] = args.fan_in(terms, args.unit_scale("beta_x")) * s_g * args.scale(1);
+  }
+  if (args.has_output(1)) {
+    result[1] = args.fan_in(per_channel, args.unit_scale("beta_weight")) * s_g * args.scale(0);
+  }
+  if (args.has_output(2)) result[2] = args.fan_in(per_channel, args.unit_scale("beta_bias")) * s_g;
+  return result;
+}
+
 void conv1d_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                    const Attributes& attrs, const KernelContext&) {
   conv1d_forward(in[0], in[1], in[2], out[0], geometry_of(attrs), scale_of(attrs, "alpha"));
@@ -364,6 +407,8 @@ const OpDef kConv1dOp{
     .prepare = conv1d_prepare,
     .backward_kernel = conv1d_backward_kernel, .backward_prepare = conv1d_backward_prepare,
     .backward_reads = 0b011,
+    .scale_propagation = conv1d_scale_rule,
+    .backward_scale_propagation = conv1d_backward_scale_rule,
 };
 
 // ------------------------------------------------------------------------------------------------

@@ -187,6 +187,25 @@ void dropout_backward_kernel(std::span<const ConstTensorView> in, std::span<cons
                    scale_of(attrs, "beta_x"));
 }
 
+// Scale rules. Training: y = α/(1−p)·x on the kept elements (a fraction 1−p) and 0 elsewhere, so
+// rms(y) = α/(1−p)·√(1−p)·rms(x) = α/√(1−p)·rms(x): degree 1 in x, with the factor α/√(1−p)
+// (exactly 1 on a unit-scaled graph, where α = √(1−p)). Eval: y = α·x. The backward applies the
+// same mask to grad_y with β_x in place of α.
+Scale dropout_factor(const ScaleRuleArgs& args, std::string_view scale) {
+  const double factor = args.unit_scale(scale);
+  if (mode_of(args.attrs) == DropoutMode::kEval) return args.p2(factor);
+  return args.p2(factor / std::sqrt(1.0 - p_of(args.attrs)));
+}
+
+std::vector<Scale> dropout_scale_rule(const ScaleRuleArgs& args) {
+  return {dropout_factor(args, "alpha") * args.scale(0)};
+}
+
+// Backward inputs: x (absent), y (absent), grad_y.
+std::vector<Scale> dropout_backward_scale_rule(const ScaleRuleArgs& args) {
+  return {dropout_factor(args, "beta_x") * args.scale(2)};
+}
+
 }  // namespace
 
 const OpDef kDropoutOp{
@@ -201,6 +220,8 @@ const OpDef kDropoutOp{
     .kernel = dropout_kernel,
     .backward_kernel = dropout_backward_kernel,
     .backward_reads = 0b00,
+    .scale_propagation = dropout_scale_rule,
+    .backward_scale_propagation = dropout_backward_scale_rule,
 };
 
 // ------------------------------------------------------------------------------------------------

@@ -489,6 +489,62 @@ void scale_backward_kernel(std::span<const ConstTensorView> in, std::span<const 
   if (present(out[0])) scale_kernel(in[2], out[0], scale_of(attrs, "beta_x"));
 }
 
+// Scale rules. y = α·(a + b) is a sum of two independent terms, a and b broadcast to y: the L2
+// rule times α. grad_a = β_a·Σ↓g sums numel(y)/numel(a) elements of g into each element of a (one
+// when a is not broadcast): fan_in of that count, times β_a. The backward reads no forward value,
+// so the operands' shapes come from the gradient outputs and y's from grad_out (input 3).
+std::vector<Scale> add_scale_rule(const ScaleRuleArgs& args) {
+  return {args.l2({args.scale(0), args.scale(1)}, args.unit_scale("alpha"))};
+}
+
+// Each element of grad_y (numel(y) in all) reaches the gradient of an operand of `numel`
+// elements through numel(y)/numel of them summed.
+double broadcast_count(const ScaleRuleArgs& args, std::size_t grad_y, std::size_t operand) {
+  const auto numel = static_cast<double>(args.output_shape(operand).numel());
+  return numel > 0 ? static_cast<double>(args.input_shape(grad_y).numel()) / numel : 1.0;
+}
+
+std::vector<Scale> add_backward_scale_rule(const ScaleRuleArgs& args) {
+  const Scale& g = args.scale(3);
+  std::vector<Scale> grads(2);
+  if (args.has_output(0))
+    grads[0] = args.fan_in(broadcast_count(args, 3, 0), args.unit_scale("beta_a")) * g;
+  if (args.has_output(1))
+    grads[1] = args.fan_in(broadcast_count(args, 3, 1), args.unit_scale("beta_b")) * g;
+  return grads;
+}
+
+// y = a·b: homogeneous in both. grad_a = Σ↓g·b: homogeneous in g and b, a sum of numel(y)/numel(a)
+// such products into each element of a (the kernel has no β).
+std::vector<Scale> mul_scale_rule(const ScaleRuleArgs& args) {
+  return {args.scale(0) * args.scale(1)};
+}
+
+std::vector<Scale> mul_backward_scale_rule(const ScaleRuleArgs& args) {
+  const Scale& g = args.scale(3);
+  std::vector<Scale> grads(2);
+  if (args.has_output(0)) grads[0] = args.fan_in(broadcast_count(args, 3, 0)) * g * args.scale(1);
+  if (args.has_output(1)) grads[1] = args.fan_in(broadcast_count(args, 3, 1)) * g * args.scale(0);
+  return grads;
+}
+
+// |factor| as a rule's constant: zero gives the static zero (the output is all zeros), and the
+// sign does not change a magnitude.
+Scale magnitude_factor(const ScaleRuleArgs& args, double factor) {
+  return factor == 0 ? Scale::zero() : args.p2(std::fabs(factor));
+}
+
+// y = α·x and grad_x = β_x·grad_y: homogeneous, times |α| and |β_x| (which may be any finite value,
+// negative or zero, for this op).
+std::vector<Scale> scale_scale_rule(const ScaleRuleArgs& args) {
+  return {magnitude_factor(args, args.unit_scale("alpha")) * args.scale(0)};
+}
+
+std::vector<Scale> scale_backward_scale_rule(const ScaleRuleArgs& args) {
+  if (!args.has_output(0)) return {Scale{}};
+  return {magnitude_factor(args, args.unit_scale("beta_x")) * args.scale(2)};
+}
+
 }  // namespace
 
 const OpDef kAddOp{
@@ -502,6 +558,8 @@ const OpDef kAddOp{
     .kernel = add_kernel,
     .backward_kernel = add_backward_kernel,
     .backward_reads = 0b000,
+    .scale_propagation = add_scale_rule,
+    .backward_scale_propagation = add_backward_scale_rule,
 };
 
 const OpDef kMulOp{
@@ -512,6 +570,8 @@ const OpDef kMulOp{
     .kernel = mul_kernel,
     .backward_kernel = mul_backward_kernel,
     .backward_reads = 0b011,
+    .scale_propagation = mul_scale_rule,
+    .backward_scale_propagation = mul_backward_scale_rule,
 };
 
 const OpDef kScaleOp{
@@ -522,6 +582,8 @@ const OpDef kScaleOp{
     .kernel = scale_forward_kernel,
     .backward_kernel = scale_backward_kernel,
     .backward_reads = 0b00,
+    .scale_propagation = scale_scale_rule,
+    .backward_scale_propagation = scale_backward_scale_rule,
 };
 
 // ------------------------------------------------------------------------------------------------

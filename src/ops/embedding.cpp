@@ -63,6 +63,30 @@ void embedding_backward_kernel(std::span<const ConstTensorView> in,
   embedding_backward(in[3], in[0], out[1], scale_of(attrs, "beta_table"));
 }
 
+// y = α·table[ids]: a gather of table rows, so y holds α times the table's values (degree 1 in the
+// table): s_y = p2(α)·s_table. The ids are integers and carry no scale.
+std::vector<Scale> embedding_scale_rule(const ScaleRuleArgs& args) {
+  return {args.p2(args.unit_scale("alpha")) * args.scale(1)};
+}
+
+// Backward inputs: ids, table (absent), y (absent), grad_y; outputs grad_ids, grad_table.
+// grad_table[v] = β·Σ_{n: ids[n] = v} grad_y[n], a scatter-add: degree 1 in grad_y, and row v sums
+// count_v rows of grad_y. The counts average T/V (T = numel(ids) tokens over V rows), and the RMS
+// over the whole table is √(T/V)·β·s_g whatever the ids are, so s = p2(β·√(T/V))·s_g — exactly
+// s_g on the unit-scaled graph (β = √(V/T)). T/V is usually below 1 (most rows get no gradient),
+// which is why this is not fan_in, whose count is at least 1; the rows that do get one hold
+// β·√count_v·s_g, √(V/T)·√count_v times the scale. The ids have no gradient.
+std::vector<Scale> embedding_backward_scale_rule(const ScaleRuleArgs& args) {
+  std::vector<Scale> result(2);
+  if (args.has_output(1)) {
+    const auto vocabulary = static_cast<double>(args.output_shape(1).dim(0));
+    const auto tokens = static_cast<double>(std::max<std::int64_t>(1, args.input_shape(0).numel()));
+    result[1] =
+        args.p2(args.unit_scale("beta_table") * std::sqrt(tokens / vocabulary)) * args.scale(3);
+  }
+  return result;
+}
+
 }  // namespace
 
 void embedding_forward(ConstTensorView ids, ConstTensorView table, TensorView y, float alpha) {
@@ -112,6 +136,8 @@ const OpDef kEmbeddingOp{
     .backward_kernel = embedding_backward_kernel,
     .backward_reads = 0b001,
     .nondifferentiable_inputs = 0b01,  // ids
+    .scale_propagation = embedding_scale_rule,
+    .backward_scale_propagation = embedding_backward_scale_rule,
 };
 
 // ------------------------------------------------------------------------------------------------

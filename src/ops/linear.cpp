@@ -1,7 +1,9 @@
 #include "unitscale/ops/linear.hpp"
 
-#include <cmath>
 #include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
 
 #include "ops/scale_rule_helpers.hpp"
 #include "unitscale/error.hpp"
@@ -167,6 +169,38 @@ void linear_backward_prepare(std::span<const ConstTensorView> in, std::span<cons
   backward_gemms(gemm_prepare, grad_y, operands.left, operands.right, out[0], out[1], 1.0f, 1.0f);
 }
 
+// y = α·(x·Wᵀ + b): x·Wᵀ is homogeneous in x and W and sums K = in_features products, and the
+// bias adds an independent term (L2 rule): s_y = p2(α·√(K·(s_x·s_W)² + s_b²)), i.e.
+// p2(α·√K)·s_x·s_W without a bias. Both linear and linear_readout (α = 1/K there).
+std::vector<Scale> linear_scale_rule(const ScaleRuleArgs& args) {
+  const auto k = static_cast<double>(args.input_shape(0).dim(-1));
+  const Scale bias = args.has_input(2) ? args.scale(2) : Scale::zero();  // absent: no term
+  const double alpha = args.unit_scale("alpha");
+  return {args.weighted_l2({{alpha * std::sqrt(k), args.scale(0) * args.scale(1)}, {alpha, bias}})};
+}
+
+// Backward inputs: x, weight, bias (absent), y (absent), grad_y; outputs grad_x, grad_weight,
+// grad_bias. The kernels (no α in the backward):
+//   grad_x = β_x·g·W        degree 1 in g and W, N = out_features terms;
+//   grad_W = β_W·gᵀ·x       degree 1 in g and x, R = numel(g)/N rows summed;
+//   grad_b = β_b·Σ_rows g   degree 1 in g, R terms.
+std::vector<Scale> linear_backward_scale_rule(const ScaleRuleArgs& args) {
+  const Shape& grad_y = args.input_shape(4);
+  const std::int64_t n = grad_y.dim(-1);
+  const double rows = n > 0 ? static_cast<double>(grad_y.numel() / n) : 1.0;
+  const Scale& s_g = args.scale(4);
+  std::vector<Scale> result(3);
+  if (args.has_output(0)) {
+    result[0] =
+        args.fan_in(static_cast<double>(n), args.unit_scale("beta_x")) * s_g * args.scale(1);
+  }
+  if (args.has_output(1)) {
+    result[1] = args.fan_in(rows, args.unit_scale("beta_weight")) * s_g * args.scale(0);
+  }
+  if (args.has_output(2)) result[2] = args.fan_in(rows, args.unit_scale("beta_bias")) * s_g;
+  return result;
+}
+
 constexpr std::string_view kLinearName = "linear";
 constexpr std::string_view kLinearReadoutName = "linear_readout";
 
@@ -193,6 +227,8 @@ const OpDef kLinearOp{
     .backward_kernel = linear_backward_kernel<kLinearName>,
     .backward_prepare = linear_backward_prepare<kLinearName>,
     .backward_reads = 0b011,
+    .scale_propagation = linear_scale_rule,
+    .backward_scale_propagation = linear_backward_scale_rule,
     .rounds_gemm_inputs = true,
 };
 
@@ -208,6 +244,8 @@ const OpDef kLinearReadoutOp{
     .backward_kernel = linear_backward_kernel<kLinearReadoutName>,
     .backward_prepare = linear_backward_prepare<kLinearReadoutName>,
     .backward_reads = 0b011,
+    .scale_propagation = linear_scale_rule,
+    .backward_scale_propagation = linear_backward_scale_rule,
     .rounds_gemm_inputs = true,
 };
 

@@ -323,6 +323,96 @@ void mse_loss_backward_kernel(std::span<const ConstTensorView> in, std::span<con
                     scale_of(attrs, "beta_b"));
 }
 
+// ---- scale rules ----------------------------------------------------------------------------
+
+// Rows of cross_entropy's logits: B for [B, V], 1 for [V]. The rules cannot see which labels are
+// ignore_index, so they count every row.
+double cross_entropy_rows(const ScaleRuleArgs& args) {
+  return static_cast<double>(std::max<std::int64_t>(1, args.input_shape(0).outer()));
+}
+
+// loss = r·Σ_b (logsumexp(m·z_b) − m·z_b[y_b]) is not homogeneous in the logits: it tends to ln V
+// for small m·s_z (a flat softmax; no input scale reaches it) and to m·s_z·(max_j u_j − u_label)
+// ≈ m·s_z·√(2 ln V) for large m·s_z (u the unit data; the largest of V normals is ≈ √(2 ln V)).
+// Scale 1 would leave the loss at ~ln V ≈ 7–11 and, in the second regime, at any size the logits'
+// scale reaches (2^30 overflows FP16), so the rule tracks both regimes with the L2 rule,
+// E ≈ √((ln V)² + 2 ln V·(m·s_z)²) (simulated: the mean loss is 0.7–1.0 of it for V ≥ 10 and any
+// m·s_z; V = 2, whose largest logit is well below √(2 ln V), down to 0.4), times the rows the
+// reduction adds up: 1 for "mean", B for "sum". Formed as s_z·p2(m·√(2 ln V + (ln V/(m·s_z))²))
+// once m·s_z exceeds ln V, so that a large s_z stays exact.
+std::vector<Scale> cross_entropy_scale_rule(const ScaleRuleArgs& args) {
+  const CrossEntropyAttrs a = cross_entropy_attrs(args.attrs);
+  const double log_v = std::log(static_cast<double>(args.input_shape(0).dim(-1)));
+  const double terms = a.reduction == Reduction::kSum ? cross_entropy_rows(args) : 1.0;
+  const Scale& s_z = args.scale(0);
+  const double spread = a.mult * s_z.value();  // m·s_z
+  if (spread <= log_v) {
+    return {args.p2(terms * std::sqrt(log_v * log_v + 2 * log_v * spread * spread))};
+  }
+  const double ratio = log_v / spread;
+  return {s_z * args.p2(terms * a.mult * std::sqrt(2 * log_v + ratio * ratio))};
+}
+
+// Backward inputs: logits, labels, loss (absent), grad_loss; outputs grad_logits, grad_labels.
+// dz_b = g·c·(p_b − onehot(y_b)), with c = β (unit gradient) or m·r (true gradient; r = 1/B for
+// "mean", the valid rows being taken as all B): degree 1 in g, and p − onehot is bounded whatever
+// the logits' scale: its RMS over a row is √(V−1)/V for a flat softmax and √(2/V) for a saturated
+// one whose top class is not the label (0 when it is), so s = p2(c·√(V−1)/V)·s_g, exactly s_g
+// on the unit-scaled graph (β = V/√(V−1)). The labels have no gradient.
+std::vector<Scale> cross_entropy_backward_scale_rule(const ScaleRuleArgs& args) {
+  std::vector<Scale> result(2);
+  if (!args.has_output(0)) return result;
+  const CrossEntropyAttrs a = cross_entropy_attrs(args.attrs);
+  double coefficient = args.unit_scale("beta_logits");
+  if (gradient_of(args.attrs, kCrossEntropy) == LossGradient::kTrue) {
+    coefficient *= a.mult;
+    if (a.reduction == Reduction::kMean) coefficient /= cross_entropy_rows(args);
+  }
+  // √(V−1)/V as the reciprocal of the unit-scaling rule's β, so that β·√(V−1)/V is exactly 1.
+  result[0] =
+      args.p2(coefficient / cross_entropy_grad_scale(args.output_shape(0).dim(-1))) * args.scale(3);
+  return result;
+}
+
+// Σ (a − b)² over n elements is homogeneous of degree 2 in (a, b) jointly. For independent a and b,
+// a − b has mean square s_a² + s_b² (the L2 rule; max would understate it by up to 2× when the
+// scales are equal, and a and b that nearly agree — a fitted regression — make it smaller than
+// either, which no rule on scales can see), so loss ≈ r·n·(s_a² + s_b²), r·n = 1 for "mean" and n
+// for "sum": s = p2(r·n·(1 + (s_small/s_large)²))·s_large², rounded once.
+std::vector<Scale> mse_loss_scale_rule(const ScaleRuleArgs& args) {
+  const Scale largest = max_scale({args.scale(0), args.scale(1)});
+  if (largest.is_zero()) return {Scale::zero()};
+  const double other = std::min(args.scale(0).value(), args.scale(1).value()) / largest.value();
+  const double terms =
+      mse_reduction(args.attrs) == Reduction::kSum
+          ? static_cast<double>(std::max<std::int64_t>(1, args.input_shape(0).numel()))
+          : 1.0;
+  return {largest * largest * args.p2(terms * (1.0 + other * other))};
+}
+
+// Backward inputs: a, b, loss (absent), grad_loss; outputs grad_a, grad_b.
+// da = g·c_a·2(a − b), db = −g·c_b·2(a − b), c = β (unit gradient), or r (true gradient: 1/n for
+// "mean", 1 for "sum"): degree 1 in g and in a − b, whose RMS is √(s_a² + s_b²) (L2 rule, as for
+// the loss): s = l2(s_a, s_b; 2·c)·s_g, exactly s_a·s_g on the unit-scaled graph when s_a = s_b
+// (β = 8^-½, and 2·8^-½·√2 = 1).
+std::vector<Scale> mse_loss_backward_scale_rule(const ScaleRuleArgs& args) {
+  std::vector<Scale> result(2);
+  double reduction = 1.0;
+  if (gradient_of(args.attrs, kMseLoss) == LossGradient::kTrue &&
+      mse_reduction(args.attrs) == Reduction::kMean) {
+    const std::int64_t n = args.input_shape(0).numel();
+    if (n > 0) reduction = 1.0 / static_cast<double>(n);
+  }
+  const std::string_view betas[] = {"beta_a", "beta_b"};
+  for (std::size_t i = 0; i < 2; ++i) {
+    if (!args.has_output(i)) continue;
+    result[i] =
+        args.l2({args.scale(0), args.scale(1)}, 2.0 * reduction * args.unit_scale(betas[i])) *
+        args.scale(3);
+  }
+  return result;
+}
+
 }  // namespace
 
 const OpDef kCrossEntropyOp{
@@ -341,6 +431,8 @@ const OpDef kCrossEntropyOp{
     .backward_kernel = cross_entropy_backward_kernel,
     .backward_reads = 0b011,
     .nondifferentiable_inputs = 0b10,  // labels
+    .scale_propagation = cross_entropy_scale_rule,
+    .backward_scale_propagation = cross_entropy_backward_scale_rule,
 };
 
 const OpDef kMseLossOp{
@@ -355,6 +447,8 @@ const OpDef kMseLossOp{
     .kernel = mse_loss_kernel,
     .backward_kernel = mse_loss_backward_kernel,
     .backward_reads = 0b011,
+    .scale_propagation = mse_loss_scale_rule,
+    .backward_scale_propagation = mse_loss_backward_scale_rule,
 };
 
 // ------------------------------------------------------------------------------------------------

@@ -353,6 +353,48 @@ void matmul_backward_prepare(std::span<const ConstTensorView> in, std::span<cons
   }
 }
 
+// Output elements per element of `operand`, times K: how many products of grad_out and the other
+// operand sum into one element of the operand's gradient. Each output matrix element reads a row or
+// column of K elements of each operand matrix, and each operand matrix feeds numel(out)/numel(...)
+// of them, so the count is numel(out)·K/numel(operand): N·b_left for left, M·b_right for right,
+// where b counts the output batch matrices an operand matrix is broadcast to.
+double gradient_terms(const Shape& out, const Shape& operand, std::int64_t k) {
+  if (operand.numel() == 0) return 1.0;  // an empty gradient: nothing to scale
+  return static_cast<double>(out.numel()) * static_cast<double>(k) /
+         static_cast<double>(operand.numel());
+}
+
+// out = α·left·right: homogeneous of degree 1 in each operand, and each output element sums K
+// independent products, so s_out = p2(α·√K)·s_left·s_right (exactly s_left·s_right when
+// α = 1/√K, the unit-scaled graph).
+std::vector<Scale> matmul_scale_rule(const ScaleRuleArgs& args) {
+  const auto k = static_cast<double>(args.input_shape(0).dim(-1));
+  return {args.fan_in(k, args.unit_scale("alpha")) * args.scale(0) * args.scale(1)};
+}
+
+// Backward inputs: left, right, out (absent), grad_out; outputs grad_left, grad_right.
+// grad_left = β_left·g·rightᵀ (summed over the broadcast batch matrices too): degree 1 in g and in
+// right, N·b_left terms; grad_right = β_right·leftᵀ·g, M·b_right terms (gradient_terms).
+std::vector<Scale> matmul_backward_scale_rule(const ScaleRuleArgs& args) {
+  const Scale& s_left = args.scale(0);
+  const Scale& s_right = args.scale(1);
+  const Scale& s_grad = args.scale(3);
+  std::vector<Scale> result(2);
+  if (args.has_output(0)) {
+    const Shape& left = args.output_shape(0);
+    result[0] = args.fan_in(gradient_terms(args.input_shape(3), left, left.dim(-1)),
+                            args.unit_scale("beta_left")) *
+                s_grad * s_right;
+  }
+  if (args.has_output(1)) {
+    const Shape& right = args.output_shape(1);
+    result[1] = args.fan_in(gradient_terms(args.input_shape(3), right, right.dim(-2)),
+                            args.unit_scale("beta_right")) *
+                s_left * s_grad;
+  }
+  return result;
+}
+
 std::vector<AttributeSpec> matmul_attributes() {
   std::vector<AttributeSpec> specs = {AttributeSpec::enumeration<Constraint>("constraint")};
   for (const AttributeSpec& spec : GemmInputFormats::attribute_specs()) specs.push_back(spec);
@@ -374,6 +416,8 @@ const OpDef kMatmulOp{
     .backward_kernel = matmul_backward_kernel,
     .backward_prepare = matmul_backward_prepare,
     .backward_reads = 0b011,
+    .scale_propagation = matmul_scale_rule,
+    .backward_scale_propagation = matmul_backward_scale_rule,
     .rounds_gemm_inputs = true,
 };
 

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
+#include <string_view>
 #include <vector>
 
 #include "ops/parallel.hpp"
@@ -328,6 +330,75 @@ void rms_norm_backward_kernel(std::span<const ConstTensorView> in, std::span<con
                     scale_of(attrs, "beta_x"), scale_of(attrs, "beta_weight"));
 }
 
+// ---- scale rules -----------------------------------------------------------------------------
+
+// x̂ = (x − μ)·rstd with rstd = 1/√(var + eps) and var ≈ s_x² for unit data: x̂ is scale-invariant
+// (rms 1) while s_x² ≥ eps, and ≈ x·s_x/√eps where eps dominates (within √2 of the exact
+// s_x/√(s_x² + eps) at the crossover, and exactly 1 above it, so power-of-two scales stay exact).
+// x̂'s rms for an x of scale s_x; a static-zero x gives x̂ = 0.
+double normalised_rms(const Scale& s_x, double eps) {
+  if (s_x.is_zero()) return 0.0;
+  const double root_eps = std::sqrt(eps);
+  return s_x.value() >= root_eps ? 1.0 : s_x.value() / root_eps;
+}
+
+// y = α·(x̂·w + b): degree 0 in x (x̂ has rms 1, see normalised_rms), degree 1 in the weight, and
+// the bias an independent term: the weighted L2 rule over x̂·w and b (an absent weight is 1, an
+// absent bias drops out).
+std::vector<Scale> norm_scale_rule(std::string_view op, const ScaleRuleArgs& args, bool has_bias) {
+  const double alpha = args.unit_scale("alpha");
+  const Scale weight = args.has_input(1) ? args.scale(1) : Scale{};
+  const double x_hat = normalised_rms(args.scale(0), eps_of(op, args.attrs));
+  const Scale bias = has_bias && args.has_input(2) ? args.scale(2) : Scale::zero();
+  return {args.weighted_l2({{alpha * x_hat, weight}, {alpha, bias}})};
+}
+
+// Backward inputs: x, weight, [bias (absent),] y (absent), grad_y; `inputs` forward inputs.
+// - dx = β_x·rstd·((ĝ − mean ĝ) − x̂·mean(ĝ·x̂)) with ĝ = g·w: degree 1 in g and w, and rstd ≈
+//   1/s_x (degree −1 in x) or 1/√eps where eps dominates;
+// - dw = β_w·Σ_rows g·x̂ and db = β_b·Σ_rows g: sums over the rows = numel(x)/d that share the
+//   parameters, fan_in of that count, dw times x̂'s rms.
+std::vector<Scale> norm_backward_scale_rule(std::string_view op, const ScaleRuleArgs& args,
+                                            std::size_t inputs) {
+  const Scale& g = args.scale(inputs + 1);
+  const Scale& s_x = args.scale(0);
+  const double eps = eps_of(op, args.attrs);
+  const double beta_x = args.unit_scale("beta_x");
+  const Scale weight = args.has_input(1) ? args.scale(1) : Scale{};
+  std::vector<Scale> grads(inputs);
+  if (args.has_output(0)) {
+    if (!s_x.is_zero() && s_x.value() >= std::sqrt(eps)) {
+      grads[0] = args.p2(beta_x) * g * weight / s_x;
+    } else if (eps > 0) {
+      grads[0] = args.p2(beta_x / std::sqrt(eps)) * g * weight;
+    }  // else a static-zero x with eps = 0: dx is 0/0
+  }
+  const Shape& x_shape = args.input_shape(0);
+  const auto rows = static_cast<double>(x_shape.outer());
+  if (args.has_output(1)) {
+    const double x_hat = normalised_rms(s_x, eps);
+    grads[1] =
+        x_hat == 0 ? Scale::zero() : args.fan_in(rows, args.unit_scale("beta_weight") * x_hat) * g;
+  }
+  if (inputs > 2 && args.has_output(2)) {
+    grads[2] = args.fan_in(rows, args.unit_scale("beta_bias")) * g;
+  }
+  return grads;
+}
+
+std::vector<Scale> layer_norm_scale_rule(const ScaleRuleArgs& args) {
+  return norm_scale_rule("layer_norm", args, true);
+}
+std::vector<Scale> layer_norm_backward_scale_rule(const ScaleRuleArgs& args) {
+  return norm_backward_scale_rule("layer_norm", args, 3);
+}
+std::vector<Scale> rms_norm_scale_rule(const ScaleRuleArgs& args) {
+  return norm_scale_rule("rms_norm", args, false);
+}
+std::vector<Scale> rms_norm_backward_scale_rule(const ScaleRuleArgs& args) {
+  return norm_backward_scale_rule("rms_norm", args, 2);
+}
+
 }  // namespace
 
 void layer_norm_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
@@ -366,6 +437,8 @@ const OpDef kLayerNormOp{
     .kernel = layer_norm_kernel,
     .backward_kernel = layer_norm_backward_kernel,
     .backward_reads = 0b011,
+    .scale_propagation = layer_norm_scale_rule,
+    .backward_scale_propagation = layer_norm_backward_scale_rule,
 };
 
 const OpDef kRmsNormOp{
@@ -378,6 +451,8 @@ const OpDef kRmsNormOp{
     .kernel = rms_norm_kernel,
     .backward_kernel = rms_norm_backward_kernel,
     .backward_reads = 0b011,
+    .scale_propagation = rms_norm_scale_rule,
+    .backward_scale_propagation = rms_norm_backward_scale_rule,
 };
 
 // ------------------------------------------------------------------------------------------------

@@ -39,6 +39,10 @@ void derive_backward(const OpDef& forward, DerivedOp& derived) {
   op.attributes = forward.attributes;
   op.scales = forward.scales;
   op.kernel = forward.backward_kernel;
+  op.scale_propagation = forward.backward_scale_propagation;
+  op.derived_from = &forward;
+  // A cast's gradient is the output gradient, cast: an op on the data, like the forward.
+  op.runs_on_scaled_data = forward.runs_on_scaled_data;
   op.prepare = forward.backward_prepare;
 }
 

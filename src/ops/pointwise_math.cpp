@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <numbers>
 #include <vector>
 
 #include "ops/parallel.hpp"
@@ -118,6 +119,45 @@ void sqrt_backward_kernel(std::span<const ConstTensorView> in, std::span<const T
              [](float y, float g) { return 0.5f * g / y; });
 }
 
+// Scale rules of exp, log and sqrt.
+
+// y = exp(x) is not homogeneous: x's scale cannot be factored out of it. exp of O(1) data is O(1)
+// (rms e for unit normals), and larger inputs leave fp32's range in the kernel itself, so y gets
+// scale 1, as in Scalify.
+std::vector<Scale> exp_scale_rule(const ScaleRuleArgs&) { return {Scale{}}; }
+
+// grad_x = grad_y · y: degree 1 in both. Backward inputs: x (absent), y, grad_y.
+std::vector<Scale> exp_backward_scale_rule(const ScaleRuleArgs& args) {
+  return {args.scale(2) * args.scale(1)};
+}
+
+// y = log(x) = log(s_x) + log(d) for x = d · s_x: the input's scale reaches y additively, not as a
+// factor. |log d| is O(1) for unit data (rms ≈ 1.3 for |normal| data), so y's magnitude is about
+// √(1 + (ln s_x)²): 1 for s_x = 1 (Scalify's scale 1), ≈ |ln s_x| for scales far from 1, which
+// scale 1 would leave in the data (≈ 21 for s_x = 2^30). log(0) = −∞: a static zero gets 1.
+std::vector<Scale> log_scale_rule(const ScaleRuleArgs& args) {
+  const Scale& s = args.scale(0);
+  if (s.is_zero()) return {Scale{}};
+  const double ln_s = s.is_power_of_two() ? s.exponent() * std::numbers::ln2 : std::log(s.value());
+  return {args.p2(std::sqrt(1.0 + ln_s * ln_s))};
+}
+
+// grad_x = grad_y / x: degree 1 in grad_y, −1 in x. Backward inputs: x, y (absent), grad_y.
+std::vector<Scale> log_backward_scale_rule(const ScaleRuleArgs& args) {
+  if (args.scale(0).is_zero()) return {Scale{}};
+  return {args.scale(2) / args.scale(0)};
+}
+
+// y = √x: homogeneous of degree 1/2 in x.
+std::vector<Scale> sqrt_scale_rule(const ScaleRuleArgs& args) { return {args.sqrt(args.scale(0))}; }
+
+// grad_x = ½ · grad_y / y: degree 1 in grad_y, −1 in y, times the constant ½. Backward inputs: x
+// (absent), y, grad_y.
+std::vector<Scale> sqrt_backward_scale_rule(const ScaleRuleArgs& args) {
+  if (args.scale(1).is_zero()) return {Scale{}};
+  return {args.p2(0.5) * args.scale(2) / args.scale(1)};
+}
+
 // --- where -----------------------------------------------------------------------------------
 
 std::vector<Shape> infer_where(std::span<const Shape* const> in, const Attributes&) {
@@ -133,6 +173,18 @@ std::vector<Shape> infer_where(std::span<const Shape* const> in, const Attribute
 void where_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                   const Attributes&, const KernelContext&) {
   where_forward(in[0], in[1], in[2], out[0]);
+}
+
+// y = cond ? a : b picks elements of a or b: Scalify's select rule, the larger of their scales.
+// cond is a mask, not a magnitude: its scale plays no part.
+std::vector<Scale> where_scale_rule(const ScaleRuleArgs& args) {
+  return {max_scale({args.scale(1), args.scale(2)})};
+}
+
+// grad_a and grad_b are grad_y masked: each keeps grad_y's scale; cond has no gradient. Backward
+// inputs: cond, a, b, y (the last three absent), grad_y.
+std::vector<Scale> where_backward_scale_rule(const ScaleRuleArgs& args) {
+  return {Scale{}, args.scale(4), args.scale(4)};
 }
 
 // Backward inputs: cond, a (absent), b (absent), y (absent), grad_y. Outputs: grad_cond, grad_a,
@@ -153,26 +205,34 @@ const OpDef kExpOp{.name = "exp",
                    .infer_shapes = same_shape,
                    .kernel = exp_kernel,
                    .backward_kernel = exp_backward_kernel,
-                   .backward_reads = 0b10};
+                   .backward_reads = 0b10,
+                   .scale_propagation = exp_scale_rule,
+                   .backward_scale_propagation = exp_backward_scale_rule};
 const OpDef kLogOp{.name = "log",
                    .inputs = {"x"},
                    .infer_shapes = same_shape,
                    .kernel = log_kernel,
                    .backward_kernel = log_backward_kernel,
-                   .backward_reads = 0b01};
+                   .backward_reads = 0b01,
+                   .scale_propagation = log_scale_rule,
+                   .backward_scale_propagation = log_backward_scale_rule};
 const OpDef kSqrtOp{.name = "sqrt",
                     .inputs = {"x"},
                     .infer_shapes = same_shape,
                     .kernel = sqrt_kernel,
                     .backward_kernel = sqrt_backward_kernel,
-                    .backward_reads = 0b10};
+                    .backward_reads = 0b10,
+                    .scale_propagation = sqrt_scale_rule,
+                    .backward_scale_propagation = sqrt_backward_scale_rule};
 const OpDef kWhereOp{.name = "where",
                      .inputs = {"cond", "a", "b"},
                      .infer_shapes = infer_where,
                      .kernel = where_kernel,
                      .backward_kernel = where_backward_kernel,
                      .backward_reads = 0b0001,
-                     .nondifferentiable_inputs = 0b001};  // cond
+                     .nondifferentiable_inputs = 0b001,  // cond
+                     .scale_propagation = where_scale_rule,
+                     .backward_scale_propagation = where_backward_scale_rule};
 
 // ------------------------------------------------------------------------------------------------
 // Builders

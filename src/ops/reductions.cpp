@@ -451,6 +451,34 @@ void mean_backward_kernel(std::span<const ConstTensorView> in, std::span<const T
                1.0 / static_cast<double>(reduced_count(out[0].shape(), reduced)));
 }
 
+// Scale rules. N = the number of reduced elements per output (the product of the reduced sizes).
+
+// y = Σ x over N independent terms: degree 1 in x, growing as √N.
+std::vector<Scale> sum_scale_rule(const ScaleRuleArgs& args) {
+  const Shape& x = args.input_shape(0);
+  const auto n = static_cast<double>(reduced_count(x, reduced_axes(args.attrs, x, "sum")));
+  return {args.fan_in(n) * args.scale(0)};
+}
+
+// grad_x = grad_y broadcast over the reduced axes (factor 1): grad_y's scale. Backward inputs: x,
+// y (both absent), grad_y.
+std::vector<Scale> sum_backward_scale_rule(const ScaleRuleArgs& args) { return {args.scale(2)}; }
+
+// y = (1/N) Σ x: the sum's √N times 1/N, i.e. p2(1/√N) (an empty mean, N = 0, counts as N = 1).
+std::vector<Scale> mean_scale_rule(const ScaleRuleArgs& args) {
+  const Shape& x = args.input_shape(0);
+  const auto n = static_cast<double>(reduced_count(x, reduced_axes(args.attrs, x, "mean")));
+  return {args.fan_in(n, 1.0 / std::max(n, 1.0)) * args.scale(0)};
+}
+
+// grad_x = grad_y / N broadcast: p2(1/N) · s_g; N comes from grad_x's shape (x is absent).
+std::vector<Scale> mean_backward_scale_rule(const ScaleRuleArgs& args) {
+  if (!args.has_output(0)) return {Scale{}};
+  const Shape& x = args.output_shape(0);
+  const auto n = static_cast<double>(reduced_count(x, reduced_axes(args.attrs, x, "mean")));
+  return {args.p2(1.0 / std::max(n, 1.0)) * args.scale(2)};
+}
+
 // --- max -------------------------------------------------------------------------------------
 
 std::vector<Shape> infer_max(std::span<const Shape* const> in, const Attributes& attrs) {
@@ -470,6 +498,15 @@ void max_kernel(std::span<const ConstTensorView> in, std::span<const TensorView>
   max_forward(in[0], out[0], axis_attr(attrs, "max", "axis", in[0].shape()));
 }
 
+// y = max over the axis: one of x's values per output, so degree 1 in x (Scalify passes the scale
+// through; the maximum of unit data is O(1), e.g. ≈ 2.4 over 64 normals).
+std::vector<Scale> max_scale_rule(const ScaleRuleArgs& args) { return {args.scale(0)}; }
+
+// grad_x routes each grad_y value to its argmax and is 0 elsewhere: its non-zero values are
+// grad_y's own, so it keeps grad_y's scale (the zeros are exact in every format). Backward inputs:
+// x, y (absent), grad_y.
+std::vector<Scale> max_backward_scale_rule(const ScaleRuleArgs& args) { return {args.scale(2)}; }
+
 // Backward inputs: x, y (absent), grad_y.
 void max_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                          const Attributes& attrs, const KernelContext&) {
@@ -480,30 +517,36 @@ void max_backward_kernel(std::span<const ConstTensorView> in, std::span<const Te
 }  // namespace
 
 // Bit i of backward_reads: forward value i, counting inputs then outputs.
-const OpDef kSumOp{.name = "sum",
-                   .inputs = {"x"},
-                   .attributes = {AttributeSpec::integers("axes"),
-                                  AttributeSpec::integer("keepdim")},
-                   .infer_shapes = infer_sum,
-                   .kernel = sum_kernel,
-                   .backward_kernel = sum_backward_kernel,
-                   .backward_reads = 0b00};
-const OpDef kMeanOp{.name = "mean",
-                    .inputs = {"x"},
-                    .attributes = {AttributeSpec::integers("axes"),
-                                   AttributeSpec::integer("keepdim")},
-                    .infer_shapes = infer_mean,
-                    .kernel = mean_kernel,
-                    .backward_kernel = mean_backward_kernel,
-                    .backward_reads = 0b00};
-const OpDef kMaxOp{.name = "max",
-                   .inputs = {"x"},
-                   .attributes = {AttributeSpec::integer("axis", kRequired),
-                                  AttributeSpec::integer("keepdim")},
-                   .infer_shapes = infer_max,
-                   .kernel = max_kernel,
-                   .backward_kernel = max_backward_kernel,
-                   .backward_reads = 0b01};
+const OpDef kSumOp{
+    .name = "sum",
+    .inputs = {"x"},
+    .attributes = {AttributeSpec::integers("axes"), AttributeSpec::integer("keepdim")},
+    .infer_shapes = infer_sum,
+    .kernel = sum_kernel,
+    .backward_kernel = sum_backward_kernel,
+    .backward_reads = 0b00,
+    .scale_propagation = sum_scale_rule,
+    .backward_scale_propagation = sum_backward_scale_rule};
+const OpDef kMeanOp{
+    .name = "mean",
+    .inputs = {"x"},
+    .attributes = {AttributeSpec::integers("axes"), AttributeSpec::integer("keepdim")},
+    .infer_shapes = infer_mean,
+    .kernel = mean_kernel,
+    .backward_kernel = mean_backward_kernel,
+    .backward_reads = 0b00,
+    .scale_propagation = mean_scale_rule,
+    .backward_scale_propagation = mean_backward_scale_rule};
+const OpDef kMaxOp{
+    .name = "max",
+    .inputs = {"x"},
+    .attributes = {AttributeSpec::integer("axis", kRequired), AttributeSpec::integer("keepdim")},
+    .infer_shapes = infer_max,
+    .kernel = max_kernel,
+    .backward_kernel = max_backward_kernel,
+    .backward_reads = 0b01,
+    .scale_propagation = max_scale_rule,
+    .backward_scale_propagation = max_backward_scale_rule};
 
 // ------------------------------------------------------------------------------------------------
 // Builders

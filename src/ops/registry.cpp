@@ -17,7 +17,7 @@ std::span<const OpDef* const> forward_ops() {
       &kCrossEntropyOp, &kMseLossOp,  &kReshapeOp,       &kTransposeOp,      &kSliceOp,
       &kConcatOp,    &kSumOp,         &kMeanOp,          &kMaxOp,            &kExpOp,
       &kLogOp,       &kSqrtOp,        &kWhereOp,          &kCastOp,
-      &kRoundToFormatOp,
+      &kRoundToFormatOp, &kDynamicRescaleOp,
   };
   return kOps;
 }

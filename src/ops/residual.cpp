@@ -1,10 +1,11 @@
 #include "unitscale/ops/residual.hpp"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <utility>
-
-#include <fmt/format.h>
 
 #include "ops/pointwise_common.hpp"
 #include "unitscale/error.hpp"
@@ -113,6 +114,35 @@ void residual_add_backward_kernel(std::span<const ConstTensorView> in,
   copy_to_present(in[3].data(), out[0], out[1], in[3].numel());
 }
 
+// Scale rules. residual_split's forks are copies of x. Its backward, dx = β_branch·g_b +
+// β_skip·g_s, sums two independent terms: the weighted L2 rule, an absent (zero) gradient dropping
+// out, zero when both are absent. Backward inputs: x, branch, skip (absent), grad_branch,
+// grad_skip.
+std::vector<Scale> residual_split_scale_rule(const ScaleRuleArgs& args) {
+  return {args.scale(0), args.scale(0)};
+}
+
+std::vector<Scale> residual_split_backward_scale_rule(const ScaleRuleArgs& args) {
+  const auto present_scale = [&](std::size_t i) {
+    return args.has_input(i) ? args.scale(i) : Scale::zero();
+  };
+  return {args.weighted_l2({{args.unit_scale("beta_branch"), present_scale(3)},
+                            {args.unit_scale("beta_skip"), present_scale(4)}})};
+}
+
+// residual_add: y = α_r·r + α_s·s, a weighted sum of independent terms; its backward copies grad_y
+// to both inputs unweighted (delayed residual scaling). Backward inputs: residual, skip, y
+// (absent), grad_y.
+std::vector<Scale> residual_add_scale_rule(const ScaleRuleArgs& args) {
+  return {args.weighted_l2({{args.unit_scale("alpha_residual"), args.scale(0)},
+                            {args.unit_scale("alpha_skip"), args.scale(1)}})};
+}
+
+std::vector<Scale> residual_add_backward_scale_rule(const ScaleRuleArgs& args) {
+  return {args.has_output(0) ? args.scale(3) : Scale{},
+          args.has_output(1) ? args.scale(3) : Scale{}};
+}
+
 }  // namespace
 
 ResidualWeights residual_weights(double tau) {
@@ -187,6 +217,8 @@ const OpDef kResidualSplitOp{
     .kernel = residual_split_kernel,
     .backward_kernel = residual_split_backward_kernel,
     .backward_reads = 0,
+    .scale_propagation = residual_split_scale_rule,
+    .backward_scale_propagation = residual_split_backward_scale_rule,
 };
 
 const OpDef kResidualAddOp{
@@ -199,6 +231,8 @@ const OpDef kResidualAddOp{
     .kernel = residual_add_kernel,
     .backward_kernel = residual_add_backward_kernel,
     .backward_reads = 0,
+    .scale_propagation = residual_add_scale_rule,
+    .backward_scale_propagation = residual_add_backward_scale_rule,
 };
 
 // ------------------------------------------------------------------------------------------------

@@ -66,6 +66,14 @@ void round_to_format_backward_kernel(std::span<const ConstTensorView> in,
              format_attribute(attrs, "gradient_format", DType::kF32), policy_of(attrs));
 }
 
+// y is x rounded to `format` and grad_x is grad_y rounded to `gradient_format`: the same values up
+// to rounding error, so each keeps its input's scale (the op runs on the scaled data, see
+// OpDef::runs_on_scaled_data). Backward inputs: x, y (both absent), grad_y.
+std::vector<Scale> round_to_format_scale_rule(const ScaleRuleArgs& args) { return {args.scale(0)}; }
+std::vector<Scale> round_to_format_backward_scale_rule(const ScaleRuleArgs& args) {
+  return {args.scale(2)};
+}
+
 }  // namespace
 
 const OpDef kRoundToFormatOp{
@@ -79,6 +87,9 @@ const OpDef kRoundToFormatOp{
     .kernel = round_to_format_kernel,
     .backward_kernel = round_to_format_backward_kernel,
     .backward_reads = 0,
+    .scale_propagation = round_to_format_scale_rule,
+    .backward_scale_propagation = round_to_format_backward_scale_rule,
+    .runs_on_scaled_data = true,
 };
 
 // ------------------------------------------------------------------------------------------------

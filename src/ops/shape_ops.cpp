@@ -222,6 +222,16 @@ std::vector<DType> same_dtype(std::span<const DType> inputs, const Attributes&) 
   return {inputs[0]};
 }
 
+// Scale rules of the data movers (reshape, transpose, slice): y holds some of x's values, moved,
+// so it is homogeneous of degree 1 in x and keeps x's scale (an i32 input has scale 1); likewise
+// grad_x holds grad_y's values (slice pads them with zeros, which every format holds exactly).
+std::vector<Scale> passthrough_scale_rule(const ScaleRuleArgs& args) { return {args.scale(0)}; }
+
+// Backward inputs: x, y, grad_y (x and y absent).
+std::vector<Scale> passthrough_backward_scale_rule(const ScaleRuleArgs& args) {
+  return {args.scale(2)};
+}
+
 // Backward inputs: x (absent), y (absent), grad_y.
 void reshape_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                              const Attributes&, const KernelContext&) {
@@ -334,6 +344,18 @@ void concat_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
   concat_forward(in[0], in[1], out[0], concat_axis(attrs, in[0].shape()));
 }
 
+// y = [a, b]: each element is an element of a or of b. Scalify's concatenate rule, the larger
+// scale, keeps the larger operand's data near 1; the smaller one's data is scaled down with it.
+std::vector<Scale> concat_scale_rule(const ScaleRuleArgs& args) {
+  return {max_scale({args.scale(0), args.scale(1)})};
+}
+
+// grad_a and grad_b are the two parts of grad_y, so both keep its scale. Backward inputs: a, b and
+// y (all absent), grad_y.
+std::vector<Scale> concat_backward_scale_rule(const ScaleRuleArgs& args) {
+  return {args.scale(3), args.scale(3)};
+}
+
 // Backward inputs: a (absent), b (absent), y (absent), grad_y.
 void concat_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                             const Attributes& attrs, const KernelContext&) {
@@ -352,7 +374,9 @@ const OpDef kReshapeOp{.name = "reshape",
                        .infer_shapes = infer_reshape,
                        .kernel = reshape_kernel,
                        .backward_kernel = reshape_backward_kernel,
-                       .backward_reads = 0b00};
+                       .backward_reads = 0b00,
+                       .scale_propagation = passthrough_scale_rule,
+                       .backward_scale_propagation = passthrough_backward_scale_rule};
 const OpDef kTransposeOp{.name = "transpose",
                          .inputs = {"x"},
                          .attributes = {AttributeSpec::integer("dim0", kRequired),
@@ -360,7 +384,9 @@ const OpDef kTransposeOp{.name = "transpose",
                          .infer_shapes = infer_transpose,
                          .kernel = transpose_kernel,
                          .backward_kernel = transpose_backward_kernel,
-                         .backward_reads = 0b00};
+                         .backward_reads = 0b00,
+                         .scale_propagation = passthrough_scale_rule,
+                         .backward_scale_propagation = passthrough_backward_scale_rule};
 const OpDef kSliceOp{.name = "slice",
                      .inputs = {"x"},
                      .attributes = {AttributeSpec::integer("axis", kRequired),
@@ -369,14 +395,18 @@ const OpDef kSliceOp{.name = "slice",
                      .infer_shapes = infer_slice,
                      .kernel = slice_kernel,
                      .backward_kernel = slice_backward_kernel,
-                     .backward_reads = 0b00};
+                     .backward_reads = 0b00,
+                     .scale_propagation = passthrough_scale_rule,
+                     .backward_scale_propagation = passthrough_backward_scale_rule};
 const OpDef kConcatOp{.name = "concat",
                       .inputs = {"a", "b"},
                       .attributes = {AttributeSpec::integer("axis", kRequired)},
                       .infer_shapes = infer_concat,
                       .kernel = concat_kernel,
                       .backward_kernel = concat_backward_kernel,
-                      .backward_reads = 0b000};
+                      .backward_reads = 0b000,
+                      .scale_propagation = concat_scale_rule,
+                      .backward_scale_propagation = concat_backward_scale_rule};
 
 // ------------------------------------------------------------------------------------------------
 // Builders

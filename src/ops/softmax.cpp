@@ -92,6 +92,34 @@ void softmax_backward_kernel(std::span<const ConstTensorView> in, std::span<cons
                    scale_of(attrs, "beta_x"));
 }
 
+// Scale rules. y = α·s with s = softmax(m·x) over the n entries of a row: the input's scale reaches
+// y only through the temperature, m·s_x for unit data, which sets where rms(s) lies between 1/n
+// (a flat row) and 1/√n (one-hot). unit_scale_softmax's α = LI(a, n, √n), a = 1/(1 + 4/m²), is
+// the reciprocal of rms(s) across that range for unit x (n for flat rows, √n for one-hot, both
+// exact); the rule evaluates it at the effective temperature m·s_x, so that rms(y) ≈
+// α / LI(a(m·s_x), n, √n), which is exactly 1 on a unit-scaled graph with s_x = 1 (the same
+// doubles divided). The end points are taken exactly (LI's exp and log are a few ulps off, which
+// rounding down would halve): a static-zero x gives a flat row, y = α/n.
+std::vector<Scale> softmax_scale_rule(const ScaleRuleArgs& args) {
+  const auto n = static_cast<double>(args.input_shape(0).inner());
+  const double mult = detail::mult_of("softmax", args.attrs) * args.scale(0).value();
+  const double a = 1.0 / (1.0 + 4.0 / (mult * mult));  // m·s_x = 0: 4/0 = inf, a = 0
+  const double inverse_rms = a == 0   ? n
+                             : a == 1 ? std::sqrt(n)
+                                      : log_interpolate(a, n, std::sqrt(n));
+  return {args.p2(args.unit_scale("alpha") / inverse_rms)};
+}
+
+// dx = β·m·s⊙(g − Σ s·g) with s = y/α: degree 1 in g and (but for the centring) in y, whose rms
+// s_y tracks, so s_dx = (β·m/α)·s_y·s_g. The centring removes little unless a row is near one-hot;
+// a saturated softmax's gradient vanishes, which no rule on y's scale can see (the scale is then
+// an overestimate, harmless). Backward inputs: x (absent), y, grad_y.
+std::vector<Scale> softmax_backward_scale_rule(const ScaleRuleArgs& args) {
+  const double factor =
+      args.unit_scale("beta_x") * detail::mult_of("softmax", args.attrs) / args.unit_scale("alpha");
+  return {args.p2(factor) * args.scale(1) * args.scale(2)};
+}
+
 }  // namespace
 
 const OpDef kSoftmaxOp{
@@ -105,6 +133,8 @@ const OpDef kSoftmaxOp{
     .kernel = softmax_kernel,
     .backward_kernel = softmax_backward_kernel,
     .backward_reads = 0b10,
+    .scale_propagation = softmax_scale_rule,
+    .backward_scale_propagation = softmax_backward_scale_rule,
 };
 
 // ------------------------------------------------------------------------------------------------

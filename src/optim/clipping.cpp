@@ -53,6 +53,31 @@ void sum_of_squares_kernel(std::span<const ConstTensorView> in, std::span<const 
   out[0].data()[0] = static_cast<float>(total);
 }
 
+// y = partial + c² · Σ x² over the N elements of x (c the "scale" attribute). The squares are
+// positive, so they add coherently: Σ x² ≈ N · s_x² (not √N, as for independent signed terms),
+// which makes y homogeneous of degree 2 in x: p2(c² · N) · s_x² (an empty x counts as N = 1). The
+// partial sum is positive too, so the two parts add linearly: s_y = m · p2(1 + small / m) with m
+// the larger part's scale (a static zero part drops out).
+std::vector<Scale> sum_of_squares_scale_rule(const ScaleRuleArgs& args) {
+  const double c = std::abs(args.attrs.get_double("sum_of_squares", "scale", 1.0));
+  const double n = std::max(static_cast<double>(args.input_shape(0).numel()), 1.0);
+  const Scale& s = args.scale(0);
+  Scale squares = Scale::zero();
+  if (c > 0) {
+    const double factor = c * c * n;
+    // c² · N out of double's range (c beyond 1e±150): round √ of it once and square that.
+    const Scale grown = std::isfinite(factor) && factor > 0 ? args.p2(factor)
+                                                            : args.fan_in(n, c) * args.fan_in(n, c);
+    squares = grown * s * s;
+  }
+  if (!args.has_input(1)) return {squares};
+  const Scale& partial = args.scale(1);
+  const Scale larger = max_scale({squares, partial});
+  if (larger.is_zero()) return {Scale::zero()};
+  const Scale& smaller = larger == squares ? partial : squares;
+  return {larger * args.p2(1.0 + smaller.value() / larger.value())};
+}
+
 double max_norm_of(const Attributes& attrs) {
   const double max_norm = attrs.get_double("clip_coefficient", "max_norm");
   if (!(std::isfinite(max_norm) && max_norm > 0.0)) {
@@ -81,6 +106,12 @@ void clip_coefficient_kernel(std::span<const ConstTensorView> in, std::span<cons
   out[1].data()[0] = static_cast<float>(norm);
 }
 
+// coefficient = min(1, max_norm / norm): at most 1, and 1 unless clipping: scale 1, like any
+// multiplier the update ops read. norm = √sum_of_squares: degree ½ in its input, sqrt's rule.
+std::vector<Scale> clip_coefficient_scale_rule(const ScaleRuleArgs& args) {
+  return {Scale{}, args.sqrt(args.scale(0))};
+}
+
 }  // namespace
 
 const OpDef kSumOfSquaresOp{
@@ -89,6 +120,7 @@ const OpDef kSumOfSquaresOp{
     .attributes = {AttributeSpec::real("scale")},
     .infer_shapes = infer_sum_of_squares,
     .kernel = sum_of_squares_kernel,
+    .scale_propagation = sum_of_squares_scale_rule,
 };
 
 const OpDef kClipCoefficientOp{
@@ -98,6 +130,7 @@ const OpDef kClipCoefficientOp{
     .attributes = {AttributeSpec::real("max_norm", kRequired)},
     .infer_shapes = infer_clip_coefficient,
     .kernel = clip_coefficient_kernel,
+    .scale_propagation = clip_coefficient_scale_rule,
 };
 
 Value global_sum_of_squares(std::span<const Value> gradients, double gradient_scale,

@@ -91,6 +91,24 @@ void update_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
   out[4].data()[0] = static_cast<float>(norm);
 }
 
+// Scale rules. S = initial · 2^log2_scale, where log2_scale is state that the run changes: the
+// rules know `initial`, an attribute, and leave the factor 2^log2_scale (1 at the start, then
+// powers of the growth and backoff factors) in the data.
+
+// The seed is S everywhere: p2(initial).
+std::vector<Scale> seed_scale_rule(const ScaleRuleArgs& args) {
+  return {args.p2(config_of(args.attrs, "loss_scale_seed").initial)};
+}
+
+// Outputs: log2_scale and good_steps, states updated in place, read back as they are: scale 1;
+// multiplier = clip / S with clip ≤ 1: p2(1 / initial) (a multiplier of 2^-15 flushed to zero in
+// a narrow format would read as a skipped step); skipped ∈ {0, 1}: scale 1; norm = √squares / S:
+// sqrt's rule on the input's scale, times p2(1 / initial).
+std::vector<Scale> update_scale_rule(const ScaleRuleArgs& args) {
+  const Scale inverse_s = args.p2(1.0 / config_of(args.attrs, "loss_scale_update").initial);
+  return {Scale{}, Scale{}, inverse_s, Scale{}, args.sqrt(args.scale(2)) * inverse_s};
+}
+
 std::vector<AttributeSpec> scaling_attributes() {
   return {AttributeSpec::real("initial", kRequired), AttributeSpec::real("growth_factor"),
           AttributeSpec::real("backoff_factor"), AttributeSpec::integer("growth_interval")};
@@ -130,6 +148,7 @@ const OpDef kLossScaleSeedOp{
     .attributes = scaling_attributes(),
     .infer_shapes = infer_seed,
     .kernel = seed_kernel,
+    .scale_propagation = seed_scale_rule,
 };
 
 const OpDef kLossScaleUpdateOp{
@@ -144,6 +163,7 @@ const OpDef kLossScaleUpdateOp{
     .in_place = {0, 1},
     .infer_shapes = infer_update,
     .kernel = update_kernel,
+    .scale_propagation = update_scale_rule,
 };
 
 LossScaleValues record_loss_scale_seed(Graph& graph, Value loss, const DynamicLossScaling& config) {

@@ -94,6 +94,10 @@ void lr_schedule_kernel(std::span<const ConstTensorView>, std::span<const Tensor
   out[0].data()[0] = static_cast<float>(schedule_of(attrs).factor(step));
 }
 
+// The factor is a learning-rate multiplier in [0, 1] (warmup t/T, cosine decay): a scalar the
+// op has no input to inherit a scale from, O(1) by construction: scale 1.
+std::vector<Scale> lr_schedule_scale_rule(const ScaleRuleArgs&) { return {Scale{}}; }
+
 }  // namespace
 
 const OpDef kLrScheduleOp{
@@ -105,6 +109,7 @@ const OpDef kLrScheduleOp{
                    AttributeSpec::real("final_ratio"), AttributeSpec::integer("step", kRequired)},
     .infer_shapes = infer_lr_schedule,
     .kernel = lr_schedule_kernel,
+    .scale_propagation = lr_schedule_scale_rule,
 };
 
 Value lr_schedule(Graph& graph, const Schedule& schedule, std::int64_t first_step) {

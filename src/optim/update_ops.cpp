@@ -238,6 +238,12 @@ void sgd_kernel(std::span<const ConstTensorView> in, std::span<const TensorView>
   }
 }
 
+// Scale rules. Every output is a state updated in place (OpDef::in_place): the new param, m, v
+// or momentum buffer overwrite the state's storage and are read back as they are by the next
+// step, so they carry no scale of their own (scale 1), whatever the gradient's scale was.
+std::vector<Scale> adam_scale_rule(const ScaleRuleArgs&) { return {Scale{}, Scale{}, Scale{}}; }
+std::vector<Scale> sgd_scale_rule(const ScaleRuleArgs&) { return {Scale{}, Scale{}}; }
+
 }  // namespace
 
 std::string_view update_decay_mode_name(UpdateDecayMode mode) {
@@ -280,6 +286,7 @@ const OpDef kAdamUpdateOp{
     .in_place = {0, 2, 3},
     .infer_shapes = infer_adam,
     .kernel = adam_kernel,
+    .scale_propagation = adam_scale_rule,
 };
 
 const OpDef kSgdUpdateOp{
@@ -294,6 +301,7 @@ const OpDef kSgdUpdateOp{
     .in_place = {0, 2},
     .infer_shapes = infer_sgd,
     .kernel = sgd_kernel,
+    .scale_propagation = sgd_scale_rule,
 };
 
 // ------------------------------------------------------------------------------------------------

@@ -22,6 +22,13 @@ std::string_view pow2_rounding_name(Pow2Rounding mode) {
   return "?";
 }
 
+Pow2Rounding pow2_rounding_from_name(std::string_view name) {
+  for (const Pow2Rounding mode : {Pow2Rounding::kDown, Pow2Rounding::kUp, Pow2Rounding::kNone}) {
+    if (pow2_rounding_name(mode) == name) return mode;
+  }
+  throw Error(fmt::format("unknown p2 rounding '{}'; valid names: down, up, none", name));
+}
+
 Scale Scale::power_of_two(int exponent) {
   Scale s;
   s.exponent_ = exponent;

@@ -53,6 +53,7 @@
 #include "unitscale/ops/attention.hpp"
 #include "unitscale/ops/cast.hpp"
 #include "unitscale/ops/round_to_format.hpp"
+#include "unitscale/ops/dynamic_rescale.hpp"
 #include "unitscale/ops/conv1d.hpp"
 #include "unitscale/ops/dropout.hpp"
 #include "unitscale/ops/elementwise.hpp"
@@ -168,6 +169,7 @@ const std::map<std::string, OpExample, std::less<>>& op_examples() {
       {"where", {{in("cond", {3, 4}), in("a", {3, 4}), in("b", {3, 4})}, {}}},
       {"cast", {{in("x", {3, 4})}, {{"dtype", std::string("f32")}, {"scale", 0.5}}}},
       {"round_to_format", {{in("x", {3, 4})}, {{"format", std::string("f16")}}}},
+      {"dynamic_rescale", {{in("x", {3, 4})}, {{"statistic", std::string("max")}}}},
   };
   return *table;
 }
@@ -318,6 +320,9 @@ std::vector<Subject> builder_subjects() {
        })},
       {"round_to_format", "round_to_format", {in("x", {3, 4})}, one([](auto v) {
          return round_to_format(v[0], DType::kBF16, {.gradient_format = DType::kF16});
+       })},
+      {"dynamic_rescale", "dynamic_rescale", {in("x", {3, 4})}, one([](auto v) {
+         return dynamic_rescale(v[0], {.direction = RescaleDirection::kBackward});
        })},
       {"residual_split",
        "residual_split",

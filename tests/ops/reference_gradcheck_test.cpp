@@ -192,6 +192,8 @@ std::vector<Case> large_cases_for(std::string_view op, std::mt19937& rng) {
     c.push_back({"large", {n(flat)}, {{"dtype", std::string("f32")}, {"scale", 0.5}}, kPlain});
   } else if (op == "round_to_format") {
     c.push_back({"large", {n(flat)}, {{"format", std::string("f32")}}, kPlain});
+  } else if (op == "dynamic_rescale") {
+    c.push_back({"large", {n(flat)}, {}, kPlain});
   }
   for (Case& large : c) large.max_fd_elements = 32;
   return c;
@@ -379,6 +381,12 @@ std::vector<Case> cases_for(std::string_view op) {
   } else if (op == "round_to_format") {
     // Into f32, the identity, whose straight-through gradient is the true one.
     c.push_back({"f32", {n({4, 6})}, {{"format", std::string("f32")}}, kPlain});
+  } else if (op == "dynamic_rescale") {
+    // The identity on values whatever its statistic and direction (they act on scales only).
+    c.push_back({"l2", {n({4, 6})}, {}, kPlain});
+    c.push_back({"max, backward", {n({2, 3, 5})},
+                 {{"statistic", std::string("max")}, {"direction", std::string("backward")}},
+                 kPlain});
   }
   if (c.empty()) return c;  // an op this file does not know: the coverage test reports it
   for (Case& large : large_cases_for(op, rng)) c.push_back(std::move(large));

@@ -789,6 +789,12 @@ std::vector<RefTensor> ref_round_to_format(const RefInputs& in, const Attributes
   return {map_unary(need("round_to_format", in, 0), [](double v) { return v; })};
 }
 
+// dynamic_rescale: the identity on values (it moves data into scales under scale propagation).
+std::vector<RefTensor> ref_dynamic_rescale(const RefInputs& in, const Attributes&,
+                                           const RefContext&) {
+  return {map_unary(need("dynamic_rescale", in, 0), [](double v) { return v; })};
+}
+
 // ---------------------------------------------------------------------------------------------
 // The table: name, input names (for "beta_<input>"), scale attributes, forward.
 // ---------------------------------------------------------------------------------------------
@@ -841,6 +847,7 @@ const std::vector<RefOp>& table() {
       {"where", {"cond", "a", "b"}, {}, ref_where},
       {"cast", {"x"}, {}, ref_cast},
       {"round_to_format", {"x"}, {}, ref_round_to_format},
+      {"dynamic_rescale", {"x"}, {}, ref_dynamic_rescale},
   };
   return ops;
 }

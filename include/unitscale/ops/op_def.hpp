@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "unitscale/ops/attributes.hpp"
+#include "unitscale/ops/scale_rules.hpp"
 #include "unitscale/tensor/scale.hpp"
 #include "unitscale/tensor/tensor.hpp"
 
@@ -43,17 +44,16 @@ struct KernelContext {
   // mix it into their seed so that every training step draws a fresh mask, while the forward and
   // backward nodes of one step, which run with the same step, agree on it.
   std::uint64_t step = 0;
+  // The op of the node being run, for kernels shared by derived ops (see OpDef::derived_from).
+  const OpDef* op = nullptr;
 };
 
 using KernelFn = void (*)(std::span<const ConstTensorView> inputs,
                           std::span<const TensorView> outputs, const Attributes& attrs,
                           const KernelContext& context);
-// Scale propagation (Scalify, arXiv 2407.17353): the scales of an op's outputs from the scales
-// and shapes of its inputs (an absent input has a null shape and scale 1). Ops fill this in where
-// a rule exists; the propagate_scales pass interprets it.
-using ScalePropagationFn = std::vector<Scale> (*)(std::span<const Scale> input_scales,
-                                                 std::span<const Shape* const> input_shapes,
-                                                 const Attributes& attrs);
+// Scale propagation (Scalify, arXiv 2407.17353): the scales of an op's outputs, one per output,
+// from its inputs' scales and shapes (ops/scale_rules.hpp says what a rule promises).
+using ScalePropagationFn = std::vector<Scale> (*)(const ScaleRuleArgs& args);
 // Called once when an executor plans a node, with the kernel's views except that their data is
 // never read: a view's pointer only tells present from absent (see prepare_placeholder()). Ops
 // whose kernels run GEMMs create them here (gemm_prepare), so no kernel call pays for it.
@@ -94,7 +94,16 @@ struct OpDef {
   // Bit i set: forward input i has no gradient (token ids, labels, masks), so autodiff never
   // asks the backward op for it.
   std::uint32_t nondifferentiable_inputs = 0;
+  // The scale rules of the op and of its derived backward op (ops/scale_rules.hpp); null: none,
+  // and propagate_scales refuses a graph that uses the op.
   ScalePropagationFn scale_propagation = nullptr;
+  ScalePropagationFn backward_scale_propagation = nullptr;
+  // Under scale propagation the op applies to a scaled value's data and keeps its scale, as
+  // Scalify's casts do (a cast does not rescale): casts and format rounding, whose result would
+  // otherwise depend on where the scale puts the value. Such ops need no scale rule.
+  bool runs_on_scaled_data = false;
+  // For a derived op (a backward op, a scaled op): the op it was derived from.
+  const OpDef* derived_from = nullptr;
   // The op's kernels read GemmInputFormats attributes (ops/gemm_input_formats.hpp): its inputs
   // other than a bias are GEMM operands (input 1 the weight, where there is one), rounded to the
   // input format, and output 0's gradient is rounded to the gradient format. simulate_format

@@ -22,6 +22,8 @@ namespace unitscale {
 // (2^⌊log2 s⌋, the default), up (2^⌈log2 s⌉; powers of two stay as they are), or not at all.
 enum class Pow2Rounding : std::uint8_t { kDown, kUp, kNone };
 std::string_view pow2_rounding_name(Pow2Rounding mode);  // "down", "up", "none"
+// Throws unitscale::Error listing the valid names.
+Pow2Rounding pow2_rounding_from_name(std::string_view name);
 
 class Scale {
  public:

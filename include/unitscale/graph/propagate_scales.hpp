@@ -1,0 +1,86 @@
+#pragma once
+// propagate_scales: Scalify's transform (Balança et al., arXiv 2407.17353). It rewrites a graph,
+// forward, backward and optimizer update alike, so that every floating value the graph computes is
+// scaled, data · scale, with the data stored in a narrow format (FP16 by default, FP8 for the
+// matmuls' operands on request) and the scale computed at run time by the op's scale rule
+// (ops/scale_rules.hpp) from the scales its inputs have in that run.
+//
+//   Graph graph;  ... Value loss = ...;  auto grads = autodiff(graph, loss, {w});
+//   ScaledGraph scaled = propagate_scales(graph, {loss, grads[0]}, ScalePolicy::fp16());
+//   Executor exec(graph, scaled.outputs());
+//   ... exec.run();  float l = exec.get(scaled.output(loss)).data()[0];
+//
+// What changes. Every node of op X becomes a node of scaled_of(X) (graph/scaled_op.hpp) reading
+// its inputs' data and scales; inputs, parameters, constants and states stay as they are (plain:
+// scale 1, their own dtype), and so do the states that update ops overwrite in place. The
+// requested outputs are materialised back to fp32 (materialize nodes); ask ScaledGraph for them.
+// The original nodes are removed, so values of the original graph other than inputs, parameters,
+// constants and states are dead afterwards, and Graph::grad_of no longer applies.
+//
+// Matmuls. The operands of the GEMM ops (OpDef::rounds_gemm_inputs: linear, linear_readout,
+// matmul; the bias excepted) are cast to `matmul_inputs`, keeping their scales, and the output
+// gradient their backward reads to `matmul_gradients`: the FP8 recipe of the papers, E4M3 operands
+// and E5M2 gradients, with the scales keeping the data where the formats are accurate. The
+// backward reads the same cast operands as the forward.
+//
+// Every op must have a scale rule: the pass throws unitscale::Error, changing nothing, naming each
+// op that has none.
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "unitscale/graph/graph.hpp"
+#include "unitscale/tensor/scale.hpp"
+
+namespace unitscale {
+
+struct ScalePolicy {
+  // The storage of every scaled value the graph computes (f32, f16, bf16 or an FP8 format).
+  DType values = DType::kF16;
+  // The storage of the GEMM ops' operands and of the output gradient their backward reads.
+  DType matmul_inputs = DType::kF16;
+  DType matmul_gradients = DType::kF16;
+  // How the rules' scales become powers of two (Scalify's p2; kNone keeps them as they are).
+  Pow2Rounding rounding = Pow2Rounding::kDown;
+  // A value too large for its storage: ±Inf (non_finite, as real FP16 storage does) or clamped.
+  Overflow overflow = Overflow::kNonFinite;
+
+  // FP16 everywhere; FP16 values with E4M3 matmul operands and E5M2 matmul gradients.
+  static ScalePolicy fp16();
+  static ScalePolicy fp8();
+  std::string to_string() const;  // "values f16, matmul inputs e4m3fn, gradients e5m2, p2 down"
+};
+
+// The rewritten graph's map from the original values.
+class ScaledGraph {
+ public:
+  ScaledGraph() = default;
+  ScaledGraph(Graph& graph, std::vector<int> data, std::vector<int> scale,
+              std::vector<std::pair<int, int>> outputs, int scaled_nodes, int casts);
+
+  // The data and scale of an original value (the scale is absent for a plain value).
+  Value data(Value original) const;
+  Value scale(Value original) const;
+  // A requested output, as fp32: its materialised value (or itself when it stayed plain).
+  Value output(Value original) const;
+  // Every requested output, in the order they were requested: what an executor should compute.
+  std::vector<Value> outputs() const;
+
+  int scaled_nodes() const { return scaled_nodes_; }
+  int casts() const { return casts_; }  // matmul operand and gradient casts inserted
+
+ private:
+  int checked(Value original, std::string_view what) const;
+  Graph* graph_ = nullptr;
+  std::vector<int> data_;                     // per original value id: the data's id (-1: none)
+  std::vector<int> scale_;                    // per original value id: the scale's id (-1: plain)
+  std::vector<std::pair<int, int>> outputs_;  // (original id, fp32 output id)
+  int scaled_nodes_ = 0;
+  int casts_ = 0;
+};
+
+ScaledGraph propagate_scales(Graph& graph, std::span<const Value> outputs,
+                             const ScalePolicy& policy = {});
+
+}  // namespace unitscale

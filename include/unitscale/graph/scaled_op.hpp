@@ -1,0 +1,44 @@
+#pragma once
+// Scaled ops: how a graph rewritten by propagate_scales computes. Every node of `op` becomes a node
+// of scaled_of(op), which carries each floating value as data (FP16, BF16, FP8 or fp32 storage)
+// plus its scale (an f32 scalar; value = data · scale), and computes the op's output scales at run
+// time with the op's scale rule (ops/scale_rules.hpp), from the scales its inputs have in this run.
+//
+//   scaled_of(op): inputs  x, w, ..., x_scale?, w_scale?, ...   (an absent scale: a plain input)
+//                  outputs y, ...,    y_scale, ...              (absent: a plain output)
+//
+// The kernel materialises each scaled input in fp32 (the data decoded exactly and multiplied by its
+// scale in fp32, never in the data's format), runs the op's own fp32 kernel, and stores each
+// output as output / scale in the output's storage format. The rule therefore chooses where the
+// data sits, not what the value is: a rule that tracks magnitudes keeps narrow data near 1 when the
+// values are far outside FP16's range. Ops flagged OpDef::runs_on_scaled_data (casts and format
+// rounding) apply to the data alone and keep its scale instead, as Scalify's casts do.
+//
+// Outputs a node updates in place (optimizer states) stay plain when their state is plain.
+
+#include <string_view>
+
+#include "unitscale/ops/attributes.hpp"
+#include "unitscale/ops/op_def.hpp"
+
+namespace unitscale {
+
+template <>
+struct EnumAttribute<Pow2Rounding> {
+  static const EnumType& type();
+};
+
+// The scaled op of `op` (derived once, then cached; the reference stays valid for the program's
+// life). Its attributes are op's plus "p2_rounding" (the rules' power-of-two rounding, default
+// down) and "storage_overflow" (how an output too large for its storage is stored: non_finite,
+// the default, gives ±Inf as real FP16 storage would; saturate clamps). Throws unitscale::Error
+// naming the op if it has no scale rule.
+const OpDef& scaled_of(const OpDef& op);
+// Whether `op` is a scaled op (one of scaled_of's) or materialize: a node of a scaled graph.
+bool is_scaled_op(const OpDef& op);
+
+// materialize(data, scale) = data · scale in fp32 (Scalify's stop_scaling): how a scaled graph
+// hands a value back to plain code, e.g. the loss.
+extern const OpDef kMaterializeOp;
+
+}  // namespace unitscale

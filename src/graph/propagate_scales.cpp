@@ -1,0 +1,244 @@
+#include "unitscale/graph/propagate_scales.hpp"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <optional>
+#include <set>
+
+#include "unitscale/error.hpp"
+#include "unitscale/graph/scaled_op.hpp"
+#include "unitscale/ops/cast.hpp"
+
+namespace unitscale {
+namespace {
+
+constexpr std::string_view kPass = "propagate_scales";
+
+void check_storage(DType format, std::string_view what) {
+  if (!is_floating(format) || format == DType::kE8M0FNU) {
+    throw Error(
+        fmt::format("{}: {} must be a floating format with a sign (f32, f16, bf16 or an "
+                    "8-bit float), got {}",
+                    kPass, what, dtype_name(format)));
+  }
+}
+
+// The backward op derived from a GEMM op, whose forward operands and output gradient get cast.
+const OpDef* gemm_op_differentiated_by(const OpDef& op) {
+  if (op.derived_from == nullptr || !op.derived_from->rounds_gemm_inputs) return nullptr;
+  return &backward_of(*op.derived_from) == &op ? op.derived_from : nullptr;
+}
+
+// Refuses, before changing anything, a graph the pass cannot rewrite.
+void check_graph(const Graph& graph, std::span<const int> order) {
+  std::set<std::string> missing;
+  for (const int index : order) {
+    const OpDef& op = *graph.nodes()[static_cast<std::size_t>(index)].op;
+    if (is_scaled_op(op)) {
+      throw Error(
+          fmt::format("{}: the graph is scaled already (node {} is {})", kPass, index, op.name));
+    }
+    if (op.scale_propagation == nullptr && !op.runs_on_scaled_data) {
+      missing.insert(std::string(op.name));
+    }
+  }
+  if (!missing.empty()) {
+    throw Error(fmt::format("{}: no scale rule for op{} {}", kPass, missing.size() > 1 ? "s" : "",
+                            fmt::join(missing, ", ")));
+  }
+}
+
+class Rewriter {
+ public:
+  Rewriter(Graph& graph, const ScalePolicy& policy)
+      : graph_(graph),
+        policy_(policy),
+        data_(static_cast<std::size_t>(graph.value_count())),
+        scale_(static_cast<std::size_t>(graph.value_count()), -1) {
+    for (int id = 0; id < graph.value_count(); ++id) data_[static_cast<std::size_t>(id)] = id;
+  }
+
+  void rewrite(const Node& node) {
+    const OpDef& op = *node.op;
+    const std::size_t n = node.inputs.size();
+    const OpDef* gemm_forward = op.rounds_gemm_inputs ? &op : nullptr;
+    const OpDef* gemm_backward = gemm_op_differentiated_by(op);
+    std::vector<Value> inputs(2 * n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const int id = node.inputs[i];
+      if (id < 0) continue;
+      DType cast_to = DType::kF32;  // none
+      if (gemm_forward != nullptr && is_operand(*gemm_forward, i)) cast_to = policy_.matmul_inputs;
+      if (gemm_backward != nullptr) {
+        const std::size_t forward_inputs = gemm_backward->inputs.size();
+        if (i < forward_inputs && is_operand(*gemm_backward, i)) cast_to = policy_.matmul_inputs;
+        if (i == forward_inputs + gemm_backward->outputs.size()) cast_to = policy_.matmul_gradients;
+      }
+      const auto [data, scale] = cast_to == DType::kF32 ? scaled(id) : cast(id, cast_to);
+      inputs[i] = data;
+      inputs[n + i] = scale;
+    }
+    const std::size_t m = node.outputs.size();
+    std::vector<std::optional<Shape>> shapes(2 * m);
+    std::vector<DType> dtypes(2 * m, DType::kF32);
+    for (std::size_t o = 0; o < m; ++o) {
+      const int id = node.outputs[o];
+      if (id < 0) continue;
+      const ValueInfo& info = graph_.info(id);
+      const bool in_place = o < op.in_place.size() && op.in_place[o] >= 0;
+      shapes[o] = info.shape;
+      dtypes[o] = info.dtype;
+      if (in_place || !is_floating(info.dtype)) continue;  // stays plain
+      if (info.dtype == DType::kF32) dtypes[o] = policy_.values;
+      shapes[m + o] = Shape{};
+    }
+    Attributes attrs = node.attrs;
+    attrs.set("p2_rounding", policy_.rounding).set("storage_overflow", policy_.overflow);
+    const int differentiates =
+        node.differentiates >= 0 ? data_[static_cast<std::size_t>(node.differentiates)] : -1;
+    const std::vector<Value> outputs =
+        graph_.apply_with_shapes(scaled_of(op), inputs, attrs, shapes, differentiates, dtypes);
+    for (std::size_t o = 0; o < m; ++o) {
+      const int id = node.outputs[o];
+      if (id < 0) continue;
+      data_[static_cast<std::size_t>(id)] = outputs[o].id();
+      scale_[static_cast<std::size_t>(id)] = outputs[m + o].present() ? outputs[m + o].id() : -1;
+    }
+    ++scaled_nodes_;
+  }
+
+  ScaledGraph finish(std::span<const Value> requested, std::span<const int> original_nodes) {
+    std::vector<std::pair<int, int>> outputs;
+    for (const Value& v : requested) {
+      const int id = v.id();
+      const int scale = scale_[static_cast<std::size_t>(id)];
+      int output = data_[static_cast<std::size_t>(id)];
+      if (scale >= 0) {
+        const Value in[] = {graph_.value(output), graph_.value(scale)};
+        output = graph_.apply1(kMaterializeOp, in, {}).id();
+      }
+      outputs.emplace_back(id, output);
+    }
+    graph_.remove_nodes(original_nodes);
+    return {graph_, std::move(data_), std::move(scale_), std::move(outputs), scaled_nodes_, casts_};
+  }
+
+ private:
+  // A GEMM op's inputs other than its bias are its operands.
+  static bool is_operand(const OpDef& gemm, std::size_t input) {
+    return gemm.input_name(input) != "bias";
+  }
+
+  std::pair<Value, Value> scaled(int id) {
+    const int scale = scale_[static_cast<std::size_t>(id)];
+    return {graph_.value(data_[static_cast<std::size_t>(id)]),
+            scale >= 0 ? graph_.value(scale) : Value{}};
+  }
+
+  // The value cast to `format`, keeping its scale; made once per (value, format), so that a GEMM's
+  // backward reads the operands its forward cast.
+  std::pair<Value, Value> cast(int id, DType format) {
+    const auto [data, scale] = scaled(id);
+    if (data.dtype() == format || !is_floating(data.dtype())) return {data, scale};
+    const auto key = std::make_pair(id, format);
+    if (const auto it = casts_made_.find(key); it != casts_made_.end()) return it->second;
+    const Value inputs[] = {data, scale};
+    const std::optional<Shape> shapes[] = {data.shape(),
+                                           scale.present() ? std::optional(Shape{}) : std::nullopt};
+    const DType dtypes[] = {format, DType::kF32};
+    // Round to nearest even and saturate: the FP8 recipes' cast (a scale keeping the data near 1
+    // leaves saturation for outliers).
+    const Attributes attrs{{"dtype", format}, {"overflow", Overflow::kSaturate}};
+    const std::vector<Value> out =
+        graph_.apply_with_shapes(scaled_of(kCastOp), inputs, attrs, shapes, -1, dtypes);
+    ++casts_;
+    return casts_made_[key] = {out[0], out[1]};
+  }
+
+  Graph& graph_;
+  const ScalePolicy& policy_;
+  std::vector<int> data_;
+  std::vector<int> scale_;
+  std::map<std::pair<int, DType>, std::pair<Value, Value>> casts_made_;
+  int scaled_nodes_ = 0;
+  int casts_ = 0;
+};
+
+}  // namespace
+
+ScalePolicy ScalePolicy::fp16() { return {}; }
+
+ScalePolicy ScalePolicy::fp8() {
+  return {.matmul_inputs = DType::kE4M3FN, .matmul_gradients = DType::kE5M2};
+}
+
+std::string ScalePolicy::to_string() const {
+  return fmt::format("values {}, matmul inputs {}, matmul gradients {}, p2 {}, overflow {}",
+                     dtype_name(values), dtype_name(matmul_inputs), dtype_name(matmul_gradients),
+                     pow2_rounding_name(rounding), overflow_name(overflow));
+}
+
+ScaledGraph::ScaledGraph(Graph& graph, std::vector<int> data, std::vector<int> scale,
+                         std::vector<std::pair<int, int>> outputs, int scaled_nodes, int casts)
+    : graph_(&graph),
+      data_(std::move(data)),
+      scale_(std::move(scale)),
+      outputs_(std::move(outputs)),
+      scaled_nodes_(scaled_nodes),
+      casts_(casts) {}
+
+int ScaledGraph::checked(Value original, std::string_view what) const {
+  if (graph_ == nullptr || !original.present() || &original.graph() != graph_ ||
+      original.id() < 0 || static_cast<std::size_t>(original.id()) >= data_.size()) {
+    throw Error(fmt::format("ScaledGraph::{}: %{} is not a value of the graph before the pass",
+                            what, original.id()));
+  }
+  return original.id();
+}
+
+Value ScaledGraph::data(Value original) const {
+  return graph_->value(data_[static_cast<std::size_t>(checked(original, "data"))]);
+}
+
+Value ScaledGraph::scale(Value original) const {
+  const int scale = scale_[static_cast<std::size_t>(checked(original, "scale"))];
+  return scale >= 0 ? graph_->value(scale) : Value{};
+}
+
+Value ScaledGraph::output(Value original) const {
+  const int id = checked(original, "output");
+  for (const auto& [requested, output] : outputs_) {
+    if (requested == id) return graph_->value(output);
+  }
+  throw Error(fmt::format("ScaledGraph::output: %{} was not requested from propagate_scales", id));
+}
+
+std::vector<Value> ScaledGraph::outputs() const {
+  std::vector<Value> values;
+  for (const auto& [requested, output] : outputs_) values.push_back(graph_->value(output));
+  return values;
+}
+
+ScaledGraph propagate_scales(Graph& graph, std::span<const Value> outputs,
+                             const ScalePolicy& policy) {
+  check_storage(policy.values, "the value storage");
+  check_storage(policy.matmul_inputs, "the matmul input storage");
+  check_storage(policy.matmul_gradients, "the matmul gradient storage");
+  for (const Value& v : outputs) {
+    if (!v.present() || &v.graph() != &graph || graph.is_dead(v.id())) {
+      throw Error(
+          fmt::format("{}: requested output %{} is not a live value of this graph", kPass, v.id()));
+    }
+  }
+  const std::vector<int> order = graph.execution_order();
+  check_graph(graph, order);
+  Rewriter rewriter(graph, policy);
+  for (const int index : order) {
+    const Node node = graph.nodes()[static_cast<std::size_t>(index)];  // apply grows nodes()
+    rewriter.rewrite(node);
+  }
+  return rewriter.finish(outputs, order);
+}
+
+}  // namespace unitscale

@@ -1,0 +1,253 @@
+#include "unitscale/graph/scaled_op.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "unitscale/error.hpp"
+#include "unitscale/ops/cast.hpp"
+
+namespace unitscale {
+
+const EnumType& EnumAttribute<Pow2Rounding>::type() {
+  return enum_type<Pow2Rounding, pow2_rounding_name, pow2_rounding_from_name>("p2 rounding");
+}
+
+namespace {
+
+// Scales are stored as f32 scalars, and the kernel divides by them in fp32: keeping them within
+// [2^-126, 2^126] keeps both a scale and its reciprocal finite normal floats.
+constexpr double kSmallestScale = 0x1p-126;
+constexpr double kLargestScale = 0x1p126;
+
+float storable(const Scale& s) {
+  return static_cast<float>(std::clamp(s.value(), kSmallestScale, kLargestScale));
+}
+
+Scale scale_of_input(const ConstTensorView& scale, std::string_view op, std::string_view input) {
+  if (!scale.present()) return Scale{};
+  const float v = scale.data()[0];
+  if (v == 0.0f) return Scale::zero();
+  if (!std::isfinite(v) || v < 0.0f) {
+    throw Error(
+        fmt::format("{}: the scale of input {} is {}, where a scale must be finite and "
+                    "positive (has training diverged?)",
+                    op, input, v));
+  }
+  return Scale::of(v);
+}
+
+// y = convert(x · factor) through the cast kernel: exact decoding, one fp32 multiply, one rounding.
+void convert(ConstTensorView x, TensorView y, float factor, Overflow overflow) {
+  const Attributes attrs{
+      {"dtype", y.dtype()}, {"scale", static_cast<double>(factor)}, {"overflow", overflow}};
+  cast_forward(x, y, attrs, 0);
+}
+
+// Per-thread fp32 buffers for materialised inputs and outputs, kept between calls: large buffers
+// freed and reallocated on every node would pay their page faults on every step.
+float* scratch(std::size_t slot, std::int64_t count) {
+  thread_local std::vector<std::vector<float>> buffers;
+  if (buffers.size() <= slot) buffers.resize(slot + 1);
+  std::vector<float>& buffer = buffers[slot];
+  if (buffer.size() < static_cast<std::size_t>(count))
+    buffer.resize(static_cast<std::size_t>(count));
+  return buffer.data();
+}
+
+struct ScaledCall {
+  const OpDef& outer;
+  const OpDef& inner;
+  std::size_t n;  // inner inputs
+  std::size_t m;  // inner outputs
+};
+
+ScaledCall call_of(const KernelContext& context) {
+  const OpDef& outer = *context.op;
+  const OpDef& inner = *outer.derived_from;
+  return {outer, inner, inner.inputs.size(), inner.outputs.size()};
+}
+
+void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                   const Attributes& attrs, const KernelContext& context) {
+  const auto [outer, inner, n, m] = call_of(context);
+  const bool on_data = inner.runs_on_scaled_data;
+  std::vector<Scale> scales(n);
+  std::vector<const Shape*> in_shapes(n), out_shapes(m);
+  for (std::size_t i = 0; i < n; ++i) {
+    scales[i] = scale_of_input(in[n + i], outer.name, inner.input_name(i));
+    in_shapes[i] = in[i].present() ? &in[i].shape() : nullptr;
+  }
+  for (std::size_t o = 0; o < m; ++o) out_shapes[o] = out[o].present() ? &out[o].shape() : nullptr;
+  std::vector<Scale> out_scales;
+  if (on_data) {  // every output keeps the scale of the value it is made from
+    std::size_t source = 0;
+    while (source + 1 < n && !in[source].present()) ++source;
+    out_scales.assign(m, scales[source]);
+  } else {
+    const ScaleRuleArgs args{
+        scales,
+        in_shapes,
+        out_shapes,
+        attrs,
+        attrs.get_enum<Pow2Rounding>(outer.name, "p2_rounding", Pow2Rounding::kDown),
+        in.subspan(0, n)};
+    out_scales = inner.scale_propagation(args);
+  }
+
+  // The inner kernel's inputs: plain ones as they are, scaled ones materialised in fp32 (on_data:
+  // the data alone, decoded only where the op does not take its format).
+  std::vector<ConstTensorView> inner_in(n);
+  std::vector<float*> materialised(n, nullptr);
+  for (std::size_t i = 0; i < n; ++i) {
+    const ConstTensorView& x = in[i];
+    const bool scaled = in[n + i].present();
+    if (!x.present() || !is_floating(x.dtype()) ||
+        (x.dtype() == DType::kF32 && (!scaled || on_data || scales[i] == Scale{})) ||
+        (on_data && inner.accepted_dtypes(i).contains(x.dtype()))) {
+      inner_in[i] = x;
+      continue;
+    }
+    materialised[i] = scratch(i, x.numel());
+    if (scales[i].is_zero() && !on_data) {  // a static zero, whatever its data holds
+      std::fill_n(materialised[i], x.numel(), 0.0f);
+    } else {
+      convert(x, TensorView(materialised[i], x.shape()), on_data ? 1.0f : storable(scales[i]),
+              Overflow::kNonFinite);
+    }
+    inner_in[i] = ConstTensorView(materialised[i], x.shape());
+  }
+  // Outputs: written straight into their storage where it holds what the op produces (plain fp32
+  // outputs, a cast's target), otherwise into fp32 scratch (an in-place output into its input's
+  // scratch), then stored divided by the scale.
+  std::vector<DType> in_dtypes(n, DType::kF32);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (inner_in[i].present()) in_dtypes[i] = inner_in[i].dtype();
+  }
+  const std::vector<DType> produced = inner.infer_dtypes != nullptr
+                                          ? inner.infer_dtypes(in_dtypes, attrs)
+                                          : std::vector<DType>(m, DType::kF32);
+  std::vector<TensorView> inner_out(m);
+  std::vector<bool> direct(m, true);
+  for (std::size_t o = 0; o < m; ++o) {
+    const TensorView& y = out[o];
+    if (!y.present()) continue;
+    const int alias = o < inner.in_place.size() ? inner.in_place[o] : -1;
+    float* alias_buffer = alias >= 0 ? materialised[static_cast<std::size_t>(alias)] : nullptr;
+    const bool stored_as_produced = on_data || !out[m + o].present();
+    if (stored_as_produced && produced[o] == y.dtype() && alias_buffer == nullptr) {
+      inner_out[o] = y;
+      continue;
+    }
+    if (produced[o] != DType::kF32) {
+      throw Error(fmt::format("{}: output {} is {}, which cannot be stored as {}", outer.name,
+                              inner.outputs[o], dtype_name(produced[o]), dtype_name(y.dtype())));
+    }
+    direct[o] = false;
+    float* buffer = alias_buffer != nullptr ? alias_buffer : scratch(n + o, y.numel());
+    inner_out[o] = TensorView(buffer, y.shape());
+  }
+  KernelContext inner_context = context;
+  inner_context.op = &inner;
+  inner.kernel(inner_in, inner_out, attrs, inner_context);
+
+  const Overflow overflow =
+      attrs.get_enum<Overflow>(outer.name, "storage_overflow", Overflow::kNonFinite);
+  for (std::size_t o = 0; o < m; ++o) {
+    if (!out[o].present()) continue;
+    const bool has_scale = out[m + o].present();
+    const Scale s = has_scale ? out_scales[o] : Scale{};
+    if (has_scale) out[m + o].data()[0] = s.is_zero() ? 0.0f : storable(s);
+    if (direct[o]) continue;
+    if (s.is_zero()) {  // a static zero: zero data (all-zero bits are +0 in every data format)
+      std::memset(out[o].bytes(), 0, out[o].byte_size());
+      continue;
+    }
+    const ConstTensorView y(inner_out[o].data(), inner_out[o].shape());
+    convert(y, out[o], on_data || !has_scale ? 1.0f : 1.0f / storable(s), overflow);
+  }
+}
+
+struct DerivedOp {
+  std::deque<std::string> names;  // a deque never moves its elements
+  OpDef op;
+  std::string_view keep(std::string text) { return names.emplace_back(std::move(text)); }
+};
+
+void derive_scaled(const OpDef& inner, DerivedOp& derived) {
+  OpDef& op = derived.op;
+  op.name = derived.keep("scaled_" + std::string(inner.name));
+  op.inputs = inner.inputs;
+  for (std::size_t i = 0; i < inner.inputs.size(); ++i) {
+    op.inputs.push_back(derived.keep(std::string(inner.input_name(i)) + "_scale?"));
+  }
+  op.outputs = inner.outputs;
+  for (const std::string_view output : inner.outputs) {
+    op.outputs.push_back(derived.keep(std::string(output) + "_scale"));
+  }
+  op.attributes = inner.attributes;
+  op.attributes.push_back(AttributeSpec::enumeration<Pow2Rounding>("p2_rounding"));
+  op.attributes.push_back(AttributeSpec::enumeration<Overflow>("storage_overflow"));
+  op.scales = inner.scales;
+  op.input_dtypes.assign(inner.inputs.size(), DTypeSet::all());
+  op.in_place = inner.in_place;
+  op.kernel = scaled_kernel;
+  // No prepare hook: it could not tell which op it prepares. GEMM plans are cached by problem, so
+  // the first run makes them instead.
+  op.derived_from = &inner;
+}
+
+std::vector<Shape> infer_materialize(std::span<const Shape* const> in, const Attributes&) {
+  if (in[1]->numel() != 1) {
+    throw Error(fmt::format("materialize: the scale must have one element, got shape {}",
+                            in[1]->to_string()));
+  }
+  return {*in[0]};
+}
+
+void materialize_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                        const Attributes&, const KernelContext&) {
+  const Scale s = scale_of_input(in[1], "materialize", "data");
+  if (s.is_zero()) {
+    std::memset(out[0].bytes(), 0, out[0].byte_size());
+    return;
+  }
+  convert(in[0], out[0], storable(s), Overflow::kNonFinite);
+}
+
+}  // namespace
+
+const OpDef& scaled_of(const OpDef& op) {
+  if (op.scale_propagation == nullptr && !op.runs_on_scaled_data) {
+    throw Error(fmt::format("propagate_scales: op {} has no scale rule", op.name));
+  }
+  static std::mutex mutex;
+  static std::map<const OpDef*, std::unique_ptr<DerivedOp>> derived;
+  const std::lock_guard lock(mutex);
+  std::unique_ptr<DerivedOp>& slot = derived[&op];
+  if (!slot) {
+    slot = std::make_unique<DerivedOp>();
+    derive_scaled(op, *slot);
+  }
+  return slot->op;
+}
+
+bool is_scaled_op(const OpDef& op) { return op.kernel == scaled_kernel || &op == &kMaterializeOp; }
+
+const OpDef kMaterializeOp{
+    .name = "materialize",
+    .inputs = {"data", "scale"},
+    .input_dtypes = {DTypeSet::all(), {DType::kF32}},
+    .infer_shapes = infer_materialize,
+    .kernel = materialize_kernel,
+};
+
+}  // namespace unitscale

@@ -1,0 +1,175 @@
+#include "unitscale/ops/dynamic_rescale.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "unitscale/error.hpp"
+#include "unitscale/ops/cast.hpp"
+
+namespace unitscale {
+
+std::string_view rescale_statistic_name(RescaleStatistic statistic) {
+  switch (statistic) {
+    case RescaleStatistic::kMax:
+      return "max";
+    case RescaleStatistic::kL1:
+      return "l1";
+    case RescaleStatistic::kL2:
+      return "l2";
+  }
+  return "?";
+}
+
+RescaleStatistic rescale_statistic_from_name(std::string_view name) {
+  for (const auto s : {RescaleStatistic::kMax, RescaleStatistic::kL1, RescaleStatistic::kL2}) {
+    if (rescale_statistic_name(s) == name) return s;
+  }
+  throw Error(fmt::format("unknown rescale statistic '{}'; valid names: max, l1, l2", name));
+}
+
+std::string_view rescale_direction_name(RescaleDirection direction) {
+  return direction == RescaleDirection::kForward ? "forward" : "backward";
+}
+
+RescaleDirection rescale_direction_from_name(std::string_view name) {
+  if (name == "forward") return RescaleDirection::kForward;
+  if (name == "backward") return RescaleDirection::kBackward;
+  throw Error(fmt::format("unknown rescale direction '{}'; valid names: forward, backward", name));
+}
+
+const EnumType& EnumAttribute<RescaleStatistic>::type() {
+  return enum_type<RescaleStatistic, rescale_statistic_name, rescale_statistic_from_name>(
+      "rescale statistic");
+}
+
+const EnumType& EnumAttribute<RescaleDirection>::type() {
+  return enum_type<RescaleDirection, rescale_direction_name, rescale_direction_from_name>(
+      "rescale direction");
+}
+
+double rescale_statistic(std::span<const float> values, RescaleStatistic statistic) {
+  if (values.empty()) return 0.0;
+  double acc = 0.0;
+  for (const float v : values) {
+    const double a = std::abs(static_cast<double>(v));
+    switch (statistic) {
+      case RescaleStatistic::kMax:
+        acc = std::isnan(a) || a > acc ? a : acc;
+        break;
+      case RescaleStatistic::kL1:
+        acc += a;
+        break;
+      case RescaleStatistic::kL2:
+        acc += a * a;
+        break;
+    }
+  }
+  const double n = static_cast<double>(values.size());
+  if (statistic == RescaleStatistic::kL1) return acc / n;
+  if (statistic == RescaleStatistic::kL2) return std::sqrt(acc / n);
+  return acc;
+}
+
+namespace {
+
+constexpr std::string_view kOp = "dynamic_rescale";
+
+double floor_of(const Attributes& attrs) {
+  const double floor = attrs.get_double(kOp, "floor", 0x1p-14);
+  if (!std::isfinite(floor) || floor <= 0) {
+    throw Error(fmt::format("{}: floor must be finite and positive, got {}", kOp, floor));
+  }
+  return floor;
+}
+
+std::vector<Shape> infer_dynamic_rescale(std::span<const Shape* const> in,
+                                         const Attributes& attrs) {
+  floor_of(attrs);
+  return {*in[0]};
+}
+
+void copy_kernel(const ConstTensorView& from, const TensorView& to) {
+  if (present(to) && from.data() != to.data()) {
+    std::memcpy(to.data(), from.data(), from.byte_size());
+  }
+}
+
+void dynamic_rescale_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                            const Attributes&, const KernelContext&) {
+  copy_kernel(in[0], out[0]);
+}
+
+// Backward inputs: x, y (both absent), grad_y.
+void dynamic_rescale_backward_kernel(std::span<const ConstTensorView> in,
+                                     std::span<const TensorView> out, const Attributes&,
+                                     const KernelContext&) {
+  copy_kernel(in[2], out[0]);
+}
+
+// n = max(p2(stat(data)), floor) for the data of input `input`; 1 when the rule has no data, or
+// the statistic is 0 or not finite (nothing to re-centre on).
+Scale rescale_factor(const ScaleRuleArgs& args, std::size_t input) {
+  if (args.data.size() <= input || !args.data[input].present()) return Scale{};
+  const ConstTensorView& data = args.data[input];
+  std::vector<float> decoded;
+  std::span<const float> values;
+  if (data.dtype() == DType::kF32) {
+    values = data.span();
+  } else {
+    decoded.resize(static_cast<std::size_t>(data.numel()));
+    cast_forward(data, TensorView(decoded.data(), data.shape()), {{"dtype", DType::kF32}}, 0);
+    values = decoded;
+  }
+  const auto statistic =
+      args.attrs.get_enum<RescaleStatistic>(kOp, "statistic", RescaleStatistic::kL2);
+  const double stat = rescale_statistic(values, statistic);
+  if (!std::isfinite(stat) || stat == 0.0) return Scale{};
+  const Scale n = args.p2(stat);
+  const Scale floor = args.p2(floor_of(args.attrs));
+  return n.value() < floor.value() ? floor : n;
+}
+
+RescaleDirection direction_of(const Attributes& attrs) {
+  return attrs.get_enum<RescaleDirection>(kOp, "direction", RescaleDirection::kForward);
+}
+
+// The forward variant moves the statistic of x's data into the scale; the backward one leaves it.
+std::vector<Scale> dynamic_rescale_scale_rule(const ScaleRuleArgs& args) {
+  if (direction_of(args.attrs) == RescaleDirection::kBackward) return {args.scale(0)};
+  return {args.scale(0) * rescale_factor(args, 0)};
+}
+
+// Backward inputs: x, y (both absent), grad_y: the backward variant re-centres grad_y's data.
+std::vector<Scale> dynamic_rescale_backward_scale_rule(const ScaleRuleArgs& args) {
+  if (direction_of(args.attrs) == RescaleDirection::kForward) return {args.scale(2)};
+  return {args.scale(2) * rescale_factor(args, 2)};
+}
+
+}  // namespace
+
+const OpDef kDynamicRescaleOp{
+    .name = kOp,
+    .inputs = {"x"},
+    .attributes = {AttributeSpec::enumeration<RescaleStatistic>("statistic"),
+                   AttributeSpec::enumeration<RescaleDirection>("direction"),
+                   AttributeSpec::real("floor")},
+    .infer_shapes = infer_dynamic_rescale,
+    .kernel = dynamic_rescale_kernel,
+    .backward_kernel = dynamic_rescale_backward_kernel,
+    .backward_reads = 0b00,
+    .scale_propagation = dynamic_rescale_scale_rule,
+    .backward_scale_propagation = dynamic_rescale_backward_scale_rule,
+};
+
+Value dynamic_rescale(Value x, const DynamicRescaleOptions& options) {
+  const Value inputs[] = {x};
+  return x.graph().apply1(kDynamicRescaleOp, inputs,
+                          {{"statistic", options.statistic},
+                           {"direction", options.direction},
+                           {"floor", options.floor}});
+}
+
+}  // namespace unitscale
