@@ -186,7 +186,7 @@ void add_rows() {
     }
   }
   // Depth 4 (the benchmarked model) and a depth giving about 10,000 nodes.
-  for (const int depth : {4, 160}) {
+  for (const int depth : {4, 180}) {
     benchmark::RegisterBenchmark(("propagate_scales/depth:" + std::to_string(depth)).c_str(),
                                  [depth](benchmark::State& s) { bm_pass(s, depth); })
         ->Unit(benchmark::kMillisecond);

@@ -427,6 +427,12 @@ int Graph::replace_uses(Value from, Value to, std::span<const int> consumers) {
   return static_cast<int>(rewired.size());
 }
 
+void Graph::reserve(std::size_t nodes, std::size_t values) {
+  nodes_.reserve(nodes);
+  values_.reserve(values);
+  if (!gradient_.empty()) gradient_.reserve(values);
+}
+
 void Graph::remove_nodes(std::span<const int> nodes) {
   std::vector<bool> removed(nodes_.size(), false);
   for (const int n : nodes) {
@@ -448,15 +454,18 @@ void Graph::remove_nodes(std::span<const int> nodes) {
       }
     }
   }
-  std::vector<Node> kept;
+  // Compacts in place: each kept node moves down over the removed ones before it.
+  std::size_t kept = 0;
   for (std::size_t i = 0; i < nodes_.size(); ++i) {
-    const int new_index = removed[i] ? kDeadNode : static_cast<int>(kept.size());
+    const int new_index = removed[i] ? kDeadNode : static_cast<int>(kept);
     for (const int out : nodes_[i].outputs) {
       if (out >= 0) values_[static_cast<std::size_t>(out)].node = new_index;
     }
-    if (!removed[i]) kept.push_back(std::move(nodes_[i]));
+    if (removed[i]) continue;
+    if (kept != i) nodes_[kept] = std::move(nodes_[i]);
+    ++kept;
   }
-  nodes_ = std::move(kept);
+  nodes_.erase(nodes_.begin() + static_cast<std::ptrdiff_t>(kept), nodes_.end());
   ++version_;
 }
 

@@ -59,6 +59,7 @@ class Rewriter {
     for (int id = 0; id < graph.value_count(); ++id) data_[static_cast<std::size_t>(id)] = id;
   }
 
+  // `node` must stay valid while nodes are recorded: see the reserve in propagate_scales.
   void rewrite(const Node& node) {
     const OpDef& op = *node.op;
     const std::size_t n = node.inputs.size();
@@ -97,8 +98,8 @@ class Rewriter {
     attrs.set("p2_rounding", policy_.rounding).set("storage_overflow", policy_.overflow);
     const int differentiates =
         node.differentiates >= 0 ? data_[static_cast<std::size_t>(node.differentiates)] : -1;
-    const std::vector<Value> outputs =
-        graph_.apply_with_shapes(scaled_of(op), inputs, attrs, shapes, differentiates, dtypes);
+    const std::vector<Value> outputs = graph_.apply_with_shapes(
+        scaled_of(op), inputs, std::move(attrs), shapes, differentiates, dtypes);
     for (std::size_t o = 0; o < m; ++o) {
       const int id = node.outputs[o];
       if (id < 0) continue;
@@ -234,10 +235,15 @@ ScaledGraph propagate_scales(Graph& graph, std::span<const Value> outputs,
   const std::vector<int> order = graph.execution_order();
   check_graph(graph, order);
   Rewriter rewriter(graph, policy);
-  for (const int index : order) {
-    const Node node = graph.nodes()[static_cast<std::size_t>(index)];  // apply grows nodes()
-    rewriter.rewrite(node);
-  }
+  // Room for everything the pass records — a scaled node per node, at most one cast per node
+  // input, a materialize per output, and two values for each — so that nodes() never moves and the
+  // rewriter can read the original nodes in place.
+  std::size_t inputs = 0;
+  for (const Node& node : graph.nodes()) inputs += node.inputs.size();
+  const std::size_t recorded = graph.nodes().size() + inputs + outputs.size();
+  graph.reserve(graph.nodes().size() + recorded,
+                static_cast<std::size_t>(graph.value_count()) + 2 * recorded);
+  for (const int index : order) rewriter.rewrite(graph.nodes()[static_cast<std::size_t>(index)]);
   return rewriter.finish(outputs, order);
 }
 

@@ -5,13 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <deque>
-#include <map>
-#include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "ops/derived_op.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/ops/cast.hpp"
 
@@ -176,11 +173,7 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
   }
 }
 
-struct DerivedOp {
-  std::deque<std::string> names;  // a deque never moves its elements
-  OpDef op;
-  std::string_view keep(std::string text) { return names.emplace_back(std::move(text)); }
-};
+using detail::DerivedOp;
 
 void derive_scaled(const OpDef& inner, DerivedOp& derived) {
   OpDef& op = derived.op;
@@ -229,15 +222,7 @@ const OpDef& scaled_of(const OpDef& op) {
   if (op.scale_propagation == nullptr && !op.runs_on_scaled_data) {
     throw Error(fmt::format("propagate_scales: op {} has no scale rule", op.name));
   }
-  static std::mutex mutex;
-  static std::map<const OpDef*, std::unique_ptr<DerivedOp>> derived;
-  const std::lock_guard lock(mutex);
-  std::unique_ptr<DerivedOp>& slot = derived[&op];
-  if (!slot) {
-    slot = std::make_unique<DerivedOp>();
-    derive_scaled(op, *slot);
-  }
-  return slot->op;
+  return detail::derived_op<derive_scaled>(op);
 }
 
 bool is_scaled_op(const OpDef& op) { return op.kernel == scaled_kernel || &op == &kMaterializeOp; }

@@ -1,22 +1,14 @@
 #include "unitscale/ops/op_def.hpp"
 
-#include <deque>
-#include <map>
-#include <memory>
-#include <mutex>
 #include <string>
 
+#include "ops/derived_op.hpp"
 #include "unitscale/error.hpp"
 
 namespace unitscale {
 namespace {
 
-// A derived OpDef and the strings its string_views point into.
-struct DerivedOp {
-  std::deque<std::string> names;  // a deque never moves its elements
-  OpDef op;
-  std::string_view keep(std::string text) { return names.emplace_back(std::move(text)); }
-};
+using detail::DerivedOp;
 
 // In place: the string_views must point into `derived`'s own strings.
 void derive_backward(const OpDef& forward, DerivedOp& derived) {
@@ -52,15 +44,7 @@ const OpDef& backward_of(const OpDef& op) {
   if (op.backward_kernel == nullptr) {
     throw Error("op " + std::string(op.name) + " is not differentiable (it has no backward kernel)");
   }
-  static std::mutex mutex;
-  static std::map<const OpDef*, std::unique_ptr<DerivedOp>> derived;
-  const std::lock_guard lock(mutex);
-  std::unique_ptr<DerivedOp>& slot = derived[&op];
-  if (!slot) {
-    slot = std::make_unique<DerivedOp>();
-    derive_backward(op, *slot);
-  }
-  return slot->op;
+  return detail::derived_op<derive_backward>(op);
 }
 
 }  // namespace unitscale

@@ -289,6 +289,17 @@ TEST(PropagateScales, DynamicRescaleFloorAndBackwardVariant) {
   EXPECT_EQ(exec.get(scaled.scale(floored)).data()[0], 0x1p-14f) << "the floor";
 }
 
+TEST(PropagateScales, EveryOpOfTheZooHasScaleRules) {
+  for (const OpDef* op : forward_ops()) {
+    EXPECT_TRUE(op->scale_propagation != nullptr || op->runs_on_scaled_data) << op->name;
+    if (op->backward_kernel != nullptr) {
+      EXPECT_TRUE(op->backward_scale_propagation != nullptr || op->runs_on_scaled_data)
+          << op->name << "_backward";
+    }
+    EXPECT_NO_THROW(scaled_of(*op)) << op->name;
+  }
+}
+
 const OpDef kNoRuleOp{
     .name = "no_rule",
     .inputs = {"x"},

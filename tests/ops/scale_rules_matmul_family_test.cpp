@@ -40,68 +40,12 @@ namespace {
 
 using namespace unitscale::testing;
 
-Scale p(int exponent) { return Scale::power_of_two(exponent); }
-
 // ---- evaluating rules directly ------------------------------------------------------------------
-
-// The forward rule on the given scales and shapes (std::nullopt: an absent input).
-std::vector<Scale> forward_rule(const OpDef& op, const std::vector<Scale>& scales,
-                                const std::vector<std::optional<Shape>>& shapes,
-                                const Attributes& attrs,
-                                Pow2Rounding rounding = Pow2Rounding::kDown) {
-  std::vector<const Shape*> in;
-  for (const auto& s : shapes) in.push_back(s ? &*s : nullptr);
-  const std::vector<Shape> out = op.infer_shapes(in, attrs);
-  std::vector<const Shape*> out_ptrs;
-  for (const Shape& s : out) out_ptrs.push_back(&s);
-  const ScaleRuleArgs args{scales, in, out_ptrs, attrs, rounding};
-  return op.scale_propagation(args);
-}
-
-// The backward rule as the graph would call it: inputs (forward inputs, forward outputs,
-// output gradients) with the forward values the backward kernel does not read absent (scale 1),
-// every output gradient of scale `grad`, and a gradient output for each input in `wanted` (empty:
-// every present input but the non-differentiable ones).
-std::vector<Scale> backward_rule(const OpDef& op, const std::vector<Scale>& scales,
-                                 const std::vector<std::optional<Shape>>& shapes, const Scale& grad,
-                                 const Attributes& attrs,
-                                 Pow2Rounding rounding = Pow2Rounding::kDown,
-                                 std::vector<bool> wanted = {}) {
-  const std::size_t n = shapes.size();
-  std::vector<const Shape*> in;
-  for (const auto& s : shapes) in.push_back(s ? &*s : nullptr);
-  const std::vector<Shape> out = op.infer_shapes(in, attrs);
-  const std::vector<Scale> out_scales = forward_rule(op, scales, shapes, attrs, rounding);
-  std::vector<Scale> bwd_scales;
-  std::vector<const Shape*> bwd_in, bwd_out;
-  for (std::size_t i = 0; i < n + out.size(); ++i) {
-    const bool read = (op.backward_reads >> i) & 1;
-    const Shape* shape = i < n ? in[i] : &out[i - n];
-    bwd_in.push_back(read ? shape : nullptr);
-    bwd_scales.push_back(!read ? Scale{} : i < n ? scales[i] : out_scales[i - n]);
-  }
-  for (const Shape& s : out) {
-    bwd_in.push_back(&s);
-    bwd_scales.push_back(grad);
-  }
-  if (wanted.empty()) {
-    for (std::size_t i = 0; i < n; ++i) {
-      wanted.push_back(in[i] != nullptr && !((op.nondifferentiable_inputs >> i) & 1));
-    }
-  }
-  for (std::size_t i = 0; i < n; ++i) bwd_out.push_back(wanted[i] ? in[i] : nullptr);
-  const ScaleRuleArgs args{bwd_scales, bwd_in, bwd_out, attrs, rounding};
-  const std::vector<Scale> result = op.backward_scale_propagation(args);
-  EXPECT_EQ(result.size(), n) << op.name << ": one gradient scale per forward input";
-  return result;
-}
 
 // The attributes a unit-scaled graph resolves for `op` on these shapes.
 Attributes unit_attrs(const OpDef& op, const std::vector<std::optional<Shape>>& shapes,
                       Attributes attrs = {}) {
-  std::vector<const Shape*> in;
-  for (const auto& s : shapes) in.push_back(s ? &*s : nullptr);
-  op.unit_scale(in, attrs);
+  op.unit_scale(shape_pointers(shapes), attrs);
   return attrs;
 }
 

@@ -34,8 +34,6 @@ namespace {
 using namespace unitscale::testing;
 using Ints = std::vector<std::int64_t>;
 
-Scale p(int exponent) { return Scale::power_of_two(exponent); }
-
 // autodiff's accumulate_grad has no header: it is found in a graph where x reaches the loss twice.
 const OpDef& accumulate_grad_op() {
   static const OpDef* const op = [] {
@@ -51,55 +49,6 @@ const OpDef& accumulate_grad_op() {
   }();
   if (op == nullptr) throw std::runtime_error("no accumulate_grad node recorded");
   return *op;
-}
-
-// The forward rule of `op` on inputs of the given scales and shapes (nullopt: absent); the output
-// shapes come from the op's shape inference.
-std::vector<Scale> forward_rule(const OpDef& op, const std::vector<Scale>& scales,
-                                const std::vector<std::optional<Shape>>& shapes,
-                                const Attributes& attrs,
-                                Pow2Rounding rounding = Pow2Rounding::kDown) {
-  std::vector<const Shape*> in;
-  for (const auto& s : shapes) in.push_back(s ? &*s : nullptr);
-  const std::vector<Shape> out_shapes = op.infer_shapes(in, attrs);
-  std::vector<const Shape*> out;
-  for (const Shape& s : out_shapes) out.push_back(&s);
-  EXPECT_NE(op.scale_propagation, nullptr) << op.name;
-  const std::vector<Scale> result = op.scale_propagation({scales, in, out, attrs, rounding});
-  EXPECT_EQ(result.size(), out_shapes.size()) << op.name;
-  return result;
-}
-
-// The backward rule of `op` as autodiff would call it: forward values the backward does not read
-// are absent (scale 1, no shape), every output gradient has scale `grad_scale`, and a gradient is
-// requested for every present input.
-std::vector<Scale> backward_rule(const OpDef& op, const std::vector<Scale>& scales,
-                                 const std::vector<std::optional<Shape>>& shapes, Scale grad_scale,
-                                 const Attributes& attrs,
-                                 Pow2Rounding rounding = Pow2Rounding::kDown) {
-  std::vector<const Shape*> in;
-  for (const auto& s : shapes) in.push_back(s ? &*s : nullptr);
-  const std::vector<Shape> out_shapes = op.infer_shapes(in, attrs);
-  std::vector<const Shape*> out;
-  for (const Shape& s : out_shapes) out.push_back(&s);
-  const std::vector<Scale> out_scales = op.scale_propagation({scales, in, out, attrs, rounding});
-  std::vector<Scale> bwd_scales;
-  std::vector<const Shape*> bwd_in;
-  const std::size_t n_in = in.size();
-  for (std::size_t i = 0; i < n_in + out.size(); ++i) {
-    const bool read = (op.backward_reads >> i) & 1;
-    bwd_scales.push_back(!read ? Scale{} : i < n_in ? scales[i] : out_scales[i - n_in]);
-    bwd_in.push_back(read ? (i < n_in ? in[i] : out[i - n_in]) : nullptr);
-  }
-  for (const Shape& s : out_shapes) {
-    bwd_scales.push_back(grad_scale);
-    bwd_in.push_back(&s);
-  }
-  EXPECT_NE(op.backward_scale_propagation, nullptr) << op.name;
-  const std::vector<Scale> result =
-      op.backward_scale_propagation({bwd_scales, bwd_in, in, attrs, rounding});
-  EXPECT_EQ(result.size(), n_in) << op.name;
-  return result;
 }
 
 // ---------------------------------------------------------------------------------------------

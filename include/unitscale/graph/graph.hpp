@@ -156,6 +156,9 @@ class Graph {
   //   graph.replace_uses(x, q);            // every other reader of x now reads q
   // Returns the number of inputs rewired. Throws, changing nothing, as replace_input does.
   int replace_uses(Value from, Value to, std::span<const int> consumers = {});
+  // Makes room for this many nodes and values in all, so that a pass recording many nodes does not
+  // move the graph's storage again and again (a hint: the graph grows past it as needed).
+  void reserve(std::size_t nodes, std::size_t values);
   // Removes the given nodes (indices into nodes()); their outputs are marked dead. Throws, changing
   // nothing, if an index is out of range or a remaining node reads an output of a removed one.
   void remove_nodes(std::span<const int> nodes);
