@@ -15,8 +15,10 @@
 //   reduction over K terms gains √K (`fan_in`);
 // - a unit-scaled op's own α or β multiplies in, so that on a unit-scaled graph the rule gives
 //   scale ≈ 1 and the data is the op's output itself;
-// - an output the inputs' scales do not reach (a normalisation, softmax, exp, a bounded
-//   activation) gets scale 1: the op is unit-scaled, so its output is near 1 already.
+// - an output the inputs' scales do not reach (a normalisation, exp, a bounded activation) gets
+//   scale 1: the op is unit-scaled, so its output is near 1 already; where an input's scale
+//   changes the output's size without being a factor of it (softmax's temperature, log's ln s), the
+//   rule works that size out (docs/scalify.md lists every op's rule).
 // Constant factors are rounded to powers of two as the pass's policy says (ScaleRuleArgs::p2);
 // products of power-of-two scales stay exact powers of two.
 
