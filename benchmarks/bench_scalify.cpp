@@ -37,6 +37,7 @@
 
 #include "support/bench_context.hpp"
 #include "support/memory_probe.hpp"
+#include "support/random_tokens.hpp"
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/graph/propagate_scales.hpp"
 #include "unitscale/nn/init.hpp"
@@ -67,16 +68,6 @@ const char* variant_name(Variant v) {
   return "?";
 }
 
-Tensor random_bytes(std::uint64_t seed) {
-  Tensor t(Shape{kBatch, kSeq}, DType::kI32);
-  std::int32_t* ids = t.data_as<std::int32_t>();
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    ids[i] = static_cast<std::int32_t>(
-        counter_uniform(seed, "bench-ids", static_cast<std::uint64_t>(i)) * kVocab);
-  }
-  return t;
-}
-
 // A u-μP decoder's AdamW training step, optionally scaled, with an executor ready to run.
 struct StepRun {
   Parametrization parametrization;
@@ -84,7 +75,8 @@ struct StepRun {
   Model model;
   TransformerDecoder decoder;
   Value ids, targets, loss, loss_out;
-  Tensor id_data = random_bytes(1), target_data = random_bytes(2);
+  Tensor id_data = bench::random_tokens({kBatch, kSeq}, kVocab, 1);
+  Tensor target_data = bench::random_tokens({kBatch, kSeq}, kVocab, 2);
   std::unique_ptr<Executor> exec;
 
   StepRun(std::int64_t width, int depth, const std::optional<ScalePolicy>& policy,

@@ -88,6 +88,7 @@
 
 #include "support/bench_context.hpp"
 #include "support/memory_probe.hpp"
+#include "support/random_tokens.hpp"
 #include "unitscale/analysis/scale_tracking.hpp"
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/graph/graph.hpp"
@@ -166,19 +167,6 @@ double gemm_flops(const std::vector<GemmProfileEntry>& profile) {
 // The model
 // ---------------------------------------------------------------------------------------------
 
-
-// Random bytes as i32 token ids [B, S].
-Tensor random_bytes(std::uint64_t seed) {
-  Tensor t(Shape{kBatch, kSeq}, DType::kI32);
-  std::int32_t* ids = t.data_as<std::int32_t>();
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    ids[i] = static_cast<std::int32_t>(
-        counter_uniform(seed, "bench-ids", static_cast<std::uint64_t>(i)) * kVocab);
-  }
-  return t;
-}
-
-
 // A decoder, its loss and, for training, its AdamW step, with an executor ready to run. Not
 // movable (the graph and model refer to each other), hence made in place behind a unique_ptr.
 struct DecoderRun {
@@ -202,8 +190,8 @@ struct DecoderRun {
         ids(graph.input("ids", Shape{kBatch, kSeq}, DType::kI32)),
         targets(graph.input("targets", Shape{kBatch, kSeq}, DType::kI32)),
         loss(decoder.loss(ids, targets)),
-        id_data(random_bytes(1)),
-        target_data(random_bytes(2)) {
+        id_data(bench::random_tokens({kBatch, kSeq}, kVocab, 1)),
+        target_data(bench::random_tokens({kBatch, kSeq}, kVocab, 2)) {
     if (precision) simulate_format(graph, *precision);
     if (train) {
       // u-μP wants η of order 1, SP about 1e-3 (docs/umup.md); modest values keep a long run

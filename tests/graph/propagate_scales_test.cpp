@@ -275,18 +275,26 @@ TEST(PropagateScales, DynamicRescaleLandsItsStatisticInOneToTwo) {
 TEST(PropagateScales, DynamicRescaleFloorAndBackwardVariant) {
   Graph graph(Scaling::kUnscaled);
   const Value x = graph.input("x", {8, 8});
-  const Value y = dynamic_rescale(x, {.direction = RescaleDirection::kBackward});
+  // The backward variant with a floor low enough to act on this gradient (rms 2^-20).
+  const Value y = dynamic_rescale(x, {.direction = RescaleDirection::kBackward, .floor = 0x1p-60});
   const Value floored = dynamic_rescale(x);
-  const Value loss = sum(mul(y, x));
+  const Value loss = sum(mul(y, x));  // the gradient flowing into y's backward is x
   const Value grad = autodiff(graph, loss, std::vector<Value>{x})[0];
   const ScaledGraph scaled = propagate_scales(graph, std::vector<Value>{y, floored, grad});
-  const std::vector<Value> wanted = {scaled.scale(y), scaled.scale(floored), scaled.output(y)};
+  const std::vector<Value> wanted = {scaled.scale(y), scaled.scale(floored), scaled.output(grad)};
   Executor exec(graph, wanted);
+  double rescaled_rms = 0;  // of the data the backward variant stores
+  exec.add_observer([&](const NodeEvent& event) {
+    if (event.node.op->name != "scaled_dynamic_rescale_backward") return;
+    rescaled_rms = rescale_statistic(to_f32(event.outputs[0]).span(), RescaleStatistic::kL2);
+  });
   const Tensor x_data = normal({8, 8}, 4, 0x1p-20);  // rms 2^-20 < the floor 2^-14
   exec.bind(x, x_data);
   exec.run();
   EXPECT_EQ(exec.get(scaled.scale(y)).data()[0], 1.0f) << "the backward variant leaves y alone";
   EXPECT_EQ(exec.get(scaled.scale(floored)).data()[0], 0x1p-14f) << "the floor";
+  EXPECT_GE(rescaled_rms, 1.0) << "the gradient's data re-centred";
+  EXPECT_LT(rescaled_rms, 2.0);
 }
 
 TEST(PropagateScales, EveryOpOfTheZooHasScaleRules) {
