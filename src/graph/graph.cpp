@@ -469,6 +469,36 @@ void Graph::remove_nodes(std::span<const int> nodes) {
   ++version_;
 }
 
+void Graph::retype_state(Value state, DType dtype) {
+  check_owned(state, "retype_state");
+  const int id = state.id();
+  ValueInfo& info = values_[static_cast<std::size_t>(id)];
+  if (info.kind != ValueKind::kState) {
+    throw Error(fmt::format("retype_state: %{} is not a state value", id));
+  }
+  std::vector<int> aliases;  // the in-place outputs that overwrite the state
+  for (const Node& node : nodes_) {
+    for (std::size_t i = 0; i < node.inputs.size(); ++i) {
+      if (node.inputs[i] != id) continue;
+      if (!node.op->accepted_dtypes(i).contains(dtype)) {
+        throw Error(
+            fmt::format("retype_state: '{}' (%{}) cannot become {}: {} reads it as input "
+                        "'{}', which takes {}",
+                        info.name, id, dtype_name(dtype), node.op->name, node.op->input_name(i),
+                        node.op->accepted_dtypes(i).to_string()));
+      }
+      for (std::size_t o = 0; o < node.op->in_place.size() && o < node.outputs.size(); ++o) {
+        if (node.op->in_place[o] == static_cast<int>(i) && node.outputs[o] >= 0) {
+          aliases.push_back(node.outputs[o]);
+        }
+      }
+    }
+  }
+  info.dtype = dtype;
+  for (const int alias : aliases) values_[static_cast<std::size_t>(alias)].dtype = dtype;
+  ++version_;
+}
+
 std::vector<int> Graph::execution_order() const {
   // Kahn's algorithm, always taking the lowest-index ready node: recording order when it is
   // topological, and a deterministic order otherwise.

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
@@ -87,10 +88,14 @@ class Rewriter {
       const int id = node.outputs[o];
       if (id < 0) continue;
       const ValueInfo& info = graph_.info(id);
-      const bool in_place = o < op.in_place.size() && op.in_place[o] >= 0;
+      const int alias = o < op.in_place.size() ? op.in_place[o] : -1;
       shapes[o] = info.shape;
       dtypes[o] = info.dtype;
-      if (in_place || !is_floating(info.dtype)) continue;  // stays plain
+      if (alias >= 0) {  // a state updated in place: scaled when its state is
+        if (inputs[n + static_cast<std::size_t>(alias)].present()) shapes[m + o] = Shape{};
+        continue;
+      }
+      if (!is_floating(info.dtype)) continue;  // stays plain
       if (info.dtype == DType::kF32) dtypes[o] = policy_.values;
       shapes[m + o] = Shape{};
     }
@@ -109,6 +114,31 @@ class Rewriter {
     ++scaled_nodes_;
   }
 
+  // Scales the optimizer moments an update node overwrites in place (its in-place inputs other
+  // than the trained parameter): finish() stores them as the policy's optimizer_state data, and
+  // each gets a scale state: "<name>.scale", a scalar
+  // starting at 0, the static zero, as the moments start at zero.
+  void scale_moments(const Node& update) {
+    std::vector<int> states;  // the present in-place inputs (SGD's buffer may be absent)
+    for (const int input : update.op->in_place) {
+      if (input >= 0 && update.inputs[static_cast<std::size_t>(input)] >= 0) {
+        states.push_back(update.inputs[static_cast<std::size_t>(input)]);
+      }
+    }
+    const auto is_parameter = [&](int id) { return graph_.info(id).parameter.has_value(); };
+    if (std::none_of(states.begin(), states.end(), is_parameter)) return;
+    for (const int id : states) {
+      const ValueInfo& info = graph_.info(id);
+      if (info.parameter || info.dtype != DType::kF32 ||
+          scale_[static_cast<std::size_t>(id)] >= 0) {
+        continue;
+      }
+      std::string name = info.name + ".scale";  // a copy: state() grows the value table
+      scale_[static_cast<std::size_t>(id)] = graph_.state(std::move(name), Shape{}).id();
+      scaled_states_.emplace_back(id, scale_[static_cast<std::size_t>(id)]);
+    }
+  }
+
   ScaledGraph finish(std::span<const Value> requested, std::span<const int> original_nodes) {
     std::vector<std::pair<int, int>> outputs;
     for (const Value& v : requested) {
@@ -122,7 +152,18 @@ class Rewriter {
       outputs.emplace_back(id, output);
     }
     graph_.remove_nodes(original_nodes);
-    return {graph_, std::move(data_), std::move(scale_), std::move(outputs), scaled_nodes_, casts_};
+    std::vector<Value> scale_states;
+    for (const auto& [state, scale] : scaled_states_) {
+      graph_.retype_state(graph_.value(state), policy_.optimizer_state);
+      scale_states.push_back(graph_.value(scale));
+    }
+    return {graph_,
+            std::move(data_),
+            std::move(scale_),
+            std::move(outputs),
+            std::move(scale_states),
+            scaled_nodes_,
+            casts_};
   }
 
  private:
@@ -162,6 +203,7 @@ class Rewriter {
   std::vector<int> data_;
   std::vector<int> scale_;
   std::map<std::pair<int, DType>, std::pair<Value, Value>> casts_made_;
+  std::vector<std::pair<int, int>> scaled_states_;  // (state, its scale state)
   int scaled_nodes_ = 0;
   int casts_ = 0;
 };
@@ -175,17 +217,20 @@ ScalePolicy ScalePolicy::fp8() {
 }
 
 std::string ScalePolicy::to_string() const {
-  return fmt::format("values {}, matmul inputs {}, matmul gradients {}, p2 {}, overflow {}",
-                     dtype_name(values), dtype_name(matmul_inputs), dtype_name(matmul_gradients),
-                     pow2_rounding_name(rounding), overflow_name(overflow));
+  return fmt::format(
+      "values {}, matmul inputs {}, matmul gradients {}, optimizer state {}, p2 {}, overflow {}",
+      dtype_name(values), dtype_name(matmul_inputs), dtype_name(matmul_gradients),
+      dtype_name(optimizer_state), pow2_rounding_name(rounding), overflow_name(overflow));
 }
 
 ScaledGraph::ScaledGraph(Graph& graph, std::vector<int> data, std::vector<int> scale,
-                         std::vector<std::pair<int, int>> outputs, int scaled_nodes, int casts)
+                         std::vector<std::pair<int, int>> outputs, std::vector<Value> scale_states,
+                         int scaled_nodes, int casts)
     : graph_(&graph),
       data_(std::move(data)),
       scale_(std::move(scale)),
       outputs_(std::move(outputs)),
+      scale_states_(std::move(scale_states)),
       scaled_nodes_(scaled_nodes),
       casts_(casts) {}
 
@@ -226,6 +271,7 @@ ScaledGraph propagate_scales(Graph& graph, std::span<const Value> outputs,
   check_storage(policy.values, "the value storage");
   check_storage(policy.matmul_inputs, "the matmul input storage");
   check_storage(policy.matmul_gradients, "the matmul gradient storage");
+  check_storage(policy.optimizer_state, "the optimizer state storage");
   for (const Value& v : outputs) {
     if (!v.present() || &v.graph() != &graph || graph.is_dead(v.id())) {
       throw Error(
@@ -243,6 +289,11 @@ ScaledGraph propagate_scales(Graph& graph, std::span<const Value> outputs,
   const std::size_t recorded = graph.nodes().size() + inputs + outputs.size();
   graph.reserve(graph.nodes().size() + recorded,
                 static_cast<std::size_t>(graph.value_count()) + 2 * recorded);
+  if (policy.optimizer_state != DType::kF32) {
+    for (const int index : order) {
+      rewriter.scale_moments(graph.nodes()[static_cast<std::size_t>(index)]);
+    }
+  }
   for (const int index : order) rewriter.rewrite(graph.nodes()[static_cast<std::size_t>(index)]);
   return rewriter.finish(outputs, order);
 }

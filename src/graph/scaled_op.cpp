@@ -11,6 +11,7 @@
 #include "ops/derived_op.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/ops/cast.hpp"
+#include "unitscale/ops/dynamic_rescale.hpp"
 
 namespace unitscale {
 
@@ -58,6 +59,20 @@ float* scratch(std::size_t slot, std::int64_t count) {
   if (buffer.size() < static_cast<std::size_t>(count))
     buffer.resize(static_cast<std::size_t>(count));
   return buffer.data();
+}
+
+// The scale of a scaled state after its update (optimizer moments): a dynamic L2 rescale of the
+// updated fp32 values, taken before they are stored, so the data's rms stays in [1, 2) (p2 down)
+// from step to step whatever the moments' magnitude, and no separate rescale op has to read the
+// state again. All zeros give the static zero (the moments' initial state); values that are not
+// finite keep the rule's scale, and are stored as the overflow policy says.
+Scale state_scale(const TensorView& updated, const Attributes& attrs, std::string_view op,
+                  const Scale& rule_scale) {
+  const double rms = rescale_statistic({updated.data(), static_cast<std::size_t>(updated.numel())},
+                                       RescaleStatistic::kL2);
+  if (rms == 0.0) return Scale::zero();
+  if (!std::isfinite(rms)) return rule_scale;
+  return Scale::rounded(rms, attrs.get_enum<Pow2Rounding>(op, "p2_rounding", Pow2Rounding::kDown));
 }
 
 struct ScaledCall {
@@ -161,7 +176,10 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
   for (std::size_t o = 0; o < m; ++o) {
     if (!out[o].present()) continue;
     const bool has_scale = out[m + o].present();
-    const Scale s = has_scale ? out_scales[o] : Scale{};
+    Scale s = has_scale ? out_scales[o] : Scale{};
+    if (has_scale && o < inner.in_place.size() && inner.in_place[o] >= 0) {
+      s = state_scale(inner_out[o], attrs, outer.name, s);
+    }
     if (has_scale) out[m + o].data()[0] = s.is_zero() ? 0.0f : storable(s);
     if (direct[o]) continue;
     if (s.is_zero()) {  // a static zero: zero data (all-zero bits are +0 in every data format)
@@ -191,7 +209,15 @@ void derive_scaled(const OpDef& inner, DerivedOp& derived) {
   op.attributes.push_back(AttributeSpec::enumeration<Overflow>("storage_overflow"));
   op.scales = inner.scales;
   op.input_dtypes.assign(inner.inputs.size(), DTypeSet::all());
+  // A state updated in place keeps its scale in a state too, which the update overwrites.
   op.in_place = inner.in_place;
+  op.in_place.resize(2 * inner.outputs.size(), -1);
+  for (std::size_t o = 0; o < inner.in_place.size(); ++o) {
+    if (inner.in_place[o] >= 0) {
+      op.in_place[inner.outputs.size() + o] =
+          static_cast<int>(inner.inputs.size()) + inner.in_place[o];
+    }
+  }
   op.kernel = scaled_kernel;
   // No prepare hook: it could not tell which op it prepares. GEMM plans are cached by problem, so
   // the first run makes them instead.

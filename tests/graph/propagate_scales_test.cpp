@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -373,6 +374,161 @@ TEST(PropagateScales, UpdateOpsReadScaledGradients) {
   for (std::size_t k = 0; k < got.size(); ++k) {
     EXPECT_NEAR(got[k], expected[k], 3e-3 * expected[k]) << "step " << k;
   }
+}
+
+// ---- Optimizer state ----
+
+// Adam on gradients of ~1e-6, whose second moment v ≈ 1e-15 plain FP16 would flush to zero: with
+// FP16 scaled moments the parameter follows fp32 Adam, the moments are stored as FP16 (two bytes
+// an element) with power-of-two scales, and their data's rms stays in [1, 2).
+struct TinyGradientAdam {
+  static constexpr std::int64_t kSize = 512;
+  Graph graph{Scaling::kUnscaled};
+  Value w = graph.state("w", {kSize}, ParameterInfo{});
+  Value m = graph.state("w.adam_m", {kSize});
+  Value v = graph.state("w.adam_v", {kSize});
+  Value g = graph.input("g", {kSize});
+  std::vector<Value> outputs;
+  std::optional<ScaledGraph> scaled;
+
+  explicit TinyGradientAdam(const std::optional<ScalePolicy>& policy) {
+    outputs = adam_update(w, g, m, v, {.lr = 1e-3});
+    if (policy) {
+      scaled = propagate_scales(graph, outputs, *policy);
+      outputs = scaled->outputs();
+    }
+  }
+  // Runs `steps` steps from the executor's current state, with gradients 1e-6 · N(0, 1) drawn
+  // from step-dependent seeds, and returns w.
+  static void run(Executor& exec, Value g, int first_step, int steps) {
+    for (int t = first_step; t < first_step + steps; ++t) {
+      const Tensor grad = normal({kSize}, static_cast<unsigned>(100 + t), 1e-6);
+      exec.bind(g, grad);
+      exec.run();
+    }
+  }
+};
+
+TEST(PropagateScales, Fp16AdamMomentsKeepTinySecondMomentsAndTrackFp32Adam) {
+  constexpr int kSteps = 12;
+  TinyGradientAdam reference(std::nullopt), scaled(ScalePolicy::fp16());
+  Executor ref_exec(reference.graph, reference.outputs), exec(scaled.graph, scaled.outputs);
+  const Tensor w0 = normal({TinyGradientAdam::kSize}, 7);
+  ref_exec.set_state(reference.w, w0);
+  exec.set_state(scaled.w, w0);
+  TinyGradientAdam::run(ref_exec, reference.g, 0, kSteps);
+  TinyGradientAdam::run(exec, scaled.g, 0, kSteps);
+
+  // The claim is meaningful: fp32 Adam's v lies entirely below FP16's smallest subnormal.
+  const Tensor v_ref = to_f32(ref_exec.state(reference.v));
+  EXPECT_LT(rms(v_ref.span()), 1e-13);
+  EXPECT_EQ(rms(to_f32(v_ref, DType::kF16).span()), 0.0) << "plain FP16 flushes v to zero";
+
+  // The parameters moved by η per step in each coordinate (Adam's sign-like update), and the
+  // FP16-state run moved them the same way: the update's error is a few FP16 roundings of m and v.
+  std::vector<float> moved_ref, moved;
+  const ConstTensorView w_ref = ref_exec.state(reference.w), w = exec.state(scaled.w);
+  for (std::int64_t i = 0; i < TinyGradientAdam::kSize; ++i) {
+    moved_ref.push_back(w_ref.data()[i] - w0.data()[i]);
+    moved.push_back(w.data()[i] - w0.data()[i]);
+  }
+  EXPECT_GT(rms(moved_ref), 1e-3) << "the reference moved";
+  EXPECT_LT(relative_l2(moved, moved_ref), 1e-2);
+
+  // The moments: FP16 data with scales from the update's L2 rescale.
+  const std::span<const Value> scale_states = scaled.scaled->scale_states();
+  ASSERT_EQ(scale_states.size(), 2u);
+  EXPECT_EQ(scaled.graph.info(scale_states[0]).name, "w.adam_m.scale");
+  EXPECT_EQ(scaled.graph.info(scale_states[1]).name, "w.adam_v.scale");
+  const Value moments[] = {scaled.m, scaled.v};
+  const Value moments_ref[] = {reference.m, reference.v};
+  for (std::size_t k = 0; k < 2; ++k) {
+    const ConstTensorView data = exec.state(moments[k]);
+    EXPECT_EQ(data.dtype(), DType::kF16);
+    EXPECT_EQ(data.byte_size(), 2 * static_cast<std::size_t>(TinyGradientAdam::kSize));
+    const float scale = exec.state(scale_states[k]).data()[0];
+    int exponent = 0;
+    EXPECT_EQ(std::frexp(scale, &exponent), 0.5f) << "a power of two, got " << scale;
+    const Tensor decoded = to_f32(data);
+    EXPECT_GE(rms(decoded.span()), 1.0);
+    EXPECT_LT(rms(decoded.span()), 2.0);
+    std::vector<float> value(decoded.span().begin(), decoded.span().end());
+    for (float& x : value) x *= scale;
+    EXPECT_LT(relative_l2(value, to_f32(ref_exec.state(moments_ref[k])).span()), 5e-3)
+        << (k == 0 ? "m" : "v");
+  }
+}
+
+// A checkpoint of a scaled-state run holds the moments' FP16 data and their scales: restoring
+// both into a new executor continues the run exactly as if it had not stopped.
+TEST(PropagateScales, ScaledOptimizerStateRoundTripsThroughItsStates) {
+  const Tensor w0 = normal({TinyGradientAdam::kSize}, 7);
+  TinyGradientAdam straight(ScalePolicy::fp16());
+  Executor straight_exec(straight.graph, straight.outputs);
+  straight_exec.set_state(straight.w, w0);
+  TinyGradientAdam::run(straight_exec, straight.g, 0, 6);
+
+  TinyGradientAdam first(ScalePolicy::fp16()), second(ScalePolicy::fp16());
+  Executor first_exec(first.graph, first.outputs), second_exec(second.graph, second.outputs);
+  first_exec.set_state(first.w, w0);
+  TinyGradientAdam::run(first_exec, first.g, 0, 3);
+  std::vector<Value> saved = {first.w, first.m, first.v}, restored = {second.w, second.m, second.v};
+  for (std::size_t k = 0; k < 2; ++k) {
+    saved.push_back(first.scaled->scale_states()[k]);
+    restored.push_back(second.scaled->scale_states()[k]);
+  }
+  for (std::size_t k = 0; k < saved.size(); ++k) {
+    second_exec.set_state(restored[k], first_exec.state(saved[k]));
+  }
+  second_exec.set_step(3);
+  TinyGradientAdam::run(second_exec, second.g, 3, 3);
+  const ConstTensorView a = straight_exec.state(straight.w), b = second_exec.state(second.w);
+  for (std::int64_t i = 0; i < a.numel(); ++i) ASSERT_EQ(a.data()[i], b.data()[i]) << i;
+}
+
+// SGD's momentum buffer is a scaled state too; an f32 optimizer_state keeps the moments plain.
+TEST(PropagateScales, MomentumBufferIsScaledAndF32StateStaysPlain) {
+  Graph graph(Scaling::kUnscaled);
+  const Value w = graph.state("w", {64}, ParameterInfo{});
+  const Value buffer = graph.state("w.momentum", {64});
+  const Value g = graph.input("g", {64});
+  const std::vector<Value> updated = sgd_update(w, g, buffer, {.lr = 0.1, .momentum = 0.9});
+  const ScaledGraph scaled = propagate_scales(graph, updated, ScalePolicy::fp8());
+  ASSERT_EQ(scaled.scale_states().size(), 1u);
+  EXPECT_EQ(graph.info(buffer).dtype, DType::kF16);
+  EXPECT_EQ(graph.info(w).dtype, DType::kF32) << "the parameters stay fp32 master weights";
+  Executor exec(graph, scaled.outputs());
+  const Tensor grad = normal({64}, 3, 1e-5);
+  exec.bind(g, grad);
+  exec.run();
+  exec.run();  // b = 0.9 g + g, stored as FP16 data · scale
+  const Tensor b = to_f32(exec.state(buffer));
+  const float scale = exec.state(scaled.scale_states()[0]).data()[0];
+  for (std::int64_t i = 0; i < 64; ++i) {
+    const float expected = 1.9f * grad.data()[i];
+    EXPECT_NEAR(b.data()[i] * scale, expected, 1e-3f * std::abs(expected) + 1e-12f) << i;
+  }
+
+  Graph plain(Scaling::kUnscaled);
+  const Value w2 = plain.state("w", {64}, ParameterInfo{});
+  const Value m2 = plain.state("m", {64}), v2 = plain.state("v", {64});
+  const std::vector<Value> adam = adam_update(w2, plain.input("g", {64}), m2, v2, {.lr = 0.1});
+  const ScaledGraph kept = propagate_scales(plain, adam, {.optimizer_state = DType::kF32});
+  EXPECT_TRUE(kept.scale_states().empty());
+  EXPECT_EQ(plain.info(m2).dtype, DType::kF32);
+}
+
+TEST(PropagateScales, RetypeStateChecksEveryReader) {
+  Graph graph(Scaling::kUnscaled);
+  const Value w = graph.state("w", {8}, ParameterInfo{});
+  const Value m = graph.state("m", {8}), v = graph.state("v", {8});
+  adam_update(w, graph.input("g", {8}), m, v, {.lr = 0.1});
+  EXPECT_THAT([&] { graph.retype_state(m, DType::kF16); },
+              ThrowsMessage<Error>(HasSubstr("retype_state: 'm' (%1) cannot become f16: "
+                                             "adam_update reads it as input 'm'")));
+  EXPECT_EQ(graph.info(m).dtype, DType::kF32);
+  EXPECT_THAT([&] { graph.retype_state(graph.input("x", {2}), DType::kF16); },
+              ThrowsMessage<Error>(HasSubstr("is not a state value")));
 }
 
 }  // namespace

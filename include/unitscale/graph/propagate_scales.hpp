@@ -12,10 +12,18 @@
 //
 // What changes. Every node of op X becomes a node of scaled_of(X) (graph/scaled_op.hpp) reading
 // its inputs' data and scales; inputs, parameters, constants and states stay as they are (plain:
-// scale 1, their own dtype), and so do the states that update ops overwrite in place. The
-// requested outputs are materialised back to fp32 (materialize nodes); ask ScaledGraph for them.
-// The original nodes are removed, so values of the original graph other than inputs, parameters,
-// constants and states are dead afterwards, and Graph::grad_of no longer applies.
+// scale 1, their own dtype), except the optimizer moments. The requested outputs are materialised
+// back to fp32 (materialize nodes); ask ScaledGraph for them. The original nodes are removed, so
+// values of the original graph other than inputs, parameters, constants and states are dead
+// afterwards, and Graph::grad_of no longer applies.
+//
+// Optimizer state. The moments an update op overwrites in place beside a trained parameter (Adam's
+// m and v, SGD's momentum buffer) become scaled states, as in Scalify's FP16 Adam: the state value
+// keeps its id and name but stores `optimizer_state` data (FP16 by default: half of fp32's bytes),
+// and a new scalar state "<name>.scale" (ScaledGraph::scale_states) holds its scale. The update
+// decodes the moments to fp32, updates them, and stores them rescaled to an rms in [1, 2) (a
+// dynamic L2 rescale in the update's epilogue), so v ≈ g² of 1e-12 keeps 11 significant bits
+// where plain FP16 would flush it to zero. The parameters stay fp32 master weights.
 //
 // Matmuls. The operands of the GEMM ops (OpDef::rounds_gemm_inputs: linear, linear_readout,
 // matmul; the bias excepted) are cast to `matmul_inputs`, keeping their scales, and the output
@@ -41,6 +49,9 @@ struct ScalePolicy {
   // The storage of the GEMM ops' operands and of the output gradient their backward reads.
   DType matmul_inputs = DType::kF16;
   DType matmul_gradients = DType::kF16;
+  // The storage of the optimizer moments (Adam's m and v, SGD's momentum buffer): scaled states
+  // rescaled after every update (f32 keeps them plain). The trained parameters stay fp32.
+  DType optimizer_state = DType::kF16;
   // How the rules' scales become powers of two (Scalify's p2; kNone keeps them as they are).
   Pow2Rounding rounding = Pow2Rounding::kDown;
   // A value too large for its storage: ±Inf (non_finite, as real FP16 storage does) or clamped.
@@ -57,7 +68,8 @@ class ScaledGraph {
  public:
   ScaledGraph() = default;
   ScaledGraph(Graph& graph, std::vector<int> data, std::vector<int> scale,
-              std::vector<std::pair<int, int>> outputs, int scaled_nodes, int casts);
+              std::vector<std::pair<int, int>> outputs, std::vector<Value> scale_states,
+              int scaled_nodes, int casts);
 
   // The data and scale of an original value (the scale is absent for a plain value).
   Value data(Value original) const;
@@ -66,6 +78,11 @@ class ScaledGraph {
   Value output(Value original) const;
   // Every requested output, in the order they were requested: what an executor should compute.
   std::vector<Value> outputs() const;
+
+  // The scale states the pass added for the optimizer moments, one per moment (a scalar named
+  // "<moment>.scale"). Checkpoint them with the moments, whose data they scale: a moment's data
+  // without its scale means nothing.
+  std::span<const Value> scale_states() const { return scale_states_; }
 
   int scaled_nodes() const { return scaled_nodes_; }
   int casts() const { return casts_; }  // matmul operand and gradient casts inserted
@@ -76,6 +93,7 @@ class ScaledGraph {
   std::vector<int> data_;                     // per original value id: the data's id (-1: none)
   std::vector<int> scale_;                    // per original value id: the scale's id (-1: plain)
   std::vector<std::pair<int, int>> outputs_;  // (original id, fp32 output id)
+  std::vector<Value> scale_states_;
   int scaled_nodes_ = 0;
   int casts_ = 0;
 };

@@ -14,7 +14,10 @@
 // values are far outside FP16's range. Ops flagged OpDef::runs_on_scaled_data (casts and format
 // rounding) apply to the data alone and keep its scale instead, as Scalify's casts do.
 //
-// Outputs a node updates in place (optimizer states) stay plain when their state is plain.
+// Outputs a node updates in place (optimizer states) stay plain when their state is plain. A scaled
+// state's scale is a state too, which the node overwrites with a dynamic L2 rescale of the updated
+// values (rms in [1, 2) under p2 down) rather than the op's rule: the moments' magnitude drifts
+// with the gradients' in ways no rule on the inputs' scales can follow.
 
 #include <string_view>
 
