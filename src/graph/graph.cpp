@@ -469,23 +469,25 @@ void Graph::remove_nodes(std::span<const int> nodes) {
   ++version_;
 }
 
-void Graph::retype_state(Value state, DType dtype) {
-  check_owned(state, "retype_state");
-  const int id = state.id();
-  ValueInfo& info = values_[static_cast<std::size_t>(id)];
-  if (info.kind != ValueKind::kState) {
-    throw Error(fmt::format("retype_state: %{} is not a state value", id));
+void Graph::retype_states(std::span<const Value> states, DType dtype) {
+  std::vector<bool> retyped(values_.size(), false);
+  for (const Value& state : states) {
+    check_owned(state, "retype_states");
+    if (values_[static_cast<std::size_t>(state.id())].kind != ValueKind::kState) {
+      throw Error(fmt::format("retype_states: %{} is not a state value", state.id()));
+    }
+    retyped[static_cast<std::size_t>(state.id())] = true;
   }
-  std::vector<int> aliases;  // the in-place outputs that overwrite the state
+  std::vector<int> aliases;  // the in-place outputs that overwrite the states
   for (const Node& node : nodes_) {
     for (std::size_t i = 0; i < node.inputs.size(); ++i) {
-      if (node.inputs[i] != id) continue;
+      const int id = node.inputs[i];
+      if (id < 0 || !retyped[static_cast<std::size_t>(id)]) continue;
       if (!node.op->accepted_dtypes(i).contains(dtype)) {
-        throw Error(
-            fmt::format("retype_state: '{}' (%{}) cannot become {}: {} reads it as input "
-                        "'{}', which takes {}",
-                        info.name, id, dtype_name(dtype), node.op->name, node.op->input_name(i),
-                        node.op->accepted_dtypes(i).to_string()));
+        throw Error(fmt::format(
+            "retype_states: '{}' (%{}) cannot become {}: {} reads it as input '{}', which takes {}",
+            values_[static_cast<std::size_t>(id)].name, id, dtype_name(dtype), node.op->name,
+            node.op->input_name(i), node.op->accepted_dtypes(i).to_string()));
       }
       for (std::size_t o = 0; o < node.op->in_place.size() && o < node.outputs.size(); ++o) {
         if (node.op->in_place[o] == static_cast<int>(i) && node.outputs[o] >= 0) {
@@ -494,7 +496,7 @@ void Graph::retype_state(Value state, DType dtype) {
       }
     }
   }
-  info.dtype = dtype;
+  for (const Value& state : states) values_[static_cast<std::size_t>(state.id())].dtype = dtype;
   for (const int alias : aliases) values_[static_cast<std::size_t>(alias)].dtype = dtype;
   ++version_;
 }

@@ -145,18 +145,19 @@ class Rewriter {
       const int id = v.id();
       const int scale = scale_[static_cast<std::size_t>(id)];
       int output = data_[static_cast<std::size_t>(id)];
-      if (scale >= 0) {
+      if (scale >= 0 && !updates_state_in_place(id)) {
         const Value in[] = {graph_.value(output), graph_.value(scale)};
         output = graph_.apply1(kMaterializeOp, in, {}).id();
       }
       outputs.emplace_back(id, output);
     }
     graph_.remove_nodes(original_nodes);
-    std::vector<Value> scale_states;
-    for (const auto& [state, scale] : scaled_states_) {
-      graph_.retype_state(graph_.value(state), policy_.optimizer_state);
+    std::vector<Value> moments, scale_states;
+    for (const auto& [moment, scale] : scaled_states_) {
+      moments.push_back(graph_.value(moment));
       scale_states.push_back(graph_.value(scale));
     }
+    graph_.retype_states(moments, policy_.optimizer_state);
     return {graph_,
             std::move(data_),
             std::move(scale_),
@@ -170,6 +171,17 @@ class Rewriter {
   // A GEMM op's inputs other than its bias are its operands.
   static bool is_operand(const OpDef& gemm, std::size_t input) {
     return gemm.input_name(input) != "bias";
+  }
+
+  // Whether `id` is an output that overwrites a state in place (a moment after its update):
+  // requested to make the update run, and not materialised, which would keep an fp32 copy of
+  // every moment in the arena.
+  bool updates_state_in_place(int id) const {
+    const ValueInfo& info = graph_.info(id);
+    if (info.node < 0) return false;
+    const OpDef& op = *graph_.nodes()[static_cast<std::size_t>(info.node)].op;
+    const auto o = static_cast<std::size_t>(info.output_index);
+    return o < op.in_place.size() && op.in_place[o] >= 0;
   }
 
   std::pair<Value, Value> scaled(int id) {
@@ -203,7 +215,7 @@ class Rewriter {
   std::vector<int> data_;
   std::vector<int> scale_;
   std::map<std::pair<int, DType>, std::pair<Value, Value>> casts_made_;
-  std::vector<std::pair<int, int>> scaled_states_;  // (state, its scale state)
+  std::vector<std::pair<int, int>> scaled_states_;  // (moment, its scale state)
   int scaled_nodes_ = 0;
   int casts_ = 0;
 };

@@ -496,6 +496,8 @@ TEST(PropagateScales, MomentumBufferIsScaledAndF32StateStaysPlain) {
   const ScaledGraph scaled = propagate_scales(graph, updated, ScalePolicy::fp8());
   ASSERT_EQ(scaled.scale_states().size(), 1u);
   EXPECT_EQ(graph.info(buffer).dtype, DType::kF16);
+  EXPECT_EQ(scaled.output(updated[1]).dtype(), DType::kF16)
+      << "an in-place update's output is its state, not an fp32 copy";
   EXPECT_EQ(graph.info(w).dtype, DType::kF32) << "the parameters stay fp32 master weights";
   Executor exec(graph, scaled.outputs());
   const Tensor grad = normal({64}, 3, 1e-5);
@@ -518,17 +520,19 @@ TEST(PropagateScales, MomentumBufferIsScaledAndF32StateStaysPlain) {
   EXPECT_EQ(plain.info(m2).dtype, DType::kF32);
 }
 
-TEST(PropagateScales, RetypeStateChecksEveryReader) {
+TEST(PropagateScales, RetypeStatesChecksEveryReader) {
   Graph graph(Scaling::kUnscaled);
   const Value w = graph.state("w", {8}, ParameterInfo{});
   const Value m = graph.state("m", {8}), v = graph.state("v", {8});
   adam_update(w, graph.input("g", {8}), m, v, {.lr = 0.1});
-  EXPECT_THAT([&] { graph.retype_state(m, DType::kF16); },
-              ThrowsMessage<Error>(HasSubstr("retype_state: 'm' (%1) cannot become f16: "
+  const Value moments[] = {m, v};
+  EXPECT_THAT([&] { graph.retype_states(moments, DType::kF16); },
+              ThrowsMessage<Error>(HasSubstr("retype_states: 'm' (%1) cannot become f16: "
                                              "adam_update reads it as input 'm'")));
   EXPECT_EQ(graph.info(m).dtype, DType::kF32);
-  EXPECT_THAT([&] { graph.retype_state(graph.input("x", {2}), DType::kF16); },
-              ThrowsMessage<Error>(HasSubstr("is not a state value")));
+  const Value not_states[] = {m, graph.input("x", {2})};
+  EXPECT_THAT([&] { graph.retype_states(not_states, DType::kF16); },
+              ThrowsMessage<Error>(HasSubstr("retype_states: %7 is not a state value")));
 }
 
 }  // namespace

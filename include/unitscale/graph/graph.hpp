@@ -163,11 +163,11 @@ class Graph {
   // nothing, if an index is out of range or a remaining node reads an output of a removed one.
   void remove_nodes(std::span<const int> nodes);
   bool is_dead(int id) const { return info(id).node == kDeadNode; }
-  // Changes how a state value is stored (propagate_scales keeps optimizer moments as FP16 data):
-  // the state and every in-place output that overwrites it get `dtype`. Throws, changing nothing,
-  // if `state` is not a state value or a node reading it does not accept `dtype` (so a pass records
-  // the state's new readers and removes the old ones first).
-  void retype_state(Value state, DType dtype);
+  // Changes how state values are stored (propagate_scales keeps optimizer moments as FP16 data):
+  // each state and every in-place output that overwrites it get `dtype`. Throws, changing nothing,
+  // if one is not a state value or a node reading it does not accept `dtype` (so a pass records
+  // the states' new readers and removes the old ones first). One walk over the nodes for all.
+  void retype_states(std::span<const Value> states, DType dtype);
 
   // The node indices in an order where every node comes after the producers of its inputs
   // (recording order where that is one, so graphs that were never rewired run as recorded).

@@ -74,7 +74,10 @@ class ScaledGraph {
   // The data and scale of an original value (the scale is absent for a plain value).
   Value data(Value original) const;
   Value scale(Value original) const;
-  // A requested output, as fp32: its materialised value (or itself when it stayed plain).
+  // A requested output, as fp32: its materialised value (or itself when it stayed plain). An
+  // output that updates a state in place is its state's data as stored (FP16 for a moment), not
+  // materialised: it is requested to make the update run, and an fp32 copy of every moment would
+  // undo the memory FP16 moments save.
   Value output(Value original) const;
   // Every requested output, in the order they were requested: what an executor should compute.
   std::vector<Value> outputs() const;
