@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <optional>
 #include <set>
@@ -10,6 +11,8 @@
 #include "unitscale/error.hpp"
 #include "unitscale/graph/scaled_op.hpp"
 #include "unitscale/ops/cast.hpp"
+#include "unitscale/ops/dynamic_rescale.hpp"
+#include "unitscale/tensor/scale_policy.hpp"
 
 namespace unitscale {
 namespace {
@@ -101,6 +104,12 @@ class Rewriter {
     }
     Attributes attrs = node.attrs;
     attrs.set("p2_rounding", policy_.rounding).set("storage_overflow", policy_.overflow);
+    // Operands with current-amax scales hold data up to the format's largest value, not near 1 as
+    // the rules assume, so the GEMMs' output scales are measured instead.
+    if (policy_.matmul_scaling == MatmulScaling::kCurrentAmax &&
+        (gemm_forward != nullptr || gemm_backward != nullptr)) {
+      attrs.set("measured_output_scales", std::int64_t{1});
+    }
     const int differentiates =
         node.differentiates >= 0 ? data_[static_cast<std::size_t>(node.differentiates)] : -1;
     const std::vector<Value> outputs = graph_.apply_with_shapes(
@@ -197,9 +206,12 @@ class Rewriter {
     if (data.dtype() == format || !is_floating(data.dtype())) return {data, scale};
     const auto key = std::make_pair(id, format);
     if (const auto it = casts_made_.find(key); it != casts_made_.end()) return it->second;
-    const Value inputs[] = {data, scale};
-    const std::optional<Shape> shapes[] = {data.shape(),
-                                           scale.present() ? std::optional(Shape{}) : std::nullopt};
+    const auto [rescaled, rescaled_scale] = policy_.matmul_scaling == MatmulScaling::kCurrentAmax
+                                                ? amax_rescaled(data, scale, format)
+                                                : std::pair{data, scale};
+    const Value inputs[] = {rescaled, rescaled_scale};
+    const std::optional<Shape> shapes[] = {
+        data.shape(), rescaled_scale.present() ? std::optional(Shape{}) : std::nullopt};
     const DType dtypes[] = {format, DType::kF32};
     // Round to nearest even and saturate: the FP8 recipes' cast (a scale keeping the data near 1
     // leaves saturation for outliers).
@@ -208,6 +220,25 @@ class Rewriter {
         graph_.apply_with_shapes(scaled_of(kCastOp), inputs, attrs, shapes, -1, dtypes);
     ++casts_;
     return casts_made_[key] = {out[0], out[1]};
+  }
+
+  // Current amax scaling: a dynamic rescale (statistic max) putting the max |x| of the data in
+  // [target, 2·target) under p2 down, target = the format's largest value / 2^(margin + 1) (one
+  // power of two higher for the roundings that do not round down, whose max can land at target).
+  std::pair<Value, Value> amax_rescaled(Value data, Value scale, DType format) {
+    const double largest = format_max(*dtype_format(format));
+    const int halvings = policy_.amax_margin + (policy_.rounding == Pow2Rounding::kDown ? 1 : 0);
+    Attributes attrs{{"statistic", RescaleStatistic::kMax},
+                     {"direction", RescaleDirection::kForward},
+                     {"floor", 0x1p-126},
+                     {"target", std::ldexp(largest, -halvings)}};
+    attrs.set("p2_rounding", policy_.rounding).set("storage_overflow", policy_.overflow);
+    const Value inputs[] = {data, scale};
+    const std::optional<Shape> shapes[] = {data.shape(), Shape{}};
+    const DType dtypes[] = {data.dtype(), DType::kF32};
+    const std::vector<Value> out = graph_.apply_with_shapes(scaled_of(kDynamicRescaleOp), inputs,
+                                                            std::move(attrs), shapes, -1, dtypes);
+    return {out[0], out[1]};
   }
 
   Graph& graph_;
@@ -222,6 +253,10 @@ class Rewriter {
 
 }  // namespace
 
+std::string_view matmul_scaling_name(MatmulScaling scaling) {
+  return scaling == MatmulScaling::kPropagated ? "propagated" : "current_amax";
+}
+
 ScalePolicy ScalePolicy::fp16() { return {}; }
 
 ScalePolicy ScalePolicy::fp8() {
@@ -229,9 +264,14 @@ ScalePolicy ScalePolicy::fp8() {
 }
 
 std::string ScalePolicy::to_string() const {
+  std::string matmul_scales(matmul_scaling_name(matmul_scaling));
+  if (matmul_scaling == MatmulScaling::kCurrentAmax && amax_margin != 0) {
+    matmul_scales += fmt::format(" (margin {})", amax_margin);
+  }
   return fmt::format(
-      "values {}, matmul inputs {}, matmul gradients {}, optimizer state {}, p2 {}, overflow {}",
-      dtype_name(values), dtype_name(matmul_inputs), dtype_name(matmul_gradients),
+      "values {}, matmul inputs {}, matmul gradients {} ({} scales), optimizer state {}, p2 {}, "
+      "overflow {}",
+      dtype_name(values), dtype_name(matmul_inputs), dtype_name(matmul_gradients), matmul_scales,
       dtype_name(optimizer_state), pow2_rounding_name(rounding), overflow_name(overflow));
 }
 
@@ -284,6 +324,10 @@ ScaledGraph propagate_scales(Graph& graph, std::span<const Value> outputs,
   check_storage(policy.matmul_inputs, "the matmul input storage");
   check_storage(policy.matmul_gradients, "the matmul gradient storage");
   check_storage(policy.optimizer_state, "the optimizer state storage");
+  if (policy.amax_margin < 0 || policy.amax_margin > 64) {
+    throw Error(
+        fmt::format("{}: amax_margin must be in [0, 64], got {}", kPass, policy.amax_margin));
+  }
   for (const Value& v : outputs) {
     if (!v.present() || &v.graph() != &graph || graph.is_dead(v.id())) {
       throw Error(

@@ -61,14 +61,16 @@ float* scratch(std::size_t slot, std::int64_t count) {
   return buffer.data();
 }
 
-// The scale of a scaled state after its update (optimizer moments): a dynamic L2 rescale of the
-// updated fp32 values, taken before they are stored, so the data's rms stays in [1, 2) (p2 down)
-// from step to step whatever the moments' magnitude, and no separate rescale op has to read the
-// state again. All zeros give the static zero (the moments' initial state); values that are not
-// finite keep the rule's scale, and are stored as the overflow policy says.
-Scale state_scale(const TensorView& updated, const Attributes& attrs, std::string_view op,
-                  const Scale& rule_scale) {
-  const double rms = rescale_statistic({updated.data(), static_cast<std::size_t>(updated.numel())},
+// A scale measured on an output rather than ruled: a dynamic L2 rescale of its fp32 values, taken
+// before they are stored, so the data's rms lands in [1, 2) (p2 down). Used for a scaled state
+// after its update (optimizer moments: their magnitude drifts with the gradients' in ways no rule
+// can follow, and no separate rescale op has to read the state again), and for the outputs of
+// GEMMs whose operands have current-amax scales (data far from 1, which the rules do not assume).
+// All zeros give the static zero (the moments' initial state); values that are not finite keep
+// the rule's scale, and are stored as the overflow policy says.
+Scale measured_scale(const TensorView& values, const Attributes& attrs, std::string_view op,
+                     const Scale& rule_scale) {
+  const double rms = rescale_statistic({values.data(), static_cast<std::size_t>(values.numel())},
                                        RescaleStatistic::kL2);
   if (rms == 0.0) return Scale::zero();
   if (!std::isfinite(rms)) return rule_scale;
@@ -173,12 +175,14 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
 
   const Overflow overflow =
       attrs.get_enum<Overflow>(outer.name, "storage_overflow", Overflow::kNonFinite);
+  const bool measure_outputs = attrs.get_int(outer.name, "measured_output_scales", 0) != 0;
   for (std::size_t o = 0; o < m; ++o) {
     if (!out[o].present()) continue;
     const bool has_scale = out[m + o].present();
     Scale s = has_scale ? out_scales[o] : Scale{};
-    if (has_scale && o < inner.in_place.size() && inner.in_place[o] >= 0) {
-      s = state_scale(inner_out[o], attrs, outer.name, s);
+    const bool updates_state = o < inner.in_place.size() && inner.in_place[o] >= 0;
+    if (has_scale && (updates_state || measure_outputs)) {
+      s = measured_scale(inner_out[o], attrs, outer.name, s);
     }
     if (has_scale) out[m + o].data()[0] = s.is_zero() ? 0.0f : storable(s);
     if (direct[o]) continue;
@@ -207,6 +211,7 @@ void derive_scaled(const OpDef& inner, DerivedOp& derived) {
   op.attributes = inner.attributes;
   op.attributes.push_back(AttributeSpec::enumeration<Pow2Rounding>("p2_rounding"));
   op.attributes.push_back(AttributeSpec::enumeration<Overflow>("storage_overflow"));
+  op.attributes.push_back(AttributeSpec::integer("measured_output_scales"));
   op.scales = inner.scales;
   op.input_dtypes.assign(inner.inputs.size(), DTypeSet::all());
   // A state updated in place keeps its scale in a state too, which the update overwrites.

@@ -77,17 +77,22 @@ namespace {
 
 constexpr std::string_view kOp = "dynamic_rescale";
 
-double floor_of(const Attributes& attrs) {
-  const double floor = attrs.get_double(kOp, "floor", 0x1p-14);
-  if (!std::isfinite(floor) || floor <= 0) {
-    throw Error(fmt::format("{}: floor must be finite and positive, got {}", kOp, floor));
+// A finite, positive real attribute.
+double positive(const Attributes& attrs, std::string_view name, double fallback) {
+  const double value = attrs.get_double(kOp, name, fallback);
+  if (!std::isfinite(value) || value <= 0) {
+    throw Error(fmt::format("{}: {} must be finite and positive, got {}", kOp, name, value));
   }
-  return floor;
+  return value;
 }
+
+double floor_of(const Attributes& attrs) { return positive(attrs, "floor", 0x1p-14); }
+double target_of(const Attributes& attrs) { return positive(attrs, "target", 1.0); }
 
 std::vector<Shape> infer_dynamic_rescale(std::span<const Shape* const> in,
                                          const Attributes& attrs) {
   floor_of(attrs);
+  target_of(attrs);
   return {*in[0]};
 }
 
@@ -109,8 +114,8 @@ void dynamic_rescale_backward_kernel(std::span<const ConstTensorView> in,
   copy_kernel(in[2], out[0]);
 }
 
-// n = max(p2(stat(data)), floor) for the data of input `input`; 1 when the rule has no data, or
-// the statistic is 0 or not finite (nothing to re-centre on).
+// n = max(p2(stat(data) / target), floor) for the data of input `input`; 1 when the rule has no
+// data, or the statistic is 0 or not finite (nothing to re-centre on).
 Scale rescale_factor(const ScaleRuleArgs& args, std::size_t input) {
   if (args.data.size() <= input || !args.data[input].present()) return Scale{};
   const ConstTensorView& data = args.data[input];
@@ -127,7 +132,7 @@ Scale rescale_factor(const ScaleRuleArgs& args, std::size_t input) {
       args.attrs.get_enum<RescaleStatistic>(kOp, "statistic", RescaleStatistic::kL2);
   const double stat = rescale_statistic(values, statistic);
   if (!std::isfinite(stat) || stat == 0.0) return Scale{};
-  const Scale n = args.p2(stat);
+  const Scale n = args.p2(stat / target_of(args.attrs));
   const Scale floor = args.p2(floor_of(args.attrs));
   return n.value() < floor.value() ? floor : n;
 }
@@ -155,7 +160,7 @@ const OpDef kDynamicRescaleOp{
     .inputs = {"x"},
     .attributes = {AttributeSpec::enumeration<RescaleStatistic>("statistic"),
                    AttributeSpec::enumeration<RescaleDirection>("direction"),
-                   AttributeSpec::real("floor")},
+                   AttributeSpec::real("floor"), AttributeSpec::real("target")},
     .infer_shapes = infer_dynamic_rescale,
     .kernel = dynamic_rescale_kernel,
     .backward_kernel = dynamic_rescale_backward_kernel,
@@ -169,7 +174,8 @@ Value dynamic_rescale(Value x, const DynamicRescaleOptions& options) {
   return x.graph().apply1(kDynamicRescaleOp, inputs,
                           {{"statistic", options.statistic},
                            {"direction", options.direction},
-                           {"floor", options.floor}});
+                           {"floor", options.floor},
+                           {"target", options.target}});
 }
 
 }  // namespace unitscale

@@ -12,20 +12,16 @@
 
 namespace unitscale {
 
-namespace {
-
-double max_value(const FormatSpec& format) {
+double format_max(const FormatSpec& format) {
   return static_cast<double>(detail::decode_bits(format.max_magnitude_code(), format));
 }
-
-}  // namespace
 
 ChosenScale amax_scale(float amax, const FormatSpec& format, const AmaxScaling& policy) {
   const double a = std::max(static_cast<double>(amax), policy.amax_epsilon);
   if (!std::isfinite(a) || !(a > 0)) return {Scale(), true};
   // Kept within float's normal range, so that the scale and its inverse (the quant multiplier)
   // are both finite floats: TransformerEngine clamps the multiplier to FLT_MAX likewise.
-  const double s = std::clamp(a * std::ldexp(1.0, policy.margin) / max_value(format),
+  const double s = std::clamp(a * std::ldexp(1.0, policy.margin) / format_max(format),
                               static_cast<double>(std::numeric_limits<float>::min()), 0x1p127);
   return {policy.power_of_two ? Scale::rounded(s, Pow2Rounding::kUp) : Scale::of(s), false};
 }
@@ -89,7 +85,7 @@ std::uint8_t mx_scale_code(float amax, const FormatSpec& element, MxScaleRule ru
   const float a = std::abs(amax);
   if (std::isnan(a)) return 0xFF;
   if (a == 0.0f) return 0x00;
-  const double max_element = max_value(element);
+  const double max_element = format_max(element);
   if (rule == MxScaleRule::kRceil) {
     if (std::isinf(a)) return 0xFE;
     const auto t = static_cast<float>(static_cast<double>(a) / max_element);  // RNE to float

@@ -250,6 +250,59 @@ TEST(PropagateScales, Fp8PolicyCastsMatmulOperandsAndGradients) {
   }
 }
 
+// Current amax scaling: each cast rescales its input from its own max |x| first, so every FP8
+// operand's max lands in [max/2, max) of its format (p2 down), with no overflow, and the step
+// tracks fp32 as the propagated FP8 recipe does.
+TEST(PropagateScales, CurrentAmaxPolicyPutsEveryOperandsMaxBelowItsFormatsLargest) {
+  Mlp reference;
+  const std::vector<Tensor> expected = reference.run();
+  Mlp mlp;
+  ScalePolicy policy = ScalePolicy::fp8();
+  policy.matmul_scaling = MatmulScaling::kCurrentAmax;
+  EXPECT_THAT(policy.to_string(), HasSubstr("matmul gradients e5m2 (current_amax scales)"));
+  const ScaledGraph scaled = propagate_scales(mlp.graph, mlp.outputs(), policy);
+  EXPECT_EQ(scaled.casts(), 6);
+  std::vector<std::pair<DType, double>> cast_maxima;
+  std::vector<std::pair<double, double>> rescaled_maxima;  // (target, max |data|) before each cast
+  const auto max_of = [](ConstTensorView x) {
+    const Tensor values = to_f32(x);
+    double largest = 0;
+    for (const float v : values.span()) largest = std::max(largest, std::abs(double{v}));
+    return largest;
+  };
+  const std::vector<Tensor> got = mlp.run(&scaled, [&](const NodeEvent& event) {
+    if (event.node.op == &scaled_of(kDynamicRescaleOp)) {
+      rescaled_maxima.emplace_back(event.node.attrs.get_double("test", "target"),
+                                   max_of(event.outputs[0]));
+    }
+    if (event.node.op == &scaled_of(kCastOp)) {
+      cast_maxima.emplace_back(event.outputs[0].dtype(), max_of(event.outputs[0]));
+    }
+  });
+  ASSERT_EQ(rescaled_maxima.size(), 6u);
+  for (const auto& [target, largest] : rescaled_maxima) {
+    EXPECT_TRUE(target == 224.0 || target == 28672.0) << target;  // half of E4M3's and E5M2's max
+    EXPECT_GE(largest, target);
+    EXPECT_LT(largest, 2 * target);
+  }
+  ASSERT_EQ(cast_maxima.size(), 6u);
+  for (const auto& [format, largest] : cast_maxima) {
+    const double format_largest = format == DType::kE4M3FN ? 448.0 : 57344.0;
+    EXPECT_GE(largest, format_largest / 2) << dtype_name(format);
+    EXPECT_LE(largest, format_largest) << dtype_name(format);
+  }
+  EXPECT_NEAR(got[0].data()[0], expected[0].data()[0], 0.01 * expected[0].data()[0]);
+  for (std::size_t k = 1; k < got.size(); ++k) {
+    EXPECT_LT(relative_l2(got[k].span(), expected[k].span()), 0.12) << "output " << k;
+  }
+  EXPECT_THAT(
+      [&] {
+        Mlp m;
+        propagate_scales(m.graph, m.outputs(), {.amax_margin = -1});
+      },
+      ThrowsMessage<Error>(HasSubstr("amax_margin must be in [0, 64], got -1")));
+}
+
 TEST(PropagateScales, DynamicRescaleLandsItsStatisticInOneToTwo) {
   for (const RescaleStatistic statistic :
        {RescaleStatistic::kMax, RescaleStatistic::kL1, RescaleStatistic::kL2}) {

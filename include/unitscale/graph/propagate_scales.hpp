@@ -34,8 +34,10 @@
 // Every op must have a scale rule: the pass throws unitscale::Error, changing nothing, naming each
 // op that has none.
 
+#include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "unitscale/graph/graph.hpp"
@@ -43,12 +45,27 @@
 
 namespace unitscale {
 
+// Where the matmuls' FP8 operands and gradients get their scales.
+enum class MatmulScaling : std::uint8_t {
+  // Scalify: the rules' propagated scales, which keep the data near 1.
+  kPropagated,
+  // Current amax scaling (as in TransformerEngine's and FP8-LM's recipes): each cast first
+  // rescales its input from its own max |x|, so that the max lands just below the format's largest
+  // value (2^-amax_margin of it): in [max/2, max) under p2 down. Such data is far from 1, so the
+  // GEMMs' output scales are measured on their outputs (a dynamic L2 rescale) instead of ruled.
+  // Costs a pass over each operand and each GEMM output.
+  kCurrentAmax,
+};
+std::string_view matmul_scaling_name(MatmulScaling scaling);  // "propagated", "current_amax"
+
 struct ScalePolicy {
   // The storage of every scaled value the graph computes (f32, f16, bf16 or an FP8 format).
   DType values = DType::kF16;
   // The storage of the GEMM ops' operands and of the output gradient their backward reads.
   DType matmul_inputs = DType::kF16;
   DType matmul_gradients = DType::kF16;
+  MatmulScaling matmul_scaling = MatmulScaling::kPropagated;
+  int amax_margin = 0;  // kCurrentAmax: headroom, in powers of two below the format's largest value
   // The storage of the optimizer moments (Adam's m and v, SGD's momentum buffer): scaled states
   // rescaled after every update (f32 keeps them plain). The trained parameters stay fp32.
   DType optimizer_state = DType::kF16;
@@ -60,7 +77,8 @@ struct ScalePolicy {
   // FP16 everywhere; FP16 values with E4M3 matmul operands and E5M2 matmul gradients.
   static ScalePolicy fp16();
   static ScalePolicy fp8();
-  std::string to_string() const;  // "values f16, matmul inputs e4m3fn, gradients e5m2, p2 down"
+  // "values f16, matmul inputs e4m3fn, matmul gradients e5m2 (propagated scales), ..."
+  std::string to_string() const;
 };
 
 // The rewritten graph's map from the original values.

@@ -34,8 +34,10 @@ struct EnumAttribute<Pow2Rounding> {
 // The scaled op of `op` (derived once, then cached; the reference stays valid for the program's
 // life). Its attributes are op's plus "p2_rounding" (the rules' power-of-two rounding, default
 // down) and "storage_overflow" (how an output too large for its storage is stored: non_finite,
-// the default, gives ±Inf as real FP16 storage would; saturate clamps). Throws unitscale::Error
-// naming the op if it has no scale rule.
+// the default, gives ±Inf as real FP16 storage would; saturate clamps) and
+// "measured_output_scales" (1: every scaled output's scale is measured on its values, a dynamic
+// L2 rescale, instead of ruled; propagate_scales sets it on the GEMMs of the current-amax policy).
+// Throws unitscale::Error naming the op if it has no scale rule.
 const OpDef& scaled_of(const OpDef& op);
 // Whether `op` is a scaled op (one of scaled_of's) or materialize: a node of a scaled graph.
 bool is_scaled_op(const OpDef& op);

@@ -3,11 +3,12 @@
 // forward and backward; under scale propagation (graph/propagate_scales.hpp) it re-centres a
 // value's data, or its gradient's, from a statistic of that data:
 //
-//   n = max(p2(stat(data)), floor)          data ← data / n,   scale ← scale · n
+//   n = max(p2(stat(data) / target), floor)     data ← data / n,   scale ← scale · n
 //
 // so the represented value is unchanged (exactly, for power-of-two n) and stat(data) lands in
-// [1, 2) with the default rounding. Statistics are taken on the data alone, so they never overflow
-// its format, and accumulate in double:
+// [target, 2·target) with the default rounding (target 1 by default; current-amax scaling puts
+// the max at half an FP8 format's largest value). Statistics are taken on the data alone, so they
+// never overflow its format, and accumulate in double:
 //
 //   max:  max |d|          l1:  mean |d|          l2:  √mean(d²)
 //
@@ -51,6 +52,7 @@ struct DynamicRescaleOptions {
   RescaleStatistic statistic = RescaleStatistic::kL2;
   RescaleDirection direction = RescaleDirection::kForward;
   double floor = 0x1p-14;  // finite, > 0
+  double target = 1.0;     // finite, > 0: where the statistic of the data lands
 };
 
 Value dynamic_rescale(Value x, const DynamicRescaleOptions& options = {});

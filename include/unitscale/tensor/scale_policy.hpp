@@ -37,6 +37,9 @@ struct ChosenScale {
   bool degenerate = false;
 };
 
+// The largest finite value of `format` (448 for E4M3FN, 57344 for E5M2, 65504 for FP16).
+double format_max(const FormatSpec& format);
+
 // The scale for a tensor whose max |x| is `amax`, stored in `format`, kept within [2^-126, 2^127]
 // so that it and its inverse are finite floats.
 ChosenScale amax_scale(float amax, const FormatSpec& format, const AmaxScaling& policy = {});
