@@ -125,8 +125,8 @@ class Rewriter {
 
   // Scales the optimizer moments an update node overwrites in place (its in-place inputs other
   // than the trained parameter): finish() stores them as the policy's optimizer_state data, and
-  // each gets a scale state: "<name>.scale", a scalar
-  // starting at 0, the static zero, as the moments start at zero.
+  // each gets a scale state, the scalar "<name>.scale", starting at 0 (the static zero) as the
+  // moments start at zero.
   void scale_moments(const Node& update) {
     std::vector<int> states;  // the present in-place inputs (SGD's buffer may be absent)
     for (const int input : update.op->in_place) {
@@ -338,11 +338,11 @@ ScaledGraph propagate_scales(Graph& graph, std::span<const Value> outputs,
   check_graph(graph, order);
   Rewriter rewriter(graph, policy);
   // Room for everything the pass records — a scaled node per node, at most one cast per node
-  // input, a materialize per output, and two values for each — so that nodes() never moves and the
-  // rewriter can read the original nodes in place.
+  // input (and one amax rescale before it), a materialize per output, and two values for each — so
+  // that nodes() never moves and the rewriter can read the original nodes in place.
   std::size_t inputs = 0;
   for (const Node& node : graph.nodes()) inputs += node.inputs.size();
-  const std::size_t recorded = graph.nodes().size() + inputs + outputs.size();
+  const std::size_t recorded = graph.nodes().size() + 2 * inputs + outputs.size();
   graph.reserve(graph.nodes().size() + recorded,
                 static_cast<std::size_t>(graph.value_count()) + 2 * recorded);
   if (policy.optimizer_state != DType::kF32) {
