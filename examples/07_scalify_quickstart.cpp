@@ -112,7 +112,7 @@ void scaled_tensors(std::mt19937& rng) {
   }
   fmt::print("   1000 values of std 1e6:   {}\n", values(big));
   fmt::print("   plain FP16:               {}  (rms {})\n", values(plain), rms(plain));
-  fmt::print("   FP16 data, scale 2^{:<4}  {}  (rms {:.3g})\n",
+  fmt::print("   FP16 data, scale 2^{:<4}   {}  (rms {:.3g})\n",
              static_cast<int>(std::log2(scaled.scale().value())), values(scaled.data()),
              rms(scaled.data()));
   fmt::print("   dequantised:              {}  (worst relative error {:.2g}, FP16's 2^-11)\n\n",
