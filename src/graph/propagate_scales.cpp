@@ -100,7 +100,7 @@ class Rewriter {
       }
       if (!is_floating(info.dtype)) continue;  // stays plain
       if (info.dtype == DType::kF32) dtypes[o] = policy_.values;
-      shapes[m + o] = Shape{};
+      if (policy_.scaled_values) shapes[m + o] = Shape{};
     }
     Attributes attrs = node.attrs;
     attrs.set("p2_rounding", policy_.rounding).set("storage_overflow", policy_.overflow);
@@ -123,11 +123,11 @@ class Rewriter {
     ++scaled_nodes_;
   }
 
-  // Scales the optimizer moments an update node overwrites in place (its in-place inputs other
-  // than the trained parameter): finish() stores them as the policy's optimizer_state data, and
-  // each gets a scale state, the scalar "<name>.scale", starting at 0 (the static zero) as the
-  // moments start at zero.
-  void scale_moments(const Node& update) {
+  // Changes the storage of the states an update node overwrites in place beside a trained
+  // parameter (the parameter itself and its optimizer moments) as the policy says: finish()
+  // retypes them, and each scaled one gets a scale state, the scalar "<name>.scale", starting at 0
+  // (the static zero) as the states start at zero.
+  void choose_state_storage(const Node& update) {
     std::vector<int> states;  // the present in-place inputs (SGD's buffer may be absent)
     for (const int input : update.op->in_place) {
       if (input >= 0 && update.inputs[static_cast<std::size_t>(input)] >= 0) {
@@ -138,13 +138,14 @@ class Rewriter {
     if (std::none_of(states.begin(), states.end(), is_parameter)) return;
     for (const int id : states) {
       const ValueInfo& info = graph_.info(id);
-      if (info.parameter || info.dtype != DType::kF32 ||
-          scale_[static_cast<std::size_t>(id)] >= 0) {
-        continue;
-      }
+      const bool parameter = info.parameter.has_value();
+      const DType storage = parameter ? policy_.parameters : policy_.optimizer_state;
+      if (info.dtype != DType::kF32 || storage == DType::kF32 || retyped_.contains(id)) continue;
+      retyped_.emplace(id, storage);
+      if (!(parameter ? policy_.scaled_parameters : policy_.scaled_optimizer_state)) continue;
       std::string name = info.name + ".scale";  // a copy: state() grows the value table
       scale_[static_cast<std::size_t>(id)] = graph_.state(std::move(name), Shape{}).id();
-      scaled_states_.emplace_back(id, scale_[static_cast<std::size_t>(id)]);
+      scale_states_.push_back(graph_.value(scale_[static_cast<std::size_t>(id)]));
     }
   }
 
@@ -154,26 +155,24 @@ class Rewriter {
       const int id = v.id();
       const int scale = scale_[static_cast<std::size_t>(id)];
       int output = data_[static_cast<std::size_t>(id)];
-      if (scale >= 0 && !updates_state_in_place(id)) {
-        const Value in[] = {graph_.value(output), graph_.value(scale)};
-        output = graph_.apply1(kMaterializeOp, in, {}).id();
+      if (!updates_state_in_place(id)) {
+        const Value data = graph_.value(output);
+        if (scale >= 0) {
+          const Value in[] = {data, graph_.value(scale)};
+          output = graph_.apply1(kMaterializeOp, in, {}).id();
+        } else if (data.dtype() != graph_.info(id).dtype) {  // plain narrow data (scaled_values)
+          output = unitscale::cast(data, graph_.info(id).dtype).id();
+        }
       }
       outputs.emplace_back(id, output);
     }
     graph_.remove_nodes(original_nodes);
-    std::vector<Value> moments, scale_states;
-    for (const auto& [moment, scale] : scaled_states_) {
-      moments.push_back(graph_.value(moment));
-      scale_states.push_back(graph_.value(scale));
-    }
-    graph_.retype_states(moments, policy_.optimizer_state);
-    return {graph_,
-            std::move(data_),
-            std::move(scale_),
-            std::move(outputs),
-            std::move(scale_states),
-            scaled_nodes_,
-            casts_};
+    std::map<DType, std::vector<Value>> by_storage;
+    for (const auto& [state, storage] : retyped_)
+      by_storage[storage].push_back(graph_.value(state));
+    for (const auto& [storage, states] : by_storage) graph_.retype_states(states, storage);
+    return {graph_,        std::move(data_), std::move(scale_), std::move(outputs),
+            scale_states_, policy_.rounding, scaled_nodes_,     casts_};
   }
 
  private:
@@ -246,7 +245,8 @@ class Rewriter {
   std::vector<int> data_;
   std::vector<int> scale_;
   std::map<std::pair<int, DType>, std::pair<Value, Value>> casts_made_;
-  std::vector<std::pair<int, int>> scaled_states_;  // (moment, its scale state)
+  std::map<int, DType> retyped_;  // states whose storage changes, and to what
+  std::vector<Value> scale_states_;
   int scaled_nodes_ = 0;
   int casts_ = 0;
 };
@@ -268,21 +268,27 @@ std::string ScalePolicy::to_string() const {
   if (matmul_scaling == MatmulScaling::kCurrentAmax && amax_margin != 0) {
     matmul_scales += fmt::format(" (margin {})", amax_margin);
   }
+  const auto storage = [](DType dtype, bool scaled) {
+    return fmt::format("{}{}", dtype_name(dtype), scaled || dtype == DType::kF32 ? "" : " (plain)");
+  };
   return fmt::format(
-      "values {}, matmul inputs {}, matmul gradients {} ({} scales), optimizer state {}, p2 {}, "
-      "overflow {}",
-      dtype_name(values), dtype_name(matmul_inputs), dtype_name(matmul_gradients), matmul_scales,
-      dtype_name(optimizer_state), pow2_rounding_name(rounding), overflow_name(overflow));
+      "values {}, matmul inputs {}, matmul gradients {} ({} scales), optimizer state {}, "
+      "parameters {}, p2 {}, overflow {}",
+      storage(values, scaled_values), dtype_name(matmul_inputs), dtype_name(matmul_gradients),
+      matmul_scales, storage(optimizer_state, scaled_optimizer_state),
+      storage(parameters, scaled_parameters), pow2_rounding_name(rounding),
+      overflow_name(overflow));
 }
 
 ScaledGraph::ScaledGraph(Graph& graph, std::vector<int> data, std::vector<int> scale,
                          std::vector<std::pair<int, int>> outputs, std::vector<Value> scale_states,
-                         int scaled_nodes, int casts)
+                         Pow2Rounding rounding, int scaled_nodes, int casts)
     : graph_(&graph),
       data_(std::move(data)),
       scale_(std::move(scale)),
       outputs_(std::move(outputs)),
       scale_states_(std::move(scale_states)),
+      rounding_(rounding),
       scaled_nodes_(scaled_nodes),
       casts_(casts) {}
 
@@ -318,12 +324,72 @@ std::vector<Value> ScaledGraph::outputs() const {
   return values;
 }
 
+void ScaledGraph::load_state(Executor& executor, Value original, ConstTensorView values) const {
+  const Value data =
+      graph_->value(data_[static_cast<std::size_t>(checked(original, "load_state"))]);
+  const Value scale = this->scale(original);
+  if (!executor.has_state(data)) {
+    throw Error(fmt::format("ScaledGraph::load_state: %{} is not a state the executor holds",
+                            original.id()));
+  }
+  if (values.shape() != data.shape() || values.dtype() != DType::kF32) {
+    throw Error(fmt::format("ScaledGraph::load_state: '{}' (%{}) is f32 {}, got {} {}",
+                            graph_->info(data).name, original.id(), data.shape().to_string(),
+                            dtype_name(values.dtype()), values.shape().to_string()));
+  }
+  float factor = 1.0f;
+  if (scale.present()) {
+    const double rms = rescale_statistic({values.data(), static_cast<std::size_t>(values.numel())},
+                                         RescaleStatistic::kL2);
+    const bool zero = rms == 0.0 || !std::isfinite(rms);
+    const float s = zero ? 0.0f : static_cast<float>(Scale::rounded(rms, rounding_).value());
+    const float scale_value[] = {s};
+    executor.set_state(scale, ConstTensorView(scale_value, Shape{}));
+    factor = zero ? 0.0f : 1.0f / s;
+  }
+  if (data.dtype() == DType::kF32 && factor == 1.0f) {
+    executor.set_state(data, values);
+    return;
+  }
+  Tensor stored(data.shape(), data.dtype());
+  cast_forward(values, stored.view(),
+               {{"dtype", data.dtype()},
+                {"scale", static_cast<double>(factor)},
+                {"overflow", Overflow::kNonFinite}},
+               0);
+  executor.set_state(data, stored.view());
+}
+
+Tensor ScaledGraph::read_state(const Executor& executor, Value original) const {
+  const Value data =
+      graph_->value(data_[static_cast<std::size_t>(checked(original, "read_state"))]);
+  const Value scale = this->scale(original);
+  if (!executor.has_state(data)) {
+    throw Error(fmt::format("ScaledGraph::read_state: %{} is not a state the executor holds",
+                            original.id()));
+  }
+  const float factor = scale.present() ? executor.state(scale).data()[0] : 1.0f;
+  Tensor values(data.shape(), DType::kF32);
+  cast_forward(executor.state(data), values.view(),
+               {{"dtype", DType::kF32},
+                {"scale", static_cast<double>(factor)},
+                {"overflow", Overflow::kNonFinite}},
+               0);
+  return values;
+}
+
 ScaledGraph propagate_scales(Graph& graph, std::span<const Value> outputs,
                              const ScalePolicy& policy) {
   check_storage(policy.values, "the value storage");
   check_storage(policy.matmul_inputs, "the matmul input storage");
   check_storage(policy.matmul_gradients, "the matmul gradient storage");
   check_storage(policy.optimizer_state, "the optimizer state storage");
+  check_storage(policy.parameters, "the parameter storage");
+  if (policy.matmul_scaling == MatmulScaling::kCurrentAmax && !policy.scaled_values) {
+    throw Error(fmt::format(
+        "{}: current amax scaling needs scaled values (the rescale keeps its factor in the scale)",
+        kPass));
+  }
   if (policy.amax_margin < 0 || policy.amax_margin > 64) {
     throw Error(
         fmt::format("{}: amax_margin must be in [0, 64], got {}", kPass, policy.amax_margin));
@@ -345,10 +411,8 @@ ScaledGraph propagate_scales(Graph& graph, std::span<const Value> outputs,
   const std::size_t recorded = graph.nodes().size() + 2 * inputs + outputs.size();
   graph.reserve(graph.nodes().size() + recorded,
                 static_cast<std::size_t>(graph.value_count()) + 2 * recorded);
-  if (policy.optimizer_state != DType::kF32) {
-    for (const int index : order) {
-      rewriter.scale_moments(graph.nodes()[static_cast<std::size_t>(index)]);
-    }
+  for (const int index : order) {
+    rewriter.choose_state_storage(graph.nodes()[static_cast<std::size_t>(index)]);
   }
   for (const int index : order) rewriter.rewrite(graph.nodes()[static_cast<std::size_t>(index)]);
   return rewriter.finish(outputs, order);

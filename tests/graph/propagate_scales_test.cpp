@@ -573,6 +573,154 @@ TEST(PropagateScales, MomentumBufferIsScaledAndF32StateStaysPlain) {
   EXPECT_EQ(plain.info(m2).dtype, DType::kF32);
 }
 
+// The plain-FP16 state control (scaled_optimizer_state = false): the same v as above flushes to
+// zero between steps, so step t sees only its own (1 − β2)·g², which the bias correction
+// 1/(1 − β2^t) no longer undoes: the step grows like √t, and over 12 steps of random-sign
+// gradients the parameters move √(1 + ... + 12)/√12 ≈ 2.5 times as far (rms) as fp32 Adam's.
+TEST(PropagateScales, PlainFp16MomentsFlushTheSecondMomentToZero) {
+  constexpr int kSteps = 12;
+  ScalePolicy policy = ScalePolicy::fp16();
+  policy.scaled_optimizer_state = false;
+  EXPECT_THAT(policy.to_string(), HasSubstr("optimizer state f16 (plain)"));
+  TinyGradientAdam reference(std::nullopt), plain(policy);
+  EXPECT_TRUE(plain.scaled->scale_states().empty());
+  EXPECT_EQ(plain.graph.info(plain.v).dtype, DType::kF16);
+  Executor ref_exec(reference.graph, reference.outputs), exec(plain.graph, plain.outputs);
+  const Tensor w0 = normal({TinyGradientAdam::kSize}, 7);
+  ref_exec.set_state(reference.w, w0);
+  exec.set_state(plain.w, w0);
+  TinyGradientAdam::run(ref_exec, reference.g, 0, kSteps);
+  TinyGradientAdam::run(exec, plain.g, 0, kSteps);
+  EXPECT_EQ(rms(to_f32(exec.state(plain.v)).span()), 0.0);
+  std::vector<float> moved_ref, moved;
+  for (std::int64_t i = 0; i < TinyGradientAdam::kSize; ++i) {
+    moved_ref.push_back(ref_exec.state(reference.w).data()[i] - w0.data()[i]);
+    moved.push_back(exec.state(plain.w).data()[i] - w0.data()[i]);
+  }
+  EXPECT_GT(rms(moved), 2.0 * rms(moved_ref));
+}
+
+// FP16 master weights (ScalePolicy::parameters): the parameter is stored as FP16 data with a
+// power-of-two scale state "<name>.scale", load_state and read_state convert from and to fp32,
+// and SGD on them tracks fp32 SGD.
+TEST(PropagateScales, Fp16ParametersAreScaledStatesThatTrackFp32) {
+  auto train = [](const std::optional<ScalePolicy>& policy, std::vector<float>& w_after) {
+    Graph graph(Scaling::kUnit);
+    const Value x = graph.input("x", {32, 64});
+    const Value labels = graph.input("labels", {32}, DType::kI32);
+    const Value w = graph.state("w", {10, 64}, ParameterInfo{});
+    const Value loss = cross_entropy(linear_readout(x, w), labels);
+    const Value grad = autodiff(graph, loss, std::vector<Value>{w})[0];
+    const std::vector<Value> updated = sgd_update(w, grad, Value{}, {.lr = 0.5});
+    std::vector<Value> outputs = {loss, updated[0]};
+    std::optional<ScaledGraph> scaled;
+    if (policy) {
+      scaled = propagate_scales(graph, outputs, *policy);
+      outputs = scaled->outputs();
+      EXPECT_EQ(graph.info(w).dtype, DType::kF16);
+      EXPECT_EQ(scaled->output(updated[0]).dtype(), DType::kF16)
+          << "the update writes the FP16 state in place";
+      EXPECT_EQ(scaled->scale_states().size(), 1u);
+      EXPECT_EQ(graph.info(scaled->scale(w)).name, "w.scale");
+    }
+    Executor exec(graph, outputs);
+    const Tensor x_data = normal({32, 64}, 1), labels_data = labels_for(32, 10, 2);
+    exec.bind(x, x_data);
+    exec.bind(labels, labels_data);
+    const Tensor w0 = normal({10, 64}, 3, 0.1);
+    if (scaled) {
+      scaled->load_state(exec, w, w0);
+      // rms 0.1 → scale 2^-4 under p2 down; the data is w0 · 16 rounded to FP16.
+      EXPECT_EQ(exec.state(scaled->scale(w)).data()[0], 0x1p-4f);
+      const Tensor loaded = scaled->read_state(exec, w);
+      const Tensor expected = to_f32(w0, DType::kF16);
+      for (std::int64_t i = 0; i < w0.numel(); ++i) {
+        EXPECT_EQ(loaded.data()[i], expected.data()[i]) << i;
+      }
+    } else {
+      exec.set_state(w, w0);
+    }
+    std::vector<float> losses;
+    for (int step = 0; step < 5; ++step) {
+      exec.run();
+      losses.push_back(exec.get(outputs[0]).data()[0]);
+      if (scaled) {
+        const float scale = exec.state(scaled->scale(w)).data()[0];
+        int exponent = 0;
+        EXPECT_EQ(std::frexp(scale, &exponent), 0.5f) << "a power of two, got " << scale;
+      }
+    }
+    const Tensor w_now = scaled ? scaled->read_state(exec, w) : copy_of(exec.state(w));
+    w_after.assign(w_now.span().begin(), w_now.span().end());
+    return losses;
+  };
+  std::vector<float> w_ref, w_fp16;
+  const std::vector<float> expected = train(std::nullopt, w_ref);
+  const std::vector<float> got = train(ScalePolicy{.parameters = DType::kF16}, w_fp16);
+  ASSERT_LT(expected.back(), expected.front());
+  for (std::size_t k = 0; k < got.size(); ++k) {
+    EXPECT_NEAR(got[k], expected[k], 3e-3 * expected[k]) << "step " << k;
+  }
+  EXPECT_LT(relative_l2(w_fp16, w_ref), 3e-3) << "a few FP16 roundings of w per step";
+}
+
+// An update below half a unit in the last place of an FP16 weight is lost, as it is in any FP16
+// master weight: w = 1 and η·g = 2^-13 (half an ulp of 1 is 2^-11) leaves w at 1, where fp32 has
+// 1 − 2^-13 — and so does a scaled FP16 weight, whose data is w / scale with the same 11 bits.
+TEST(PropagateScales, Fp16MasterWeightsLoseUpdatesBelowHalfAnUlp) {
+  for (const bool scaled_parameters : {false, true}) {
+    Graph graph(Scaling::kUnscaled);
+    const Value w = graph.state("w", {4}, ParameterInfo{});
+    const Value g = graph.input("g", {4});
+    const Value updated = sgd_update(w, g, Value{}, {.lr = 0x1p-13})[0];
+    const ScaledGraph scaled =
+        propagate_scales(graph, std::vector<Value>{updated},
+                         {.parameters = DType::kF16, .scaled_parameters = scaled_parameters});
+    EXPECT_EQ(scaled.scale_states().size(), scaled_parameters ? 1u : 0u);
+    Executor exec(graph, scaled.outputs());
+    const Tensor ones(Shape{4}, std::vector<float>{1, 1, 1, 1});
+    scaled.load_state(exec, w, ones);
+    exec.bind(g, ones);
+    exec.run();
+    const Tensor after = scaled.read_state(exec, w);
+    for (const float v : after.span()) EXPECT_EQ(v, 1.0f) << "scaled " << scaled_parameters;
+  }
+}
+
+// The plain control (scaled_values = false): every value is stored in FP16 with no scale, so an
+// input of 2^-30 flushes to zero where the scaled graph keeps it.
+TEST(PropagateScales, UnscaledControlStoresPlainFp16) {
+  auto forward = [](bool scaled_values) {
+    Graph graph(Scaling::kUnit);
+    const Value x = graph.input("x", {16, 64});
+    const Value w = graph.input("w", {32, 64});
+    const Value y = linear(dynamic_rescale(x), w);
+    const Value out = relu(y);
+    const ScaledGraph scaled =
+        propagate_scales(graph, std::vector<Value>{out}, {.scaled_values = scaled_values});
+    EXPECT_EQ(scaled.scale(y).present(), scaled_values);
+    EXPECT_EQ(scaled.data(y).dtype(), DType::kF16);
+    Executor exec(graph, scaled.outputs());
+    Tensor x_data = normal({16, 64}, 1);
+    for (float& v : x_data.span()) v *= 0x1p-30f;
+    const Tensor w_data = normal({32, 64}, 2);
+    exec.bind(x, x_data);
+    exec.bind(w, w_data);
+    exec.run();
+    return rms(exec.get(scaled.output(out)).span());
+  };
+  EXPECT_EQ(forward(false), 0.0) << "2^-30 is below FP16's smallest subnormal";
+  EXPECT_GT(forward(true), 0x1p-32);
+  EXPECT_THAT(
+      [] {
+        Graph graph;
+        const Value x = graph.input("x", {2});
+        propagate_scales(graph, std::vector<Value>{relu(x)},
+                         {.scaled_values = false, .matmul_scaling = MatmulScaling::kCurrentAmax});
+      },
+      ThrowsMessage<Error>(HasSubstr("current amax scaling needs scaled values")));
+}
+
 TEST(PropagateScales, RetypeStatesChecksEveryReader) {
   Graph graph(Scaling::kUnscaled);
   const Value w = graph.state("w", {8}, ParameterInfo{});

@@ -17,13 +17,17 @@
 // values of the original graph other than inputs, parameters, constants and states are dead
 // afterwards, and Graph::grad_of no longer applies.
 //
-// Optimizer state. The moments an update op overwrites in place beside a trained parameter (Adam's
-// m and v, SGD's momentum buffer) become scaled states, as in Scalify's FP16 Adam: the state value
-// keeps its id and name but stores `optimizer_state` data (FP16 by default: half of fp32's bytes),
-// and a new scalar state "<name>.scale" (ScaledGraph::scale_states) holds its scale. The update
-// decodes the moments to fp32, updates them, and stores them rescaled to an rms in [1, 2) (a
-// dynamic L2 rescale in the update's epilogue), so v ≈ g² of 1e-12 keeps 11 significant bits
-// where plain FP16 would flush it to zero. The parameters stay fp32 master weights.
+// Optimizer state and parameters. The moments an update op overwrites in place beside a trained
+// parameter (Adam's m and v, SGD's momentum buffer) become scaled states, as in Scalify's FP16
+// Adam: the state value keeps its id and name but stores `optimizer_state` data (FP16 by default:
+// half of fp32's bytes), and a new scalar state "<name>.scale" (ScaledGraph::scale_states) holds
+// its scale. The update decodes the moments to fp32, updates them, and stores them rescaled to an
+// rms in [1, 2) (a dynamic L2 rescale in the update's epilogue), so v ≈ g² of 1e-12 keeps 11
+// significant bits where plain FP16 would flush it to zero. The parameters stay fp32 master
+// weights unless `parameters` says otherwise: then they are stored the same way (FP16 data and a
+// scale state, or plain FP16 data), and an update smaller than half a unit in the last place of
+// a weight is lost, as it is in any FP16 master weight. Load such states, and read them back as
+// fp32, with ScaledGraph::load_state and read_state.
 //
 // Matmuls. The operands of the GEMM ops (OpDef::rounds_gemm_inputs: linear, linear_readout,
 // matmul; the bias excepted) are cast to `matmul_inputs`, keeping their scales, and the output
@@ -40,6 +44,7 @@
 #include <string_view>
 #include <vector>
 
+#include "unitscale/graph/executor.hpp"
 #include "unitscale/graph/graph.hpp"
 #include "unitscale/tensor/scale.hpp"
 
@@ -61,14 +66,23 @@ std::string_view matmul_scaling_name(MatmulScaling scaling);  // "propagated", "
 struct ScalePolicy {
   // The storage of every scaled value the graph computes (f32, f16, bf16 or an FP8 format).
   DType values = DType::kF16;
+  // false: the values are stored in their formats with no scale at all (scale 1, every rule and
+  // rescale ignored), the plain FP16 or FP8 control that scale propagation is measured against.
+  bool scaled_values = true;
   // The storage of the GEMM ops' operands and of the output gradient their backward reads.
   DType matmul_inputs = DType::kF16;
   DType matmul_gradients = DType::kF16;
   MatmulScaling matmul_scaling = MatmulScaling::kPropagated;
   int amax_margin = 0;  // kCurrentAmax: headroom, in powers of two below the format's largest value
-  // The storage of the optimizer moments (Adam's m and v, SGD's momentum buffer): scaled states
-  // rescaled after every update (f32 keeps them plain). The trained parameters stay fp32.
+  // The storage of the optimizer moments (Adam's m and v, SGD's momentum buffer): f32 keeps them
+  // plain; a narrower format stores them scaled, rescaled after every update (or, without
+  // scaled_optimizer_state, plain in that format: the control that shows why the scale is there).
   DType optimizer_state = DType::kF16;
+  bool scaled_optimizer_state = true;
+  // The storage of the trained parameters an update op overwrites: f32 keeps fp32 master weights;
+  // a narrower format stores them as the moments are, scaled unless scaled_parameters is false.
+  DType parameters = DType::kF32;
+  bool scaled_parameters = true;
   // How the rules' scales become powers of two (Scalify's p2; kNone keeps them as they are).
   Pow2Rounding rounding = Pow2Rounding::kDown;
   // A value too large for its storage: ±Inf (non_finite, as real FP16 storage does) or clamped.
@@ -77,7 +91,8 @@ struct ScalePolicy {
   // FP16 everywhere; FP16 values with E4M3 matmul operands and E5M2 matmul gradients.
   static ScalePolicy fp16();
   static ScalePolicy fp8();
-  // "values f16, matmul inputs e4m3fn, matmul gradients e5m2 (propagated scales), ..."
+  // "values f16, matmul inputs e4m3fn, matmul gradients e5m2 (propagated scales), ..." (a plain
+  // storage is named so: "optimizer state f16 (plain)")
   std::string to_string() const;
 };
 
@@ -87,7 +102,7 @@ class ScaledGraph {
   ScaledGraph() = default;
   ScaledGraph(Graph& graph, std::vector<int> data, std::vector<int> scale,
               std::vector<std::pair<int, int>> outputs, std::vector<Value> scale_states,
-              int scaled_nodes, int casts);
+              Pow2Rounding rounding, int scaled_nodes, int casts);
 
   // The data and scale of an original value (the scale is absent for a plain value).
   Value data(Value original) const;
@@ -105,6 +120,15 @@ class ScaledGraph {
   // without its scale means nothing.
   std::span<const Value> scale_states() const { return scale_states_; }
 
+  // Loads fp32 `values` into a state of the original graph (a parameter, a moment, any state) as
+  // the scaled graph stores it: a scaled state gets the scale its updates would give it (its rms
+  // rounded to a power of two as the policy rounds; the static zero for all zeros) and the data
+  // values / scale; a plain one its values converted to its format (nearest even, ±Inf beyond
+  // it). Throws, naming the state, if it is not one the executor holds or the shape differs.
+  void load_state(Executor& executor, Value original, ConstTensorView values) const;
+  // A state's values as fp32, data · scale: for evaluation, checkpoints and inspection.
+  Tensor read_state(const Executor& executor, Value original) const;
+
   int scaled_nodes() const { return scaled_nodes_; }
   int casts() const { return casts_; }  // matmul operand and gradient casts inserted
 
@@ -115,6 +139,7 @@ class ScaledGraph {
   std::vector<int> scale_;                    // per original value id: the scale's id (-1: plain)
   std::vector<std::pair<int, int>> outputs_;  // (original id, fp32 output id)
   std::vector<Value> scale_states_;
+  Pow2Rounding rounding_ = Pow2Rounding::kDown;
   int scaled_nodes_ = 0;
   int casts_ = 0;
 };
