@@ -65,6 +65,9 @@ struct Arguments {
   std::int64_t track_scales = 0;
   std::string simulate = "fp32";
   bool critical_matmuls = false;
+  std::string scalify = "off";
+  std::string scalify_state = "f16";
+  std::string master_weights = "f32";
   bool per_tensor_scaling = false;
   bool stochastic_gradients = false;
   bool round_attention = false;
@@ -157,6 +160,14 @@ us::CommandLine make_command_line(Arguments& a) {
             "round the matmuls' gradients stochastically instead of to nearest")
       .flag("--round-attention", &a.round_attention,
             "round attention's q, k, v and output gradient like the matmuls' operands")
+      .choice("--scalify", &a.scalify, {"off", "fp16", "fp8"},
+              "scale propagation (Scalify): every value of the step, backward and optimizer "
+              "included, stored as FP16 data times a propagated power-of-two scale; fp8 casts "
+              "the matmul operands to E4M3 and their gradients to E5M2. No loss scaling")
+      .choice("--scalify-state", &a.scalify_state, {"f16", "bf16", "f32"},
+              "with --scalify: the optimizer moments' storage (narrow ones scaled)")
+      .choice("--master-weights", &a.master_weights, {"f32", "f16", "bf16"},
+              "with --scalify: the parameters' storage (narrow ones scaled)")
       .option("--loss-scale", &a.loss_scale, "S",
               "static loss scaling: gradients are computed scaled by S, then unscaled (1: off)")
       .flag("--dynamic-loss-scale", &a.dynamic_loss_scale,
@@ -253,13 +264,16 @@ void set_common(Config& config, const Arguments& a) {
   config.cosine_decay = a.schedule == "cosine";
   config.weight_decay = a.weight_decay;
   config.max_grad_norm = a.max_grad_norm;
-  config.precision = {
-      .recipe = a.simulate == "fp8" && a.critical_matmuls ? "fp8-critical" : a.simulate,
-      .per_tensor_scaling = a.per_tensor_scaling,
-      .stochastic_gradients = a.stochastic_gradients,
-      .loss_scale = a.loss_scale,
-      .dynamic_loss_scaling = a.dynamic_loss_scale,
-      .round_attention = a.round_attention};
+  config.precision = {.recipe = a.scalify != "off"                          ? "scalify-" + a.scalify
+                                : a.simulate == "fp8" && a.critical_matmuls ? "fp8-critical"
+                                                                            : a.simulate,
+                      .optimizer_state = us::dtype_from_name(a.scalify_state),
+                      .master_weights = us::dtype_from_name(a.master_weights),
+                      .per_tensor_scaling = a.per_tensor_scaling,
+                      .stochastic_gradients = a.stochastic_gradients,
+                      .loss_scale = a.loss_scale,
+                      .dynamic_loss_scaling = a.dynamic_loss_scale,
+                      .round_attention = a.round_attention};
 }
 
 int train_decoder(const Arguments& a) {
@@ -322,6 +336,13 @@ int run(int argc, char** argv) {
   if (a.critical_matmuls && a.simulate != "fp8") {
     throw us::Error(fmt::format("--critical-matmuls needs --simulate fp8 (got --simulate {})",
                                 a.simulate));
+  }
+  if (a.scalify != "off" && a.simulate != "fp32") {
+    throw us::Error(
+        fmt::format("--scalify {} and --simulate {}: choose one precision", a.scalify, a.simulate));
+  }
+  if (a.scalify == "off" && (a.scalify_state != "f16" || a.master_weights != "f32")) {
+    throw us::Error("--scalify-state and --master-weights need --scalify fp16 or fp8");
   }
   if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
   return a.model == "mlp" ? train_mlp(a) : train_decoder(a);

@@ -52,13 +52,17 @@ std::int64_t Model::parameter_count() const {
   return count;
 }
 
-void Model::initialize(Executor& executor) const {
+void Model::initialize(Executor& executor, const ScaledGraph* scaled) const {
   for (const ModelParameter& p : parameters_) {
     // A parameter the executor's plan never reads (an executor for part of the model) has no
     // storage there and nothing to initialise.
     if (!executor.has_state(p.value)) continue;
     const Tensor initial = init_parameter(options_.seed, p.rule.name, p.rule.shape, p.rule);
-    executor.set_state(p.value, initial.view());
+    if (scaled != nullptr) {
+      scaled->load_state(executor, p.value, initial.view());
+    } else {
+      executor.set_state(p.value, initial.view());
+    }
   }
 }
 

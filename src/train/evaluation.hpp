@@ -13,9 +13,15 @@
 namespace unitscale::detail {
 
 // Copies every parameter of `model` that `destination` uses from `source`.
-inline void copy_parameters(Executor& destination, const Executor& source, const Model& model) {
+inline void copy_parameters(Executor& destination, const Executor& source, const Model& model,
+                            const ScaledGraph* scaled = nullptr) {
   for (const ModelParameter& p : model.parameters()) {
-    if (destination.has_state(p.value)) destination.set_state(p.value, source.state(p.value));
+    if (!destination.has_state(p.value)) continue;
+    destination.set_state(p.value, source.state(p.value));
+    // A parameter stored scaled: its data means nothing without its scale.
+    if (const Value scale = scaled != nullptr ? scaled->scale(p.value) : Value{}; scale.present()) {
+      destination.set_state(scale, source.state(scale));
+    }
   }
 }
 

@@ -1,14 +1,15 @@
 #include "unitscale/train/image_classifier.hpp"
 
-#include <algorithm>
-#include <numeric>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <numeric>
 
 #include "train/evaluation.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/nn/init.hpp"
+#include "unitscale/train/scalified_step.hpp"
 
 namespace unitscale {
 
@@ -97,6 +98,13 @@ ImageClassifierTask::ImageClassifierTask(const ImageClassifierConfig& config,
        .dynamic_loss_scaling = config_.precision.dynamic_loss_scale(),
        .log = [](std::string_view) {}},
       {.loss_scale = config_.precision.static_loss_scale()});
+  if (const std::optional<ScalePolicy> policy = config_.precision.scale_policy()) {
+    Value* const forwards[] = {&eval_logits_};
+    scaled_ = std::make_unique<ScaledGraph>(
+        scalify_training_step(*graph_, loss_, optimizer_, forwards, *policy));
+    precision_report_ = fmt::format("propagate_scales: {} nodes scaled, {} matmul casts ({})",
+                                    scaled_->scaled_nodes(), scaled_->casts(), policy->to_string());
+  }
 }
 
 ImageClassifierTask::~ImageClassifierTask() = default;
@@ -160,7 +168,7 @@ ImageClassifierTask::Evaluation ImageClassifierTask::evaluate_on(const Executor&
     eval_executor_ = std::make_unique<Executor>(*graph_, std::vector<Value>{eval_logits_});
     eval_executor_->bind(eval_images_, eval_images_buffer_);
   }
-  detail::copy_parameters(*eval_executor_, trained, *model_);
+  detail::copy_parameters(*eval_executor_, trained, *model_, scaled_.get());
   const std::int64_t classes = data_.classes;
   const double alpha = config_.hyperparameters.loss_softmax_mult;
   const float* x = images.data_as<float>();

@@ -1,15 +1,16 @@
 #include "unitscale/train/language_model.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <numeric>
 
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
-
+#include "train/evaluation.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/nn/init.hpp"
-#include "train/evaluation.hpp"
+#include "unitscale/train/scalified_step.hpp"
 
 namespace unitscale {
 
@@ -134,6 +135,13 @@ LanguageModelTask::LanguageModelTask(const LanguageModelConfig& config, const Te
                                      .dynamic_loss_scaling = config_.precision.dynamic_loss_scale(),
                                      .log = [](std::string_view) {}},
                                     {.loss_scale = config_.precision.static_loss_scale()});
+  if (const std::optional<ScalePolicy> policy = config_.precision.scale_policy()) {
+    Value* const forwards[] = {&eval_logits_, &generate_logits_};
+    scaled_ = std::make_unique<ScaledGraph>(
+        scalify_training_step(*graph_, loss_, optimizer_, forwards, *policy));
+    precision_report_ = fmt::format("propagate_scales: {} nodes scaled, {} matmul casts ({})",
+                                    scaled_->scaled_nodes(), scaled_->casts(), policy->to_string());
+  }
 }
 
 LanguageModelTask::~LanguageModelTask() = default;
@@ -167,7 +175,7 @@ Executor& LanguageModelTask::forward_executor(std::unique_ptr<Executor>& executo
     executor = std::make_unique<Executor>(*graph_, std::vector<Value>{logits});
     executor->bind(ids, ids_buffer);
   }
-  detail::copy_parameters(*executor, trained, *model_);
+  detail::copy_parameters(*executor, trained, *model_, scaled_.get());
   return *executor;
 }
 

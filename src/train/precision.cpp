@@ -14,6 +14,23 @@ void PrecisionConfig::check(std::string_view owner) const {
   if (!(loss_scale > 0) || !std::isfinite(loss_scale)) {
     throw Error(fmt::format("{}: loss_scale must be finite and positive, got {}", owner, loss_scale));
   }
+  if (scalify()) {
+    if (per_tensor_scaling || stochastic_gradients || round_attention || dynamic_loss_scaling ||
+        loss_scale != 1.0) {
+      throw Error(fmt::format(
+          "{}: {} propagates scales instead of rounding matmuls or scaling the loss: it takes "
+          "no per-tensor scaling, stochastic rounding, attention rounding or loss scaling",
+          owner, recipe));
+    }
+    for (const auto& [storage, what] :
+         {std::pair{optimizer_state, "optimizer state"}, {master_weights, "master weights"}}) {
+      if (storage != DType::kF32 && storage != DType::kF16 && storage != DType::kBF16) {
+        throw Error(fmt::format("{}: the {} storage must be f32, f16 or bf16, got {}", owner, what,
+                                dtype_name(storage)));
+      }
+    }
+    return;
+  }
   if (recipe == "fp32") {
     if (per_tensor_scaling || stochastic_gradients || round_attention) {
       throw Error(
@@ -27,7 +44,7 @@ void PrecisionConfig::check(std::string_view owner) const {
   try {
     SimulateFormatOptions::named(recipe);
   } catch (const Error& e) {
-    throw Error(fmt::format("{}: {} (or fp32)", owner, e.what()));
+    throw Error(fmt::format("{}: {} (or fp32, scalify-fp16, scalify-fp8)", owner, e.what()));
   }
 }
 
@@ -76,9 +93,21 @@ std::string PrecisionConfig::name() const {
   return text;
 }
 
+bool PrecisionConfig::scalify() const {
+  return recipe == "scalify-fp16" || recipe == "scalify-fp8";
+}
+
+std::optional<ScalePolicy> PrecisionConfig::scale_policy() const {
+  if (!scalify()) return std::nullopt;
+  ScalePolicy policy = recipe == "scalify-fp8" ? ScalePolicy::fp8() : ScalePolicy::fp16();
+  policy.optimizer_state = optimizer_state;
+  policy.parameters = master_weights;
+  return policy;
+}
+
 std::optional<SimulateFormatOptions> PrecisionConfig::simulate_format_options(
     std::uint64_t seed) const {
-  if (recipe == "fp32") return std::nullopt;
+  if (recipe == "fp32" || scalify()) return std::nullopt;
   SimulateFormatOptions options = SimulateFormatOptions::named(recipe);
   options.matmuls.per_tensor_scaling = per_tensor_scaling;
   if (stochastic_gradients) options.matmuls.gradient_rounding = Rounding::kStochastic;
@@ -96,13 +125,17 @@ std::optional<DynamicLossScaling> PrecisionConfig::dynamic_loss_scale() const {
 }
 
 std::string PrecisionConfig::to_json() const {
-  return nlohmann::json{{"recipe", recipe},
-                        {"per_tensor_scaling", per_tensor_scaling},
-                        {"stochastic_gradients", stochastic_gradients},
-                        {"loss_scale", loss_scale},
-                        {"dynamic_loss_scaling", dynamic_loss_scaling},
-                        {"round_attention", round_attention}}
-      .dump();
+  nlohmann::json json{{"recipe", recipe},
+                      {"per_tensor_scaling", per_tensor_scaling},
+                      {"stochastic_gradients", stochastic_gradients},
+                      {"loss_scale", loss_scale},
+                      {"dynamic_loss_scaling", dynamic_loss_scaling},
+                      {"round_attention", round_attention}};
+  if (scalify()) {  // only here, so that the other recipes' checkpoints keep their config
+    json["optimizer_state"] = dtype_name(optimizer_state);
+    json["master_weights"] = dtype_name(master_weights);
+  }
+  return json.dump();
 }
 
 }  // namespace unitscale

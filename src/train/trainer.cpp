@@ -54,6 +54,9 @@ std::vector<CheckpointValue> collect_checkpoint_values(TrainingTask& task) {
   for (const Value v : task.optimizer().state_values()) {
     values.push_back({graph.info(v).name, v});
   }
+  if (const ScaledGraph* scaled = task.scaled_graph()) {
+    for (const Value v : scaled->scale_states()) values.push_back({graph.info(v).name, v});
+  }
   return values;
 }
 
@@ -89,7 +92,7 @@ Trainer::Trainer(TrainingTask& task, TrainerOptions options)
       task_.model().graph(), optimizer.outputs({task_.loss(), optimizer.lr_multiplier}));
   task_.bind_inputs(*executor_);
   checkpoint_values_ = collect_checkpoint_values(task_);
-  task_.model().initialize(*executor_);
+  task_.model().initialize(*executor_, task_.scaled_graph());
   if (options_.checkpoint_dir.empty()) return;
 
   checkpoints_.emplace(options_.checkpoint_dir, options_.keep_checkpoints);

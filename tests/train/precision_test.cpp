@@ -64,6 +64,41 @@ TEST(PrecisionConfig, HandsItsSettingsToSimulateFormatAndTheOptimizer) {
   EXPECT_FALSE(PrecisionConfig::parse("fp16").dynamic_loss_scale().has_value());
 }
 
+// The scale propagation recipes hand a policy to propagate_scales instead of options to
+// simulate_format, and name their storage in the config a checkpoint keeps.
+TEST(PrecisionConfig, ScalifyRecipesGiveAScalePolicy) {
+  EXPECT_FALSE(PrecisionConfig::parse("fp8").scale_policy().has_value());
+  EXPECT_THAT(PrecisionConfig::parse("fp8").to_json(), ::testing::Not(HasSubstr("master_weights")));
+  PrecisionConfig fp8 = PrecisionConfig::parse("scalify-fp8");
+  EXPECT_TRUE(fp8.scalify());
+  EXPECT_FALSE(fp8.simulate_format_options(0).has_value());
+  fp8.master_weights = DType::kF16;
+  const ScalePolicy policy = *fp8.scale_policy();
+  EXPECT_EQ(policy.matmul_inputs, DType::kE4M3FN);
+  EXPECT_EQ(policy.matmul_gradients, DType::kE5M2);
+  EXPECT_EQ(policy.values, DType::kF16);
+  EXPECT_EQ(policy.optimizer_state, DType::kF16);
+  EXPECT_EQ(policy.parameters, DType::kF16);
+  EXPECT_THAT(fp8.to_json(), HasSubstr(R"("master_weights":"f16")"));
+  const ScalePolicy fp16 = *PrecisionConfig::parse("scalify-fp16").scale_policy();
+  EXPECT_EQ(fp16.matmul_inputs, DType::kF16);
+  EXPECT_EQ(fp16.parameters, DType::kF32);
+  EXPECT_EQ(PrecisionConfig::parse("scalify-fp16").name(), "scalify-fp16");
+
+  EXPECT_THAT([] { PrecisionConfig::parse("scalify-fp8+sr"); },
+              ThrowsMessage<Error>(HasSubstr("scalify-fp8 propagates scales instead of rounding "
+                                             "matmuls or scaling the loss")));
+  PrecisionConfig loss_scaled{.recipe = "scalify-fp16"};
+  loss_scaled.loss_scale = 1024;
+  EXPECT_THAT([&] { loss_scaled.check("task"); },
+              ThrowsMessage<Error>(HasSubstr("task: scalify-fp16 propagates scales")));
+  PrecisionConfig fp8_weights{.recipe = "scalify-fp16"};
+  fp8_weights.master_weights = DType::kE4M3FN;
+  EXPECT_THAT([&] { fp8_weights.check("task"); },
+              ThrowsMessage<Error>(HasSubstr("task: the master weights storage must be f32, f16 "
+                                             "or bf16, got e4m3fn")));
+}
+
 TEST(PrecisionConfig, ErrorsNameThePart) {
   EXPECT_THAT([] { PrecisionConfig::parse("fp8+qkv"); },
               ThrowsMessage<Error>(HasSubstr("precision 'fp8+qkv': unknown modifier 'qkv' "

@@ -24,6 +24,7 @@
 
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/graph/graph.hpp"
+#include "unitscale/graph/propagate_scales.hpp"
 #include "unitscale/nn/parameter_rule.hpp"
 #include "unitscale/nn/parametrization.hpp"
 #include "unitscale/tensor/tensor.hpp"
@@ -64,7 +65,9 @@ class Model {
 
   // The initial value of every parameter (init_parameter(seed, name, shape, rule)), loaded into
   // the executor's states.
-  void initialize(Executor& executor) const;
+  // With `scaled` (a graph rewritten by propagate_scales), each parameter is loaded as that graph
+  // stores it (ScaledGraph::load_state: FP16 data and a scale, when the policy says so).
+  void initialize(Executor& executor, const ScaledGraph* scaled = nullptr) const;
 
   // A table: one row per parameter (name, role, shape, init, multiplier, Adam and SGD LR factors,
   // weight-decay mode; ParameterRule::to_string), then the scheme and the total count.

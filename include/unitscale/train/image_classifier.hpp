@@ -53,6 +53,7 @@ class ImageClassifierTask final : public TrainingTask {
 
   Model& model() override { return *model_; }
   std::string precision_report() const override { return precision_report_; }
+  const ScaledGraph* scaled_graph() const override { return scaled_.get(); }
   Value loss() const override { return loss_; }
   const OptimizerStep& optimizer() const override { return optimizer_; }
   void bind_inputs(Executor& executor) override;
@@ -89,6 +90,7 @@ class ImageClassifierTask final : public TrainingTask {
   Value images_, labels_, loss_;
   OptimizerStep optimizer_;
   std::string precision_report_;
+  std::unique_ptr<ScaledGraph> scaled_;  // the scale propagation recipes only
   Tensor images_buffer_, labels_buffer_;
   Value eval_images_, eval_logits_;
   Tensor eval_images_buffer_;

@@ -84,6 +84,7 @@ class LanguageModelTask final : public TrainingTask {
 
   Model& model() override { return *model_; }
   std::string precision_report() const override { return precision_report_; }
+  const ScaledGraph* scaled_graph() const override { return scaled_.get(); }
   Value loss() const override { return loss_; }
   const OptimizerStep& optimizer() const override { return optimizer_; }
   void bind_inputs(Executor& executor) override;
@@ -122,6 +123,7 @@ class LanguageModelTask final : public TrainingTask {
   Value ids_, targets_, loss_;
   OptimizerStep optimizer_;
   std::string precision_report_;
+  std::unique_ptr<ScaledGraph> scaled_;  // the scale propagation recipes only
   Tensor ids_buffer_, targets_buffer_;
   // Evaluation ([batch, S]) and generation ([1, S]) forwards, recorded beside the training step.
   Value eval_ids_, eval_logits_, generate_ids_, generate_logits_;

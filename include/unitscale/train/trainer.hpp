@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "unitscale/graph/executor.hpp"
+#include "unitscale/graph/propagate_scales.hpp"
 #include "unitscale/nn/model.hpp"
 #include "unitscale/optim/optimizer.hpp"
 #include "unitscale/train/checkpoint.hpp"
@@ -57,6 +58,10 @@ class TrainingTask {
   // What the precision pass did to the graph ("simulate_format: 9 of 13 matmuls rounded, ..."),
   // for the log; empty when the task trains in fp32.
   virtual std::string precision_report() const { return {}; }
+  // The graph as propagate_scales rewrote it, when the task trains under scale propagation
+  // (PrecisionConfig's scalify recipes): the Trainer loads the parameters through it and
+  // checkpoints its scale states beside the states they scale. Null otherwise.
+  virtual const ScaledGraph* scaled_graph() const { return nullptr; }
   // What defines the run (model, parametrization, optimizer, data), as strings (JSON objects for
   // structured ones): saved in every checkpoint, and a resumed run must have the same values.
   virtual std::map<std::string, std::string> config() const = 0;
