@@ -10,7 +10,9 @@
 //   step/scalify_fp16/width:d  the step after propagate_scales(ScalePolicy::fp16()): every value
 //                              the step computes stored as FP16 data with a propagated scale
 //   step/scalify_fp8/width:d   ScalePolicy::fp8(): E4M3 matmul operands, E5M2 matmul gradients,
-//                              FP16 elsewhere
+//                              FP16 elsewhere; the GEMMs take the stored codes
+//   step/scalify_fp8_f16_weights/width:d   fp8 with FP16 master weights (ScalePolicy::parameters):
+//                              the smallest footprint
 //   propagate_scales/nodes:n   the pass alone on a decoder training graph of n nodes (forward,
 //                              backward, update): the graph is rebuilt untimed before each pass
 //
@@ -54,7 +56,7 @@ constexpr std::int64_t kBatch = 16, kSeq = 128, kVocab = 256, kHeadDim = 32;
 constexpr std::int64_t kTokens = kBatch * kSeq;
 constexpr std::int64_t kWidths[] = {256, 1024};
 
-enum class Variant { kFp32, kScalifyFp16, kScalifyFp8 };
+enum class Variant { kFp32, kScalifyFp16, kScalifyFp8, kScalifyFp8F16Weights };
 
 const char* variant_name(Variant v) {
   switch (v) {
@@ -64,6 +66,8 @@ const char* variant_name(Variant v) {
       return "step/scalify_fp16";
     case Variant::kScalifyFp8:
       return "step/scalify_fp8";
+    case Variant::kScalifyFp8F16Weights:
+      return "step/scalify_fp8_f16_weights";
   }
   return "?";
 }
@@ -92,14 +96,15 @@ struct StepRun {
     const OptimizerStep step = record_training_step(
         model, loss, {.kind = OptimizerKind::kAdamW, .lr = 0.1, .log = [](std::string_view) {}});
     std::vector<Value> outputs = step.outputs({loss});
+    std::optional<ScaledGraph> scaled;
     if (policy) {
-      const ScaledGraph scaled = propagate_scales(graph, outputs, *policy);
-      outputs = scaled.outputs();
-      loss_out = scaled.output(loss);
+      scaled = propagate_scales(graph, outputs, *policy);
+      outputs = scaled->outputs();
+      loss_out = scaled->output(loss);
     }
     if (!make_executor) return;
     exec = std::make_unique<Executor>(graph, outputs);
-    model.initialize(*exec);
+    model.initialize(*exec, scaled ? &*scaled : nullptr);
     exec->bind(ids, id_data);
     exec->bind(targets, target_data);
   }
@@ -115,6 +120,10 @@ void bm_step(benchmark::State& state, Variant variant, std::int64_t width) {
   std::optional<ScalePolicy> policy;
   if (variant == Variant::kScalifyFp16) policy = ScalePolicy::fp16();
   if (variant == Variant::kScalifyFp8) policy = ScalePolicy::fp8();
+  if (variant == Variant::kScalifyFp8F16Weights) {
+    policy = ScalePolicy::fp8();
+    policy->parameters = DType::kF16;
+  }
   StepRun run(width, 4, policy);
   run.exec->run();  // untimed: first touch, GEMM plans
   const auto start = std::chrono::steady_clock::now();
@@ -170,7 +179,8 @@ void add_rows() {
                                               ? "per row (VmHWM reset before each row)"
                                               : "process lifetime: run rows one per process");
   for (const std::int64_t w : kWidths) {
-    for (const Variant v : {Variant::kFp32, Variant::kScalifyFp16, Variant::kScalifyFp8}) {
+    for (const Variant v : {Variant::kFp32, Variant::kScalifyFp16, Variant::kScalifyFp8,
+                            Variant::kScalifyFp8F16Weights}) {
       const std::string name = std::string(variant_name(v)) + "/width:" + std::to_string(w);
       benchmark::RegisterBenchmark(name.c_str(), [v, w](benchmark::State& s) { bm_step(s, v, w); })
           ->UseRealTime()

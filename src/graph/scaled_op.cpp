@@ -12,6 +12,7 @@
 #include "unitscale/error.hpp"
 #include "unitscale/ops/cast.hpp"
 #include "unitscale/ops/dynamic_rescale.hpp"
+#include "unitscale/ops/gemm_input_formats.hpp"
 
 namespace unitscale {
 
@@ -77,6 +78,18 @@ Scale measured_scale(const TensorView& values, const Attributes& attrs, std::str
   return Scale::rounded(rms, attrs.get_enum<Pow2Rounding>(op, "p2_rounding", Pow2Rounding::kDown));
 }
 
+// Whether input `i` of `op` is a GEMM operand that its kernel takes as stored codes
+// (OpDef::gemm_operands_as_codes): a forward GEMM op's inputs other than its bias, and its backward
+// op's x and W and the gradient of its output.
+bool takes_codes(const OpDef& op, std::size_t i) {
+  if (op.gemm_operands_as_codes) return op.input_name(i) != "bias";
+  const OpDef* gemm = op.derived_from;
+  if (gemm == nullptr || !gemm->gemm_operands_as_codes || &backward_of(*gemm) != &op) return false;
+  const std::size_t forward_inputs = gemm->inputs.size();
+  return (i < forward_inputs && gemm->input_name(i) != "bias") ||
+         i == forward_inputs + gemm->outputs.size();
+}
+
 struct ScaledCall {
   const OpDef& outer;
   const OpDef& inner;
@@ -121,9 +134,20 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
   // the data alone, decoded only where the op does not take its format).
   std::vector<ConstTensorView> inner_in(n);
   std::vector<float*> materialised(n, nullptr);
+  // GEMM operands handed over as their codes, and the codes' scales (KernelContext::code_scales).
+  std::vector<bool> as_codes(n, false);
+  std::vector<float> code_scales;
   for (std::size_t i = 0; i < n; ++i) {
     const ConstTensorView& x = in[i];
     const bool scaled = in[n + i].present();
+    if (x.present() && !on_data && detail::gemm_takes_codes(x.dtype()) && !scales[i].is_zero() &&
+        takes_codes(inner, i)) {
+      as_codes[i] = true;
+      code_scales.resize(n, 1.0f);
+      code_scales[i] = scaled ? storable(scales[i]) : 1.0f;
+      inner_in[i] = x;
+      continue;
+    }
     if (!x.present() || !is_floating(x.dtype()) ||
         (x.dtype() == DType::kF32 && (!scaled || on_data || scales[i] == Scale{})) ||
         (on_data && inner.accepted_dtypes(i).contains(x.dtype()))) {
@@ -142,9 +166,9 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
   // Outputs: written straight into their storage where it holds what the op produces (plain fp32
   // outputs, a cast's target), otherwise into fp32 scratch (an in-place output into its input's
   // scratch), then stored divided by the scale.
-  std::vector<DType> in_dtypes(n, DType::kF32);
+  std::vector<DType> in_dtypes(n, DType::kF32);  // as the op sees them: codes are its values
   for (std::size_t i = 0; i < n; ++i) {
-    if (inner_in[i].present()) in_dtypes[i] = inner_in[i].dtype();
+    if (inner_in[i].present() && !as_codes[i]) in_dtypes[i] = inner_in[i].dtype();
   }
   const std::vector<DType> produced = inner.infer_dtypes != nullptr
                                           ? inner.infer_dtypes(in_dtypes, attrs)
@@ -171,6 +195,7 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
   }
   KernelContext inner_context = context;
   inner_context.op = &inner;
+  inner_context.code_scales = code_scales;
   inner.kernel(inner_in, inner_out, attrs, inner_context);
 
   const Overflow overflow =

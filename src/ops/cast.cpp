@@ -202,6 +202,13 @@ void cast_forward(ConstTensorView x, TensorView y, const Attributes& attrs, std:
     return;
   }
   const auto size = static_cast<int>(dtype_size(config.to));
+  // fp32 values times a power of two (1 included) are encoded straight from x, with the factor's
+  // reciprocal as the quantisation scale: dividing by 2^-k rounds exactly as multiplying by 2^k
+  // does, and the copy into a buffer is saved (scale propagation stores every output this way).
+  int exponent = 0;
+  const bool direct = x.dtype() == DType::kF32 && config.to != DType::kF32 &&
+                      std::isfinite(config.scale) && config.scale > 0.0f &&
+                      std::frexp(config.scale, &exponent) == 0.5f;
   detail::for_each_share(n, [&](std::int64_t first, std::int64_t share) {
     alignas(64) float buffer[kChunk];
     std::uint32_t bits[kChunk];
@@ -211,13 +218,19 @@ void cast_forward(ConstTensorView x, TensorView y, const Attributes& attrs, std:
         load_floats(x, begin, count, config.scale, y.data() + begin);
         continue;
       }
-      load_floats(x, begin, count, config.scale, buffer);
+      const float* values = buffer;
       Quantization q{.rounding = config.rounding, .overflow = config.overflow};
+      if (direct) {
+        values = x.data() + begin;
+        q.scale = 1.0f / config.scale;
+      } else {
+        load_floats(x, begin, count, config.scale, buffer);
+      }
       if (config.rounding == Rounding::kStochastic) {
         for (std::int64_t i = 0; i < count; ++i) bits[i] = random.word(begin + i);
         q.random_bits = {bits, static_cast<std::size_t>(count)};
       }
-      detail::encode_codes({buffer, static_cast<std::size_t>(count)}, y.bytes() + begin * size,
+      detail::encode_codes({values, static_cast<std::size_t>(count)}, y.bytes() + begin * size,
                            static_cast<std::size_t>(count), size, *dtype_format(config.to), q);
     }
   });

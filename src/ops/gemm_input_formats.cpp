@@ -225,5 +225,34 @@ GemmOperandPair gemm_operands(const ConstTensorView& left, const ConstTensorView
           gemm_operand(right, formats, GemmOperandRole::kRight, step, placeholder)};
 }
 
+bool gemm_takes_codes(DType dtype) {
+  return dtype == DType::kE4M3FN || dtype == DType::kE5M2 || dtype == DType::kBF16 ||
+         dtype == DType::kF16;
+}
+
+GemmOperand gemm_operand(const ConstTensorView& x, const GemmInputFormats& formats,
+                         GemmOperandRole role, const KernelContext& context, std::size_t input) {
+  if (x.dtype() == DType::kF32) return gemm_operand(x, formats, role, context.step);
+  if (!gemm_takes_codes(x.dtype())) {
+    throw Error(fmt::format(
+        "{}: input {} holds {} codes, which a GEMM cannot take (e4m3fn, e5m2, "
+        "bf16 or f16)",
+        context.op != nullptr ? context.op->name : "gemm", input, dtype_name(x.dtype())));
+  }
+  GemmOperand operand;
+  operand.matrix_ = {.data = x.bytes(),
+                     .type = gemm_carrier_type(x.dtype()),
+                     .rows = x.shape().outer(),
+                     .cols = x.shape().inner(),
+                     .scale = context.code_scale(input)};
+  return operand;
+}
+
+GemmOperandPair gemm_operands(const ConstTensorView& left, const ConstTensorView& right,
+                              const GemmInputFormats& formats, const KernelContext& context) {
+  return {gemm_operand(left, formats, GemmOperandRole::kLeft, context, 0),
+          gemm_operand(right, formats, GemmOperandRole::kRight, context, 1)};
+}
+
 }  // namespace detail
 }  // namespace unitscale

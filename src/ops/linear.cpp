@@ -130,7 +130,7 @@ template <const std::string_view& kOp>
 void linear_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                    const Attributes& attrs, const KernelContext& context) {
   const detail::GemmOperandPair operands =
-      detail::gemm_operands(in[0], in[1], GemmInputFormats::of(attrs, kOp), context.step);
+      detail::gemm_operands(in[0], in[1], GemmInputFormats::of(attrs, kOp), context);
   forward_gemms(gemm, operands.left.matrix(), operands.right.matrix(/*transposed=*/true), in[2],
                 out[0], scale_of(attrs, "alpha"));
 }
@@ -140,10 +140,9 @@ template <const std::string_view& kOp>
 void linear_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                             const Attributes& attrs, const KernelContext& context) {
   const GemmInputFormats formats = GemmInputFormats::of(attrs, kOp);
-  const detail::GemmOperandPair operands =
-      detail::gemm_operands(in[0], in[1], formats, context.step);
+  const detail::GemmOperandPair operands = detail::gemm_operands(in[0], in[1], formats, context);
   const detail::GemmOperand grad_y =
-      detail::gemm_operand(in[4], formats, detail::GemmOperandRole::kGradient, context.step);
+      detail::gemm_operand(in[4], formats, detail::GemmOperandRole::kGradient, context, 4);
   backward_gemms(gemm, grad_y, operands.left, operands.right, out[0], out[1],
                  scale_of(attrs, "beta_x"), scale_of(attrs, "beta_weight"));
   bias_gradient(grad_y, in[4], out[2], scale_of(attrs, "beta_bias"));
@@ -230,6 +229,7 @@ const OpDef kLinearOp{
     .scale_propagation = linear_scale_rule,
     .backward_scale_propagation = linear_backward_scale_rule,
     .rounds_gemm_inputs = true,
+    .gemm_operands_as_codes = true,
 };
 
 const OpDef kLinearReadoutOp{
@@ -247,6 +247,7 @@ const OpDef kLinearReadoutOp{
     .scale_propagation = linear_scale_rule,
     .backward_scale_propagation = linear_backward_scale_rule,
     .rounds_gemm_inputs = true,
+    .gemm_operands_as_codes = true,
 };
 
 // ------------------------------------------------------------------------------------------------

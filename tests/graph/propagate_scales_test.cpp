@@ -250,6 +250,27 @@ TEST(PropagateScales, Fp8PolicyCastsMatmulOperandsAndGradients) {
   }
 }
 
+// The FP8 operands reach the GEMM engine as the E4M3 and E5M2 codes the casts stored, with their
+// scales as the operands' scales (KernelContext::code_scales), never decoded to fp32 first: every
+// GEMM of the step multiplies FP8 by FP8 (on BF16 units where the CPU has them).
+TEST(PropagateScales, Fp8MatmulsRunOnTheStoredCodes) {
+  Mlp mlp;
+  const ScaledGraph scaled = propagate_scales(mlp.graph, mlp.outputs(), ScalePolicy::fp8());
+  reset_gemm_profile();
+  mlp.run(&scaled);
+  const std::vector<GemmProfileEntry> profile = gemm_profile();
+  ASSERT_FALSE(profile.empty());
+  int forward = 0, backward = 0;
+  for (const GemmProfileEntry& entry : profile) {
+    const GemmType a = entry.problem.a_type, b = entry.problem.b_type;
+    EXPECT_TRUE((a == GemmType::kE4M3 || a == GemmType::kE5M2) && b == GemmType::kE4M3)
+        << entry.problem.to_string();
+    (a == GemmType::kE5M2 ? backward : forward) += static_cast<int>(entry.calls);
+  }
+  EXPECT_EQ(forward, 2) << "x·W1ᵀ and h·W2ᵀ";
+  EXPECT_EQ(backward, 4) << "dx and dW of each linear (the first layer's dx too: not pruned)";
+}
+
 // Current amax scaling: each cast rescales its input from its own max |x| first, so every FP8
 // operand's max lands in [max/2, max) of its format (p2 down), with no overflow, and the step
 // tracks fp32 as the propagated FP8 recipe does.

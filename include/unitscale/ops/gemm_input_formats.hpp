@@ -35,6 +35,7 @@
 #include "unitscale/format/rounding.hpp"
 #include "unitscale/ops/attributes.hpp"
 #include "unitscale/ops/gemm.hpp"
+#include "unitscale/ops/op_def.hpp"
 #include "unitscale/tensor/tensor.hpp"
 
 namespace unitscale {
@@ -69,6 +70,10 @@ void check_gemm_input_format(DType format, std::string_view op, std::string_view
 
 namespace detail {
 
+// Which operand of a node: its streams of random bits differ. kThird is a third input (attention's
+// v after q and k).
+enum class GemmOperandRole : std::uint8_t { kLeft = 0, kRight = 1, kGradient = 2, kThird = 3 };
+
 // One GEMM operand as a node's formats give it: the fp32 tensor itself (format f32), or its codes
 // in the format (owned here), with the dequantisation scale in the GemmMatrix.
 class GemmOperand {
@@ -88,6 +93,8 @@ class GemmOperand {
  private:
   friend GemmOperand gemm_operand(const ConstTensorView&, DType, Rounding, Overflow, bool,
                                   std::uint64_t, bool);
+  friend GemmOperand gemm_operand(const ConstTensorView&, const GemmInputFormats&, GemmOperandRole,
+                                  const KernelContext&, std::size_t);
   std::unique_ptr<std::byte[]> codes_;
   GemmMatrix matrix_;
 };
@@ -98,10 +105,6 @@ class GemmOperand {
 GemmOperand gemm_operand(const ConstTensorView& x, DType format, Rounding rounding,
                          Overflow overflow, bool per_tensor_scaling, std::uint64_t stream,
                          bool placeholder = false);
-
-// Which operand of a node: its streams of random bits differ. kThird is a third input (attention's
-// v after q and k).
-enum class GemmOperandRole : std::uint8_t { kLeft = 0, kRight = 1, kGradient = 2, kThird = 3 };
 
 // An input (kLeft, kRight, kThird) rounded to formats.inputs, or the output's gradient (kGradient)
 // to formats.gradients, with the stream of that operand at executor step `step`.
@@ -115,6 +118,17 @@ struct GemmOperandPair {
 GemmOperandPair gemm_operands(const ConstTensorView& left, const ConstTensorView& right,
                               const GemmInputFormats& formats, std::uint64_t step,
                               bool placeholder = false);
+
+// Input `input` of a GEMM op's kernel as its operand: an f32 tensor as the overload above gives
+// it; stored codes (a dtype the GEMM engine takes: e4m3fn, e5m2, bf16, f16) as they are, read in
+// place, with context.code_scale(input) as their dequantisation scale.
+GemmOperand gemm_operand(const ConstTensorView& x, const GemmInputFormats& formats,
+                         GemmOperandRole role, const KernelContext& context, std::size_t input);
+// Inputs 0 and 1 (linear's x and W, matmul's left and right) so.
+GemmOperandPair gemm_operands(const ConstTensorView& left, const ConstTensorView& right,
+                              const GemmInputFormats& formats, const KernelContext& context);
+// Whether stored codes of `dtype` can be a GEMM operand as they are.
+bool gemm_takes_codes(DType dtype);
 
 // The GemmType that carries `format`'s codes: its own where the GEMM engine takes it, else BF16.
 GemmType gemm_carrier_type(DType format);

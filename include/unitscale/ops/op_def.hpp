@@ -46,6 +46,15 @@ struct KernelContext {
   std::uint64_t step = 0;
   // The op of the node being run, for kernels shared by derived ops (see OpDef::derived_from).
   const OpDef* op = nullptr;
+  // Under scale propagation, for the kernels of ops with OpDef::gemm_operands_as_codes (and of
+  // their backward ops): by input index, the dequantisation scale of each input that arrives as a
+  // scaled value's stored codes (E4M3, E5M2, BF16 or FP16 data) rather than as fp32 values; 1 past
+  // the end. Such a kernel hands the codes to the GEMM engine as they are, the scale folded into
+  // the GEMM's output scale (ops/gemm_input_formats.hpp).
+  std::span<const float> code_scales = {};
+  float code_scale(std::size_t input) const {
+    return input < code_scales.size() ? code_scales[input] : 1.0f;
+  }
 };
 
 using KernelFn = void (*)(std::span<const ConstTensorView> inputs,
@@ -109,6 +118,10 @@ struct OpDef {
   // input format, and output 0's gradient is rounded to the gradient format. simulate_format
   // rounds such ops.
   bool rounds_gemm_inputs = false;
+  // With rounds_gemm_inputs: the kernels (forward and backward) also take their GEMM operands as
+  // stored codes with scales (KernelContext::code_scales), so that a scaled graph's FP8 and BF16
+  // operands reach the GEMM engine without being decoded to fp32 first.
+  bool gemm_operands_as_codes = false;
 
   int output_count() const { return static_cast<int>(outputs.size()); }
   bool input_is_optional(std::size_t i) const { return inputs[i].ends_with('?'); }
