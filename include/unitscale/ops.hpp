@@ -8,6 +8,7 @@
 #include "unitscale/ops/cast.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/conv1d.hpp"
+#include "unitscale/ops/delayed_rescale.hpp"
 #include "unitscale/ops/dropout.hpp"
 #include "unitscale/ops/dynamic_rescale.hpp"
 #include "unitscale/ops/elementwise.hpp"

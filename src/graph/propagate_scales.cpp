@@ -11,6 +11,7 @@
 #include "unitscale/error.hpp"
 #include "unitscale/graph/scaled_op.hpp"
 #include "unitscale/ops/cast.hpp"
+#include "unitscale/ops/delayed_rescale.hpp"
 #include "unitscale/ops/dynamic_rescale.hpp"
 #include "unitscale/tensor/scale_policy.hpp"
 
@@ -106,7 +107,7 @@ class Rewriter {
     attrs.set("p2_rounding", policy_.rounding).set("storage_overflow", policy_.overflow);
     // Operands with current-amax scales hold data up to the format's largest value, not near 1 as
     // the rules assume, so the GEMMs' output scales are measured instead.
-    if (policy_.matmul_scaling == MatmulScaling::kCurrentAmax &&
+    if (policy_.matmul_scaling != MatmulScaling::kPropagated &&
         (gemm_forward != nullptr || gemm_backward != nullptr)) {
       attrs.set("measured_output_scales", std::int64_t{1});
     }
@@ -172,7 +173,8 @@ class Rewriter {
       by_storage[storage].push_back(graph_.value(state));
     for (const auto& [storage, states] : by_storage) graph_.retype_states(states, storage);
     return {graph_,        std::move(data_), std::move(scale_), std::move(outputs),
-            scale_states_, policy_.rounding, scaled_nodes_,     casts_};
+            scale_states_, amax_histories_,  policy_.rounding,  scaled_nodes_,
+            casts_};
   }
 
  private:
@@ -205,9 +207,9 @@ class Rewriter {
     if (data.dtype() == format || !is_floating(data.dtype())) return {data, scale};
     const auto key = std::make_pair(id, format);
     if (const auto it = casts_made_.find(key); it != casts_made_.end()) return it->second;
-    const auto [rescaled, rescaled_scale] = policy_.matmul_scaling == MatmulScaling::kCurrentAmax
-                                                ? amax_rescaled(data, scale, format)
-                                                : std::pair{data, scale};
+    const auto [rescaled, rescaled_scale] = policy_.matmul_scaling == MatmulScaling::kPropagated
+                                                ? std::pair{data, scale}
+                                                : amax_rescaled(data, scale, format);
     const Value inputs[] = {rescaled, rescaled_scale};
     const std::optional<Shape> shapes[] = {
         data.shape(), rescaled_scale.present() ? std::optional(Shape{}) : std::nullopt};
@@ -224,9 +226,24 @@ class Rewriter {
   // Current amax scaling: a dynamic rescale (statistic max) putting the max |x| of the data in
   // [target, 2·target) under p2 down, target = the format's largest value / 2^(margin + 1) (one
   // power of two higher for the roundings that do not round down, whose max can land at target).
+  // Delayed scaling: the same target, from the amax history of earlier steps (a new state).
   std::pair<Value, Value> amax_rescaled(Value data, Value scale, DType format) {
     const double largest = format_max(*dtype_format(format));
     const int halvings = policy_.amax_margin + (policy_.rounding == Pow2Rounding::kDown ? 1 : 0);
+    if (policy_.matmul_scaling == MatmulScaling::kDelayedAmax) {
+      const Value history = graph_.state(fmt::format("amax_history.{}", amax_histories_.size()),
+                                         Shape{policy_.amax_history_length});
+      amax_histories_.push_back(history);
+      Attributes attrs{{"algorithm", policy_.amax_algorithm},
+                       {"target", std::ldexp(largest, -halvings)}};
+      attrs.set("p2_rounding", policy_.rounding).set("storage_overflow", policy_.overflow);
+      const Value inputs[] = {data, history, scale, Value{}};
+      const std::optional<Shape> shapes[] = {data.shape(), history.shape(), Shape{}, std::nullopt};
+      const DType dtypes[] = {data.dtype(), DType::kF32, DType::kF32, DType::kF32};
+      const std::vector<Value> out = graph_.apply_with_shapes(scaled_of(kDelayedRescaleOp), inputs,
+                                                              std::move(attrs), shapes, -1, dtypes);
+      return {out[0], out[2]};
+    }
     Attributes attrs{{"statistic", RescaleStatistic::kMax},
                      {"direction", RescaleDirection::kForward},
                      {"floor", 0x1p-126},
@@ -247,6 +264,7 @@ class Rewriter {
   std::map<std::pair<int, DType>, std::pair<Value, Value>> casts_made_;
   std::map<int, DType> retyped_;  // states whose storage changes, and to what
   std::vector<Value> scale_states_;
+  std::vector<Value> amax_histories_;
   int scaled_nodes_ = 0;
   int casts_ = 0;
 };
@@ -254,7 +272,15 @@ class Rewriter {
 }  // namespace
 
 std::string_view matmul_scaling_name(MatmulScaling scaling) {
-  return scaling == MatmulScaling::kPropagated ? "propagated" : "current_amax";
+  switch (scaling) {
+    case MatmulScaling::kPropagated:
+      return "propagated";
+    case MatmulScaling::kCurrentAmax:
+      return "current_amax";
+    case MatmulScaling::kDelayedAmax:
+      return "delayed_amax";
+  }
+  return "?";
 }
 
 ScalePolicy ScalePolicy::fp16() { return {}; }
@@ -265,7 +291,11 @@ ScalePolicy ScalePolicy::fp8() {
 
 std::string ScalePolicy::to_string() const {
   std::string matmul_scales(matmul_scaling_name(matmul_scaling));
-  if (matmul_scaling == MatmulScaling::kCurrentAmax && amax_margin != 0) {
+  if (matmul_scaling == MatmulScaling::kDelayedAmax) {
+    matmul_scales +=
+        fmt::format(" (history {}, {})", amax_history_length, amax_algorithm_name(amax_algorithm));
+  }
+  if (matmul_scaling != MatmulScaling::kPropagated && amax_margin != 0) {
     matmul_scales += fmt::format(" (margin {})", amax_margin);
   }
   const auto storage = [](DType dtype, bool scaled) {
@@ -282,12 +312,14 @@ std::string ScalePolicy::to_string() const {
 
 ScaledGraph::ScaledGraph(Graph& graph, std::vector<int> data, std::vector<int> scale,
                          std::vector<std::pair<int, int>> outputs, std::vector<Value> scale_states,
-                         Pow2Rounding rounding, int scaled_nodes, int casts)
+                         std::vector<Value> amax_histories, Pow2Rounding rounding, int scaled_nodes,
+                         int casts)
     : graph_(&graph),
       data_(std::move(data)),
       scale_(std::move(scale)),
       outputs_(std::move(outputs)),
       scale_states_(std::move(scale_states)),
+      amax_histories_(std::move(amax_histories)),
       rounding_(rounding),
       scaled_nodes_(scaled_nodes),
       casts_(casts) {}
@@ -385,10 +417,14 @@ ScaledGraph propagate_scales(Graph& graph, std::span<const Value> outputs,
   check_storage(policy.matmul_gradients, "the matmul gradient storage");
   check_storage(policy.optimizer_state, "the optimizer state storage");
   check_storage(policy.parameters, "the parameter storage");
-  if (policy.matmul_scaling == MatmulScaling::kCurrentAmax && !policy.scaled_values) {
+  if (policy.matmul_scaling != MatmulScaling::kPropagated && !policy.scaled_values) {
     throw Error(fmt::format(
-        "{}: current amax scaling needs scaled values (the rescale keeps its factor in the scale)",
-        kPass));
+        "{}: {} scaling needs scaled values (the rescale keeps its factor in the scale)", kPass,
+        policy.matmul_scaling == MatmulScaling::kCurrentAmax ? "current amax" : "delayed amax"));
+  }
+  if (policy.amax_history_length < 1 || policy.amax_history_length > 1 << 16) {
+    throw Error(fmt::format("{}: amax_history_length must be in [1, 65536], got {}", kPass,
+                            policy.amax_history_length));
   }
   if (policy.amax_margin < 0 || policy.amax_margin > 64) {
     throw Error(

@@ -56,6 +56,7 @@ std::vector<CheckpointValue> collect_checkpoint_values(TrainingTask& task) {
   }
   if (const ScaledGraph* scaled = task.scaled_graph()) {
     for (const Value v : scaled->scale_states()) values.push_back({graph.info(v).name, v});
+    for (const Value v : scaled->amax_histories()) values.push_back({graph.info(v).name, v});
   }
   return values;
 }

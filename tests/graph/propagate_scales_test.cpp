@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "unitscale/error.hpp"
+#include "unitscale/format/bulk.hpp"
 #include "unitscale/graph.hpp"
 #include "unitscale/ops.hpp"
 #include "unitscale/optim/update_ops.hpp"
@@ -322,6 +323,62 @@ TEST(PropagateScales, CurrentAmaxPolicyPutsEveryOperandsMaxBelowItsFormatsLarges
         propagate_scales(m.graph, m.outputs(), {.amax_margin = -1});
       },
       ThrowsMessage<Error>(HasSubstr("amax_margin must be in [0, 64], got -1")));
+}
+
+// Delayed scaling: each FP8 cast takes its scale from the amax history of earlier steps (the
+// first step, with an empty history, from its own amax). With a history of 2 steps and inputs of
+// rms 1, 8, 8, 1, 1, 1, the cast of x puts max |data| in [224, 448) (half E4M3's largest, up to
+// 2×) when the history matches the input, saturates at 448 on the step the input grew (the scale
+// is stale), and sits 8 times lower while the history still remembers the large steps: under
+// kMax for two steps, under kMostRecent for one.
+TEST(PropagateScales, DelayedAmaxScalesEachCastFromItsHistory) {
+  for (const AmaxAlgorithm algorithm : {AmaxAlgorithm::kMax, AmaxAlgorithm::kMostRecent}) {
+    Graph graph(Scaling::kUnit);
+    const Value x = graph.input("x", {64, 32});
+    const Value w = graph.input("w", {16, 32});
+    const Value y = linear(x, w);
+    ScalePolicy policy = ScalePolicy::fp8();
+    policy.matmul_scaling = MatmulScaling::kDelayedAmax;
+    policy.amax_history_length = 2;
+    policy.amax_algorithm = algorithm;
+    EXPECT_THAT(policy.to_string(), HasSubstr("delayed_amax (history 2, "));
+    const ScaledGraph scaled = propagate_scales(graph, std::vector<Value>{y}, policy);
+    ASSERT_EQ(scaled.amax_histories().size(), 2u) << "one history per cast: x and w";
+    EXPECT_EQ(graph.info(scaled.amax_histories()[0]).name, "amax_history.0");
+    Executor exec(graph, scaled.outputs());
+    double x_max = 0;  // max |data| of x's E4M3 cast
+    exec.add_observer([&](const NodeEvent& event) {
+      if (event.node.op->name == "scaled_cast" && event.outputs[0].shape() == Shape{64, 32}) {
+        x_max = amax(to_f32(event.outputs[0]).span());
+      }
+    });
+    const Tensor x_unit = normal({64, 32}, 1), w_data = normal({16, 32}, 2);
+    Tensor x_grown = copy_of(x_unit);
+    for (float& v : x_grown.span()) v *= 8.0f;
+    const Tensor& x_big = x_grown;
+    exec.bind(w, w_data);
+    std::vector<double> maxima;
+    for (const Tensor* input : {&x_unit, &x_big, &x_big, &x_unit, &x_unit, &x_unit}) {
+      exec.bind(x, *input);
+      exec.run();
+      maxima.push_back(x_max);
+    }
+    const std::string name(amax_algorithm_name(algorithm));
+    EXPECT_GE(maxima[0], 224.0) << name;
+    EXPECT_LT(maxima[0], 448.0) << name;
+    EXPECT_EQ(maxima[1], 448.0) << name << ": the input grew 8x past a stale scale: saturated";
+    EXPECT_GE(maxima[2], 224.0) << name;
+    EXPECT_LT(maxima[2], 448.0) << name;
+    const std::size_t low_steps = algorithm == AmaxAlgorithm::kMax ? 2 : 1;
+    for (std::size_t t = 3; t < 6; ++t) {
+      const bool low = t < 3 + low_steps;
+      EXPECT_GE(maxima[t], low ? 28.0 : 224.0) << name << " step " << t + 1;
+      EXPECT_LT(maxima[t], low ? 56.0 : 448.0) << name << " step " << t + 1;
+    }
+    // The history holds the last two steps' max |x| as values (not data).
+    const ConstTensorView history = exec.state(scaled.amax_histories()[0]);
+    EXPECT_EQ(history.data()[1], amax(x_unit.span()));
+  }
 }
 
 TEST(PropagateScales, DynamicRescaleLandsItsStatisticInOneToTwo) {

@@ -47,6 +47,7 @@
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/graph/graph.hpp"
 #include "unitscale/tensor/scale.hpp"
+#include "unitscale/tensor/scale_policy.hpp"
 
 namespace unitscale {
 
@@ -60,8 +61,14 @@ enum class MatmulScaling : std::uint8_t {
   // GEMMs' output scales are measured on their outputs (a dynamic L2 rescale) instead of ruled.
   // Costs a pass over each operand and each GEMM output.
   kCurrentAmax,
+  // Delayed scaling (TransformerEngine's DelayedScaling): as current amax, but each cast's scale
+  // comes from an amax history of the earlier steps (ops/delayed_rescale.hpp; a state
+  // "amax_history.<k>" of amax_history_length entries per cast, ScaledGraph::amax_histories), so
+  // no pass over the operand has to finish before it is cast; a value that grew since saturates.
+  kDelayedAmax,
 };
-std::string_view matmul_scaling_name(MatmulScaling scaling);  // "propagated", "current_amax"
+// "propagated", "current_amax", "delayed_amax"
+std::string_view matmul_scaling_name(MatmulScaling scaling);
 
 struct ScalePolicy {
   // The storage of every scaled value the graph computes (f32, f16, bf16 or an FP8 format).
@@ -73,7 +80,11 @@ struct ScalePolicy {
   DType matmul_inputs = DType::kF16;
   DType matmul_gradients = DType::kF16;
   MatmulScaling matmul_scaling = MatmulScaling::kPropagated;
-  int amax_margin = 0;  // kCurrentAmax: headroom, in powers of two below the format's largest value
+  // kCurrentAmax and kDelayedAmax: headroom, in powers of two below the format's largest value
+  int amax_margin = 0;
+  // kDelayedAmax: the steps each history keeps (≥ 1), and which of them sets the scale.
+  int amax_history_length = 16;
+  AmaxAlgorithm amax_algorithm = AmaxAlgorithm::kMax;
   // The storage of the optimizer moments (Adam's m and v, SGD's momentum buffer): f32 keeps them
   // plain; a narrower format stores them scaled, rescaled after every update (or, without
   // scaled_optimizer_state, plain in that format: the control that shows why the scale is there).
@@ -102,7 +113,8 @@ class ScaledGraph {
   ScaledGraph() = default;
   ScaledGraph(Graph& graph, std::vector<int> data, std::vector<int> scale,
               std::vector<std::pair<int, int>> outputs, std::vector<Value> scale_states,
-              Pow2Rounding rounding, int scaled_nodes, int casts);
+              std::vector<Value> amax_histories, Pow2Rounding rounding, int scaled_nodes,
+              int casts);
 
   // The data and scale of an original value (the scale is absent for a plain value).
   Value data(Value original) const;
@@ -119,6 +131,9 @@ class ScaledGraph {
   // "<moment>.scale"). Checkpoint them with the moments, whose data they scale: a moment's data
   // without its scale means nothing.
   std::span<const Value> scale_states() const { return scale_states_; }
+  // Under delayed scaling, the amax history of each cast (a state [amax_history_length]): also to
+  // checkpoint, for a resumed run to scale as the uninterrupted one.
+  std::span<const Value> amax_histories() const { return amax_histories_; }
 
   // Loads fp32 `values` into a state of the original graph (a parameter, a moment, any state) as
   // the scaled graph stores it: a scaled state gets the scale its updates would give it (its rms
@@ -139,6 +154,7 @@ class ScaledGraph {
   std::vector<int> scale_;                    // per original value id: the scale's id (-1: plain)
   std::vector<std::pair<int, int>> outputs_;  // (original id, fp32 output id)
   std::vector<Value> scale_states_;
+  std::vector<Value> amax_histories_;
   Pow2Rounding rounding_ = Pow2Rounding::kDown;
   int scaled_nodes_ = 0;
   int casts_ = 0;

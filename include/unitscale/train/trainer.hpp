@@ -60,7 +60,8 @@ class TrainingTask {
   virtual std::string precision_report() const { return {}; }
   // The graph as propagate_scales rewrote it, when the task trains under scale propagation
   // (PrecisionConfig's scalify recipes): the Trainer loads the parameters through it and
-  // checkpoints its scale states beside the states they scale. Null otherwise.
+  // checkpoints its scale states beside the states they scale (and its amax histories). Null
+  // otherwise.
   virtual const ScaledGraph* scaled_graph() const { return nullptr; }
   // What defines the run (model, parametrization, optimizer, data), as strings (JSON objects for
   // structured ones): saved in every checkpoint, and a resumed run must have the same values.
