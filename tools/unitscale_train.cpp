@@ -68,6 +68,8 @@ struct Arguments {
   std::string scalify = "off";
   std::string scalify_state = "f16";
   std::string master_weights = "f32";
+  std::string scalify_matmuls = "propagated";
+  std::int64_t amax_history = 16;
   bool per_tensor_scaling = false;
   bool stochastic_gradients = false;
   bool round_attention = false;
@@ -168,6 +170,12 @@ us::CommandLine make_command_line(Arguments& a) {
               "with --scalify: the optimizer moments' storage (narrow ones scaled)")
       .choice("--master-weights", &a.master_weights, {"f32", "f16", "bf16"},
               "with --scalify: the parameters' storage (narrow ones scaled)")
+      .choice("--scalify-matmuls", &a.scalify_matmuls,
+              {"propagated", "current-amax", "delayed-amax"},
+              "with --scalify fp8: the FP8 casts' scales: the propagated ones, each operand's "
+              "current amax, or an amax history of earlier steps (delayed scaling)")
+      .option("--amax-history", &a.amax_history, "N",
+              "with --scalify-matmuls delayed-amax: the steps each history keeps", 1)
       .option("--loss-scale", &a.loss_scale, "S",
               "static loss scaling: gradients are computed scaled by S, then unscaled (1: off)")
       .flag("--dynamic-loss-scale", &a.dynamic_loss_scale,
@@ -264,16 +272,21 @@ void set_common(Config& config, const Arguments& a) {
   config.cosine_decay = a.schedule == "cosine";
   config.weight_decay = a.weight_decay;
   config.max_grad_norm = a.max_grad_norm;
-  config.precision = {.recipe = a.scalify != "off"                          ? "scalify-" + a.scalify
-                                : a.simulate == "fp8" && a.critical_matmuls ? "fp8-critical"
-                                                                            : a.simulate,
-                      .optimizer_state = us::dtype_from_name(a.scalify_state),
-                      .master_weights = us::dtype_from_name(a.master_weights),
-                      .per_tensor_scaling = a.per_tensor_scaling,
-                      .stochastic_gradients = a.stochastic_gradients,
-                      .loss_scale = a.loss_scale,
-                      .dynamic_loss_scaling = a.dynamic_loss_scale,
-                      .round_attention = a.round_attention};
+  config.precision = {
+      .recipe = a.scalify != "off"                          ? "scalify-" + a.scalify
+                : a.simulate == "fp8" && a.critical_matmuls ? "fp8-critical"
+                                                            : a.simulate,
+      .optimizer_state = us::dtype_from_name(a.scalify_state),
+      .master_weights = us::dtype_from_name(a.master_weights),
+      .matmul_scaling = a.scalify_matmuls == "current-amax"   ? us::MatmulScaling::kCurrentAmax
+                        : a.scalify_matmuls == "delayed-amax" ? us::MatmulScaling::kDelayedAmax
+                                                              : us::MatmulScaling::kPropagated,
+      .amax_history_length = static_cast<int>(a.amax_history),
+      .per_tensor_scaling = a.per_tensor_scaling,
+      .stochastic_gradients = a.stochastic_gradients,
+      .loss_scale = a.loss_scale,
+      .dynamic_loss_scaling = a.dynamic_loss_scale,
+      .round_attention = a.round_attention};
 }
 
 int train_decoder(const Arguments& a) {
@@ -341,8 +354,10 @@ int run(int argc, char** argv) {
     throw us::Error(
         fmt::format("--scalify {} and --simulate {}: choose one precision", a.scalify, a.simulate));
   }
-  if (a.scalify == "off" && (a.scalify_state != "f16" || a.master_weights != "f32")) {
-    throw us::Error("--scalify-state and --master-weights need --scalify fp16 or fp8");
+  if (a.scalify == "off" && (a.scalify_state != "f16" || a.master_weights != "f32" ||
+                             a.scalify_matmuls != "propagated")) {
+    throw us::Error(
+        "--scalify-state, --master-weights and --scalify-matmuls need --scalify fp16 or fp8");
   }
   if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
   return a.model == "mlp" ? train_mlp(a) : train_decoder(a);

@@ -22,6 +22,14 @@ void PrecisionConfig::check(std::string_view owner) const {
           "no per-tensor scaling, stochastic rounding, attention rounding or loss scaling",
           owner, recipe));
     }
+    if (matmul_scaling != MatmulScaling::kPropagated && recipe != "scalify-fp8") {
+      throw Error(fmt::format("{}: {} scaling of the matmuls needs scalify-fp8, got {}", owner,
+                              matmul_scaling_name(matmul_scaling), recipe));
+    }
+    if (amax_history_length < 1) {
+      throw Error(
+          fmt::format("{}: amax_history_length must be ≥ 1, got {}", owner, amax_history_length));
+    }
     for (const auto& [storage, what] :
          {std::pair{optimizer_state, "optimizer state"}, {master_weights, "master weights"}}) {
       if (storage != DType::kF32 && storage != DType::kF16 && storage != DType::kBF16) {
@@ -102,6 +110,8 @@ std::optional<ScalePolicy> PrecisionConfig::scale_policy() const {
   ScalePolicy policy = recipe == "scalify-fp8" ? ScalePolicy::fp8() : ScalePolicy::fp16();
   policy.optimizer_state = optimizer_state;
   policy.parameters = master_weights;
+  policy.matmul_scaling = matmul_scaling;
+  policy.amax_history_length = amax_history_length;
   return policy;
 }
 
@@ -134,6 +144,10 @@ std::string PrecisionConfig::to_json() const {
   if (scalify()) {  // only here, so that the other recipes' checkpoints keep their config
     json["optimizer_state"] = dtype_name(optimizer_state);
     json["master_weights"] = dtype_name(master_weights);
+    json["matmul_scaling"] = matmul_scaling_name(matmul_scaling);
+    if (matmul_scaling == MatmulScaling::kDelayedAmax) {
+      json["amax_history_length"] = amax_history_length;
+    }
   }
   return json.dump();
 }

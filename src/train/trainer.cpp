@@ -45,7 +45,8 @@ class InterruptGuard {
   struct sigaction previous_ = {};
 };
 
-std::vector<CheckpointValue> collect_checkpoint_values(TrainingTask& task) {
+std::vector<CheckpointValue> collect_checkpoint_values(TrainingTask& task,
+                                                       const Executor& executor) {
   Graph& graph = task.model().graph();
   std::vector<CheckpointValue> values;
   for (const ModelParameter& p : task.model().parameters()) {
@@ -55,8 +56,12 @@ std::vector<CheckpointValue> collect_checkpoint_values(TrainingTask& task) {
     values.push_back({graph.info(v).name, v});
   }
   if (const ScaledGraph* scaled = task.scaled_graph()) {
-    for (const Value v : scaled->scale_states()) values.push_back({graph.info(v).name, v});
-    for (const Value v : scaled->amax_histories()) values.push_back({graph.info(v).name, v});
+    // Those of the training step: the evaluation forwards' casts keep amax histories of their own.
+    for (const auto& added : {scaled->scale_states(), scaled->amax_histories()}) {
+      for (const Value v : added) {
+        if (executor.has_state(v)) values.push_back({graph.info(v).name, v});
+      }
+    }
   }
   return values;
 }
@@ -92,7 +97,7 @@ Trainer::Trainer(TrainingTask& task, TrainerOptions options)
   executor_ = std::make_unique<Executor>(
       task_.model().graph(), optimizer.outputs({task_.loss(), optimizer.lr_multiplier}));
   task_.bind_inputs(*executor_);
-  checkpoint_values_ = collect_checkpoint_values(task_);
+  checkpoint_values_ = collect_checkpoint_values(task_, *executor_);
   task_.model().initialize(*executor_, task_.scaled_graph());
   if (options_.checkpoint_dir.empty()) return;
 

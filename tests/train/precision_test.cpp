@@ -88,6 +88,18 @@ TEST(PrecisionConfig, ScalifyRecipesGiveAScalePolicy) {
   EXPECT_THAT([] { PrecisionConfig::parse("scalify-fp8+sr"); },
               ThrowsMessage<Error>(HasSubstr("scalify-fp8 propagates scales instead of rounding "
                                              "matmuls or scaling the loss")));
+  PrecisionConfig delayed = PrecisionConfig::parse("scalify-fp8");
+  delayed.matmul_scaling = MatmulScaling::kDelayedAmax;
+  delayed.amax_history_length = 4;
+  EXPECT_EQ(delayed.scale_policy()->matmul_scaling, MatmulScaling::kDelayedAmax);
+  EXPECT_EQ(delayed.scale_policy()->amax_history_length, 4);
+  EXPECT_THAT(delayed.to_json(), HasSubstr(R"("amax_history_length":4)"));
+  PrecisionConfig fp16_delayed = delayed;
+  fp16_delayed.recipe = "scalify-fp16";
+  EXPECT_THAT([&] { fp16_delayed.check("task"); },
+              ThrowsMessage<Error>(HasSubstr("task: delayed_amax scaling of the matmuls needs "
+                                             "scalify-fp8, got scalify-fp16")));
+
   PrecisionConfig loss_scaled{.recipe = "scalify-fp16"};
   loss_scaled.loss_scale = 1024;
   EXPECT_THAT([&] { loss_scaled.check("task"); },

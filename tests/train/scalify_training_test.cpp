@@ -115,7 +115,8 @@ TextCorpus periodic_corpus() {
   return corpus;
 }
 
-LanguageModelConfig tiny_config(const std::string& recipe) {
+LanguageModelConfig tiny_config(const std::string& recipe,
+                                MatmulScaling matmul_scaling = MatmulScaling::kPropagated) {
   LanguageModelConfig config{.scheme = Scheme::kUMuP,
                              .width = 32,
                              .depth = 1,
@@ -128,6 +129,8 @@ LanguageModelConfig tiny_config(const std::string& recipe) {
                              .warmup = 2};
   config.precision.recipe = recipe;
   if (recipe != "fp32") config.precision.master_weights = DType::kF16;
+  config.precision.matmul_scaling = matmul_scaling;
+  config.precision.amax_history_length = 4;
   return config;
 }
 
@@ -137,10 +140,13 @@ TrainerOptions quiet(TrainerOptions options) {
   return options;
 }
 
+class ScalifyTrainer : public ::testing::TestWithParam<MatmulScaling> {};
+
 // FP8 matmuls, FP16 values, moments and master weights: the task reports the pass, the Trainer
-// checkpoints the parameters' and moments' FP16 data with their scales, learns as the fp32 run
-// does, and a run resumed from step 7 reproduces the uninterrupted one bit for bit.
-TEST(ScalifyTrainer, TrainsChecksAndResumesTheScaledStepExactly) {
+// checkpoints the parameters' and moments' FP16 data with their scales (and, under delayed
+// scaling, the casts' amax histories), learns as the fp32 run does, and a run resumed from step 7
+// reproduces the uninterrupted one bit for bit.
+TEST_P(ScalifyTrainer, TrainsChecksAndResumesTheScaledStepExactly) {
   const testing_support::TempDirectory dir;
   const TextCorpus corpus = periodic_corpus();
   std::vector<float> reference;
@@ -148,7 +154,7 @@ TEST(ScalifyTrainer, TrainsChecksAndResumesTheScaledStepExactly) {
     LanguageModelTask task(tiny_config("fp32"), corpus);
     reference = Trainer(task, quiet({.steps = 12})).run().losses;
   }
-  LanguageModelTask task(tiny_config("scalify-fp8"), corpus);
+  LanguageModelTask task(tiny_config("scalify-fp8", GetParam()), corpus);
   EXPECT_THAT(task.precision_report(), ::testing::HasSubstr("matmul inputs e4m3fn"));
   ASSERT_NE(task.scaled_graph(), nullptr);
   Trainer trainer(task, quiet({.steps = 12}));
@@ -162,7 +168,9 @@ TEST(ScalifyTrainer, TrainsChecksAndResumesTheScaledStepExactly) {
   EXPECT_TRUE(std::isfinite(*full.validation_loss));
 
   std::set<std::string> scale_states;
+  std::size_t histories = 0;
   for (const CheckpointValue& v : trainer.checkpoint_values()) {
+    if (v.name.starts_with("amax_history.")) ++histories;
     const ValueInfo& info = task.model().graph().info(v.value);
     if (info.parameter) {
       EXPECT_EQ(info.dtype, DType::kF16) << v.name;
@@ -171,13 +179,19 @@ TEST(ScalifyTrainer, TrainsChecksAndResumesTheScaledStepExactly) {
   }
   EXPECT_EQ(scale_states.size(), 3 * task.model().parameters().size())
       << "a scale for every parameter and each of its two moments";
+  if (GetParam() == MatmulScaling::kDelayedAmax) {  // the training step's casts, not evaluation's
+    EXPECT_GT(histories, 0u);
+    EXPECT_LT(histories, task.scaled_graph()->amax_histories().size());
+  } else {
+    EXPECT_EQ(histories, 0u);
+  }
 
   const std::filesystem::path checkpoints = dir.path() / "ckpt";
   {
-    LanguageModelTask first(tiny_config("scalify-fp8"), corpus);
+    LanguageModelTask first(tiny_config("scalify-fp8", GetParam()), corpus);
     Trainer(first, quiet({.steps = 7, .checkpoint_dir = checkpoints})).run();
   }
-  LanguageModelTask resumed_task(tiny_config("scalify-fp8"), corpus);
+  LanguageModelTask resumed_task(tiny_config("scalify-fp8", GetParam()), corpus);
   Trainer resumed(resumed_task,
                   quiet({.steps = 12, .checkpoint_dir = checkpoints, .resume = true}));
   const TrainingResult rest = resumed.run();
@@ -186,6 +200,14 @@ TEST(ScalifyTrainer, TrainsChecksAndResumesTheScaledStepExactly) {
     EXPECT_EQ(rest.losses[i], full.losses[7 + i]) << "step " << 8 + i;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(MatmulScalings, ScalifyTrainer,
+                         ::testing::Values(MatmulScaling::kPropagated, MatmulScaling::kDelayedAmax),
+                         [](const ::testing::TestParamInfo<MatmulScaling>& param_info) {
+                           return param_info.param == MatmulScaling::kPropagated
+                                      ? std::string("Propagated")
+                                      : std::string("DelayedAmax");
+                         });
 
 INSTANTIATE_TEST_SUITE_P(Schemes, ScalifyTraining, ::testing::Values(Scheme::kUMuP, Scheme::kSP),
                          [](const ::testing::TestParamInfo<Scheme>& param_info) {

@@ -30,6 +30,10 @@ struct PrecisionConfig {
   // f16 or bf16; narrow ones as data with a scale, ScalePolicy::optimizer_state and parameters).
   DType optimizer_state = DType::kF16;
   DType master_weights = DType::kF32;
+  // scalify-fp8: where the FP8 casts' scales come from (ScalePolicy::matmul_scaling: the
+  // propagated ones, current amax, or delayed amax with a history of amax_history_length steps).
+  MatmulScaling matmul_scaling = MatmulScaling::kPropagated;
+  int amax_history_length = 16;
   // Power-of-two per-tensor scaling of every matmul operand (for models that are not unit-scaled).
   bool per_tensor_scaling = false;
   // Stochastic rather than nearest rounding of the matmuls' gradients.
@@ -67,7 +71,8 @@ struct PrecisionConfig {
   double static_loss_scale() const { return dynamic_loss_scaling ? 1.0 : loss_scale; }
   // {"recipe": ..., "per_tensor_scaling": ..., "stochastic_gradients": ..., "loss_scale": ...,
   //  "dynamic_loss_scaling": ..., "round_attention": ...}, and for the scale propagation recipes
-  //  "optimizer_state" and "master_weights" too
+  //  "optimizer_state", "master_weights" and "matmul_scaling" (with "amax_history_length" for
+  //  delayed amax) too
   std::string to_json() const;
 };
 
