@@ -45,7 +45,8 @@ struct EnumAttribute<RescaleDirection> {
 
 extern const OpDef kDynamicRescaleOp;  // inputs: x
 
-// The statistic of some values, accumulated in double (0 for none).
+// The statistic of some values, accumulated in double (0 for none), in parallel over fixed blocks
+// combined in order: the same bits whatever the thread count.
 double rescale_statistic(std::span<const float> values, RescaleStatistic statistic);
 
 struct DynamicRescaleOptions {
