@@ -239,6 +239,54 @@ std::vector<Value> Graph::apply_with_shapes(const OpDef& op, std::span<const Val
   return outputs;
 }
 
+std::vector<Value> Graph::replace_node(int node, const OpDef& op, std::span<const Value> inputs,
+                                       const Attributes& added,
+                                       std::span<const DType> output_dtypes,
+                                       std::span<const std::optional<Shape>> new_output_shapes,
+                                       std::span<const DType> new_output_dtypes) {
+  if (node < 0 || node >= static_cast<int>(nodes_.size())) {
+    throw Error(fmt::format("replace_node: no node {} (the graph has {})", node, nodes_.size()));
+  }
+  Node& target = nodes_[static_cast<std::size_t>(node)];
+  const std::size_t kept = target.outputs.size();
+  if (output_dtypes.size() != kept || new_output_dtypes.size() != new_output_shapes.size() ||
+      op.outputs.size() != kept + new_output_shapes.size() || inputs.size() != op.inputs.size()) {
+    throw Error(
+        fmt::format("replace_node: node {} ({}) has {} outputs; {} has {} inputs and {} "
+                    "outputs, got {} inputs, {} output dtypes and {} new outputs",
+                    node, target.op->name, kept, op.name, op.inputs.size(), op.outputs.size(),
+                    inputs.size(), output_dtypes.size(), new_output_shapes.size()));
+  }
+  std::vector<int> input_ids;
+  input_ids.reserve(inputs.size());
+  for (const Value& v : inputs) {
+    check_owned(v, op.name);
+    input_ids.push_back(v.present() ? v.id() : -1);
+  }
+  for (std::size_t o = 0; o < kept; ++o) {
+    if (target.outputs[o] >= 0)
+      values_[static_cast<std::size_t>(target.outputs[o])].dtype = output_dtypes[o];
+  }
+  for (std::size_t o = 0; o < new_output_shapes.size(); ++o) {
+    if (!new_output_shapes[o]) {
+      target.outputs.push_back(-1);
+      continue;
+    }
+    const int id =
+        add_value(*new_output_shapes[o], new_output_dtypes[o], ValueKind::kNodeOutput, {});
+    values_[static_cast<std::size_t>(id)].node = node;
+    values_[static_cast<std::size_t>(id)].output_index = static_cast<int>(kept + o);
+    target.outputs.push_back(id);  // add_value grows values_ only: `target` stays put
+  }
+  target.op = &op;
+  target.inputs = std::move(input_ids);
+  for (const auto& [name, value] : added.entries()) target.attrs.set(name, value);
+  ++version_;
+  std::vector<Value> outputs;
+  for (const int id : target.outputs) outputs.push_back(id >= 0 ? Value(this, id) : Value{});
+  return outputs;
+}
+
 void Graph::set_scale(Value v, std::string_view scale, double value) {
   check_owned(v, "set_scale");
   const ValueInfo& producer = info(v.id());

@@ -59,20 +59,24 @@ class Rewriter {
   Rewriter(Graph& graph, const ScalePolicy& policy)
       : graph_(graph),
         policy_(policy),
-        data_(static_cast<std::size_t>(graph.value_count())),
+        original_values_(graph.value_count()),
         scale_(static_cast<std::size_t>(graph.value_count()), -1) {
-    for (int id = 0; id < graph.value_count(); ++id) data_[static_cast<std::size_t>(id)] = id;
+    for (int id = 0; id < original_values_; ++id) original_dtypes_.push_back(graph.info(id).dtype);
   }
 
-  // `node` must stay valid while nodes are recorded: see the reserve in propagate_scales.
-  void rewrite(const Node& node) {
-    const OpDef& op = *node.op;
-    const std::size_t n = node.inputs.size();
+  // Makes node `index` its scaled op's node in place: its output values keep their ids and become
+  // the data, its inputs gain their scales (and casts, for GEMM operands), and it gains the
+  // outputs' scales. The nodes it reads from are rewritten already (execution order).
+  void rewrite(int index) {
+    // By value: recording casts may grow the node table.
+    const OpDef& op = *graph_.nodes()[static_cast<std::size_t>(index)].op;
+    const std::vector<int> node_inputs = graph_.nodes()[static_cast<std::size_t>(index)].inputs;
+    const std::size_t n = node_inputs.size();
     const OpDef* gemm_forward = op.rounds_gemm_inputs ? &op : nullptr;
     const OpDef* gemm_backward = gemm_op_differentiated_by(op);
     std::vector<Value> inputs(2 * n);
     for (std::size_t i = 0; i < n; ++i) {
-      const int id = node.inputs[i];
+      const int id = node_inputs[i];
       if (id < 0) continue;
       DType cast_to = DType::kF32;  // none
       if (gemm_forward != nullptr && is_operand(*gemm_forward, i)) cast_to = policy_.matmul_inputs;
@@ -85,41 +89,39 @@ class Rewriter {
       inputs[i] = data;
       inputs[n + i] = scale;
     }
+    const Node& node = graph_.nodes()[static_cast<std::size_t>(index)];
     const std::size_t m = node.outputs.size();
-    std::vector<std::optional<Shape>> shapes(2 * m);
-    std::vector<DType> dtypes(2 * m, DType::kF32);
+    std::vector<DType> dtypes(m, DType::kF32);
+    std::vector<std::optional<Shape>> scale_shapes(m);
+    const std::vector<DType> scale_dtypes(m, DType::kF32);
     for (std::size_t o = 0; o < m; ++o) {
       const int id = node.outputs[o];
       if (id < 0) continue;
       const ValueInfo& info = graph_.info(id);
       const int alias = o < op.in_place.size() ? op.in_place[o] : -1;
-      shapes[o] = info.shape;
       dtypes[o] = info.dtype;
       if (alias >= 0) {  // a state updated in place: scaled when its state is
-        if (inputs[n + static_cast<std::size_t>(alias)].present()) shapes[m + o] = Shape{};
+        if (inputs[n + static_cast<std::size_t>(alias)].present()) scale_shapes[o] = Shape{};
         continue;
       }
       if (!is_floating(info.dtype)) continue;  // stays plain
       if (info.dtype == DType::kF32) dtypes[o] = policy_.values;
-      if (policy_.scaled_values) shapes[m + o] = Shape{};
+      if (policy_.scaled_values) scale_shapes[o] = Shape{};
     }
-    Attributes attrs = node.attrs;
-    attrs.set("p2_rounding", policy_.rounding).set("storage_overflow", policy_.overflow);
+    Attributes attrs;  // set over the node's own
+    set_storage_attributes(attrs);
     // Operands with current-amax scales hold data up to the format's largest value, not near 1 as
     // the rules assume, so the GEMMs' output scales are measured instead.
     if (policy_.matmul_scaling != MatmulScaling::kPropagated &&
         (gemm_forward != nullptr || gemm_backward != nullptr)) {
       attrs.set("measured_output_scales", std::int64_t{1});
     }
-    const int differentiates =
-        node.differentiates >= 0 ? data_[static_cast<std::size_t>(node.differentiates)] : -1;
-    const std::vector<Value> outputs = graph_.apply_with_shapes(
-        scaled_of(op), inputs, std::move(attrs), shapes, differentiates, dtypes);
+    const std::vector<Value> outputs = graph_.replace_node(index, scaled_of(op), inputs, attrs,
+                                                           dtypes, scale_shapes, scale_dtypes);
     for (std::size_t o = 0; o < m; ++o) {
-      const int id = node.outputs[o];
-      if (id < 0) continue;
-      data_[static_cast<std::size_t>(id)] = outputs[o].id();
-      scale_[static_cast<std::size_t>(id)] = outputs[m + o].present() ? outputs[m + o].id() : -1;
+      if (outputs[o].present() && outputs[m + o].present()) {
+        scale_[static_cast<std::size_t>(outputs[o].id())] = outputs[m + o].id();
+      }
     }
     ++scaled_nodes_;
   }
@@ -150,34 +152,41 @@ class Rewriter {
     }
   }
 
-  ScaledGraph finish(std::span<const Value> requested, std::span<const int> original_nodes) {
+  ScaledGraph finish(std::span<const Value> requested) {
     std::vector<std::pair<int, int>> outputs;
     for (const Value& v : requested) {
       const int id = v.id();
       const int scale = scale_[static_cast<std::size_t>(id)];
-      int output = data_[static_cast<std::size_t>(id)];
+      int output = id;
       if (!updates_state_in_place(id)) {
-        const Value data = graph_.value(output);
+        const Value data = graph_.value(id);
         if (scale >= 0) {
           const Value in[] = {data, graph_.value(scale)};
           output = graph_.apply1(kMaterializeOp, in, {}).id();
-        } else if (data.dtype() != graph_.info(id).dtype) {  // plain narrow data (scaled_values)
-          output = unitscale::cast(data, graph_.info(id).dtype).id();
+        } else if (data.dtype() != original_dtypes_[static_cast<std::size_t>(id)]) {
+          // plain narrow data (scaled_values = false): back to the value's own dtype
+          output = unitscale::cast(data, original_dtypes_[static_cast<std::size_t>(id)]).id();
         }
       }
       outputs.emplace_back(id, output);
     }
-    graph_.remove_nodes(original_nodes);
     std::map<DType, std::vector<Value>> by_storage;
     for (const auto& [state, storage] : retyped_)
       by_storage[storage].push_back(graph_.value(state));
     for (const auto& [storage, states] : by_storage) graph_.retype_states(states, storage);
-    return {graph_,        std::move(data_), std::move(scale_), std::move(outputs),
+    return {graph_,        original_values_, std::move(scale_), std::move(outputs),
             scale_states_, amax_histories_,  policy_.rounding,  scaled_nodes_,
             casts_};
   }
 
  private:
+  // The policy's rounding and overflow on a scaled node, where they are not the scaled ops'
+  // defaults (p2 down, non_finite): most graphs then copy no attribute more than their own.
+  void set_storage_attributes(Attributes& attrs) const {
+    if (policy_.rounding != Pow2Rounding::kDown) attrs.set("p2_rounding", policy_.rounding);
+    if (policy_.overflow != Overflow::kNonFinite) attrs.set("storage_overflow", policy_.overflow);
+  }
+
   // A GEMM op's inputs other than its bias are its operands.
   static bool is_operand(const OpDef& gemm, std::size_t input) {
     return gemm.input_name(input) != "bias";
@@ -196,8 +205,7 @@ class Rewriter {
 
   std::pair<Value, Value> scaled(int id) {
     const int scale = scale_[static_cast<std::size_t>(id)];
-    return {graph_.value(data_[static_cast<std::size_t>(id)]),
-            scale >= 0 ? graph_.value(scale) : Value{}};
+    return {graph_.value(id), scale >= 0 ? graph_.value(scale) : Value{}};
   }
 
   // The value cast to `format`, keeping its scale; made once per (value, format), so that a GEMM's
@@ -236,7 +244,7 @@ class Rewriter {
       amax_histories_.push_back(history);
       Attributes attrs{{"algorithm", policy_.amax_algorithm},
                        {"target", std::ldexp(largest, -halvings)}};
-      attrs.set("p2_rounding", policy_.rounding).set("storage_overflow", policy_.overflow);
+      set_storage_attributes(attrs);
       const Value inputs[] = {data, history, scale, Value{}};
       const std::optional<Shape> shapes[] = {data.shape(), history.shape(), Shape{}, std::nullopt};
       const DType dtypes[] = {data.dtype(), DType::kF32, DType::kF32, DType::kF32};
@@ -248,7 +256,7 @@ class Rewriter {
                      {"direction", RescaleDirection::kForward},
                      {"floor", 0x1p-126},
                      {"target", std::ldexp(largest, -halvings)}};
-    attrs.set("p2_rounding", policy_.rounding).set("storage_overflow", policy_.overflow);
+    set_storage_attributes(attrs);
     const Value inputs[] = {data, scale};
     const std::optional<Shape> shapes[] = {data.shape(), Shape{}};
     const DType dtypes[] = {data.dtype(), DType::kF32};
@@ -259,7 +267,8 @@ class Rewriter {
 
   Graph& graph_;
   const ScalePolicy& policy_;
-  std::vector<int> data_;
+  int original_values_;
+  std::vector<DType> original_dtypes_;  // per original value: its dtype before the rewrite
   std::vector<int> scale_;
   std::map<std::pair<int, DType>, std::pair<Value, Value>> casts_made_;
   std::map<int, DType> retyped_;  // states whose storage changes, and to what
@@ -310,12 +319,12 @@ std::string ScalePolicy::to_string() const {
       overflow_name(overflow));
 }
 
-ScaledGraph::ScaledGraph(Graph& graph, std::vector<int> data, std::vector<int> scale,
+ScaledGraph::ScaledGraph(Graph& graph, int original_values, std::vector<int> scale,
                          std::vector<std::pair<int, int>> outputs, std::vector<Value> scale_states,
                          std::vector<Value> amax_histories, Pow2Rounding rounding, int scaled_nodes,
                          int casts)
     : graph_(&graph),
-      data_(std::move(data)),
+      original_values_(original_values),
       scale_(std::move(scale)),
       outputs_(std::move(outputs)),
       scale_states_(std::move(scale_states)),
@@ -326,16 +335,14 @@ ScaledGraph::ScaledGraph(Graph& graph, std::vector<int> data, std::vector<int> s
 
 int ScaledGraph::checked(Value original, std::string_view what) const {
   if (graph_ == nullptr || !original.present() || &original.graph() != graph_ ||
-      original.id() < 0 || static_cast<std::size_t>(original.id()) >= data_.size()) {
+      original.id() < 0 || original.id() >= original_values_) {
     throw Error(fmt::format("ScaledGraph::{}: %{} is not a value of the graph before the pass",
                             what, original.id()));
   }
   return original.id();
 }
 
-Value ScaledGraph::data(Value original) const {
-  return graph_->value(data_[static_cast<std::size_t>(checked(original, "data"))]);
-}
+Value ScaledGraph::data(Value original) const { return graph_->value(checked(original, "data")); }
 
 Value ScaledGraph::scale(Value original) const {
   const int scale = scale_[static_cast<std::size_t>(checked(original, "scale"))];
@@ -357,8 +364,7 @@ std::vector<Value> ScaledGraph::outputs() const {
 }
 
 void ScaledGraph::load_state(Executor& executor, Value original, ConstTensorView values) const {
-  const Value data =
-      graph_->value(data_[static_cast<std::size_t>(checked(original, "load_state"))]);
+  const Value data = graph_->value(checked(original, "load_state"));
   const Value scale = this->scale(original);
   if (!executor.has_state(data)) {
     throw Error(fmt::format("ScaledGraph::load_state: %{} is not a state the executor holds",
@@ -393,8 +399,7 @@ void ScaledGraph::load_state(Executor& executor, Value original, ConstTensorView
 }
 
 Tensor ScaledGraph::read_state(const Executor& executor, Value original) const {
-  const Value data =
-      graph_->value(data_[static_cast<std::size_t>(checked(original, "read_state"))]);
+  const Value data = graph_->value(checked(original, "read_state"));
   const Value scale = this->scale(original);
   if (!executor.has_state(data)) {
     throw Error(fmt::format("ScaledGraph::read_state: %{} is not a state the executor holds",
@@ -439,19 +444,23 @@ ScaledGraph propagate_scales(Graph& graph, std::span<const Value> outputs,
   const std::vector<int> order = graph.execution_order();
   check_graph(graph, order);
   Rewriter rewriter(graph, policy);
-  // Room for everything the pass records — a scaled node per node, at most one cast per node
-  // input (and one amax rescale before it), a materialize per output, and two values for each — so
-  // that nodes() never moves and the rewriter can read the original nodes in place.
-  std::size_t inputs = 0;
-  for (const Node& node : graph.nodes()) inputs += node.inputs.size();
-  const std::size_t recorded = graph.nodes().size() + 2 * inputs + outputs.size();
-  graph.reserve(graph.nodes().size() + recorded,
-                static_cast<std::size_t>(graph.value_count()) + 2 * recorded);
+  // Room for what the pass adds, so that the value table grows once: a scale per node output,
+  // and a few values per cast (a GEMM operand's, after an amax rescale under those policies).
+  std::size_t outputs_of_nodes = 0, gemm_operands = 0;
+  for (const Node& node : graph.nodes()) {
+    outputs_of_nodes += node.outputs.size();
+    if (node.op->rounds_gemm_inputs || gemm_op_differentiated_by(*node.op) != nullptr) {
+      gemm_operands += node.inputs.size();
+    }
+  }
+  graph.reserve(graph.nodes().size() + 2 * gemm_operands + outputs.size(),
+                static_cast<std::size_t>(graph.value_count()) + outputs_of_nodes +
+                    6 * gemm_operands + outputs.size());
   for (const int index : order) {
     rewriter.choose_state_storage(graph.nodes()[static_cast<std::size_t>(index)]);
   }
-  for (const int index : order) rewriter.rewrite(graph.nodes()[static_cast<std::size_t>(index)]);
-  return rewriter.finish(outputs, order);
+  for (const int index : order) rewriter.rewrite(index);
+  return rewriter.finish(outputs);
 }
 
 }  // namespace unitscale

@@ -1,4 +1,5 @@
-// The rewriting primitives passes use (Graph::uses, replace_input, replace_uses, remove_nodes) and
+// The rewriting primitives passes use (Graph::uses, replace_input, replace_uses, replace_node,
+// remove_nodes) and
 // the computed execution order: an inserted node runs before the consumers it was wired into, every
 // refused edit changes nothing, and the rewritten graph computes what its structure says.
 
@@ -10,14 +11,15 @@
 
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
+#include "unitscale/graph/dead_code.hpp"
+#include "unitscale/graph/executor.hpp"
+#include "unitscale/graph/graph.hpp"
+#include "unitscale/graph/scaled_op.hpp"
 #include "unitscale/ops/activation.hpp"
 #include "unitscale/ops/cast.hpp"
 #include "unitscale/ops/elementwise.hpp"
 #include "unitscale/ops/linear.hpp"
 #include "unitscale/ops/primitives.hpp"
-#include "unitscale/graph/dead_code.hpp"
-#include "unitscale/graph/executor.hpp"
-#include "unitscale/graph/graph.hpp"
 
 namespace unitscale {
 namespace {
@@ -29,6 +31,12 @@ using ::testing::HasSubstr;
 using ::testing::ThrowsMessage;
 
 using Uses = std::vector<Graph::Use>;
+
+// data · scale as an fp32 value (the materialize op scaled graphs end in).
+Value materialize_value(Graph& g, Value data, Value scale) {
+  const Value in[] = {data, scale};
+  return g.apply1(kMaterializeOp, in, {});
+}
 
 // x → relu → exp, and a second reader sqrt(x).
 struct Chain {
@@ -107,6 +115,45 @@ TEST(Rewrite, RefusedEditsNameTheProblemAndChangeNothing) {
               ThrowsMessage<Error>(HasSubstr("node 1 (exp) stays but reads")));
   EXPECT_EQ(c.g.nodes()[1].inputs[0], c.r.id());
   EXPECT_EQ(c.g.nodes().size(), 5u);
+}
+
+// replace_node turns nodes into other ops in place (propagate_scales makes each node its scaled
+// op): relu and exp become scaled_relu and scaled_exp, keeping their indices and output values,
+// which now hold FP16 data beside new scale outputs, and the chain computes exp(relu(x)) through
+// FP16 storage.
+TEST(Rewrite, ReplaceNodeKeepsItsIndexAndOutputValues) {
+  Chain c;
+  const DType f16[] = {DType::kF16};
+  const std::optional<Shape> scale_shape[] = {Shape{}};
+  const DType f32[] = {DType::kF32};
+  const Value relu_inputs[] = {c.x, Value{}};
+  const std::vector<Value> r =
+      c.g.replace_node(0, scaled_of(*c.g.nodes()[0].op), relu_inputs, {}, f16, scale_shape, f32);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0], c.r) << "the output keeps its value";
+  EXPECT_EQ(c.g.info(c.r).dtype, DType::kF16);
+  EXPECT_EQ(c.g.info(r[1]).node, 0);
+  const Value exp_inputs[] = {c.r, r[1]};
+  const std::vector<Value> e =
+      c.g.replace_node(1, scaled_of(*c.g.nodes()[1].op), exp_inputs, {}, f16, scale_shape, f32);
+  EXPECT_THAT(c.g.to_string(), HasSubstr("scaled_exp(x=%1, x_scale=%"));
+  EXPECT_EQ(c.g.execution_order(), (std::vector<int>{0, 1, 2}));
+
+  const Value materialised = materialize_value(c.g, c.e, e[1]);
+  Executor exec(c.g, std::array{materialised});
+  const Tensor x({3}, std::vector<float>{-1.0f, 0.5f, 2.0f});
+  exec.bind(c.x, x);
+  exec.run();
+  // exp(relu(x)) = (1, e^0.5, e^2), each stored once in FP16 (relative 2^-11).
+  EXPECT_THAT(exec.get(materialised).span(), ElementsAre(1.0f, FloatNear(std::exp(0.5f), 2e-3f),
+                                                         FloatNear(std::exp(2.0f), 8e-3f)));
+
+  const std::uint64_t version = c.g.version();
+  EXPECT_THAT(
+      [&] { c.g.replace_node(2, scaled_of(*c.g.nodes()[2].op), relu_inputs, {}, f16, {}, {}); },
+      ThrowsMessage<Error>(HasSubstr("replace_node: node 2 (sqrt) has 1 outputs; "
+                                     "scaled_sqrt has 2 inputs and 2 outputs")));
+  EXPECT_EQ(c.g.version(), version);
 }
 
 // Removing nodes renumbers the remaining ones but keeps value ids; the removed outputs are dead,

@@ -156,6 +156,18 @@ class Graph {
   //   graph.replace_uses(x, q);            // every other reader of x now reads q
   // Returns the number of inputs rewired. Throws, changing nothing, as replace_input does.
   int replace_uses(Value from, Value to, std::span<const int> consumers = {});
+  // Makes node `node` a node of `op` in place, for a pass that changes what every node computes
+  // (propagate_scales): the node keeps its index, its `differentiates` and its output values
+  // (ids and shapes), which take `output_dtypes`; outputs of `op` past them are new values of
+  // `new_output_shapes` (std::nullopt: absent) and `new_output_dtypes`. Its inputs become
+  // `inputs`; it keeps its attributes, with `added` set over them; no shape rule runs, so the
+  // caller vouches for the shapes. The inputs must not depend on the node's outputs (not checked:
+  // that would cost a walk of the graph per input). Throws, changing nothing, if the output counts
+  // do not add up or an input is not a value of this graph. Returns every output of the node.
+  std::vector<Value> replace_node(int node, const OpDef& op, std::span<const Value> inputs,
+                                  const Attributes& added, std::span<const DType> output_dtypes,
+                                  std::span<const std::optional<Shape>> new_output_shapes,
+                                  std::span<const DType> new_output_dtypes);
   // Makes room for this many nodes and values in all, so that a pass recording many nodes does not
   // move the graph's storage again and again (a hint: the graph grows past it as needed).
   void reserve(std::size_t nodes, std::size_t values);

@@ -10,12 +10,12 @@
 //   Executor exec(graph, scaled.outputs());
 //   ... exec.run();  float l = exec.get(scaled.output(loss)).data()[0];
 //
-// What changes. Every node of op X becomes a node of scaled_of(X) (graph/scaled_op.hpp) reading
-// its inputs' data and scales; inputs, parameters, constants and states stay as they are (plain:
-// scale 1, their own dtype), except the optimizer moments. The requested outputs are materialised
-// back to fp32 (materialize nodes); ask ScaledGraph for them. The original nodes are removed, so
-// values of the original graph other than inputs, parameters, constants and states are dead
-// afterwards, and Graph::grad_of no longer applies.
+// What changes. Every node of op X becomes, in place, a node of scaled_of(X) (graph/scaled_op.hpp)
+// reading its inputs' data and scales: each value keeps its id, a node output now holding its data
+// (in its storage format) and gaining a scale value beside it (ScaledGraph::scale); inputs,
+// parameters, constants and states stay as they are (plain: scale 1, their own dtype), except the
+// optimizer moments (and the parameters, if the policy says so). The requested outputs are
+// materialised back to their own dtype (materialize nodes): ask ScaledGraph for them.
 //
 // Optimizer state and parameters. The moments an update op overwrites in place beside a trained
 // parameter (Adam's m and v, SGD's momentum buffer) become scaled states, as in Scalify's FP16
@@ -111,12 +111,13 @@ struct ScalePolicy {
 class ScaledGraph {
  public:
   ScaledGraph() = default;
-  ScaledGraph(Graph& graph, std::vector<int> data, std::vector<int> scale,
+  ScaledGraph(Graph& graph, int original_values, std::vector<int> scale,
               std::vector<std::pair<int, int>> outputs, std::vector<Value> scale_states,
               std::vector<Value> amax_histories, Pow2Rounding rounding, int scaled_nodes,
               int casts);
 
-  // The data and scale of an original value (the scale is absent for a plain value).
+  // The data and scale of an original value (the data is the value itself, with its storage
+  // dtype; the scale is absent for a plain value).
   Value data(Value original) const;
   Value scale(Value original) const;
   // A requested output, as fp32: its materialised value (or itself when it stayed plain). An
@@ -150,7 +151,7 @@ class ScaledGraph {
  private:
   int checked(Value original, std::string_view what) const;
   Graph* graph_ = nullptr;
-  std::vector<int> data_;                     // per original value id: the data's id (-1: none)
+  int original_values_ = 0;                   // the values the graph had before the pass
   std::vector<int> scale_;                    // per original value id: the scale's id (-1: plain)
   std::vector<std::pair<int, int>> outputs_;  // (original id, fp32 output id)
   std::vector<Value> scale_states_;
