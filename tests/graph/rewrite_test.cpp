@@ -1,7 +1,7 @@
 // The rewriting primitives passes use (Graph::uses, replace_input, replace_uses, replace_node,
-// remove_nodes) and
-// the computed execution order: an inserted node runs before the consumers it was wired into, every
-// refused edit changes nothing, and the rewritten graph computes what its structure says.
+// remove_nodes) and the computed execution order: an inserted node runs before the consumers it
+// was wired into, every refused edit changes nothing, and the rewritten graph computes what its
+// structure says.
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
