@@ -1,5 +1,6 @@
 #include "unitscale/nn/modules.hpp"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -710,7 +711,7 @@ TEST(TransformerLayerModule, TauRuleMatchesTheReferenceTestVector) {
   // (α_res, r, L) = (1, 1, 4): τ_i = 1/√(4+i).
   Harness h(Scheme::kSP);
   for (int i = 0; i < 4; ++i) {
-    const TransformerLayer layer(h.model, "l" + std::to_string(i),
+    const TransformerLayer layer(h.model, fmt::format("l{}", i),
                                  {.width = 4, .heads = 1, .index = i, .layers = 4});
     EXPECT_NEAR(layer.tau_attention(), 1 / std::sqrt(4.0 + 2 * i), 1e-12);
     EXPECT_NEAR(layer.tau_mlp(), 1 / std::sqrt(5.0 + 2 * i), 1e-12);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../support/temp_directory.hpp"
+#include "../support/tiny_decoder.hpp"
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/graph/propagate_scales.hpp"
 #include "unitscale/nn/model.hpp"
@@ -104,29 +105,9 @@ TEST_P(ScalifyTraining, Fp8StepLearnsLikeTheFp32Step) {
 
 // ---- Through the Trainer ----
 
-// Periodic text, which a tiny decoder learns within a few dozen steps.
-TextCorpus periodic_corpus() {
-  const std::string period = "0123456789\n";
-  TextCorpus corpus;
-  for (std::size_t i = 0; i < 4000; ++i) corpus.train += period[i % period.size()];
-  for (std::size_t i = 0; i < 400; ++i) corpus.validation += period[(i + 3) % period.size()];
-  corpus.text = corpus.train + corpus.validation;
-  corpus.entries = 2;
-  return corpus;
-}
-
 LanguageModelConfig tiny_config(const std::string& recipe,
                                 MatmulScaling matmul_scaling = MatmulScaling::kPropagated) {
-  LanguageModelConfig config{.scheme = Scheme::kUMuP,
-                             .width = 32,
-                             .depth = 1,
-                             .head_dim = 16,
-                             .sequence_length = 16,
-                             .batch = 4,
-                             .seed = 7,
-                             .lr = 0.5,
-                             .steps = 12,
-                             .warmup = 2};
+  LanguageModelConfig config = testing_support::tiny_decoder_config(12);
   config.precision.recipe = recipe;
   if (recipe != "fp32") config.precision.master_weights = DType::kF16;
   config.precision.matmul_scaling = matmul_scaling;
@@ -148,7 +129,7 @@ class ScalifyTrainer : public ::testing::TestWithParam<MatmulScaling> {};
 // reproduces the uninterrupted one bit for bit.
 TEST_P(ScalifyTrainer, TrainsChecksAndResumesTheScaledStepExactly) {
   const testing_support::TempDirectory dir;
-  const TextCorpus corpus = periodic_corpus();
+  const TextCorpus corpus = testing_support::periodic_corpus();
   std::vector<float> reference;
   {
     LanguageModelTask task(tiny_config("fp32"), corpus);

@@ -2,28 +2,29 @@
 // exact resumption (from a checkpoint, after Ctrl-C), clean stops, metrics files, evaluation
 // against the training loss, and generation.
 
+#include "unitscale/train/trainer.hpp"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <omp.h>
 
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "../support/temp_directory.hpp"
+#include "../support/tiny_decoder.hpp"
 #include "unitscale/analysis/scale_tracking.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/train/checkpoint.hpp"
 #include "unitscale/train/language_model.hpp"
 #include "unitscale/train/run_environment.hpp"
-#include "unitscale/train/trainer.hpp"
 
 namespace us = unitscale;
 namespace fs = std::filesystem;
@@ -33,31 +34,10 @@ namespace {
 using TempDir = us::testing_support::TempDirectory;
 using us::testing_support::read_file;
 
-
-// Periodic text: a tiny decoder learns it within a few dozen steps.
-us::TextCorpus periodic_corpus(std::size_t train_bytes = 4000, std::size_t validation_bytes = 400) {
-  const std::string period = "0123456789\n";
-  us::TextCorpus corpus;
-  for (std::size_t i = 0; i < train_bytes; ++i) corpus.train += period[i % period.size()];
-  for (std::size_t i = 0; i < validation_bytes; ++i) {
-    corpus.validation += period[(i + 3) % period.size()];
-  }
-  corpus.text = corpus.train + corpus.validation;
-  corpus.entries = 2;
-  return corpus;
-}
+using us::testing_support::periodic_corpus;
 
 us::LanguageModelConfig tiny_config(std::int64_t steps) {
-  return {.scheme = us::Scheme::kUMuP,
-          .width = 32,
-          .depth = 1,
-          .head_dim = 16,
-          .sequence_length = 16,
-          .batch = 4,
-          .seed = 7,
-          .lr = 0.5,
-          .steps = steps,
-          .warmup = 2};
+  return us::testing_support::tiny_decoder_config(steps);
 }
 
 us::TrainerOptions quiet(us::TrainerOptions options) {
