@@ -35,6 +35,14 @@ void derive_backward(const OpDef& forward, DerivedOp& derived) {
   op.derived_from = &forward;
   // A cast's gradient is the output gradient, cast: an op on the data, like the forward.
   op.runs_on_scaled_data = forward.runs_on_scaled_data;
+  // A mover's gradient is moved back the same way, in the gradient's own dtype.
+  if (forward.moves_values) {
+    op.moves_values = true;
+    op.input_dtypes.assign(op.inputs.size(), DTypeSet::all());
+    op.infer_dtypes = [](std::span<const DType> inputs, const Attributes&) {
+      return std::vector<DType>{inputs.back()};
+    };
+  }
   op.prepare = forward.backward_prepare;
 }
 

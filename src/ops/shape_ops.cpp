@@ -1,5 +1,7 @@
 // The shape ops reshape, transpose, slice and concat: their kernels, shape inference and OpDefs,
-// forward and backward. They move floats without arithmetic.
+// forward and backward. They move elements without arithmetic: reshape, transpose and slice those
+// of any dtype (OpDef::moves_values: under scale propagation they move stored FP16 or FP8 data as
+// it is), concat floats.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -21,29 +23,47 @@ using detail::ceil_div;
 using detail::dims_product;
 using detail::for_row_pieces;
 using detail::kParallelThreshold;
-using detail::zero_rows;
 
-// Copies `rows` rows of `width` floats; the strides are in floats.
-void copy_rows(const float* from, std::int64_t from_stride, float* to, std::int64_t to_stride,
-               std::int64_t rows, std::int64_t width) {
+// Copies `rows` rows of `width` elements of `size` bytes; the strides are in elements.
+void copy_rows(const std::byte* from, std::int64_t from_stride, std::byte* to,
+               std::int64_t to_stride, std::int64_t rows, std::int64_t width, std::int64_t size) {
   for_row_pieces(rows, width, [&](std::int64_t r, std::int64_t begin, std::int64_t n) {
-    std::memcpy(to + r * to_stride + begin, from + r * from_stride + begin,
-                static_cast<std::size_t>(n) * sizeof(float));
+    std::memcpy(to + (r * to_stride + begin) * size, from + (r * from_stride + begin) * size,
+                static_cast<std::size_t>(n * size));
   });
 }
 
-void copy_floats(const float* from, float* to, std::int64_t n) { copy_rows(from, 0, to, 0, 1, n); }
+void copy_rows(const float* from, std::int64_t from_stride, float* to, std::int64_t to_stride,
+               std::int64_t rows, std::int64_t width) {
+  copy_rows(reinterpret_cast<const std::byte*>(from), from_stride, reinterpret_cast<std::byte*>(to),
+            to_stride, rows, width, sizeof(float));
+}
 
-// to[j, i] = from[i, j] for rows [i0, i1) and columns [j0, j1) of `from` (row strides in floats).
-// Blocks of 4 × 4 read four source rows and write four target rows four floats at a time, which
-// the compiler turns into register shuffles; the ragged edges go one by one.
-void transpose_tile(const float* from, std::int64_t from_row, float* to, std::int64_t to_row,
+// Zeros `rows` rows of `width` elements of `size` bytes (all-zero bits are +0 in every format).
+void zero_rows(std::byte* to, std::int64_t stride, std::int64_t rows, std::int64_t width,
+               std::int64_t size) {
+  for_row_pieces(rows, width, [&](std::int64_t r, std::int64_t begin, std::int64_t n) {
+    std::memset(to + (r * stride + begin) * size, 0, static_cast<std::size_t>(n * size));
+  });
+}
+
+// A tensor's elements as bytes, and their size: the movers work on any dtype.
+std::int64_t element_size(const ConstTensorView& x) {
+  return static_cast<std::int64_t>(dtype_size(x.dtype()));
+}
+
+// to[j, i] = from[i, j] for rows [i0, i1) and columns [j0, j1) of `from` (row strides in
+// elements of type T, which has the elements' size). Blocks of 4 × 4 read four source rows and
+// write four target rows four elements at a time, which the compiler turns into register
+// shuffles; the ragged edges go one by one.
+template <class T>
+void transpose_tile(const T* from, std::int64_t from_row, T* to, std::int64_t to_row,
                     std::int64_t i0, std::int64_t i1, std::int64_t j0, std::int64_t j1) {
   const std::int64_t i4 = i0 + (i1 - i0) / 4 * 4, j4 = j0 + (j1 - j0) / 4 * 4;
   for (std::int64_t j = j0; j < j4; j += 4) {
     for (std::int64_t i = i0; i < i4; i += 4) {
-      const float* s = from + i * from_row + j;
-      float* d = to + j * to_row + i;
+      const T* s = from + i * from_row + j;
+      T* d = to + j * to_row + i;
       for (std::int64_t c = 0; c < 4; ++c) {
         d[c * to_row + 0] = s[0 * from_row + c];
         d[c * to_row + 1] = s[1 * from_row + c];
@@ -60,35 +80,24 @@ void transpose_tile(const float* from, std::int64_t from_row, float* to, std::in
   }
 }
 
-}  // namespace
-
-// ---------------------------------------------------------------------------------------------
-// Kernels
-// ---------------------------------------------------------------------------------------------
-
-void transpose_copy(ConstTensorView x, TensorView y, int dim0, int dim1) {
-  if (dim0 > dim1) std::swap(dim0, dim1);
-  if (dim0 == dim1) {
-    copy_floats(x.data(), y.data(), x.numel());
-    return;
-  }
+// transpose_copy for elements of type T (of the dtype's size).
+template <class T>
+void transpose_elements(const T* x, T* y, const Shape& shape, int dim0, int dim1) {
   // x = [outer, n0, middle, n1, inner] becomes y = [outer, n1, middle, n0, inner]: for each
   // (outer, middle) index, the transpose of an n0 × n1 matrix whose elements are runs of `inner`
-  // floats. It goes tile by tile, so that the strided side of the copy (reading a column of x, or
-  // writing one of y) stays within cache lines that are reused across the tile.
-  const Shape& shape = x.shape();
+  // elements. It goes tile by tile, so that the strided side of the copy (reading a column of x,
+  // or writing one of y) stays within cache lines that are reused across the tile.
   const std::int64_t outer = dims_product(shape, 0, dim0);
   const std::int64_t n0 = shape.dim(dim0);
   const std::int64_t middle = dims_product(shape, dim0 + 1, dim1);
   const std::int64_t n1 = shape.dim(dim1);
   const std::int64_t inner = dims_product(shape, dim1 + 1, shape.rank());
-  if (x.numel() == 0) return;
   constexpr std::int64_t kTile0 = 64, kTile1 = 32;  // rows of x × columns of x per tile
   const std::int64_t tiles0 = ceil_div(n0, kTile0), tiles1 = ceil_div(n1, kTile1);
   const std::int64_t from_row = middle * n1 * inner;  // x's stride along n0
   const std::int64_t to_row = middle * n0 * inner;    // y's stride along n1
   const std::int64_t items = outer * middle * tiles0 * tiles1;
-#pragma omp parallel for schedule(static) if (x.numel() > kParallelThreshold)
+#pragma omp parallel for schedule(static) if (shape.numel() > kParallelThreshold)
   for (std::int64_t item = 0; item < items; ++item) {
     std::int64_t rest = item;
     const std::int64_t t1 = rest % tiles1;
@@ -98,8 +107,8 @@ void transpose_copy(ConstTensorView x, TensorView y, int dim0, int dim1) {
     const std::int64_t m = rest % middle, o = rest / middle;
     const std::int64_t i0 = t0 * kTile0, i1 = std::min(n0, i0 + kTile0);
     const std::int64_t j0 = t1 * kTile1, j1 = std::min(n1, j0 + kTile1);
-    const float* from = x.data() + ((o * n0 * middle + m) * n1) * inner;  // x[o, 0, m, 0, 0]
-    float* to = y.data() + ((o * n1 * middle + m) * n0) * inner;          // y[o, 0, m, 0, 0]
+    const T* from = x + ((o * n0 * middle + m) * n1) * inner;  // x[o, 0, m, 0, 0]
+    T* to = y + ((o * n1 * middle + m) * n0) * inner;          // y[o, 0, m, 0, 0]
     if (inner == 1) {
       transpose_tile(from, from_row, to, to_row, i0, i1, j0, j1);
       continue;
@@ -107,32 +116,63 @@ void transpose_copy(ConstTensorView x, TensorView y, int dim0, int dim1) {
     for (std::int64_t j = j0; j < j1; ++j) {
       for (std::int64_t i = i0; i < i1; ++i) {
         std::memcpy(to + j * to_row + i * inner, from + i * from_row + j * inner,
-                    static_cast<std::size_t>(inner) * sizeof(float));
+                    static_cast<std::size_t>(inner) * sizeof(T));
       }
     }
   }
 }
 
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+// ---------------------------------------------------------------------------------------------
+
+void transpose_copy(ConstTensorView x, TensorView y, int dim0, int dim1) {
+  if (dim0 > dim1) std::swap(dim0, dim1);
+  const std::int64_t size = element_size(x);
+  if (dim0 == dim1) {
+    copy_rows(x.bytes(), 0, y.bytes(), 0, 1, x.numel(), size);
+    return;
+  }
+  if (x.numel() == 0) return;
+  // Elements as their own type where the tensor has one (f32, i32), as 16-bit codes, or as bytes.
+  const Shape& shape = x.shape();
+  if (x.dtype() == DType::kF32) {
+    transpose_elements(x.data(), y.data(), shape, dim0, dim1);
+  } else if (x.dtype() == DType::kI32) {
+    transpose_elements(x.data_as<std::int32_t>(), y.data_as<std::int32_t>(), shape, dim0, dim1);
+  } else if (size == 2) {
+    transpose_elements(reinterpret_cast<const std::uint16_t*>(x.bytes()),
+                       reinterpret_cast<std::uint16_t*>(y.bytes()), shape, dim0, dim1);
+  } else {
+    transpose_elements(reinterpret_cast<const unsigned char*>(x.bytes()),
+                       reinterpret_cast<unsigned char*>(y.bytes()), shape, dim0, dim1);
+  }
+}
+
 void slice_forward(ConstTensorView x, TensorView y, int axis, std::int64_t start) {
   const Shape& shape = x.shape();
+  const std::int64_t size = element_size(x);
   const std::int64_t outer = dims_product(shape, 0, axis);
   const std::int64_t inner = dims_product(shape, axis + 1, shape.rank());
   const std::int64_t row = shape.dim(axis) * inner;
   const std::int64_t width = y.shape().dim(axis) * inner;
-  copy_rows(x.data() + start * inner, row, y.data(), width, outer, width);
+  copy_rows(x.bytes() + start * inner * size, row, y.bytes(), width, outer, width, size);
 }
 
 void slice_backward(ConstTensorView grad_y, TensorView grad_x, int axis, std::int64_t start) {
   const Shape& shape = grad_x.shape();
+  const std::int64_t size = element_size(grad_y);
   const std::int64_t outer = dims_product(shape, 0, axis);
   const std::int64_t inner = dims_product(shape, axis + 1, shape.rank());
   const std::int64_t row = shape.dim(axis) * inner;
   const std::int64_t width = grad_y.shape().dim(axis) * inner;
   const std::int64_t before = start * inner;
-  float* dx = grad_x.data();
-  zero_rows(dx, row, outer, before);
-  copy_rows(grad_y.data(), width, dx + before, row, outer, width);
-  zero_rows(dx + before + width, row, outer, row - before - width);
+  std::byte* dx = grad_x.bytes();
+  zero_rows(dx, row, outer, before, size);
+  copy_rows(grad_y.bytes(), width, dx + before * size, row, outer, width, size);
+  zero_rows(dx + (before + width) * size, row, outer, row - before - width, size);
 }
 
 void concat_forward(ConstTensorView a, ConstTensorView b, TensorView y, int axis) {
@@ -208,14 +248,14 @@ std::vector<Shape> infer_reshape(std::span<const Shape* const> in, const Attribu
   return {reshape_target(*in[0], attrs.get_ints("reshape", "shape"))};
 }
 
-// f32 and i32 (token ids, labels): both 4-byte elements, copied as bytes.
+// Any dtype: the elements copied as bytes.
+void copy_elements(const ConstTensorView& from, const TensorView& to) {
+  copy_rows(from.bytes(), 0, to.bytes(), 0, 1, from.numel(), element_size(from));
+}
+
 void reshape_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                     const Attributes&, const KernelContext&) {
-  if (in[0].dtype() == DType::kF32) {
-    copy_floats(in[0].data(), out[0].data(), in[0].numel());
-  } else if (in[0].numel() > 0) {
-    std::memcpy(out[0].bytes(), in[0].bytes(), static_cast<std::size_t>(in[0].numel()) * 4);
-  }
+  copy_elements(in[0], out[0]);
 }
 
 std::vector<DType> same_dtype(std::span<const DType> inputs, const Attributes&) {
@@ -235,7 +275,7 @@ std::vector<Scale> passthrough_backward_scale_rule(const ScaleRuleArgs& args) {
 // Backward inputs: x (absent), y (absent), grad_y.
 void reshape_backward_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                              const Attributes&, const KernelContext&) {
-  if (present(out[0])) copy_floats(in[2].data(), out[0].data(), in[2].numel());
+  if (present(out[0])) copy_elements(in[2], out[0]);
 }
 
 // --- transpose -------------------------------------------------------------------------------
@@ -369,35 +409,45 @@ void concat_backward_kernel(std::span<const ConstTensorView> in, std::span<const
 const OpDef kReshapeOp{.name = "reshape",
                        .inputs = {"x"},
                        .attributes = {AttributeSpec::integers("shape", kRequired)},
-                       .input_dtypes = {{DType::kF32, DType::kI32}},
+                       .input_dtypes = {DTypeSet::all()},
                        .infer_dtypes = same_dtype,
                        .infer_shapes = infer_reshape,
                        .kernel = reshape_kernel,
                        .backward_kernel = reshape_backward_kernel,
                        .backward_reads = 0b00,
                        .scale_propagation = passthrough_scale_rule,
-                       .backward_scale_propagation = passthrough_backward_scale_rule};
+                       .backward_scale_propagation = passthrough_backward_scale_rule,
+                       .runs_on_scaled_data = true,
+                       .moves_values = true};
 const OpDef kTransposeOp{.name = "transpose",
                          .inputs = {"x"},
                          .attributes = {AttributeSpec::integer("dim0", kRequired),
                                         AttributeSpec::integer("dim1", kRequired)},
+                         .input_dtypes = {DTypeSet::all()},
+                         .infer_dtypes = same_dtype,
                          .infer_shapes = infer_transpose,
                          .kernel = transpose_kernel,
                          .backward_kernel = transpose_backward_kernel,
                          .backward_reads = 0b00,
                          .scale_propagation = passthrough_scale_rule,
-                         .backward_scale_propagation = passthrough_backward_scale_rule};
+                         .backward_scale_propagation = passthrough_backward_scale_rule,
+                         .runs_on_scaled_data = true,
+                         .moves_values = true};
 const OpDef kSliceOp{.name = "slice",
                      .inputs = {"x"},
                      .attributes = {AttributeSpec::integer("axis", kRequired),
                                     AttributeSpec::integer("start", kRequired),
                                     AttributeSpec::integer("end", kRequired)},
+                     .input_dtypes = {DTypeSet::all()},
+                     .infer_dtypes = same_dtype,
                      .infer_shapes = infer_slice,
                      .kernel = slice_kernel,
                      .backward_kernel = slice_backward_kernel,
                      .backward_reads = 0b00,
                      .scale_propagation = passthrough_scale_rule,
-                     .backward_scale_propagation = passthrough_backward_scale_rule};
+                     .backward_scale_propagation = passthrough_backward_scale_rule,
+                     .runs_on_scaled_data = true,
+                     .moves_values = true};
 const OpDef kConcatOp{.name = "concat",
                       .inputs = {"a", "b"},
                       .attributes = {AttributeSpec::integer("axis", kRequired)},

@@ -8,6 +8,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -19,6 +20,7 @@
 #include "unitscale/error.hpp"
 #include "unitscale/graph/autodiff.hpp"
 #include "unitscale/graph/executor.hpp"
+#include "unitscale/ops/cast.hpp"
 
 namespace unitscale {
 namespace {
@@ -206,6 +208,65 @@ TEST(PrimitivesForward, SliceAndItsBackward) {
       forward(kSliceOp, {x},
               {{"axis", std::int64_t{0}}, {"start", std::int64_t{1}}, {"end", std::int64_t{2}}});
   EXPECT_THAT(values_of(rows), ElementsAreArray({4, 5, 6, 7}));
+}
+
+// reshape, transpose and slice move elements of any dtype bit for bit (OpDef::moves_values): on
+// FP16, BF16, E4M3 and i32 tensors they give the codes of what they give on the decoded fp32
+// values, in the same dtype, and slice's backward pads a narrow gradient with +0 codes.
+TEST(PrimitivesForward, MoversMoveEveryDtypeBitForBit) {
+  const Shape shape{3, 5, 4};
+  const auto run = [&](const Tensor& x) {
+    Graph g(Scaling::kUnscaled);
+    const Value in = g.input("x", shape, x.dtype());
+    const Value moved = reshape(slice(transpose(in, 0, 2), 1, 1, 4), {-1, 3});
+    Executor exec(g, std::vector<Value>{moved});
+    exec.bind(in, x);
+    exec.run();
+    EXPECT_EQ(exec.get(moved).dtype(), x.dtype());
+    return copy_of(exec.get(moved));
+  };
+  std::mt19937 rng(3);
+  Tensor ids(shape, DType::kI32);
+  for (std::int32_t& v : ids.span_as<std::int32_t>()) v = static_cast<std::int32_t>(rng() % 1000);
+  Tensor ids_f32(shape);
+  for (std::int64_t i = 0; i < ids.numel(); ++i) {
+    ids_f32.data()[i] = static_cast<float>(ids.data_as<std::int32_t>()[i]);
+  }
+  const Tensor moved_ids = run(ids), moved_ids_f32 = run(ids_f32);
+  for (std::int64_t i = 0; i < moved_ids.numel(); ++i) {
+    ASSERT_EQ(static_cast<float>(moved_ids.data_as<std::int32_t>()[i]), moved_ids_f32.data()[i]);
+  }
+  for (const DType dtype : {DType::kF16, DType::kBF16, DType::kE4M3FN}) {
+    Tensor values(shape);
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    for (float& v : values.span()) v = normal(rng);
+    Tensor codes(shape, dtype);
+    cast_forward(values, codes, {{"dtype", dtype}, {"overflow", Overflow::kSaturate}}, 0);
+    Tensor decoded(shape);
+    cast_forward(codes, decoded, {{"dtype", DType::kF32}}, 0);
+    const Tensor moved = run(codes), expected = run(decoded);
+    Tensor moved_decoded(moved.shape());
+    cast_forward(moved, moved_decoded, {{"dtype", DType::kF32}}, 0);
+    for (std::int64_t i = 0; i < expected.numel(); ++i) {
+      ASSERT_EQ(moved_decoded.data()[i], expected.data()[i]) << dtype_name(dtype) << " " << i;
+    }
+    // slice's backward: the gradient's codes in the middle, +0 codes around them.
+    const Tensor grad = copy_of(moved);
+    Tensor grad_x(Shape{1, 3, 1}, dtype);
+    const Tensor grad_row = [&] {
+      Tensor row(Shape{1, 1, 1}, dtype);
+      std::memcpy(row.bytes(), grad.bytes(), dtype_size(dtype));
+      return row;
+    }();
+    slice_backward(grad_row, grad_x, 1, 1);
+    const std::byte* bytes = grad_x.bytes();
+    const std::size_t size = dtype_size(dtype);
+    for (std::size_t b = 0; b < size; ++b) {
+      EXPECT_EQ(bytes[b], std::byte{0});
+      EXPECT_EQ(bytes[size + b], grad.bytes()[b]);
+      EXPECT_EQ(bytes[2 * size + b], std::byte{0});
+    }
+  }
 }
 
 TEST(PrimitivesForward, ConcatAndItsBackward) {

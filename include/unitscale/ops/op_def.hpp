@@ -111,6 +111,10 @@ struct OpDef {
   // Scalify's casts do (a cast does not rescale): casts and format rounding, whose result would
   // otherwise depend on where the scale puts the value. Such ops need no scale rule.
   bool runs_on_scaled_data = false;
+  // The op only moves its input's elements (reshape, transpose, slice): its kernels, forward and
+  // backward, take any dtype and produce the same one, so under scale propagation (with
+  // runs_on_scaled_data) it moves the stored data as it is, without decoding it.
+  bool moves_values = false;
   // For a derived op (a backward op, a scaled op): the op it was derived from.
   const OpDef* derived_from = nullptr;
   // The op's kernels read GemmInputFormats attributes (ops/gemm_input_formats.hpp): its inputs
