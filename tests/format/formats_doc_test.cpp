@@ -6,6 +6,7 @@
 //
 // The page is found through the UNITSCALE_SOURCE_DIR compile definition set by tests/CMakeLists.txt.
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <charconv>
@@ -404,8 +405,9 @@ std::vector<std::string> check_format_table(const std::string& doc) {
       continue;
     }
     if (name_cell(row[0]) != t.name) {
-      fail("format", "'" + name_cell(row[0]) + "' but catalogue entry " + std::to_string(i) +
-                         " is '" + t.name + "' (rows must follow named_formats())");
+      fail("format", fmt::format("'{}' but catalogue entry {} is '{}' (rows must follow "
+                                 "named_formats())",
+                                 name_cell(row[0]), i, t.name));
       continue;
     }
     if (parse_int(row[1]) != bits) fail("bits", "'" + row[1] + "', expected " + std::to_string(bits));

@@ -4,6 +4,7 @@
 
 #include "unitscale/io/text_corpus.hpp"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -55,7 +56,7 @@ TEST(TextCorpus, DirectoryReadsSortedTextFilesSplitAtPercentLinesAndJoinsWithOne
 // "e1", "e2", ... over two files, so the entry count runs on across files.
 std::string entries_text(int first, int last) {
   std::string text;
-  for (int k = first; k <= last; ++k) text += "e" + std::to_string(k) + "\n%\n";
+  for (int k = first; k <= last; ++k) text += fmt::format("e{}\n%\n", k);
   return text;
 }
 
@@ -67,7 +68,7 @@ TEST(TextCorpus, EveryNthEntryCountedOverAllFilesIsValidation) {
     const TextCorpus corpus = load_text_corpus(dir.path(), {.validation_every = every});
     std::string text, train, validation;
     for (int k = 1; k <= 45; ++k) {
-      const std::string entry = "e" + std::to_string(k);
+      const std::string entry = fmt::format("e{}", k);
       text += (k > 1 ? "\n" : "") + entry;
       std::string& split = k % every == 0 ? validation : train;
       split += (split.empty() ? "" : "\n") + entry;

@@ -7,6 +7,7 @@
 // that rms(output) / rule scale stays within a band, and that it does not drift with the input
 // scales (the spread of log2(ratio) over the scale choices).
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -84,9 +85,9 @@ std::pair<double, double> expect_tracks(const OpDef& op,
       const std::vector<RuleMagnitude> magnitudes =
           rule_magnitudes(op, data, choice.inputs, attrs,
                           {.scaling = scaling, .grad_scale = choice.grad, .seed = seed});
-      std::string context = std::string(op.name) + " " + mode + ", scales";
-      for (const Scale& s : choice.inputs) context += " " + s.to_string();
-      context += ", grad " + choice.grad.to_string();
+      std::string context = fmt::format("{} {}, scales", op.name, mode);
+      for (const Scale& s : choice.inputs) context += fmt::format(" {}", s.to_string());
+      context += fmt::format(", grad {}", choice.grad.to_string());
       for (const RuleMagnitude& m : magnitudes) {
         EXPECT_TRUE(m.scale.is_power_of_two()) << context << ": " << m.output;
         EXPECT_GE(m.ratio(), band.low)

@@ -1,6 +1,7 @@
 // Scale-propagation rules of the pointwise ops (ops/scale_rules.hpp): closed-form scales and the
 // magnitudes the kernels produce.
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -490,10 +491,10 @@ void check_magnitudes(const MagnitudeCase& c, Scaling scaling) {
             return present;
           }());
       for (const RuleMagnitude& m : magnitudes) {
-        std::string where = m.output + " with input scales";
-        for (const Scale& s : scales) where += " " + s.to_string();
-        where += ", grad scale " + grad_scale.to_string() + ": rms " + std::to_string(m.rms) +
-                 ", scale " + m.scale.to_string();
+        std::string where = fmt::format("{} with input scales", m.output);
+        for (const Scale& s : scales) where += fmt::format(" {}", s.to_string());
+        where += fmt::format(", grad scale {}: rms {}, scale {}", grad_scale.to_string(),
+                             std::to_string(m.rms), m.scale.to_string());
         EXPECT_TRUE(m.scale.is_power_of_two()) << where;
         EXPECT_GE(m.ratio(), kLow) << where;
         EXPECT_LE(m.ratio(), kHigh) << where;
