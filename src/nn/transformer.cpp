@@ -167,16 +167,14 @@ std::vector<TransformerLayer> make_layers(Model& model, std::string_view name,
 
 TransformerDecoder::TransformerDecoder(Model& model, std::string_view name,
                                        const DecoderConfig& config)
-    : model_(&model),
-      name_(name),
+    : name_(name),
       config_(checked_decoder(name, model, config)),
       embedding_(model, nested_name(name, "embedding"),
                  {.vocab = config.vocab, .width = config.width}),
       layers_(make_layers(model, name, config)),
-      final_norm_(make_any_norm(model, nested_name(name, "final_norm"), config.norm,
-                                {.width = config.width,
-                                 .affine = config.norm_affine,
-                                 .eps = config.norm_eps})),
+      final_norm_(make_any_norm(
+          model, nested_name(name, "final_norm"), config.norm,
+          {.width = config.width, .affine = config.norm_affine, .eps = config.norm_eps})),
       readout_(model, nested_name(name, "readout"), {.in = config.width, .out = config.vocab}) {}
 
 Value TransformerDecoder::logits(Value ids, DecoderTrace* trace) const {

@@ -106,7 +106,7 @@ Pow2Parts pow2_decompose(float x) {
   int exponent = static_cast<int>(field) - 127;
   if (field == 0) {
     // Subnormal: x = fraction · 2^-149; its leading one at bit p gives 2^(p-149).
-    const int p = std::bit_width(fraction) - 1;
+    const int p = static_cast<int>(std::bit_width(fraction)) - 1;
     exponent = p - 149;
     fraction = (fraction << (23 - p)) & 0x7FFFFFu;
   }

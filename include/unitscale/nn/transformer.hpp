@@ -146,7 +146,6 @@ class TransformerDecoder {
   static void set_base_shapes(Parametrization& parametrization, const DecoderConfig& base);
 
  private:
-  Model* model_;
   std::string name_;
   DecoderConfig config_;
   Embedding embedding_;
