@@ -359,6 +359,9 @@ int run(int argc, char** argv) {
     throw us::Error(
         "--scalify-state, --master-weights and --scalify-matmuls need --scalify fp16 or fp8");
   }
+  if (cli.given("--amax-history") && a.scalify_matmuls != "delayed-amax") {
+    throw us::Error("--amax-history needs --scalify-matmuls delayed-amax");
+  }
   if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
   return a.model == "mlp" ? train_mlp(a) : train_decoder(a);
 }
