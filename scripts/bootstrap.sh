@@ -22,6 +22,8 @@ packages=(
   libopenblas-dev
   zlib1g-dev          # gzipped IDX datasets (io/idx.hpp)
   nlohmann-json3-dev  # checkpoint headers, metrics and configs as JSON
+  libopenmpi-dev      # data-parallel training (the optional MPI component) and its tests
+  openmpi-bin         # mpirun
   # The fuzz preset: clang, its libFuzzer and sanitizer runtimes, and its OpenMP runtime
   clang-14
   libclang-rt-14-dev

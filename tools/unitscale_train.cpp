@@ -6,8 +6,10 @@
 //   unitscale-train --width 128 --depth 2 --steps 1000 --out run
 //   unitscale-train --resume --checkpoint-dir run/checkpoints --out run   # after a Ctrl-C
 
+#include <fmt/format.h>
 #include <omp.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <exception>
@@ -15,12 +17,12 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "unitscale/analysis/scale_tracking.hpp"
 #include "unitscale/atomic_write.hpp"
+#include "unitscale/distributed/communicator.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/io/idx.hpp"
 #include "unitscale/io/text_corpus.hpp"
@@ -28,6 +30,9 @@
 #include "unitscale/train/image_classifier.hpp"
 #include "unitscale/train/language_model.hpp"
 #include "unitscale/train/trainer.hpp"
+#if UNITSCALE_HAVE_MPI
+#include "unitscale/distributed/mpi_communicator.hpp"
+#endif
 
 namespace fs = std::filesystem;
 namespace us = unitscale;
@@ -79,6 +84,11 @@ struct Arguments {
   std::string prompt;
   double temperature = 0.8;
   std::int64_t top_k = 40;
+  std::string exchange = "f32";
+  std::string exchange_scaling = "unit";
+  bool no_overlap = false;
+  double collective_timeout = 600;
+  std::int64_t checksum_every = 100;
 };
 
 us::ProgressMode progress_of(const std::string& name) {
@@ -181,6 +191,21 @@ us::CommandLine make_command_line(Arguments& a) {
       .flag("--dynamic-loss-scale", &a.dynamic_loss_scale,
             "dynamic loss scaling from --loss-scale (2^16 if 1): overflowing steps are skipped "
             "and halve the scale, 2000 good steps double it")
+      .section(
+          "Data parallelism (launch with mpirun -np N unitscale-train ...; docs/distributed.md)")
+      .choice("--exchange", &a.exchange, {"f32", "bf16", "f16", "e5m2", "e4m3"},
+              "the gradient exchange's format (on one rank a low-precision one still quantises "
+              "the gradients, to study the format alone)")
+      .choice("--exchange-scaling", &a.exchange_scaling, {"unit", "per-tensor"},
+              "unit: unit-scaled gradients as they are (u-muP); per-tensor: a power-of-two scale "
+              "fitting each tensor's amax to the format (for SP)")
+      .flag("--no-overlap", &a.no_overlap,
+            "exchange the gradients in the update instead of while backward runs")
+      .option("--collective-timeout", &a.collective_timeout, "S",
+              "seconds a rank waits for the others before the job is aborted")
+      .option("--checksum-every", &a.checksum_every, "N",
+              "steps between checks that every rank holds the same parameters (0: at the start "
+              "and end only)")
       .section("Sample")
       .option("--sample", &a.sample_bytes, "N",
               "decoder: bytes of text to generate at the end (0: none)")
@@ -194,7 +219,7 @@ us::CommandLine make_command_line(Arguments& a) {
   return cli;
 }
 
-us::TrainerOptions trainer_options(const Arguments& a) {
+us::TrainerOptions trainer_options(const Arguments& a, us::Communicator* comm) {
   fs::path checkpoint_dir = a.checkpoint_dir;
   if (checkpoint_dir.empty() && !a.out.empty()) checkpoint_dir = fs::path(a.out) / "checkpoints";
   return {.steps = a.steps,
@@ -205,17 +230,20 @@ us::TrainerOptions trainer_options(const Arguments& a) {
           .keep_checkpoints = static_cast<int>(a.keep),
           .resume = a.resume,
           .progress = progress_of(a.progress),
-          .out = stdout};
+          .out = stdout,
+          .communicator = comm,
+          .overlap_exchange = !a.no_overlap,
+          .checksum_every = a.checksum_every};
 }
 
 // Trains `task` and prints the outcome; returns the exit status.
-int train(us::TrainingTask& task, const Arguments& a,
+int train(us::TrainingTask& task, const Arguments& a, us::Communicator* comm,
           const std::function<void(const us::Executor&)>& finish) {
   fmt::print("\n{}\n\n{}\n", task.model().summary(), task.optimizer().learning_rate_table);
   if (const std::string report = task.precision_report(); !report.empty()) {
     fmt::print("{}\n", report);
   }
-  us::TrainerOptions options = trainer_options(a);
+  us::TrainerOptions options = trainer_options(a, comm);
   // Scale tracking records the steps it is switched on for; after each of them, its reports go
   // to DIR/scales/.
   std::optional<us::ScaleTracker> tracker;
@@ -250,6 +278,15 @@ int train(us::TrainingTask& task, const Arguments& a,
   }
   if (result.validation_loss) fmt::print(", validation loss {:.4f}", *result.validation_loss);
   fmt::print("\n");
+  if (result.exchange_quantized > 0) {
+    const auto quantized = static_cast<double>(result.exchange_quantized);
+    fmt::print(
+        "gradient exchange ({}): {:.4g}% of {} quantised values underflowed to zero, "
+        "{:.4g}% saturated\n",
+        a.exchange, 100.0 * static_cast<double>(result.exchange_underflowed) / quantized,
+        result.exchange_quantized,
+        100.0 * static_cast<double>(result.exchange_saturated) / quantized);
+  }
   if (!a.out.empty()) fmt::print("metrics and loss curve in {}\n", a.out);
   if (result.checkpoint) fmt::print("checkpoint {}\n", result.checkpoint->string());
   if (result.reason == us::StopReason::kNonFiniteLoss) return 2;
@@ -289,9 +326,20 @@ void set_common(Config& config, const Arguments& a) {
       .round_attention = a.round_attention};
 }
 
-int train_decoder(const Arguments& a) {
+int train_decoder(const Arguments& a, us::Communicator* comm) {
   us::LanguageModelConfig config;
   set_common(config, a);
+  config.data_parallel = {
+      .rank = comm != nullptr ? comm->rank() : 0,
+      .ranks = comm != nullptr ? comm->size() : 1,
+      .exchange = {.format = us::exchange_format_from_name(a.exchange),
+                   .scaling = us::exchange_scaling_from_name(a.exchange_scaling)}};
+  if (comm != nullptr) {
+    fmt::print("data parallel: {}, {} sequences per rank, gradient exchange {}{}\n",
+               comm->description(), config.data_parallel.shard_rows(config.batch),
+               config.data_parallel.exchange.name(),
+               a.no_overlap ? " (in the update)" : " (overlapping backward)");
+  }
   config.width = a.width;
   config.depth = static_cast<int>(a.depth);
   const std::int64_t heads = a.heads > 0 ? a.heads : std::max<std::int64_t>(1, a.width / 32);
@@ -306,7 +354,7 @@ int train_decoder(const Arguments& a) {
   fmt::print("data: {} ({} files, {} entries): {} training bytes, {} validation bytes\n", path,
              corpus.files.size(), corpus.entries, corpus.train.size(), corpus.validation.size());
   us::LanguageModelTask task(config, corpus);
-  return train(task, a, [&](const us::Executor& trained) {
+  return train(task, a, comm, [&](const us::Executor& trained) {
     if (a.sample_bytes == 0) return;
     const std::string sample = task.generate(trained, a.prompt,
                                              {.max_bytes = a.sample_bytes,
@@ -333,7 +381,7 @@ int train_mlp(const Arguments& a) {
              data.train_images.shape()[0], data.validation_images.shape()[0],
              data.test_images.shape()[0], data.height, data.width, data.classes);
   us::ImageClassifierTask task(config, data);
-  return train(task, a, [&](const us::Executor& trained) {
+  return train(task, a, nullptr, [&](const us::Executor& trained) {
     const auto test = task.evaluate_on(trained, data.test_images, data.test_labels);
     fmt::print("test: loss {:.4f}, accuracy {:.2f}%\n", test.loss, 100 * test.accuracy);
   });
@@ -343,6 +391,16 @@ int run(int argc, char** argv) {
   Arguments a;
   us::CommandLine cli = make_command_line(a);
   if (!cli.parse(argc, argv)) return 0;
+  const int ranks = us::launcher_world_size();
+  if (a.model == "mlp" && (ranks > 1 || a.exchange != "f32")) {
+    throw us::Error(
+        "data-parallel training and --exchange are for the decoder (--model decoder); "
+        "the MLP trains on one process");
+  }
+  if (!(a.collective_timeout > 0)) {
+    throw us::Error(
+        fmt::format("--collective-timeout must be positive, got {}", a.collective_timeout));
+  }
   if (a.track_scales > 0 && a.out.empty()) {
     throw us::Error("--track-scales needs --out DIR: the scale reports go to DIR/scales/");
   }
@@ -363,7 +421,32 @@ int run(int argc, char** argv) {
     throw us::Error("--amax-history needs --scalify-matmuls delayed-amax");
   }
   if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
-  return a.model == "mlp" ? train_mlp(a) : train_decoder(a);
+  if (a.model == "mlp") return train_mlp(a);
+  if (ranks == 1) return train_decoder(a, nullptr);
+#if UNITSCALE_HAVE_MPI
+  us::MpiSession mpi(argc, argv, {.collective_timeout_seconds = a.collective_timeout});
+  us::Communicator& comm = mpi.communicator();
+  // Rank 0 speaks for the job; the others print errors only.
+  if (comm.rank() != 0 && std::freopen("/dev/null", "w", stdout) == nullptr) {
+    throw us::Error("rank " + std::to_string(comm.rank()) + ": cannot silence stdout");
+  }
+  try {
+    return train_decoder(a, &comm);
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    fmt::print(stderr, "unitscale-train (rank {} of {}): {}\n", comm.rank(), comm.size(), e.what());
+    std::fflush(stderr);
+    // The other ranks may be waiting for this one in a collective: end the job rather than let
+    // them time out, after a moment in which ranks that failed the same check print theirs.
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    mpi.abort(1);
+  }
+#else
+  throw us::Error(fmt::format(
+      "launched as one of {} MPI ranks, but this unitscale-train was built without MPI; install "
+      "libopenmpi-dev (scripts/bootstrap.sh does) and rebuild",
+      ranks));
+#endif
 }
 
 }  // namespace

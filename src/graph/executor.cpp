@@ -306,7 +306,7 @@ void Executor::run() {
     }
     views_ready_ = true;
   }
-  KernelContext context{.step = step_};
+  KernelContext context{.step = step_, .gradient_exchange = gradient_exchange_};
   if (profiling_ && node_time_.size() != steps_.size()) {
     node_time_.assign(steps_.size(), {});
     node_calls_.assign(steps_.size(), 0);

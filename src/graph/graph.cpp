@@ -550,12 +550,14 @@ void Graph::retype_states(std::span<const Value> states, DType dtype) {
 }
 
 std::vector<int> Graph::execution_order() const {
-  // Kahn's algorithm, always taking the lowest-index ready node: recording order when it is
-  // topological, and a deterministic order otherwise.
+  // Kahn's algorithm, always taking the lowest-index ready node, except that ready nodes of ops
+  // that run early (OpDef::runs_early) go first: recording order when it is topological and no op
+  // runs early, and a deterministic order otherwise.
   const std::size_t n = nodes_.size();
   // Fast path, the common case: no pass has rewired anything, so recording order is topological.
   bool recorded_order_works = true;
   for (std::size_t i = 0; i < n && recorded_order_works; ++i) {
+    if (nodes_[i].op->runs_early) recorded_order_works = false;
     for (const int in : nodes_[i].inputs) {
       if (in >= 0 && values_[static_cast<std::size_t>(in)].node >= static_cast<int>(i)) {
         recorded_order_works = false;
@@ -579,18 +581,23 @@ std::vector<int> Graph::execution_order() const {
       readers[static_cast<std::size_t>(producer)].push_back(static_cast<int>(i));
     }
   }
-  std::priority_queue<int, std::vector<int>, std::greater<>> ready;
+  // Keyed (0 for an early op, else 1; index): the smallest key is taken first.
+  using Key = std::pair<int, int>;
+  std::priority_queue<Key, std::vector<Key>, std::greater<>> ready;
+  auto make_ready = [&](int node) {
+    ready.emplace(nodes_[static_cast<std::size_t>(node)].op->runs_early ? 0 : 1, node);
+  };
   for (std::size_t i = 0; i < n; ++i) {
-    if (waiting[i] == 0) ready.push(static_cast<int>(i));
+    if (waiting[i] == 0) make_ready(static_cast<int>(i));
   }
   std::vector<int> order;
   order.reserve(n);
   while (!ready.empty()) {
-    const int next = ready.top();
+    const int next = ready.top().second;
     ready.pop();
     order.push_back(next);
     for (const int reader : readers[static_cast<std::size_t>(next)]) {
-      if (--waiting[static_cast<std::size_t>(reader)] == 0) ready.push(reader);
+      if (--waiting[static_cast<std::size_t>(reader)] == 0) make_ready(reader);
     }
   }
   // replace_input refuses cycles, so every node is reached.

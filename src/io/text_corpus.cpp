@@ -205,9 +205,21 @@ void TextWindowSampler::sample(std::int64_t step, std::int64_t batch, std::span<
                             "and {}",
                             step, batch));
   }
-  check_spans("TextWindowSampler::sample", batch, sequence_length_, ids, targets);
-  for (std::int64_t b = 0; b < batch; ++b) {
-    fill_row(stream_, offset(step, batch, b), sequence_length_, b, ids, targets);
+  sample_rows(step, batch, 0, batch, ids, targets);
+}
+
+void TextWindowSampler::sample_rows(std::int64_t step, std::int64_t batch, std::int64_t first,
+                                    std::int64_t rows, std::span<std::int32_t> ids,
+                                    std::span<std::int32_t> targets) const {
+  if (first < 0 || rows < 1 || first + rows > batch) {
+    throw Error(
+        fmt::format("TextWindowSampler::sample_rows: rows {} .. {} are not within the "
+                    "batch of {}",
+                    first, first + rows - 1, batch));
+  }
+  check_spans("TextWindowSampler::sample", rows, sequence_length_, ids, targets);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    fill_row(stream_, offset(step, batch, first + r), sequence_length_, r, ids, targets);
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <utility>
 
+#include "unitscale/distributed/gradient_exchange.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/optim/clipping.hpp"
 
@@ -126,13 +127,19 @@ namespace {
 
 // record_optimizer, with the loss scale's values when the step scales its loss dynamically.
 OptimizerStep record_updates(Graph& graph, std::span<const ModelParameter> parameters,
-                             std::span<const Value> gradients, const OptimizerConfig& config,
+                             std::span<const Value> local_gradients, const OptimizerConfig& config,
                              LossScaleValues* loss_scaling) {
   check_config(config);
-  if (gradients.size() != parameters.size()) {
+  if (local_gradients.size() != parameters.size()) {
     throw Error(fmt::format("optimizer {}: {} parameters but {} gradients",
-                            optimizer_kind_name(config.kind), parameters.size(), gradients.size()));
+                            optimizer_kind_name(config.kind), parameters.size(),
+                            local_gradients.size()));
   }
+  // Everything below (loss scaling's overflow check, clipping, the updates) reads the ranks' mean.
+  const std::vector<Value> gradients =
+      config.gradient_exchange
+          ? record_gradient_exchange(graph, local_gradients, *config.gradient_exchange)
+          : std::vector<Value>(local_gradients.begin(), local_gradients.end());
   for (const ModelParameter& p : parameters) {
     if (&p.value.graph() != &graph || graph.info(p.value).kind != ValueKind::kState) {
       throw Error(fmt::format("optimizer {}: parameter '{}' is not a state value of this graph "

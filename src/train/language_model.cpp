@@ -35,6 +35,13 @@ void check_config(const LanguageModelConfig& c) {
                            c.steps, c.warmup));
   }
   c.precision.check("LanguageModelTask");
+  c.data_parallel.check("LanguageModelTask", c.batch);
+  if (c.data_parallel.exchanges() && c.precision.scalify()) {
+    throw fail(
+        fmt::format("data-parallel training (a gradient exchange) does not run under scale "
+                    "propagation ({}) yet; use another precision recipe",
+                    c.precision.recipe));
+  }
   if (c.scheme == Scheme::kMuP && (c.mup_base_width < c.head_dim ||
                                    c.mup_base_width % c.head_dim != 0)) {
     throw fail(fmt::format("μP's base width ({}) must be a positive multiple of head_dim ({})",
@@ -99,11 +106,12 @@ LanguageModelTask::LanguageModelTask(const LanguageModelConfig& config, const Te
   decoder_ = std::make_unique<TransformerDecoder>(*model_, "", decoder_config);
 
   const Shape batch_shape{config_.batch, S};
-  ids_ = graph_->input("ids", batch_shape, DType::kI32);
-  targets_ = graph_->input("targets", batch_shape, DType::kI32);
+  const Shape shard_shape{config_.data_parallel.shard_rows(config_.batch), S};
+  ids_ = graph_->input("ids", shard_shape, DType::kI32);
+  targets_ = graph_->input("targets", shard_shape, DType::kI32);
   loss_ = decoder_->loss(ids_, targets_);
-  ids_buffer_ = Tensor(batch_shape, DType::kI32);
-  targets_buffer_ = Tensor(batch_shape, DType::kI32);
+  ids_buffer_ = Tensor(shard_shape, DType::kI32);
+  targets_buffer_ = Tensor(shard_shape, DType::kI32);
 
   // The forwards for evaluation and generation share the parameters; recording them now keeps
   // the graph unchanged once executors exist, and lets the precision pass see them with the
@@ -119,22 +127,25 @@ LanguageModelTask::LanguageModelTask(const LanguageModelConfig& config, const Te
     precision_report_ = simulate_format(*graph_, *precision).to_string();
   }
 
-  optimizer_ = record_training_step(*model_, loss_,
-                                    {.kind = OptimizerKind::kAdamW,
-                                     .lr = config_.lr,
-                                     .beta1 = 0.9,
-                                     .beta2 = 0.95,
-                                     .eps = 1e-8,
-                                     .weight_decay = config_.weight_decay,
-                                     .schedule = config_.cosine_decay
-                                                     ? Schedule::warmup_cosine(config_.warmup,
-                                                                               config_.steps, 0.0)
-                                                     : Schedule::constant(config_.warmup),
-                                     .max_grad_norm = config_.max_grad_norm,
-                                     .gradient_scale = 1.0 / config_.precision.static_loss_scale(),
-                                     .dynamic_loss_scaling = config_.precision.dynamic_loss_scale(),
-                                     .log = [](std::string_view) {}},
-                                    {.loss_scale = config_.precision.static_loss_scale()});
+  optimizer_ = record_training_step(
+      *model_, loss_,
+      {.kind = OptimizerKind::kAdamW,
+       .lr = config_.lr,
+       .beta1 = 0.9,
+       .beta2 = 0.95,
+       .eps = 1e-8,
+       .weight_decay = config_.weight_decay,
+       .schedule = config_.cosine_decay
+                       ? Schedule::warmup_cosine(config_.warmup, config_.steps, 0.0)
+                       : Schedule::constant(config_.warmup),
+       .max_grad_norm = config_.max_grad_norm,
+       .gradient_scale = 1.0 / config_.precision.static_loss_scale(),
+       .dynamic_loss_scaling = config_.precision.dynamic_loss_scale(),
+       .log = [](std::string_view) {},
+       .gradient_exchange = config_.data_parallel.exchanges()
+                                ? std::optional(config_.data_parallel.exchange)
+                                : std::nullopt},
+      {.loss_scale = config_.precision.static_loss_scale()});
   if (const std::optional<ScalePolicy> policy = config_.precision.scale_policy()) {
     Value* const forwards[] = {&eval_logits_, &generate_logits_};
     scaled_ = std::make_unique<ScaledGraph>(
@@ -152,11 +163,11 @@ void LanguageModelTask::bind_inputs(Executor& executor) {
 }
 
 void LanguageModelTask::load_batch(std::int64_t step) {
-  train_windows_->sample(step, config_.batch,
-                         {ids_buffer_.data_as<std::int32_t>(),
-                          static_cast<std::size_t>(ids_buffer_.numel())},
-                         {targets_buffer_.data_as<std::int32_t>(),
-                          static_cast<std::size_t>(targets_buffer_.numel())});
+  const DataParallelConfig& shard = config_.data_parallel;
+  train_windows_->sample_rows(
+      step, config_.batch, shard.first_row(config_.batch), shard.shard_rows(config_.batch),
+      {ids_buffer_.data_as<std::int32_t>(), static_cast<std::size_t>(ids_buffer_.numel())},
+      {targets_buffer_.data_as<std::int32_t>(), static_cast<std::size_t>(targets_buffer_.numel())});
 }
 
 std::int64_t LanguageModelTask::validation_windows() const {

@@ -48,6 +48,10 @@ void MetricsLog::restore(std::int64_t step) {
       if (r.step > step) break;
       r.train_loss = number_or_nan(j.at("train_loss"));
       if (j.contains("validation_loss")) r.validation_loss = number_or_nan(j["validation_loss"]);
+      if (j.contains("exchange_underflow")) {
+        r.exchange_underflow = number_or_nan(j["exchange_underflow"]);
+        r.exchange_saturation = number_or_nan(j.at("exchange_saturation"));
+      }
       r.lr_multiplier = number_or_nan(j.at("lr_multiplier"));
       r.tokens_per_second = number_or_nan(j.at("tokens_per_second"));
       r.elapsed_seconds = number_or_nan(j.at("elapsed_seconds"));
@@ -61,11 +65,16 @@ void MetricsLog::restore(std::int64_t step) {
 
 std::string MetricsLog::csv() const {
   std::string out =
-      "step,train_loss,validation_loss,lr_multiplier,tokens_per_second,elapsed_seconds\n";
+      "step,train_loss,validation_loss,lr_multiplier,tokens_per_second,elapsed_seconds,"
+      "exchange_underflow,exchange_saturation\n";
+  auto optional = [](const std::optional<double>& x) {
+    return x ? fmt::format("{:.6g}", *x) : std::string();
+  };
   for (const MetricRecord& r : records_) {
-    out += fmt::format("{},{:.6g},{},{:.6g},{:.1f},{:.3f}\n", r.step, r.train_loss,
-                       r.validation_loss ? fmt::format("{:.6g}", *r.validation_loss) : "",
-                       r.lr_multiplier, r.tokens_per_second, r.elapsed_seconds);
+    out += fmt::format("{},{:.6g},{},{:.6g},{:.1f},{:.3f},{},{}\n", r.step, r.train_loss,
+                       optional(r.validation_loss), r.lr_multiplier, r.tokens_per_second,
+                       r.elapsed_seconds, optional(r.exchange_underflow),
+                       optional(r.exchange_saturation));
   }
   return out;
 }
@@ -79,6 +88,8 @@ std::string MetricsLog::json_lines() const {
                         {"tokens_per_second", number_or_null(r.tokens_per_second)},
                         {"elapsed_seconds", number_or_null(r.elapsed_seconds)}};
     if (r.validation_loss) j["validation_loss"] = number_or_null(*r.validation_loss);
+    if (r.exchange_underflow) j["exchange_underflow"] = number_or_null(*r.exchange_underflow);
+    if (r.exchange_saturation) j["exchange_saturation"] = number_or_null(*r.exchange_saturation);
     out += j.dump() + "\n";
   }
   return out;

@@ -1,10 +1,11 @@
 #include "unitscale/train/trainer.hpp"
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "unitscale/atomic_write.hpp"
@@ -66,7 +67,30 @@ std::vector<CheckpointValue> collect_checkpoint_values(TrainingTask& task,
   return values;
 }
 
+// FNV-1a over bytes: the parameters' checksum (a changed bit changes it).
+std::uint64_t fnv1a(std::span<const std::byte> bytes) {
+  std::uint64_t h = 14695981039346656037ull;
+  for (const std::byte b : bytes) h = (h ^ static_cast<std::uint64_t>(b)) * 1099511628211ull;
+  return h;
+}
+
 }  // namespace
+
+void DataParallelConfig::check(std::string_view owner, std::int64_t batch) const {
+  if (ranks < 1 || rank < 0 || rank >= ranks) {
+    throw Error(
+        fmt::format("{}: data-parallel rank {} of {} ranks is not one (need 0 ≤ rank < "
+                    "ranks)",
+                    owner, rank, ranks));
+  }
+  if (batch % ranks != 0) {
+    throw Error(
+        fmt::format("{}: the batch of {} does not split into {} equal data-parallel "
+                    "shards; use a batch that is a multiple of the number of ranks",
+                    owner, batch, ranks));
+  }
+  exchange.check(owner);
+}
 
 std::string_view stop_reason_name(StopReason reason) {
   switch (reason) {
@@ -80,37 +104,149 @@ std::string_view stop_reason_name(StopReason reason) {
 Trainer::Trainer(TrainingTask& task, TrainerOptions options)
     : task_(task),
       options_(std::move(options)),
-      metrics_(options_.output_dir, "training loss") {
+      comm_(options_.communicator != nullptr ? options_.communicator : &single_process_),
+      metrics_(comm_->rank() == 0 ? options_.output_dir : std::filesystem::path{},
+               "training loss") {
   if (options_.steps < 1) {
     throw Error(fmt::format("Trainer: steps must be ≥ 1, got {}", options_.steps));
   }
-  if (options_.eval_every < 0 || options_.checkpoint_every < 0 || options_.keep_checkpoints < 1) {
-    throw Error(fmt::format(
-        "Trainer: eval_every and checkpoint_every must be ≥ 0 and keep_checkpoints ≥ 1, got {}, "
-        "{} and {}",
-        options_.eval_every, options_.checkpoint_every, options_.keep_checkpoints));
+  if (options_.eval_every < 0 || options_.checkpoint_every < 0 || options_.keep_checkpoints < 1 ||
+      options_.checksum_every < 0) {
+    throw Error(
+        fmt::format("Trainer: eval_every, checkpoint_every and checksum_every must be ≥ 0 and "
+                    "keep_checkpoints ≥ 1, got {}, {}, {} and {}",
+                    options_.eval_every, options_.checkpoint_every, options_.checksum_every,
+                    options_.keep_checkpoints));
   }
   if (options_.resume && options_.checkpoint_dir.empty()) {
     throw Error("Trainer: resume needs a checkpoint directory");
   }
+  if (task_.data_parallel_ranks() != comm_->size()) {
+    throw Error(
+        fmt::format("Trainer: the task was built for {} data-parallel rank(s), and the "
+                    "communicator ({}) has {}",
+                    task_.data_parallel_ranks(), comm_->description(), comm_->size()));
+  }
+  if (!root()) {
+    // Rank 0 speaks for the job; the others report errors only (as exceptions).
+    options_.out = nullptr;
+    options_.progress = ProgressMode::kQuiet;
+  }
+  if (comm_->size() > 1) check_same_configuration();
+
   const OptimizerStep& optimizer = task_.optimizer();
   executor_ = std::make_unique<Executor>(
       task_.model().graph(), optimizer.outputs({task_.loss(), optimizer.lr_multiplier}));
+  const auto nodes = task_.model().graph().nodes();
+  if (std::any_of(nodes.begin(), nodes.end(),
+                  [](const Node& n) { return n.op == &kGradientExchangeStartOp; })) {
+    exchange_ = std::make_unique<GradientExchange>(*comm_, options_.overlap_exchange);
+    executor_->set_gradient_exchange(exchange_.get());
+  }
   task_.bind_inputs(*executor_);
   checkpoint_values_ = collect_checkpoint_values(task_, *executor_);
   task_.model().initialize(*executor_, task_.scaled_graph());
-  if (options_.checkpoint_dir.empty()) return;
+  if (!options_.checkpoint_dir.empty() && root()) {
+    checkpoints_.emplace(options_.checkpoint_dir, options_.keep_checkpoints);
+  }
+  if (options_.resume) resume_from_checkpoint();
+  if (comm_->size() > 1) check_same_parameters(completed_steps_);
+}
 
-  checkpoints_.emplace(options_.checkpoint_dir, options_.keep_checkpoints);
-  if (!options_.resume) return;
-  if (const auto latest = checkpoints_->latest()) {
-    const LoadedCheckpoint loaded =
-        load_checkpoint(*latest, *executor_, checkpoint_values_, task_.config());
-    completed_steps_ = loaded.step;
-    executor_->set_step(static_cast<std::uint64_t>(loaded.step));
-    metrics_.restore(loaded.step);
-    if (options_.out != nullptr) {
-      fmt::print(options_.out, "resuming from {} (step {})\n", latest->string(), loaded.step);
+// Every rank's configuration (the task's, the Trainer's schedule and the gradient exchange's)
+// against rank 0's; every rank throws the same error listing the differences.
+void Trainer::check_same_configuration() const {
+  nlohmann::json mine;
+  for (const auto& [key, value] : task_.config()) mine["task." + key] = value;
+  mine["trainer.steps"] = options_.steps;
+  mine["trainer.eval_every"] = options_.eval_every;
+  mine["trainer.checkpoint_every"] = options_.checkpoint_every;
+  mine["trainer.checksum_every"] = options_.checksum_every;
+  mine["trainer.resume"] = options_.resume;
+  mine["trainer.overlap_exchange"] = options_.overlap_exchange;
+  const auto nodes = task_.model().graph().nodes();
+  mine["graph.nodes"] = nodes.size();
+  for (const Node& node : nodes) {
+    if (node.op != &kGradientExchangeStartOp) continue;
+    const GradientExchangeOptions exchange{
+        .format = node.attrs.get_enum<DType>(node.op->name, "format", DType::kF32),
+        .scaling =
+            node.attrs.get_enum<ExchangeScaling>(node.op->name, "scaling", ExchangeScaling::kUnit)};
+    mine["gradient_exchange"] = exchange.name();
+    break;
+  }
+  const std::vector<std::string> all = all_gather_strings(*comm_, mine.dump());
+  const nlohmann::json reference = nlohmann::json::parse(all[0]);
+  std::string differences;
+  for (std::size_t r = 1; r < all.size(); ++r) {
+    const nlohmann::json other = nlohmann::json::parse(all[r]);
+    for (const auto& [key, value] : reference.items()) {
+      const std::string theirs = other.contains(key) ? other[key].dump() : "(none)";
+      if (theirs != value.dump()) {
+        differences +=
+            fmt::format("\n  {}: rank 0 has {}, rank {} has {}", key, value.dump(), r, theirs);
+      }
+    }
+  }
+  if (!differences.empty()) {
+    throw Error(
+        "Trainer: the data-parallel ranks were started with different configurations "
+        "(every rank must run the same command):" +
+        differences);
+  }
+}
+
+// Rank 0 loads the newest checkpoint (if there is one) and sends every rank its states.
+void Trainer::resume_from_checkpoint() {
+  std::int64_t loaded_step = -1;
+  if (root()) {
+    if (const auto latest = checkpoints_->latest()) {
+      const LoadedCheckpoint loaded =
+          load_checkpoint(*latest, *executor_, checkpoint_values_, task_.config());
+      loaded_step = loaded.step;
+      if (options_.out != nullptr) {
+        fmt::print(options_.out, "resuming from {} (step {}{})\n", latest->string(), loaded.step,
+                   comm_->size() > 1 ? fmt::format(", on {} ranks", comm_->size()) : "");
+      }
+    }
+  }
+  if (comm_->size() > 1) {
+    loaded_step = static_cast<std::int64_t>(
+                      broadcast_u64(*comm_, static_cast<std::uint64_t>(loaded_step + 1))) -
+                  1;
+    if (loaded_step >= 0) {
+      for (const CheckpointValue& v : checkpoint_values_) {
+        Tensor state = copy_of(executor_->state(v.value));
+        comm_->broadcast(std::span(state.bytes(), state.byte_size()), 0);
+        executor_->set_state(v.value, state);
+      }
+    }
+  }
+  if (loaded_step < 0) return;
+  completed_steps_ = loaded_step;
+  executor_->set_step(static_cast<std::uint64_t>(loaded_step));
+  metrics_.restore(loaded_step);
+}
+
+// Compares checksums of every rank's parameters and optimizer states with rank 0's.
+void Trainer::check_same_parameters(std::int64_t step) const {
+  std::vector<std::uint64_t> mine;
+  for (const CheckpointValue& v : checkpoint_values_) {
+    const ConstTensorView state = executor_->state(v.value);
+    mine.push_back(fnv1a(std::span(state.bytes(), state.byte_size())));
+  }
+  std::vector<std::uint64_t> all(mine.size() * static_cast<std::size_t>(comm_->size()));
+  comm_->all_gather(std::as_bytes(std::span(mine)), std::as_writable_bytes(std::span(all)));
+  for (int r = 1; r < comm_->size(); ++r) {
+    for (std::size_t i = 0; i < mine.size(); ++i) {
+      const std::uint64_t theirs = all[static_cast<std::size_t>(r) * mine.size() + i];
+      if (theirs != all[i]) {
+        throw Error(fmt::format(
+            "Trainer: after step {} the data-parallel ranks' parameters differ: '{}' on rank {} "
+            "(checksum {:016x}) is not rank 0's ({:016x}). The ranks must compute the same "
+            "update; stopping rather than training {} different models.",
+            step, checkpoint_values_[i].name, r, theirs, all[i], comm_->size()));
+      }
     }
   }
 }
@@ -148,7 +284,7 @@ TrainingResult Trainer::run() {
     }
     return result;
   }
-  write_run_info();
+  if (root()) write_run_info();
   InterruptGuard guard(options_.handle_interrupt);
   ProgressReporter progress({.total_steps = options_.steps,
                              .unit = task_.item_unit(),
@@ -174,7 +310,27 @@ TrainingResult Trainer::run() {
     executor_->run();
     completed_steps_ = step;
     result.last_step = step;
-    const float loss = executor_->get(loss_value).data()[0];
+    float loss = executor_->get(loss_value).data()[0];
+    bool interrupted = g_interrupted != 0;
+    std::optional<double> underflow, saturation;
+    if (comm_->size() > 1 || exchange_) {
+      // The step's loss is the ranks' mean (their shards are equal), and they stop together.
+      const ExchangeStatistics exchanged =
+          exchange_ ? exchange_->take_statistics() : ExchangeStatistics{};
+      double totals[] = {loss, interrupted ? 1.0 : 0.0, static_cast<double>(exchanged.quantized),
+                         static_cast<double>(exchanged.underflowed),
+                         static_cast<double>(exchanged.saturated)};
+      all_reduce_sum(*comm_, totals);
+      loss = static_cast<float>(totals[0] / comm_->size());
+      interrupted = totals[1] > 0;
+      result.exchange_quantized += static_cast<std::int64_t>(totals[2]);
+      result.exchange_underflowed += static_cast<std::int64_t>(totals[3]);
+      result.exchange_saturated += static_cast<std::int64_t>(totals[4]);
+      if (totals[2] > 0) {
+        underflow = totals[3] / totals[2];
+        saturation = totals[4] / totals[2];
+      }
+    }
     result.losses.push_back(loss);
     if (skipped_value.present() && executor_->get(skipped_value).data()[0] != 0.0f) {
       ++result.skipped_steps;
@@ -186,7 +342,9 @@ TrainingResult Trainer::run() {
                         .train_loss = loss,
                         .lr_multiplier = executor_->get(lr_value).data()[0],
                         .tokens_per_second = stepping > 0 ? done / stepping : 0,
-                        .elapsed_seconds = seconds};
+                        .elapsed_seconds = seconds,
+                        .exchange_underflow = underflow,
+                        .exchange_saturation = saturation};
     if (!std::isfinite(loss)) {
       metrics_.add(record);
       std::string where;
@@ -206,7 +364,7 @@ TrainingResult Trainer::run() {
       break;
     }
     const bool last = step == options_.steps;
-    if (last || (options_.eval_every > 0 && step % options_.eval_every == 0)) {
+    if (root() && (last || (options_.eval_every > 0 && step % options_.eval_every == 0))) {
       const double eval_start = elapsed();
       record.validation_loss = task_.evaluate(*executor_);
       progress.exclude(elapsed() - eval_start);
@@ -233,7 +391,11 @@ TrainingResult Trainer::run() {
       progress.exclude(elapsed() - hook_start);
       excluded += elapsed() - hook_start;
     }
-    if (g_interrupted != 0 && !last) {
+    if (comm_->size() > 1 &&
+        (last || (options_.checksum_every > 0 && step % options_.checksum_every == 0))) {
+      check_same_parameters(step);
+    }
+    if (interrupted && !last) {
       std::string where = "no checkpoint directory was given, so nothing is saved";
       if (checkpoints_) {
         result.checkpoint = save_checkpoint(step, *checkpoints_);

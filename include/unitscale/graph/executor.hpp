@@ -74,6 +74,10 @@ class Executor {
   // A requested output (valid until the next run()); throws if `v` was not requested.
   ConstTensorView get(Value v) const;
 
+  // The exchange that the graph's gradient exchange nodes run through (data-parallel training,
+  // distributed/gradient_exchange.hpp); it must outlive the runs. Null: none (such nodes throw).
+  void set_gradient_exchange(GradientExchange* exchange) { gradient_exchange_ = exchange; }
+
   // Calls `observer` after every node of every following run(), in execution order. With none
   // registered, run() does no per-node work beyond the kernels.
   void add_observer(Observer observer) { observers_.push_back(std::move(observer)); }
@@ -120,6 +124,7 @@ class Executor {
   std::uint64_t step_ = 0;
   std::vector<Observer> observers_;
   bool profiling_ = false;
+  GradientExchange* gradient_exchange_ = nullptr;
   std::vector<std::chrono::steady_clock::duration> node_time_;  // per step, when profiling
   std::vector<std::uint64_t> node_calls_;
 };

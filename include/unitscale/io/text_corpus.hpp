@@ -93,6 +93,11 @@ class TextWindowSampler {
   // not hold exactly batch · S elements.
   void sample(std::int64_t step, std::int64_t batch, std::span<std::int32_t> ids,
               std::span<std::int32_t> targets) const;
+  // Rows [first, first + rows) of sample(step, batch): one data-parallel rank's shard of the
+  // batch. Throws unitscale::Error if the rows are not within [0, batch) or a span does not hold
+  // exactly rows · S elements.
+  void sample_rows(std::int64_t step, std::int64_t batch, std::int64_t first, std::int64_t rows,
+                   std::span<std::int32_t> ids, std::span<std::int32_t> targets) const;
 
   // The start offset of row b of step `step` (what sample uses; exposed for tests and logs).
   std::int64_t offset(std::int64_t step, std::int64_t batch, std::int64_t b) const;

@@ -30,6 +30,7 @@
 namespace unitscale {
 
 struct OpDef;
+class GradientExchange;  // distributed/gradient_exchange.hpp
 
 using InferShapesFn = std::vector<Shape> (*)(std::span<const Shape* const> inputs,
                                              const Attributes& attrs);
@@ -55,6 +56,9 @@ struct KernelContext {
   float code_scale(std::size_t input) const {
     return input < code_scales.size() ? code_scales[input] : 1.0f;
   }
+  // The exchange data-parallel training runs its gradients through (Executor::
+  // set_gradient_exchange), for the exchange ops' kernels; null when the executor has none.
+  GradientExchange* gradient_exchange = nullptr;
 };
 
 using KernelFn = void (*)(std::span<const ConstTensorView> inputs,
@@ -126,6 +130,9 @@ struct OpDef {
   // stored codes with scales (KernelContext::code_scales), so that a scaled graph's FP8 and BF16
   // operands reach the GEMM engine without being decoded to fp32 first.
   bool gemm_operands_as_codes = false;
+  // The executor runs the op's nodes as soon as their inputs are ready, before nodes recorded
+  // earlier (Graph::execution_order): a gradient exchange starts while backward goes on.
+  bool runs_early = false;
 
   int output_count() const { return static_cast<int>(outputs.size()); }
   bool input_is_optional(std::size_t i) const { return inputs[i].ends_with('?'); }

@@ -33,6 +33,7 @@
 #include <string_view>
 #include <vector>
 
+#include "unitscale/distributed/gradient_exchange.hpp"
 #include "unitscale/graph/autodiff.hpp"
 #include "unitscale/graph/graph.hpp"
 #include "unitscale/nn/model.hpp"
@@ -69,6 +70,9 @@ struct OptimizerConfig {
   // Receives the table of effective per-parameter LRs once, when the optimizer is recorded
   // (null: written to stderr). Set it to a no-op to keep quiet.
   std::function<void(std::string_view)> log = nullptr;
+  // Data-parallel training: the gradients are exchanged between the ranks (their mean) before
+  // anything reads them (distributed/gradient_exchange.hpp); nullopt: one process.
+  std::optional<GradientExchangeOptions> gradient_exchange = std::nullopt;
 };
 
 // One parameter's update as recorded.

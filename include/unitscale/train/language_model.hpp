@@ -48,7 +48,7 @@ struct LanguageModelConfig {
   std::int64_t mup_base_width = 64;  // μP's base shapes (the other schemes ignore it)
   UmupHyperparameters hyperparameters = {};
   std::int64_t sequence_length = 64;  // S: each window is S + 1 bytes
-  std::int64_t batch = 16;
+  std::int64_t batch = 16;  // the global batch: each data-parallel rank trains on batch / ranks
   std::uint64_t seed = 0;  // parameters and training windows
   // AdamW, β = (0.9, 0.95), ε = 1e-8, no weight decay, `warmup` steps of linear warmup and a
   // cosine decay to 0 at `steps` (or a constant LR). lr is η: u-μP's optimum is of order 1, SP's and μP's of 2^-8.
@@ -60,6 +60,9 @@ struct LanguageModelConfig {
   double max_grad_norm = 0.0;  // 0: no clipping
   // FP8 / FP16 / BF16 training and loss scaling (train/precision.hpp).
   PrecisionConfig precision = {};
+  // Data-parallel training on several ranks (train/trainer.hpp, docs/distributed.md). Not part of
+  // config(): a run resumes on any number of ranks.
+  DataParallelConfig data_parallel = {};
 };
 
 
@@ -91,6 +94,7 @@ class LanguageModelTask final : public TrainingTask {
   void load_batch(std::int64_t step) override;
   std::optional<double> evaluate(const Executor& trained) override;
   std::int64_t items_per_step() const override { return config_.batch * config_.sequence_length; }
+  int data_parallel_ranks() const override { return config_.data_parallel.ranks; }
   std::map<std::string, std::string> config() const override;
 
   const LanguageModelConfig& settings() const { return config_; }

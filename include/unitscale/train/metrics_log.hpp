@@ -19,6 +19,11 @@ struct MetricRecord {
   double lr_multiplier = 1;               // the schedule's factor r(t)
   double tokens_per_second = 0;  // over the steps since the run (or its resumption) started
   double elapsed_seconds = 0;
+  // Data-parallel training with a low-precision gradient exchange: of the gradient values the
+  // step's exchange quantised (over every rank), the fractions that underflowed to zero and that
+  // saturated (distributed/gradient_exchange.hpp).
+  std::optional<double> exchange_underflow = std::nullopt;
+  std::optional<double> exchange_saturation = std::nullopt;
 };
 
 class MetricsLog {

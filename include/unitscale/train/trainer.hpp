@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include "unitscale/distributed/communicator.hpp"
+#include "unitscale/distributed/gradient_exchange.hpp"
 #include "unitscale/graph/executor.hpp"
 #include "unitscale/graph/propagate_scales.hpp"
 #include "unitscale/nn/model.hpp"
@@ -34,6 +36,26 @@
 #include "unitscale/train/progress.hpp"
 
 namespace unitscale {
+
+// Data-parallel training as a task is built for it (docs/distributed.md): this process is rank
+// `rank` of `ranks`; the task's batch is the global one, of which each rank trains on its own
+// equal shard, and its gradients are exchanged (their mean over the ranks) in `exchange`'s format.
+// One rank with a low-precision exchange format still quantises its gradients as the exchange
+// would, to study the format on its own.
+struct DataParallelConfig {
+  int rank = 0;
+  int ranks = 1;
+  GradientExchangeOptions exchange = {};
+
+  // Whether the task records a gradient exchange.
+  bool exchanges() const { return ranks > 1 || exchange.format != DType::kF32; }
+  // The rows of a global batch this rank trains on: [first_row(batch), + shard_rows(batch)).
+  std::int64_t shard_rows(std::int64_t batch) const { return batch / ranks; }
+  std::int64_t first_row(std::int64_t batch) const { return rank * shard_rows(batch); }
+  // Throws unitscale::Error naming `owner` and the bad setting (ranks < 1, rank outside [0,
+  // ranks), a batch that does not split into `ranks` equal shards, a bad exchange).
+  void check(std::string_view owner, std::int64_t batch) const;
+};
 
 // What a Trainer trains: a model whose graph holds the loss and the optimizer's updates, the data
 // that feeds it and the evaluation. The graph must be complete when the Trainer is made (it
@@ -63,6 +85,10 @@ class TrainingTask {
   // checkpoints its scale states beside the states they scale (and its amax histories). Null
   // otherwise.
   virtual const ScaledGraph* scaled_graph() const { return nullptr; }
+  // Data-parallel training: the number of ranks the task was built for (each rank loads its shard
+  // of every batch, and the graph exchanges gradients: distributed/gradient_exchange.hpp). The
+  // Trainer checks it against its communicator.
+  virtual int data_parallel_ranks() const { return 1; }
   // What defines the run (model, parametrization, optimizer, data), as strings (JSON objects for
   // structured ones): saved in every checkpoint, and a resumed run must have the same values.
   virtual std::map<std::string, std::string> config() const = 0;
@@ -85,6 +111,20 @@ struct TrainerOptions {
   // number, e.g. to write a scale chart of the step an executor observer recorded; its time is
   // left out of the throughput, like evaluation's.
   std::function<void(std::int64_t step)> after_step = {};
+
+  // Data-parallel training (docs/distributed.md): the communicator of the ranks this process is
+  // one of (it must outlive the Trainer), for a task built for as many ranks; null: one process.
+  // Every rank trains the same model on its shard of each batch; rank 0 alone shows progress and
+  // writes metrics, run.json and checkpoints, and every rank resumes from rank 0's checkpoint. The
+  // ranks check at the start that they run the same configuration.
+  Communicator* communicator = nullptr;
+  // The gradient exchange runs on a communication thread while backward goes on (else in the
+  // update nodes, on the executor's thread).
+  bool overlap_exchange = true;
+  // Every this many steps and after the last one, the ranks compare checksums of their parameters
+  // and optimizer states and stop with an error naming the first that differs; 0: at the start
+  // and the end only.
+  std::int64_t checksum_every = 100;
 };
 
 enum class StopReason { kCompleted, kNonFiniteLoss, kInterrupted };
@@ -100,7 +140,12 @@ struct TrainingResult {
   std::optional<double> validation_loss;  // at the end (not after a non-finite loss)
   double seconds = 0;           // wall time of run(), evaluation and checkpoints included
   double items_per_second = 0;  // over the steps alone
-  std::optional<std::filesystem::path> checkpoint;  // the last one written
+  std::optional<std::filesystem::path> checkpoint;  // the last one written (rank 0)
+  // With a low-precision gradient exchange: underflowed and saturated values over every step and
+  // rank, of `exchange_quantized` quantised ones.
+  std::int64_t exchange_quantized = 0;
+  std::int64_t exchange_underflowed = 0;
+  std::int64_t exchange_saturated = 0;
 };
 
 class Trainer {
@@ -126,9 +171,16 @@ class Trainer {
  private:
   std::filesystem::path save_checkpoint(std::int64_t step, const CheckpointDirectory& directory);
   void write_run_info() const;
+  bool root() const { return comm_->rank() == 0; }
+  void check_same_configuration() const;
+  void resume_from_checkpoint();
+  void check_same_parameters(std::int64_t step) const;
 
   TrainingTask& task_;
   TrainerOptions options_;
+  SingleProcessCommunicator single_process_;
+  Communicator* comm_;
+  std::unique_ptr<GradientExchange> exchange_;
   std::unique_ptr<Executor> executor_;
   std::vector<CheckpointValue> checkpoint_values_;
   std::optional<CheckpointDirectory> checkpoints_;
