@@ -7,6 +7,7 @@
 #include "unitscale/analysis/line_plot.hpp"
 #include "unitscale/analysis/scale_tracking.hpp"
 #include "unitscale/atomic_write.hpp"
+#include "unitscale/distributed.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/format.hpp"
 #include "unitscale/graph.hpp"

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "unitscale/error.hpp"
 #include "unitscale/format/bulk.hpp"
@@ -47,9 +48,23 @@ struct Counts {
 };
 
 // Quantises `values` (at most `chunk` of them; the rest of the segment is zeros) into `segment`
-// with dequantisation scale `scale`, counting what it lost.
+// with dequantisation scale `scale`, counting what it lost: a nonzero value whose code is a zero
+// underflowed, one beyond the largest finite value (times the scale) saturated.
+template <class Code>
+void count_losses(std::span<const float> values, const Code* codes, std::uint32_t magnitude_mask,
+                  float largest, Counts& counts) {
+  std::int64_t underflowed = 0, saturated = 0;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const float magnitude = std::fabs(values[i]);
+    underflowed += (magnitude > 0.0f && (codes[i] & magnitude_mask) == 0) ? 1 : 0;
+    saturated += (magnitude > largest && magnitude <= std::numeric_limits<float>::max()) ? 1 : 0;
+  }
+  counts.underflowed += underflowed;
+  counts.saturated += saturated;
+}
+
 void encode_segment(std::span<const float> values, std::size_t chunk, DType format, float scale,
-                    std::byte* segment, std::vector<float>& scratch, Counts& counts) {
+                    std::byte* segment, Counts& counts) {
   std::memcpy(segment, &scale, sizeof(float));
   std::byte* codes = segment + sizeof(float);
   const std::size_t code_bytes = dtype_size(format);
@@ -62,15 +77,14 @@ void encode_segment(std::span<const float> values, std::size_t chunk, DType form
   const FormatSpec spec = *dtype_format(format);
   detail::encode_codes(values, codes, values.size(), static_cast<int>(code_bytes), spec,
                        {.scale = scale});
-  scratch.resize(values.size());
-  detail::decode_codes(codes, values.size(), static_cast<int>(code_bytes), scratch, spec, 1.0f);
-  const float largest = max_finite(spec) * scale;
   counts.quantized += static_cast<std::int64_t>(values.size());
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    const float x = values[i];
-    if (!std::isfinite(x)) continue;
-    if (x != 0.0f && scratch[i] == 0.0f) ++counts.underflowed;
-    if (std::fabs(x) > largest) ++counts.saturated;
+  const float largest = max_finite(spec) * scale;
+  if (code_bytes == 1) {
+    count_losses(values, reinterpret_cast<const std::uint8_t*>(codes), spec.magnitude_mask(),
+                 largest, counts);
+  } else {
+    count_losses(values, reinterpret_cast<const std::uint16_t*>(codes), spec.magnitude_mask(),
+                 largest, counts);
   }
 }
 
@@ -287,7 +301,7 @@ void GradientExchange::run(Job& job) {
     std::vector<std::byte> send(ranks * segment), receive(ranks * segment);
     for (std::size_t r = 0; r < ranks; ++r) {
       encode_segment(chunk_of(gradient, r), chunk, format, scale, send.data() + r * segment,
-                     scratch, counts);
+                     counts);
     }
     comm_.all_to_all(send, receive);
 
@@ -308,7 +322,7 @@ void GradientExchange::run(Job& job) {
       chunk_scale = per_tensor_scale(amax(my_chunk), max_finite(*dtype_format(format)));
     }
     std::vector<std::byte> mine(segment);
-    encode_segment(my_chunk, chunk, format, chunk_scale, mine.data(), scratch, counts);
+    encode_segment(my_chunk, chunk, format, chunk_scale, mine.data(), counts);
     comm_.all_gather(mine, std::span(receive));
     job.combined.resize(n);
     const std::span<float> combined(job.combined);

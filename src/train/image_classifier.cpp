@@ -56,6 +56,7 @@ ImageClassifierTask::ImageClassifierTask(const ImageClassifierConfig& config,
                             config_.batch, config_.steps, config_.warmup, config_.hidden.size()));
   }
   config_.precision.check("ImageClassifierTask");
+  config_.data_parallel.check("ImageClassifierTask", config_.batch, config_.precision.scalify());
   check_data(data_, config_.batch);
   pixels_ = data_.train_images.shape()[1];
   parametrization_ = std::make_unique<Parametrization>(config_.scheme);
@@ -69,11 +70,12 @@ ImageClassifierTask::ImageClassifierTask(const ImageClassifierConfig& config,
   classifier_ = std::make_unique<MlpClassifier>(
       *model_, "", classifier_config(config_, pixels_, data_.classes));
 
-  images_ = graph_->input("images", Shape{config_.batch, pixels_});
-  labels_ = graph_->input("labels", Shape{config_.batch}, DType::kI32);
+  const std::int64_t shard = config_.data_parallel.shard_rows(config_.batch);
+  images_ = graph_->input("images", Shape{shard, pixels_});
+  labels_ = graph_->input("labels", Shape{shard}, DType::kI32);
   loss_ = classifier_->loss(images_, labels_);
-  images_buffer_ = Tensor(Shape{config_.batch, pixels_});
-  labels_buffer_ = Tensor(Shape{config_.batch}, DType::kI32);
+  images_buffer_ = Tensor(Shape{shard, pixels_});
+  labels_buffer_ = Tensor(Shape{shard}, DType::kI32);
 
   // The evaluation forward, recorded before the precision pass and autodiff (see
   // train/precision.hpp).
@@ -96,7 +98,8 @@ ImageClassifierTask::ImageClassifierTask(const ImageClassifierConfig& config,
        .max_grad_norm = config_.max_grad_norm,
        .gradient_scale = 1.0 / config_.precision.static_loss_scale(),
        .dynamic_loss_scaling = config_.precision.dynamic_loss_scale(),
-       .log = [](std::string_view) {}},
+       .log = [](std::string_view) {},
+       .gradient_exchange = config_.data_parallel.gradient_exchange()},
       {.loss_scale = config_.precision.static_loss_scale()});
   if (const std::optional<ScalePolicy> policy = config_.precision.scale_policy()) {
     Value* const forwards[] = {&eval_logits_};
@@ -148,7 +151,11 @@ void ImageClassifierTask::load_batch(std::int64_t step) {
   const std::int32_t* labels = data_.train_labels.data_as<std::int32_t>();
   float* x = images_buffer_.data_as<float>();
   std::int32_t* y = labels_buffer_.data_as<std::int32_t>();
-  const std::vector<std::int32_t> indices = batch_indices(step);
+  const std::vector<std::int32_t> all = batch_indices(step);
+  const DataParallelConfig& dp = config_.data_parallel;
+  const std::span<const std::int32_t> indices =
+      std::span(all).subspan(static_cast<std::size_t>(dp.first_row(config_.batch)),
+                             static_cast<std::size_t>(dp.shard_rows(config_.batch)));
   for (std::size_t b = 0; b < indices.size(); ++b) {
     std::copy_n(images + indices[b] * pixels_, pixels_, x + static_cast<std::int64_t>(b) * pixels_);
     y[b] = labels[indices[b]];

@@ -35,13 +35,7 @@ void check_config(const LanguageModelConfig& c) {
                            c.steps, c.warmup));
   }
   c.precision.check("LanguageModelTask");
-  c.data_parallel.check("LanguageModelTask", c.batch);
-  if (c.data_parallel.exchanges() && c.precision.scalify()) {
-    throw fail(
-        fmt::format("data-parallel training (a gradient exchange) does not run under scale "
-                    "propagation ({}) yet; use another precision recipe",
-                    c.precision.recipe));
-  }
+  c.data_parallel.check("LanguageModelTask", c.batch, c.precision.scalify());
   if (c.scheme == Scheme::kMuP && (c.mup_base_width < c.head_dim ||
                                    c.mup_base_width % c.head_dim != 0)) {
     throw fail(fmt::format("μP's base width ({}) must be a positive multiple of head_dim ({})",
@@ -142,9 +136,7 @@ LanguageModelTask::LanguageModelTask(const LanguageModelConfig& config, const Te
        .gradient_scale = 1.0 / config_.precision.static_loss_scale(),
        .dynamic_loss_scaling = config_.precision.dynamic_loss_scale(),
        .log = [](std::string_view) {},
-       .gradient_exchange = config_.data_parallel.exchanges()
-                                ? std::optional(config_.data_parallel.exchange)
-                                : std::nullopt},
+       .gradient_exchange = config_.data_parallel.gradient_exchange()},
       {.loss_scale = config_.precision.static_loss_scale()});
   if (const std::optional<ScalePolicy> policy = config_.precision.scale_policy()) {
     Value* const forwards[] = {&eval_logits_, &generate_logits_};

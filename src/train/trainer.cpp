@@ -76,7 +76,8 @@ std::uint64_t fnv1a(std::span<const std::byte> bytes) {
 
 }  // namespace
 
-void DataParallelConfig::check(std::string_view owner, std::int64_t batch) const {
+void DataParallelConfig::check(std::string_view owner, std::int64_t batch,
+                               bool scale_propagation) const {
   if (ranks < 1 || rank < 0 || rank >= ranks) {
     throw Error(
         fmt::format("{}: data-parallel rank {} of {} ranks is not one (need 0 ≤ rank < "
@@ -90,6 +91,12 @@ void DataParallelConfig::check(std::string_view owner, std::int64_t batch) const
                     owner, batch, ranks));
   }
   exchange.check(owner);
+  if (exchanges() && scale_propagation) {
+    throw Error(
+        fmt::format("{}: data-parallel training (a gradient exchange) does not run under "
+                    "scale propagation yet; use another precision recipe",
+                    owner));
+  }
 }
 
 std::string_view stop_reason_name(StopReason reason) {

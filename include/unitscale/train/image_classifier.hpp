@@ -33,7 +33,7 @@ struct ImageClassifierConfig {
   bool bias = false;
   std::int64_t mup_base_width = 64;  // μP: every hidden width of the base model
   UmupHyperparameters hyperparameters = {};
-  std::int64_t batch = 128;
+  std::int64_t batch = 128;  // the global batch: each data-parallel rank trains on batch / ranks
   std::uint64_t seed = 0;  // parameters and the shuffles
   OptimizerKind optimizer = OptimizerKind::kAdamW;
   double lr = 1.0;  // η
@@ -43,6 +43,8 @@ struct ImageClassifierConfig {
   double weight_decay = 0.0;
   double max_grad_norm = 0.0;  // 0: no clipping
   PrecisionConfig precision = {};  // FP8 / FP16 / BF16 training and loss scaling
+  // Data-parallel training (train/trainer.hpp, docs/distributed.md); not part of config().
+  DataParallelConfig data_parallel = {};
 };
 
 class ImageClassifierTask final : public TrainingTask {
@@ -64,8 +66,9 @@ class ImageClassifierTask final : public TrainingTask {
   std::optional<double> evaluate(const Executor& trained) override;
   std::int64_t items_per_step() const override { return config_.batch; }
   std::string item_unit() const override { return "img"; }
-  // The training-set indices of step `step`'s batch (what load_batch copies).
+  // The training-set indices of step `step`'s whole batch (load_batch copies its rank's share).
   std::vector<std::int32_t> batch_indices(std::int64_t step);
+  int data_parallel_ranks() const override { return config_.data_parallel.ranks; }
   std::map<std::string, std::string> config() const override;
 
   const ImageClassifierConfig& settings() const { return config_; }

@@ -47,14 +47,19 @@ struct DataParallelConfig {
   int ranks = 1;
   GradientExchangeOptions exchange = {};
 
-  // Whether the task records a gradient exchange.
+  // Whether the task records a gradient exchange, and the optimizer's setting for it
+  // (OptimizerConfig::gradient_exchange).
   bool exchanges() const { return ranks > 1 || exchange.format != DType::kF32; }
+  std::optional<GradientExchangeOptions> gradient_exchange() const {
+    return exchanges() ? std::optional(exchange) : std::nullopt;
+  }
   // The rows of a global batch this rank trains on: [first_row(batch), + shard_rows(batch)).
   std::int64_t shard_rows(std::int64_t batch) const { return batch / ranks; }
   std::int64_t first_row(std::int64_t batch) const { return rank * shard_rows(batch); }
   // Throws unitscale::Error naming `owner` and the bad setting (ranks < 1, rank outside [0,
-  // ranks), a batch that does not split into `ranks` equal shards, a bad exchange).
-  void check(std::string_view owner, std::int64_t batch) const;
+  // ranks), a batch that does not split into `ranks` equal shards, a bad exchange, an exchange
+  // under scale propagation, which does not run with one yet).
+  void check(std::string_view owner, std::int64_t batch, bool scale_propagation) const;
 };
 
 // What a Trainer trains: a model whose graph holds the loss and the optimizer's updates, the data
