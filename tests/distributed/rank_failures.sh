@@ -13,9 +13,19 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS
 
 work=$(mktemp -d)
 launcher=
+# The pids of this script's unitscale-train processes (their command lines name $work), from
+# /proc: no procps needed.
+our_ranks() {
+  local dir
+  for dir in /proc/[0-9]*; do
+    if tr '\0' ' ' <"$dir/cmdline" 2>/dev/null | grep -q -- "--data $work/text.txt"; then
+      echo "${dir#/proc/}"
+    fi
+  done
+}
 cleanup() {
   [[ -n $launcher ]] && kill -KILL "$launcher" 2>/dev/null
-  pkill -KILL -f "$work/text.txt" 2>/dev/null
+  for pid in $(our_ranks); do kill -KILL "$pid" 2>/dev/null; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -34,7 +44,7 @@ common=(--width 32 --depth 1 --heads 1 --seq 16 --batch 4 --warmup 0 --progress 
 # The pid of rank $1 of the running job, once it exists (empty after 30 s).
 rank_pid() {
   for _ in $(seq 300); do
-    for pid in $(pgrep -f "$work/text.txt"); do
+    for pid in $(our_ranks); do
       if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1"; then
         echo "$pid"
         return
