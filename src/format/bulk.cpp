@@ -219,11 +219,13 @@ bulk::EncodeParams encode_params(const FormatSpec& f, const Quantization& q) {
   p.zero_is_invalid = f.zero == ZeroEncoding::kNone;
   p.invalid_code = q.overflow == Overflow::kNonFinite ? f.nan_code() : 0;
   p.random_bit_count = static_cast<std::uint32_t>(q.random_bit_count);
+  p.ieee_half = f == kFloat16;
   return p;
 }
 
 bulk::DecodeParams decode_params(const FormatSpec& f, float scale) {
   bulk::DecodeParams d;
+  d.ieee_half = f == kFloat16;
   const int m = f.mantissa_bits;
   d.magnitude_mask = f.magnitude_mask();
   d.sign_mask = f.sign_mask();

@@ -68,6 +68,9 @@ struct EncodeParams {
 
   // Rounding::kStochastic: how many random bits to use, 0 for "as many as are discarded".
   std::uint32_t random_bit_count = 0;
+
+  // The target is IEEE binary16 (FP16): kernels with F16C may use its conversion instructions.
+  bool ieee_half = false;
 };
 
 // How the codes with exponent field 0 (zero, subnormals, or E8M0's lowest binade) decode.
@@ -102,6 +105,7 @@ struct DecodeParams {
   std::uint32_t infinity_magnitude = 0;  // magnitude of the Inf codes; ~0 if there are none
   bool multiply_by_scale = false;        // out = decode(code) · scale unless scale == 1
   float scale = 1.0f;
+  bool ieee_half = false;  // the codes are IEEE binary16 (FP16)
 };
 
 // One instruction set's kernels. Each processes `count` consecutive elements of its arguments and

@@ -43,6 +43,7 @@ typedef std::uint8_t U8 __attribute__((vector_size(kLanes)));
 constexpr std::uint32_t kMagnitudeMask = 0x7FFFFFFFu;
 constexpr std::uint32_t kInfinityBits = 0x7F800000u;
 constexpr std::uint32_t kQuietNanBits = 0x7FC00000u;
+constexpr std::uint32_t kSignBit = 0x80000000u;
 constexpr std::uint32_t kImplicitBit = 0x00800000u;
 constexpr std::uint32_t kFractionMask = 0x007FFFFFu;
 constexpr int kMantissaBits = 23;
@@ -378,8 +379,111 @@ std::uint32_t encode_8(const EncodeParams& p, const float* in, std::uint8_t* out
   return dispatch_policies<Encode8>(p, in, out, random, count);
 }
 
+#if UNITSCALE_X86_SIMD && defined(__F16C__) && \
+    ((UNITSCALE_BULK_LANES == 16 && defined(__AVX512F__)) || UNITSCALE_BULK_LANES == 8)
+#define UNITSCALE_BULK_F16C 1
+// FP16 with round-to-nearest-even and non-saturating overflow is what the F16C conversions
+// compute: VCVTPS2PH rounds to nearest even and overflows to Inf, VCVTPH2PS is exact, and neither
+// depends on FTZ/DAZ here (every FP32 subnormal rounds to ±0 in FP16, and every FP16 value is an
+// FP32 normal). Only NaNs differ: the instructions keep a NaN's payload where the codec gives its
+// canonical NaN, which the loops restore. The lanes that are not a whole vector go through the
+// generic loops.
+#if UNITSCALE_BULK_LANES == 16
+// The masked forms avoid GCC 12's spurious -Wmaybe-uninitialized on the unmasked ones.
+using NativeF32 = __m512;
+UNITSCALE_BULK_INLINE void store_half(std::uint16_t* out, __m512 v) {
+  _mm256_storeu_si256(
+      reinterpret_cast<__m256i*>(out),
+      _mm512_maskz_cvtps_ph(0xFFFF, v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+UNITSCALE_BULK_INLINE __m512 load_half(const std::uint16_t* in) {
+  return _mm512_maskz_cvtph_ps(0xFFFF,
+                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in)));
+}
+#else
+using NativeF32 = __m256;
+UNITSCALE_BULK_INLINE void store_half(std::uint16_t* out, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                   _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+UNITSCALE_BULK_INLINE __m256 load_half(const std::uint16_t* in) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in)));
+}
+#endif
+
+std::uint32_t encode_half_f16c(const EncodeParams& params, const float* in, std::uint16_t* out,
+                               std::size_t count) {
+  const EncodeParams p = params;
+  I32 amax{};
+  I32 any_nan{};  // a NaN anywhere: fixed afterwards (rare, and a per-vector test costs more)
+  std::size_t i = 0;
+  for (; i + kLanes <= count; i += kLanes) {
+    const F32 value = load<F32>(in + i);
+    amax = max(amax, as_i32(as_u32(value) & kMagnitudeMask));
+    const F32 scaled = apply_scale(p, value);
+    store_half(out + i, (NativeF32)scaled);
+    any_nan |= (as_u32(scaled) & kMagnitudeMask) > kInfinityBits;
+  }
+  const std::size_t vectors = i;
+  if (horizontal_max(any_nan & 1) != 0) {
+    // The scaled value is NaN exactly when the input is: a finite positive scale keeps NaN and
+    // makes none.
+    for (std::size_t k = 0; k < vectors; ++k) {
+      std::uint32_t bits;
+      std::memcpy(&bits, in + k, sizeof bits);
+      if ((bits & kMagnitudeMask) > kInfinityBits) {
+        out[k] = static_cast<std::uint16_t>(
+            p.nan_code[(bits & kSignBit) != 0 ? kNegative : kPositive]);
+      }
+    }
+  }
+  std::uint32_t largest = horizontal_max(amax);
+  if (i < count) {
+    largest = std::max(largest, encode_loop<Rounding::kNearestEven, false, std::uint16_t>(
+                                    p, in + i, out + i, nullptr, count - i));
+  }
+  return largest;
+}
+
+void decode_half_f16c(const DecodeParams& params, const std::uint16_t* in, float* out,
+                      std::size_t count) {
+  const DecodeParams d = params;
+  I32 any_nan{};
+  std::size_t i = 0;
+  for (; i + kLanes <= count; i += kLanes) {
+    F32 value = (F32)load_half(in + i);
+    if (d.multiply_by_scale) value = value * d.scale;
+    store(out + i, value);
+    any_nan |= (as_u32(value) & kMagnitudeMask) > kInfinityBits;
+  }
+  if (horizontal_max(any_nan & 1) != 0) {
+    for (std::size_t k = 0; k < i; ++k) {
+      std::uint32_t bits;
+      std::memcpy(&bits, out + k, sizeof bits);
+      if ((bits & kMagnitudeMask) > kInfinityBits) {
+        bits = ((bits & kSignBit) & d.nan_sign_mask) | kQuietNanBits;
+        std::memcpy(out + k, &bits, sizeof bits);
+      }
+    }
+  }
+  if (i < count) {
+    const std::size_t rest = count - i;
+    std::uint16_t padded[kLanes] = {};
+    float y[kLanes];
+    std::memcpy(padded, in + i, rest * sizeof(std::uint16_t));
+    store(y, decode_scale(d, decode_lanes(d, __builtin_convertvector(load<U16>(padded), U32))));
+    std::memcpy(out + i, y, rest * sizeof(float));
+  }
+}
+#endif
+
 std::uint32_t encode_16(const EncodeParams& p, const float* in, std::uint16_t* out,
                         const std::uint32_t* random, std::size_t count) {
+#if UNITSCALE_BULK_F16C
+  if (p.ieee_half && p.rounding == Rounding::kNearestEven && !p.saturate) {
+    return encode_half_f16c(p, in, out, count);
+  }
+#endif
   return dispatch_policies<Encode16>(p, in, out, random, count);
 }
 
@@ -478,6 +582,9 @@ void decode_8(const float* table, int, const std::uint8_t* in, float* out, std::
 #endif
 
 void decode_16(const DecodeParams& params, const std::uint16_t* in, float* out, std::size_t count) {
+#if UNITSCALE_BULK_F16C
+  if (params.ieee_half) return decode_half_f16c(params, in, out, count);
+#endif
   const DecodeParams d = params;  // a local copy: the stores below cannot alias it
   auto step = [&](const std::uint16_t* codes, float* y) {
     store(y, decode_scale(d, decode_lanes(d, __builtin_convertvector(load<U16>(codes), U32))));

@@ -33,6 +33,7 @@ const OpDef kAccumulateGrad{
     .infer_shapes = same_shape_as_first,
     .kernel = accumulate_kernel,
     .scale_propagation = accumulate_scale_rule,
+    .pointwise = true,
 };
 
 std::vector<bool> depends_on(const Graph& graph, std::span<const int> order,

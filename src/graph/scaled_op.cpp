@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -103,6 +104,109 @@ ScaledCall call_of(const KernelContext& context) {
   return {outer, inner, inner.inputs.size(), inner.outputs.size()};
 }
 
+// Pointwise ops decode, compute and encode this many elements at a time, so that the fp32
+// temporaries stay in the core's cache and only the stored data crosses memory.
+constexpr std::int64_t kPointwiseChunk = 8192;
+
+// The element count a pointwise node's chunks cover: every present input and output has it, or
+// 0 when the node cannot run in chunks (an op that is not pointwise, broadcasting, an update or a
+// measured output, which needs all its values before storing any, or too few elements to split).
+std::int64_t pointwise_elements(const OpDef& inner, std::span<const ConstTensorView> in,
+                                std::span<const TensorView> out, std::size_t n, std::size_t m,
+                                bool measured_outputs) {
+  if (!inner.pointwise || inner.runs_on_scaled_data || measured_outputs ||
+      std::any_of(inner.in_place.begin(), inner.in_place.end(), [](int i) { return i >= 0; })) {
+    return 0;
+  }
+  std::int64_t elements = -1;
+  auto same = [&](std::int64_t count) {
+    if (elements < 0) elements = count;
+    return count == elements;
+  };
+  for (std::size_t i = 0; i < n; ++i) {
+    if (in[i].present() && !same(in[i].numel())) return 0;
+  }
+  for (std::size_t o = 0; o < m; ++o) {
+    if (out[o].present() && !same(out[o].numel())) return 0;
+  }
+  return elements >= 2 * kPointwiseChunk ? elements : 0;
+}
+
+template <class View>
+View slice_of(const View& v, std::int64_t first, std::int64_t count) {
+  if (!v.present()) return {};
+  return View(v.bytes() + static_cast<std::size_t>(first) * dtype_size(v.dtype()), Shape{count},
+              v.dtype());
+}
+
+// A pointwise node, a chunk of kPointwiseChunk elements per step, the chunks spread over the
+// threads: each input's chunk decoded into fp32 (plain and fp32 inputs read in place), the op's
+// kernel on the chunks, each output's chunk encoded with its scale. The same values as the whole-
+// tensor path, element for element.
+void run_pointwise_in_chunks(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                             const Attributes& attrs, const KernelContext& context,
+                             std::span<const Scale> scales, std::span<const Scale> out_scales,
+                             std::int64_t elements, Overflow overflow) {
+  const auto [outer, inner, n, m] = call_of(context);
+  for (std::size_t o = 0; o < m; ++o) {
+    if (out[o].present() && out[m + o].present()) {
+      out[m + o].data()[0] = out_scales[o].is_zero() ? 0.0f : storable(out_scales[o]);
+    }
+  }
+  KernelContext inner_context = context;
+  inner_context.op = &inner;
+  const std::int64_t chunks = (elements + kPointwiseChunk - 1) / kPointwiseChunk;
+  std::exception_ptr error;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    try {
+      const std::int64_t first = c * kPointwiseChunk;
+      const std::int64_t count = std::min(kPointwiseChunk, elements - first);
+      std::vector<ConstTensorView> chunk_in(n);
+      std::vector<TensorView> chunk_out(m);
+      std::vector<bool> encode(m, false);  // computed in fp32 scratch, stored encoded
+      for (std::size_t i = 0; i < n; ++i) {
+        const ConstTensorView x = slice_of(in[i], first, count);
+        const bool scaled = in[n + i].present();
+        if (!x.present() || !is_floating(x.dtype()) ||
+            (x.dtype() == DType::kF32 && (!scaled || scales[i] == Scale{}))) {
+          chunk_in[i] = x;
+          continue;
+        }
+        float* buffer = scratch(i, count);
+        if (scales[i].is_zero()) {
+          std::fill_n(buffer, count, 0.0f);
+        } else {
+          cast_values(x, TensorView(buffer, x.shape()), storable(scales[i]), Overflow::kNonFinite);
+        }
+        chunk_in[i] = ConstTensorView(buffer, x.shape());
+      }
+      for (std::size_t o = 0; o < m; ++o) {
+        if (!out[o].present()) continue;
+        encode[o] = out[m + o].present() || out[o].dtype() != DType::kF32;
+        chunk_out[o] = encode[o] ? TensorView(scratch(n + o, count), Shape{count})
+                                 : slice_of(out[o], first, count);
+      }
+      inner.kernel(chunk_in, chunk_out, attrs, inner_context);
+      for (std::size_t o = 0; o < m; ++o) {
+        if (!encode[o]) continue;
+        const TensorView y = slice_of(out[o], first, count);
+        const bool has_scale = out[m + o].present();
+        if (has_scale && out_scales[o].is_zero()) {
+          std::memset(y.bytes(), 0, y.byte_size());
+        } else {
+          cast_values(ConstTensorView(chunk_out[o].data(), chunk_out[o].shape()), y,
+                      has_scale ? 1.0f / storable(out_scales[o]) : 1.0f, overflow);
+        }
+      }
+    } catch (...) {
+#pragma omp critical(unitscale_pointwise_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
 void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                    const Attributes& attrs, const KernelContext& context) {
   const auto [outer, inner, n, m] = call_of(context);
@@ -128,6 +232,14 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
         attrs.get_enum<Pow2Rounding>(outer.name, "p2_rounding", Pow2Rounding::kDown),
         in.subspan(0, n)};
     out_scales = inner.scale_propagation(args);
+  }
+
+  const bool measure_outputs = attrs.get_int(outer.name, "measured_output_scales", 0) != 0;
+  const Overflow overflow =
+      attrs.get_enum<Overflow>(outer.name, "storage_overflow", Overflow::kNonFinite);
+  if (const std::int64_t elements = pointwise_elements(inner, in, out, n, m, measure_outputs)) {
+    run_pointwise_in_chunks(in, out, attrs, context, scales, out_scales, elements, overflow);
+    return;
   }
 
   // The inner kernel's inputs: plain ones as they are, scaled ones materialised in fp32 (on_data:
@@ -198,9 +310,6 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
   inner_context.code_scales = code_scales;
   inner.kernel(inner_in, inner_out, attrs, inner_context);
 
-  const Overflow overflow =
-      attrs.get_enum<Overflow>(outer.name, "storage_overflow", Overflow::kNonFinite);
-  const bool measure_outputs = attrs.get_int(outer.name, "measured_output_scales", 0) != 0;
   for (std::size_t o = 0; o < m; ++o) {
     if (!out[o].present()) continue;
     const bool has_scale = out[m + o].present();

@@ -287,6 +287,7 @@ const OpDef kReluOp{
     .backward_reads = 0b01,
     .scale_propagation = relu_scale_rule,
     .backward_scale_propagation = relu_backward_scale_rule,
+    .pointwise = true,
 };
 
 const OpDef kGeluOp{
@@ -303,6 +304,7 @@ const OpDef kGeluOp{
     .backward_reads = 0b01,
     .scale_propagation = gelu_scale_rule,
     .backward_scale_propagation = gelu_backward_scale_rule,
+    .pointwise = true,
 };
 
 const OpDef kSiluOp{
@@ -318,6 +320,7 @@ const OpDef kSiluOp{
     .backward_reads = 0b01,
     .scale_propagation = silu_scale_rule,
     .backward_scale_propagation = silu_backward_scale_rule,
+    .pointwise = true,
 };
 
 const OpDef kSiluGluOp{
@@ -332,6 +335,7 @@ const OpDef kSiluGluOp{
     .backward_reads = 0b011,
     .scale_propagation = silu_glu_scale_rule,
     .backward_scale_propagation = silu_glu_backward_scale_rule,
+    .pointwise = true,
 };
 
 // ------------------------------------------------------------------------------------------------

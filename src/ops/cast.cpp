@@ -145,6 +145,33 @@ void load_floats(ConstTensorView x, std::int64_t begin, std::int64_t n, float sc
                        {out, static_cast<std::size_t>(n)}, *dtype_format(x.dtype()), scale);
 }
 
+// Elements [begin, begin + count) of y = x · scale in y's floating dtype, quantised with `q`
+// (count ≤ kChunk). fp32 values times a power of two (1 included) are encoded straight from x,
+// with the factor's reciprocal as the quantisation scale: dividing by 2^-k rounds exactly as
+// multiplying by 2^k does, and the copy into a buffer is saved (scale propagation stores every
+// output this way).
+void cast_piece(ConstTensorView x, TensorView y, std::int64_t begin, std::int64_t count,
+                float scale, Quantization q) {
+  if (y.dtype() == DType::kF32) {
+    load_floats(x, begin, count, scale, y.data() + begin);
+    return;
+  }
+  int exponent = 0;
+  const bool direct = x.dtype() == DType::kF32 && std::isfinite(scale) && scale > 0.0f &&
+                      std::frexp(scale, &exponent) == 0.5f;
+  alignas(64) float buffer[kChunk];
+  const float* values = buffer;
+  if (direct) {
+    values = x.data() + begin;
+    q.scale = 1.0f / scale;
+  } else {
+    load_floats(x, begin, count, scale, buffer);
+  }
+  const auto size = static_cast<int>(dtype_size(y.dtype()));
+  detail::encode_codes({values, static_cast<std::size_t>(count)}, y.bytes() + begin * size,
+                       static_cast<std::size_t>(count), size, *dtype_format(y.dtype()), q);
+}
+
 void cast_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                  const Attributes& attrs, const KernelContext& context) {
   cast_forward(in[0], out[0], attrs, context.step);
@@ -201,39 +228,32 @@ void cast_forward(ConstTensorView x, TensorView y, const Attributes& attrs, std:
     }
     return;
   }
-  const auto size = static_cast<int>(dtype_size(config.to));
-  // fp32 values times a power of two (1 included) are encoded straight from x, with the factor's
-  // reciprocal as the quantisation scale: dividing by 2^-k rounds exactly as multiplying by 2^k
-  // does, and the copy into a buffer is saved (scale propagation stores every output this way).
-  int exponent = 0;
-  const bool direct = x.dtype() == DType::kF32 && config.to != DType::kF32 &&
-                      std::isfinite(config.scale) && config.scale > 0.0f &&
-                      std::frexp(config.scale, &exponent) == 0.5f;
+  const bool stochastic = config.rounding == Rounding::kStochastic;
   detail::for_each_share(n, [&](std::int64_t first, std::int64_t share) {
-    alignas(64) float buffer[kChunk];
     std::uint32_t bits[kChunk];
     for (std::int64_t begin = first; begin < first + share; begin += kChunk) {
       const std::int64_t count = std::min(kChunk, first + share - begin);
-      if (config.to == DType::kF32) {
-        load_floats(x, begin, count, config.scale, y.data() + begin);
-        continue;
-      }
-      const float* values = buffer;
       Quantization q{.rounding = config.rounding, .overflow = config.overflow};
-      if (direct) {
-        values = x.data() + begin;
-        q.scale = 1.0f / config.scale;
-      } else {
-        load_floats(x, begin, count, config.scale, buffer);
-      }
-      if (config.rounding == Rounding::kStochastic) {
+      if (stochastic) {
         for (std::int64_t i = 0; i < count; ++i) bits[i] = random.word(begin + i);
         q.random_bits = {bits, static_cast<std::size_t>(count)};
       }
-      detail::encode_codes({values, static_cast<std::size_t>(count)}, y.bytes() + begin * size,
-                           static_cast<std::size_t>(count), size, *dtype_format(config.to), q);
+      cast_piece(x, y, begin, count, config.scale, q);
     }
   });
+}
+
+void cast_values(ConstTensorView x, TensorView y, float factor, Overflow overflow) {
+  if (x.shape() != y.shape() || !is_floating(x.dtype()) || !is_floating(y.dtype())) {
+    throw Error(fmt::format("cast_values: need floating tensors of one shape, got {} {} and {} {}",
+                            x.shape().to_string(), dtype_name(x.dtype()), y.shape().to_string(),
+                            dtype_name(y.dtype())));
+  }
+  const std::int64_t n = x.numel();
+  for (std::int64_t begin = 0; begin < n; begin += kChunk) {
+    cast_piece(x, y, begin, std::min(kChunk, n - begin), factor,
+               {.rounding = Rounding::kNearestEven, .overflow = overflow});
+  }
 }
 
 const OpDef kCastOp{

@@ -560,6 +560,7 @@ const OpDef kAddOp{
     .backward_reads = 0b000,
     .scale_propagation = add_scale_rule,
     .backward_scale_propagation = add_backward_scale_rule,
+    .pointwise = true,
 };
 
 const OpDef kMulOp{
@@ -572,6 +573,7 @@ const OpDef kMulOp{
     .backward_reads = 0b011,
     .scale_propagation = mul_scale_rule,
     .backward_scale_propagation = mul_backward_scale_rule,
+    .pointwise = true,
 };
 
 const OpDef kScaleOp{
@@ -584,6 +586,7 @@ const OpDef kScaleOp{
     .backward_reads = 0b00,
     .scale_propagation = scale_scale_rule,
     .backward_scale_propagation = scale_backward_scale_rule,
+    .pointwise = true,
 };
 
 // ------------------------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ void derive_backward(const OpDef& forward, DerivedOp& derived) {
   op.derived_from = &forward;
   // A cast's gradient is the output gradient, cast: an op on the data, like the forward.
   op.runs_on_scaled_data = forward.runs_on_scaled_data;
+  // A pointwise op's gradients at an index come from its inputs and output gradients there.
+  op.pointwise = forward.pointwise;
   // A mover's gradient is moved back the same way, in the gradient's own dtype.
   if (forward.moves_values) {
     op.moves_values = true;

@@ -219,6 +219,7 @@ const OpDef kResidualSplitOp{
     .backward_reads = 0,
     .scale_propagation = residual_split_scale_rule,
     .backward_scale_propagation = residual_split_backward_scale_rule,
+    .pointwise = true,
 };
 
 const OpDef kResidualAddOp{
@@ -233,6 +234,7 @@ const OpDef kResidualAddOp{
     .backward_reads = 0,
     .scale_propagation = residual_add_scale_rule,
     .backward_scale_propagation = residual_add_backward_scale_rule,
+    .pointwise = true,
 };
 
 // ------------------------------------------------------------------------------------------------

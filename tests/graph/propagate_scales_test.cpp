@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <functional>
 #include <optional>
@@ -429,6 +430,52 @@ TEST(PropagateScales, DynamicRescaleFloorAndBackwardVariant) {
   EXPECT_EQ(exec.get(scaled.scale(floored)).data()[0], 0x1p-14f) << "the floor";
   EXPECT_GE(rescaled_rms, 1.0) << "the gradient's data re-centred";
   EXPECT_LT(rescaled_rms, 2.0);
+}
+
+// Pointwise ops on large tensors decode, compute and encode a cache-sized chunk at a time
+// (OpDef::pointwise); on small ones, whole. Both must store the same bits: the last 8000 elements
+// of a 3 · 8192 + 5 element run (chunked: they span the third chunk and the partial fourth)
+// against an 8000-element run of the same values (whole), through gelu, silu_glu,
+// residual_split, residual_add and add, FP16 storage.
+TEST(PropagateScales, PointwiseOpsInChunksStoreWhatTheWholeTensorPathStores) {
+  constexpr std::int64_t kLarge = 3 * 8192 + 5, kSmall = 8000;
+  std::vector<float> xs(kLarge), gates(kLarge);
+  std::mt19937 random(11);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    xs[i] = normal(random);
+    gates[i] = normal(random);
+  }
+  // The outputs h and y for elements [first, first + n) of the inputs.
+  auto run = [&](std::int64_t first, std::int64_t n) {
+    Graph graph;
+    const Value x = graph.input("x", Shape{n});
+    const Value gate = graph.input("gate", Shape{n});
+    const Value h = silu_glu(gelu(x), gate);
+    const ResidualSplit split = residual_split(h, 0.5);
+    const Value y = add(residual_add(split.branch, split.skip, 0.5), x);
+    const ScaledGraph scaled = propagate_scales(graph, std::vector<Value>{h, y});
+    Executor executor(graph, scaled.outputs());
+    executor.bind(x, ConstTensorView(xs.data() + first, Shape{n}));
+    executor.bind(gate, ConstTensorView(gates.data() + first, Shape{n}));
+    executor.run();
+    std::vector<std::vector<float>> outputs;
+    for (const Value v : {scaled.output(h), scaled.output(y)}) {
+      const ConstTensorView t = executor.get(v);
+      outputs.emplace_back(t.data(), t.data() + t.numel());
+    }
+    return outputs;
+  };
+  const auto chunked = run(0, kLarge);
+  const auto whole = run(kLarge - kSmall, kSmall);
+  for (std::size_t k = 0; k < 2; ++k) {
+    for (std::int64_t i = 0; i < kSmall; ++i) {
+      ASSERT_EQ(
+          std::bit_cast<std::uint32_t>(chunked[k][static_cast<std::size_t>(kLarge - kSmall + i)]),
+          std::bit_cast<std::uint32_t>(whole[k][static_cast<std::size_t>(i)]))
+          << "output " << k << ", element " << kLarge - kSmall + i;
+    }
+  }
 }
 
 TEST(PropagateScales, EveryOpOfTheZooHasScaleRules) {

@@ -37,7 +37,10 @@ extern const OpDef kCastOp;  // inputs: x
 
 // The kernel: `y` has the target dtype and x's shape.
 void cast_forward(ConstTensorView x, TensorView y, const Attributes& attrs, std::uint64_t step);
-
+// y = x · factor in y's floating dtype, rounded to nearest even: cast_forward's result for those
+// settings, computed on the calling thread and without reading attributes, for callers that
+// convert many small pieces (the scaled ops' chunks).
+void cast_values(ConstTensorView x, TensorView y, float factor, Overflow overflow);
 
 // ------------------------------------------------------------------------------------------------
 // Builder for cast.

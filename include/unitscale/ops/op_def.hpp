@@ -133,6 +133,12 @@ struct OpDef {
   // The executor runs the op's nodes as soon as their inputs are ready, before nodes recorded
   // earlier (Graph::execution_order): a gradient exchange starts while backward goes on.
   bool runs_early = false;
+  // Every output element is a function of the inputs' elements at the same index alone (and of
+  // the attributes, never of the index itself): relu, add, residual_add, their backward ops, ....
+  // Where all inputs and outputs have as many elements (no broadcasting), the kernel may be run on
+  // matching slices of them, as the scaled ops do to decode, compute and encode a cache-sized
+  // chunk at a time.
+  bool pointwise = false;
 
   int output_count() const { return static_cast<int>(outputs.size()); }
   bool input_is_optional(std::size_t i) const { return inputs[i].ends_with('?'); }
