@@ -147,7 +147,11 @@ void run_pointwise_in_chunks(std::span<const ConstTensorView> in, std::span<cons
                              const Attributes& attrs, const KernelContext& context,
                              std::span<const Scale> scales, std::span<const Scale> out_scales,
                              std::int64_t elements, Overflow overflow) {
-  const auto [outer, inner, n, m] = call_of(context);
+  // Plain variables rather than structured bindings: clang 14 cannot capture those in an OpenMP
+  // region.
+  const ScaledCall call = call_of(context);
+  const OpDef& inner = call.inner;
+  const std::size_t n = call.n, m = call.m;
   for (std::size_t o = 0; o < m; ++o) {
     if (out[o].present() && out[m + o].present()) {
       out[m + o].data()[0] = out_scales[o].is_zero() ? 0.0f : storable(out_scales[o]);

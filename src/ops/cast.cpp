@@ -145,23 +145,29 @@ void load_floats(ConstTensorView x, std::int64_t begin, std::int64_t n, float sc
                        {out, static_cast<std::size_t>(n)}, *dtype_format(x.dtype()), scale);
 }
 
-// Elements [begin, begin + count) of y = x · scale in y's floating dtype, quantised with `q`
-// (count ≤ kChunk). fp32 values times a power of two (1 included) are encoded straight from x,
-// with the factor's reciprocal as the quantisation scale: dividing by 2^-k rounds exactly as
-// multiplying by 2^k does, and the copy into a buffer is saved (scale propagation stores every
-// output this way).
+// Whether y = x · scale converts without an fp32 buffer: into fp32 (decoding and scaling in one
+// pass), or from fp32 times a power of two (1 included), encoded straight from x with the
+// factor's reciprocal as the quantisation scale: dividing by 2^-k rounds exactly as multiplying
+// by 2^k does, and the copy into a buffer is saved (scale propagation stores every output this
+// way). Such spans convert in one call of any length; the others go through a kChunk buffer.
+bool converts_directly(const ConstTensorView& x, const TensorView& y, float scale) {
+  if (y.dtype() == DType::kF32) return true;
+  int exponent = 0;
+  return x.dtype() == DType::kF32 && std::isfinite(scale) && scale > 0.0f &&
+         std::frexp(scale, &exponent) == 0.5f;
+}
+
+// Elements [begin, begin + count) of y = x · scale in y's floating dtype, quantised with `q`;
+// count ≤ kChunk unless converts_directly.
 void cast_piece(ConstTensorView x, TensorView y, std::int64_t begin, std::int64_t count,
                 float scale, Quantization q) {
   if (y.dtype() == DType::kF32) {
     load_floats(x, begin, count, scale, y.data() + begin);
     return;
   }
-  int exponent = 0;
-  const bool direct = x.dtype() == DType::kF32 && std::isfinite(scale) && scale > 0.0f &&
-                      std::frexp(scale, &exponent) == 0.5f;
   alignas(64) float buffer[kChunk];
   const float* values = buffer;
-  if (direct) {
+  if (converts_directly(x, y, scale)) {
     values = x.data() + begin;
     q.scale = 1.0f / scale;
   } else {
@@ -229,10 +235,13 @@ void cast_forward(ConstTensorView x, TensorView y, const Attributes& attrs, std:
     return;
   }
   const bool stochastic = config.rounding == Rounding::kStochastic;
+  // Each call of the bulk codec has a fixed cost; pieces only where a buffer needs them.
+  const bool whole_shares = !stochastic && converts_directly(x, y, config.scale);
   detail::for_each_share(n, [&](std::int64_t first, std::int64_t share) {
     std::uint32_t bits[kChunk];
-    for (std::int64_t begin = first; begin < first + share; begin += kChunk) {
-      const std::int64_t count = std::min(kChunk, first + share - begin);
+    const std::int64_t piece = whole_shares ? share : kChunk;
+    for (std::int64_t begin = first; begin < first + share; begin += piece) {
+      const std::int64_t count = std::min(piece, first + share - begin);
       Quantization q{.rounding = config.rounding, .overflow = config.overflow};
       if (stochastic) {
         for (std::int64_t i = 0; i < count; ++i) bits[i] = random.word(begin + i);
@@ -250,8 +259,10 @@ void cast_values(ConstTensorView x, TensorView y, float factor, Overflow overflo
                             dtype_name(y.dtype())));
   }
   const std::int64_t n = x.numel();
-  for (std::int64_t begin = 0; begin < n; begin += kChunk) {
-    cast_piece(x, y, begin, std::min(kChunk, n - begin), factor,
+  const std::int64_t piece =
+      converts_directly(x, y, factor) ? std::max<std::int64_t>(n, 1) : kChunk;
+  for (std::int64_t begin = 0; begin < n; begin += piece) {
+    cast_piece(x, y, begin, std::min(piece, n - begin), factor,
                {.rounding = Rounding::kNearestEven, .overflow = overflow});
   }
 }
