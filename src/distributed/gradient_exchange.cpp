@@ -11,6 +11,7 @@
 
 #include "unitscale/error.hpp"
 #include "unitscale/format/bulk.hpp"
+#include "unitscale/tensor/scale_policy.hpp"
 
 namespace unitscale {
 
@@ -25,31 +26,21 @@ std::size_t segment_bytes(std::size_t chunk, std::size_t code_bytes) {
   return sizeof(float) + (chunk * code_bytes + 3) / 4 * 4;
 }
 
-// The largest finite value of a low-precision format.
-float max_finite(const FormatSpec& spec) {
-  const std::uint32_t code = spec.max_magnitude_code();
-  float value = 0;
-  detail::decode_codes(&code, 1, spec.total_bits() > 8 ? 2 : 1, std::span(&value, 1), spec, 1.0f);
-  return value;
-}
-
-// The power of two s for which amax / s lands in (max/2, max]: per-tensor scaling's scale. 1 for a
-// zero or non-finite amax (Inf and NaN pass through, for dynamic loss scaling to see).
-float per_tensor_scale(float amax_value, float max_value) {
-  if (!(amax_value > 0.0f) || !std::isfinite(amax_value)) return 1.0f;
-  int exponent = 0;
-  const double mantissa = std::frexp(static_cast<double>(amax_value) / max_value, &exponent);
-  if (mantissa == 0.5) --exponent;  // the ratio is a power of two: it fits as it is
-  return std::ldexp(1.0f, std::clamp(exponent, -126, 127));
+// The dequantisation scale of `values` in `format`: 1 with unit scaling, else per-tensor
+// scaling's power of two that puts max |x| just under the format's largest finite value (1 for
+// an all-zero or non-finite tensor, whose Inf and NaN pass through for dynamic loss scaling).
+float scale_for(std::span<const float> values, DType format, ExchangeScaling scaling) {
+  if (scaling == ExchangeScaling::kUnit || format == DType::kF32) return 1.0f;
+  return static_cast<float>(amax_scale(amax(values), *dtype_format(format)).scale.value());
 }
 
 struct Counts {
   std::int64_t quantized = 0, underflowed = 0, saturated = 0;
 };
 
-// Quantises `values` (at most `chunk` of them; the rest of the segment is zeros) into `segment`
-// with dequantisation scale `scale`, counting what it lost: a nonzero value whose code is a zero
-// underflowed, one beyond the largest finite value (times the scale) saturated.
+// Counts what quantising `values` into `codes` lost: a nonzero value whose code is a zero
+// underflowed, a finite one beyond `largest` (the format's largest value times the scale)
+// saturated.
 template <class Code>
 void count_losses(std::span<const float> values, const Code* codes, std::uint32_t magnitude_mask,
                   float largest, Counts& counts) {
@@ -63,6 +54,8 @@ void count_losses(std::span<const float> values, const Code* codes, std::uint32_
   counts.saturated += saturated;
 }
 
+// Quantises `values` (at most `chunk` of them; the rest of the segment is zeros) into `segment`
+// with dequantisation scale `scale`, counting what it lost.
 void encode_segment(std::span<const float> values, std::size_t chunk, DType format, float scale,
                     std::byte* segment, Counts& counts) {
   std::memcpy(segment, &scale, sizeof(float));
@@ -78,7 +71,7 @@ void encode_segment(std::span<const float> values, std::size_t chunk, DType form
   detail::encode_codes(values, codes, values.size(), static_cast<int>(code_bytes), spec,
                        {.scale = scale});
   counts.quantized += static_cast<std::int64_t>(values.size());
-  const float largest = max_finite(spec) * scale;
+  const auto largest = static_cast<float>(format_max(spec)) * scale;
   if (code_bytes == 1) {
     count_losses(values, reinterpret_cast<const std::uint8_t*>(codes), spec.magnitude_mask(),
                  largest, counts);
@@ -168,7 +161,6 @@ std::string GradientExchangeOptions::name() const {
 // One gradient's exchange: where its values are while it runs, and its result.
 struct GradientExchange::Job {
   enum class State { kIdle, kStarted, kQueued, kDone };
-  int slot = 0;
   State state = State::kIdle;
   const float* gradient = nullptr;
   std::size_t size = 0;
@@ -194,10 +186,7 @@ GradientExchange::Job& GradientExchange::job(int slot) {
   if (slot < 0) throw Error(fmt::format("gradient exchange: slot {} is negative", slot));
   const auto index = static_cast<std::size_t>(slot);
   if (index >= jobs_.size()) jobs_.resize(index + 1);
-  if (!jobs_[index]) {
-    jobs_[index] = std::make_unique<Job>();
-    jobs_[index]->slot = slot;
-  }
+  if (!jobs_[index]) jobs_[index] = std::make_unique<Job>();
   return *jobs_[index];
 }
 
@@ -294,10 +283,7 @@ void GradientExchange::run(Job& job) {
     std::vector<float> scratch;
 
     // 1. Quantise, one chunk per rank, and swap chunks.
-    float scale = 1;
-    if (job.options.scaling == ExchangeScaling::kPerTensor && format != DType::kF32) {
-      scale = per_tensor_scale(amax(gradient), max_finite(*dtype_format(format)));
-    }
+    const float scale = scale_for(gradient, format, job.options.scaling);
     std::vector<std::byte> send(ranks * segment), receive(ranks * segment);
     for (std::size_t r = 0; r < ranks; ++r) {
       encode_segment(chunk_of(gradient, r), chunk, format, scale, send.data() + r * segment,
@@ -317,12 +303,9 @@ void GradientExchange::run(Job& job) {
     for (float& x : my_chunk) x *= factor;
 
     // 3. Quantise my chunk again and gather every rank's.
-    float chunk_scale = 1;
-    if (job.options.scaling == ExchangeScaling::kPerTensor && format != DType::kF32) {
-      chunk_scale = per_tensor_scale(amax(my_chunk), max_finite(*dtype_format(format)));
-    }
     std::vector<std::byte> mine(segment);
-    encode_segment(my_chunk, chunk, format, chunk_scale, mine.data(), counts);
+    encode_segment(my_chunk, chunk, format, scale_for(my_chunk, format, job.options.scaling),
+                   mine.data(), counts);
     comm_.all_gather(mine, std::span(receive));
     job.combined.resize(n);
     const std::span<float> combined(job.combined);

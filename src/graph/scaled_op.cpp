@@ -104,6 +104,13 @@ ScaledCall call_of(const KernelContext& context) {
   return {outer, inner, inner.inputs.size(), inner.outputs.size()};
 }
 
+// Whether a scaled op's kernel reads input `x` as it is stored: absent, not floating, or fp32
+// values without a scale to apply (none, or 1).
+bool read_as_stored(const ConstTensorView& x, bool scaled, const Scale& scale) {
+  return !x.present() || !is_floating(x.dtype()) ||
+         (x.dtype() == DType::kF32 && (!scaled || scale == Scale{}));
+}
+
 // Pointwise ops decode, compute and encode this many elements at a time, so that the fp32
 // temporaries stay in the core's cache and only the stored data crosses memory.
 constexpr std::int64_t kPointwiseChunk = 8192;
@@ -172,8 +179,7 @@ void run_pointwise_in_chunks(std::span<const ConstTensorView> in, std::span<cons
       for (std::size_t i = 0; i < n; ++i) {
         const ConstTensorView x = slice_of(in[i], first, count);
         const bool scaled = in[n + i].present();
-        if (!x.present() || !is_floating(x.dtype()) ||
-            (x.dtype() == DType::kF32 && (!scaled || scales[i] == Scale{}))) {
+        if (read_as_stored(x, scaled, scales[i])) {
           chunk_in[i] = x;
           continue;
         }
@@ -264,9 +270,8 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
       inner_in[i] = x;
       continue;
     }
-    if (!x.present() || !is_floating(x.dtype()) ||
-        (x.dtype() == DType::kF32 && (!scaled || on_data || scales[i] == Scale{})) ||
-        (on_data && inner.accepted_dtypes(i).contains(x.dtype()))) {
+    if (read_as_stored(x, scaled, scales[i]) ||
+        (on_data && (x.dtype() == DType::kF32 || inner.accepted_dtypes(i).contains(x.dtype())))) {
       inner_in[i] = x;
       continue;
     }

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "train/evaluation.hpp"
+#include "train/fnv1a.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/nn/init.hpp"
 #include "unitscale/train/scalified_step.hpp"
@@ -41,15 +42,6 @@ void check_config(const LanguageModelConfig& c) {
     throw fail(fmt::format("μP's base width ({}) must be a positive multiple of head_dim ({})",
                            c.mup_base_width, c.head_dim));
   }
-}
-
-// FNV-1a: a cheap fingerprint of the training text, so that resuming on another corpus is caught.
-std::uint64_t fingerprint(std::string_view bytes) {
-  std::uint64_t h = 14695981039346656037ull;
-  for (const char c : bytes) {
-    h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
-  }
-  return h;
 }
 
 }  // namespace
@@ -293,7 +285,8 @@ std::map<std::string, std::string> LanguageModelTask::config() const {
       {"batch", config_.batch},
       {"train_bytes", corpus_.train.size()},
       {"validation_bytes", corpus_.validation.size()},
-      {"train_fingerprint", fmt::format("{:016x}", fingerprint(corpus_.train))}};
+      {"train_fingerprint",
+       fmt::format("{:016x}", detail::fnv1a(std::as_bytes(std::span(corpus_.train))))}};
   return {{"model", model.dump()},
           {"optimizer", optimizer.dump()},
           {"data", data.dump()},

@@ -8,6 +8,7 @@
 #include <csignal>
 #include <nlohmann/json.hpp>
 
+#include "train/fnv1a.hpp"
 #include "unitscale/atomic_write.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/train/run_environment.hpp"
@@ -65,13 +66,6 @@ std::vector<CheckpointValue> collect_checkpoint_values(TrainingTask& task,
     }
   }
   return values;
-}
-
-// FNV-1a over bytes: the parameters' checksum (a changed bit changes it).
-std::uint64_t fnv1a(std::span<const std::byte> bytes) {
-  std::uint64_t h = 14695981039346656037ull;
-  for (const std::byte b : bytes) h = (h ^ static_cast<std::uint64_t>(b)) * 1099511628211ull;
-  return h;
 }
 
 }  // namespace
@@ -240,7 +234,7 @@ void Trainer::check_same_parameters(std::int64_t step) const {
   std::vector<std::uint64_t> mine;
   for (const CheckpointValue& v : checkpoint_values_) {
     const ConstTensorView state = executor_->state(v.value);
-    mine.push_back(fnv1a(std::span(state.bytes(), state.byte_size())));
+    mine.push_back(detail::fnv1a(std::span(state.bytes(), state.byte_size())));
   }
   std::vector<std::uint64_t> all(mine.size() * static_cast<std::size_t>(comm_->size()));
   comm_->all_gather(std::as_bytes(std::span(mine)), std::as_writable_bytes(std::span(all)));
