@@ -48,7 +48,9 @@ struct ConvDims {
 
   // Output positions t whose tap reads x at t·s + offset inside [0, L): [first, last).
   std::pair<std::int64_t, std::int64_t> valid_range(std::int64_t offset) const {
-    const std::int64_t first = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+    // ⌈−offset/s⌉ written as ⌊(−offset − 1)/s⌋ + 1: no intermediate exceeds −offset, so any
+    // stride up to 2^63 − 1 is safe.
+    const std::int64_t first = offset >= 0 ? 0 : (-offset - 1) / stride + 1;
     const std::int64_t last =
         length - 1 - offset < 0 ? 0 : std::min(l_out, (length - 1 - offset) / stride + 1);
     return {std::min(first, last), last};
@@ -278,11 +280,6 @@ Shape conv1d_shape(std::span<const Shape* const> in, const Attributes& attrs) {
     throw Error(fmt::format("conv1d: padding {} with x {}: the padded length L + 2·padding "
                             "overflows int64 (expected at most 2^63 − 1)",
                             geo.padding, x.to_string()));
-  }
-  if (__builtin_add_overflow(geo.padding, geo.stride - 1, &reach)) {
-    throw Error(fmt::format("conv1d: stride {} with padding {}: padding + stride − 1 overflows "
-                            "int64 (expected at most 2^63 − 1)",
-                            geo.stride, geo.padding));
   }
   if (padded < span) {
     throw Error(fmt::format("conv1d: x {} is shorter than the kernel of weight {} (dilation {}, "
