@@ -1,9 +1,10 @@
 #include "unitscale/ops/attributes.hpp"
 
+#include <fmt/format.h>
+
 #include <cfloat>
 #include <cmath>
-
-#include <fmt/format.h>
+#include <limits>
 
 #include "unitscale/error.hpp"
 
@@ -137,6 +138,14 @@ double checked_real(std::string_view op, std::string_view name, const AttrValue&
     throw Error(fmt::format("{}: attribute '{}' is {}, expected a finite number of float range "
                             "(|x| <= {:.9g})",
                             op, name, real, FLT_MAX));
+  }
+  // A nonzero too small for float would read as 0 in the kernels while the shape and scale rules
+  // (in double) still see it positive (softmax with mult 4.9e-324).
+  if (real != 0.0 && static_cast<float>(real) == 0.0f) {
+    throw Error(
+        fmt::format("{}: attribute '{}' is {}, which rounds to 0 in float: expected 0 or "
+                    "|x| >= {:.9g}",
+                    op, name, real, std::numeric_limits<float>::denorm_min()));
   }
   return real;
 }

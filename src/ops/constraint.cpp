@@ -90,6 +90,9 @@ std::string_view constraint_name(Constraint c) {
 }
 
 double log_interpolate(double a, double lo, double hi) {
+  // The end points exactly: a weight of 0 must not multiply an infinite log into NaN.
+  if (a == 0.0) return lo;
+  if (a == 1.0) return hi;
   return std::exp(a * std::log(hi) + (1.0 - a) * std::log(lo));
 }
 

@@ -141,6 +141,28 @@ TEST(AttributeChecks, RealsMustBeFiniteAndWithinFloatRange) {
         << bad;
   }
   EXPECT_NO_THROW(g.apply1(kSoftmaxOp, one, {{"mult", static_cast<double>(FLT_MAX)}}));
+  // Nonzero reals that float rounds to 0 (softmax with mult 4.9e-324 gave NaN rows, found by the
+  // graph fuzzer); float's smallest subnormal and zero itself are fine where the op takes them.
+  for (const double tiny : {std::numeric_limits<double>::denorm_min(), 1e-300, -1e-46}) {
+    EXPECT_THAT(
+        [&] {
+          g.apply1(kSoftmaxOp, one, {{"mult", tiny}});
+        },
+        ThrowsMessage<Error>(AllOf(HasSubstr("softmax: attribute 'mult' is"),
+                                   HasSubstr("which rounds to 0 in float"))))
+        << tiny;
+  }
+  EXPECT_NO_THROW(g.apply1(kSoftmaxOp, one, {{"mult", 1e-45}}));
+  EXPECT_NO_THROW(g.apply1(kScaleOp, one, {{"alpha", 0.0}}));
+}
+
+// The nonlinearity rules' interpolation at its end points is the end point itself, even where the
+// other one is infinite (a softmax multiplier so small that n/mult overflows: 0·log ∞ was NaN).
+TEST(AttributeChecks, LogInterpolateEndPointsAreExact) {
+  const double inf = std::numeric_limits<double>::infinity();
+  EXPECT_EQ(log_interpolate(0.0, 3.0, inf), 3.0);
+  EXPECT_EQ(log_interpolate(1.0, inf, 5.0), 5.0);
+  EXPECT_DOUBLE_EQ(log_interpolate(0.5, 4.0, 16.0), 8.0);
 }
 
 // Without the builder's attributes, an op recorded by name gets its defaults (matmul and conv1d
