@@ -72,7 +72,7 @@ void apply_mask(const float* in, float* out, std::int64_t n, double p, std::uint
 }
 
 void scale_copy(const float* in, float* out, std::int64_t n, float factor) {
-#pragma omp parallel for simd schedule(static) if (n > detail::kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (parallel : n > detail::kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) out[i] = factor * in[i];
 }
 

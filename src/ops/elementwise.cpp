@@ -331,7 +331,7 @@ void reduce_to_target(const float* g, const float* other, const BroadcastPlan& p
 template <bool kProduct>
 void same_shape_gradients(const float* g, const float* a, const float* b, float* grad_a,
                           float* grad_b, float beta_a, float beta_b, std::int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) {
     const float gv = g[i];
     if constexpr (kProduct) {
@@ -414,7 +414,7 @@ void scale_kernel(ConstTensorView x, TensorView y, float factor) {
   const std::int64_t n = y.numel();
   const float* in = x.data();
   float* out = y.data();
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) out[i] = factor * in[i];
 }
 

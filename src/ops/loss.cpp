@@ -207,7 +207,7 @@ void mse_loss_backward(ConstTensorView a, ConstTensorView b, float grad_loss, Te
   float* dy = grad_b.data();
   // One loop per set of outputs, so that each vectorises without per-element tests.
   if (dx != nullptr && dy != nullptr) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kParallelThreshold)
     for (std::int64_t i = 0; i < n; ++i) {
       const float difference = x[i] - y[i];
       dx[i] = coefficient_a * difference;
@@ -216,7 +216,7 @@ void mse_loss_backward(ConstTensorView a, ConstTensorView b, float grad_loss, Te
   } else if (dx != nullptr || dy != nullptr) {
     float* d = dx != nullptr ? dx : dy;
     const float c = dx != nullptr ? coefficient_a : coefficient_b;
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kParallelThreshold)
     for (std::int64_t i = 0; i < n; ++i) d[i] = c * (x[i] - y[i]);
   }
 }

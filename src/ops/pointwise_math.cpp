@@ -38,7 +38,7 @@ void where_forward(ConstTensorView cond, ConstTensorView a, ConstTensorView b, T
   float* out = y.data();
   const std::int64_t n = y.numel();
   // Both operands are loaded before the select, so the loop is a vector blend, not a branch.
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) {
     const float av = pa[i], bv = pb[i];
     out[i] = c[i] != 0.0f ? av : bv;
@@ -53,7 +53,7 @@ void where_backward(ConstTensorView cond, ConstTensorView grad_y, TensorView gra
   if (present(grad_a) && present(grad_b)) {  // one pass for both
     float* da = grad_a.data();
     float* db = grad_b.data();
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kParallelThreshold)
     for (std::int64_t i = 0; i < n; ++i) {
       const bool take = c[i] != 0.0f;
       const float gv = g[i];

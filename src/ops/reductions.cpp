@@ -276,7 +276,7 @@ void sum_forward(ConstTensorView x, TensorView y, const std::vector<bool>& reduc
     for_each_run_parallel(layout, 1, numel, summing_into(total));
   }
   float* result = y.data();
-#pragma omp parallel for simd schedule(static) if (outputs > kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (parallel : outputs > kParallelThreshold)
   for (std::int64_t i = 0; i < outputs; ++i) result[i] = static_cast<float>(total[i] * scale);
 }
 

@@ -19,11 +19,11 @@ using detail::kParallelThreshold;
 // copies (the fork of residual_split, the identity backward of residual_add).
 void copy_to(const float* x, float* first, float* second, std::int64_t n) {
   if (second == nullptr) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kParallelThreshold)
     for (std::int64_t i = 0; i < n; ++i) first[i] = x[i];
     return;
   }
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) {
     const float v = x[i];
     first[i] = v;
@@ -33,13 +33,13 @@ void copy_to(const float* x, float* first, float* second, std::int64_t n) {
 
 // y = a·x over n elements, in parallel.
 void scale_to(const float* x, float* y, float a, std::int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) y[i] = a * x[i];
 }
 
 // y = a·x + b·z over n elements, in parallel.
 void weighted_sum(const float* x, float a, const float* z, float b, float* y, std::int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) y[i] = a * x[i] + b * z[i];
 }
 
@@ -165,7 +165,7 @@ void residual_split_backward(ConstTensorView grad_branch, ConstTensorView grad_s
   } else if (present(grad_skip)) {
     scale_to(grad_skip.data(), dx, beta_skip, n);
   } else {  // no gradient reached either fork
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kParallelThreshold)
     for (std::int64_t i = 0; i < n; ++i) dx[i] = 0.0f;
   }
 }

@@ -155,7 +155,7 @@ void adam_kernel(std::span<const ConstTensorView> in, std::span<const TensorView
   // the SQRTPS instruction rather than a call with an errno branch, which kept the loop scalar
   // and at a third of memory bandwidth. `omp simd` asserts what the compiler cannot prove, that
   // w, m, v and grad do not overlap (they are distinct values of the graph).
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) {
     const float g = scale * grad[i] + l2 * w[i];
     const float mi = b1 * m[i] + one_minus_b1 * g;
