@@ -265,10 +265,9 @@ Shape conv1d_shape(std::span<const Shape* const> in, const Attributes& attrs) {
                             w.to_string(), x.to_string()));
   }
   // The geometry must keep every index the shape inference and the kernels compute within int64:
-  // the kernel span d·(k − 1) + 1, the padded length L + 2·p and, for the first output position
-  // of a tap in the left padding, p + s − 1 (ConvDims::valid_range). Every other index is bounded
-  // by these.
-  std::int64_t span = 0, padded = 0, reach = 0;
+  // the kernel span d·(k − 1) + 1 and the padded length L + 2·p. Every other index is bounded by
+  // these (ConvDims::valid_range divides before it adds, so the stride may be any int64).
+  std::int64_t span = 0, padded = 0;
   if (__builtin_mul_overflow(geo.dilation, w.dim(2) - 1, &span) ||
       __builtin_add_overflow(span, 1, &span)) {
     throw Error(fmt::format("conv1d: dilation {} with weight {} (k = {}): the kernel span "
