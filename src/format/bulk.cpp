@@ -220,6 +220,7 @@ bulk::EncodeParams encode_params(const FormatSpec& f, const Quantization& q) {
   p.invalid_code = q.overflow == Overflow::kNonFinite ? f.nan_code() : 0;
   p.random_bit_count = static_cast<std::uint32_t>(q.random_bit_count);
   p.ieee_half = f == kFloat16;
+  p.brain_float = f == kBFloat16;
   return p;
 }
 

@@ -71,6 +71,8 @@ struct EncodeParams {
 
   // The target is IEEE binary16 (FP16): kernels with F16C may use its conversion instructions.
   bool ieee_half = false;
+  // The target is BF16, the top half of FP32: the AVX2 and AVX-512 kernels round in integers.
+  bool brain_float = false;
 };
 
 // How the codes with exponent field 0 (zero, subnormals, or E8M0's lowest binade) decode.

@@ -477,11 +477,65 @@ void decode_half_f16c(const DecodeParams& params, const std::uint16_t* in, float
 }
 #endif
 
+#if UNITSCALE_BULK_F16C
+// Narrows each lane's low 16 bits (every lane < 2^16) into `out`.
+UNITSCALE_BULK_INLINE void store_low_halves(std::uint16_t* out, U32 lanes) {
+#if UNITSCALE_BULK_LANES == 16
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
+                      _mm512_maskz_cvtepi32_epi16(0xFFFF, (__m512i)lanes));
+#else
+  const auto v = (__m256i)lanes;
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                   _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+#endif
+}
+
+// BF16 with round-to-nearest-even and non-saturating overflow in integer arithmetic: BF16 is the
+// top half of FP32, so adding 0x7FFF plus the lowest kept bit to the bits and keeping the top
+// half rounds every finite value as the codec does, FP32 subnormals included (they are BF16's),
+// and carries the values beyond BF16's largest into ±Inf. NaNs get the codec's NaN codes after
+// the loop, as in encode_half_f16c.
+std::uint32_t encode_bf16_nearest(const EncodeParams& params, const float* in, std::uint16_t* out,
+                                  std::size_t count) {
+  const EncodeParams p = params;
+  I32 amax{};
+  I32 any_nan{};
+  std::size_t i = 0;
+  for (; i + kLanes <= count; i += kLanes) {
+    const F32 value = load<F32>(in + i);
+    amax = max(amax, as_i32(as_u32(value) & kMagnitudeMask));
+    const U32 bits = as_u32(apply_scale(p, value));
+    store_low_halves(out + i, (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+    any_nan |= (bits & kMagnitudeMask) > kInfinityBits;
+  }
+  const std::size_t vectors = i;
+  if (horizontal_max(any_nan & 1) != 0) {
+    for (std::size_t k = 0; k < vectors; ++k) {
+      std::uint32_t bits;
+      std::memcpy(&bits, in + k, sizeof bits);
+      if ((bits & kMagnitudeMask) > kInfinityBits) {
+        out[k] = static_cast<std::uint16_t>(
+            p.nan_code[(bits & kSignBit) != 0 ? kNegative : kPositive]);
+      }
+    }
+  }
+  std::uint32_t largest = horizontal_max(amax);
+  if (i < count) {
+    largest = std::max(largest, encode_loop<Rounding::kNearestEven, false, std::uint16_t>(
+                                    p, in + i, out + i, nullptr, count - i));
+  }
+  return largest;
+}
+#endif
+
 std::uint32_t encode_16(const EncodeParams& p, const float* in, std::uint16_t* out,
                         const std::uint32_t* random, std::size_t count) {
 #if UNITSCALE_BULK_F16C
   if (p.ieee_half && p.rounding == Rounding::kNearestEven && !p.saturate) {
     return encode_half_f16c(p, in, out, count);
+  }
+  if (p.brain_float && p.rounding == Rounding::kNearestEven && !p.saturate) {
+    return encode_bf16_nearest(p, in, out, count);
   }
 #endif
   return dispatch_policies<Encode16>(p, in, out, random, count);

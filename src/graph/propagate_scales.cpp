@@ -10,6 +10,7 @@
 
 #include "unitscale/error.hpp"
 #include "unitscale/graph/scaled_op.hpp"
+#include "unitscale/ops/attention.hpp"
 #include "unitscale/ops/cast.hpp"
 #include "unitscale/ops/delayed_rescale.hpp"
 #include "unitscale/ops/dynamic_rescale.hpp"
@@ -110,6 +111,10 @@ class Rewriter {
     }
     Attributes attrs;  // set over the node's own
     set_storage_attributes(attrs);
+    const OpDef* gemm = gemm_forward != nullptr ? gemm_forward : gemm_backward;
+    if (gemm == &kScaledDotProductAttentionOp && policy_.attention_probabilities != DType::kF32) {
+      attrs.set("probabilities_format", policy_.attention_probabilities);
+    }
     // Operands with current-amax scales hold data up to the format's largest value, not near 1 as
     // the rules assume, so the GEMMs' output scales are measured instead.
     if (policy_.matmul_scaling != MatmulScaling::kPropagated &&
@@ -295,7 +300,9 @@ std::string_view matmul_scaling_name(MatmulScaling scaling) {
 ScalePolicy ScalePolicy::fp16() { return {}; }
 
 ScalePolicy ScalePolicy::fp8() {
-  return {.matmul_inputs = DType::kE4M3FN, .matmul_gradients = DType::kE5M2};
+  return {.matmul_inputs = DType::kE4M3FN,
+          .matmul_gradients = DType::kE5M2,
+          .attention_probabilities = DType::kBF16};
 }
 
 std::string ScalePolicy::to_string() const {
@@ -312,11 +319,13 @@ std::string ScalePolicy::to_string() const {
   };
   return fmt::format(
       "values {}, matmul inputs {}, matmul gradients {} ({} scales), optimizer state {}, "
-      "parameters {}, p2 {}, overflow {}",
+      "parameters {}, p2 {}, overflow {}{}",
       storage(values, scaled_values), dtype_name(matmul_inputs), dtype_name(matmul_gradients),
       matmul_scales, storage(optimizer_state, scaled_optimizer_state),
-      storage(parameters, scaled_parameters), pow2_rounding_name(rounding),
-      overflow_name(overflow));
+      storage(parameters, scaled_parameters), pow2_rounding_name(rounding), overflow_name(overflow),
+      attention_probabilities == DType::kF32
+          ? ""
+          : fmt::format(", attention probabilities {}", dtype_name(attention_probabilities)));
 }
 
 ScaledGraph::ScaledGraph(Graph& graph, int original_values, std::vector<int> scale,
@@ -407,6 +416,7 @@ Tensor ScaledGraph::read_state(const Executor& executor, Value original) const {
   }
   const float factor = scale.present() ? executor.state(scale).data()[0] : 1.0f;
   Tensor values(data.shape(), DType::kF32);
+  if (factor == 0.0f) return values;  // the static zero (a moment before its first update)
   cast_forward(executor.state(data), values.view(),
                {{"dtype", DType::kF32},
                 {"scale", static_cast<double>(factor)},
@@ -422,6 +432,11 @@ ScaledGraph propagate_scales(Graph& graph, std::span<const Value> outputs,
   check_storage(policy.matmul_gradients, "the matmul gradient storage");
   check_storage(policy.optimizer_state, "the optimizer state storage");
   check_storage(policy.parameters, "the parameter storage");
+  if (policy.attention_probabilities != DType::kF32 &&
+      policy.attention_probabilities != DType::kBF16) {
+    throw Error(fmt::format("{}: the attention probabilities must be f32 or bf16, got {}", kPass,
+                            dtype_name(policy.attention_probabilities)));
+  }
   if (policy.matmul_scaling != MatmulScaling::kPropagated && !policy.scaled_values) {
     throw Error(fmt::format(
         "{}: {} scaling needs scaled values (the rescale keeps its factor in the scale)", kPass,

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -70,13 +71,18 @@ float* scratch(std::size_t slot, std::int64_t count) {
 // GEMMs whose operands have current-amax scales (data far from 1, which the rules do not assume).
 // All zeros give the static zero (the moments' initial state); values that are not finite keep
 // the rule's scale, and are stored as the overflow policy says.
-Scale measured_scale(const TensorView& values, const Attributes& attrs, std::string_view op,
+Scale scale_from_rms(double rms, const Attributes& attrs, std::string_view op,
                      const Scale& rule_scale) {
-  const double rms = rescale_statistic({values.data(), static_cast<std::size_t>(values.numel())},
-                                       RescaleStatistic::kL2);
   if (rms == 0.0) return Scale::zero();
   if (!std::isfinite(rms)) return rule_scale;
   return Scale::rounded(rms, attrs.get_enum<Pow2Rounding>(op, "p2_rounding", Pow2Rounding::kDown));
+}
+
+Scale measured_scale(const TensorView& values, const Attributes& attrs, std::string_view op,
+                     const Scale& rule_scale) {
+  return scale_from_rms(rescale_statistic({values.data(), static_cast<std::size_t>(values.numel())},
+                                          RescaleStatistic::kL2),
+                        attrs, op, rule_scale);
 }
 
 // Whether input `i` of `op` is a GEMM operand that its kernel takes as stored codes
@@ -112,31 +118,45 @@ bool read_as_stored(const ConstTensorView& x, bool scaled, const Scale& scale) {
 }
 
 // Pointwise ops decode, compute and encode this many elements at a time, so that the fp32
-// temporaries stay in the core's cache and only the stored data crosses memory.
+// temporaries stay in the core's cache and only the stored data crosses memory. Updates (in-place
+// ops, whose measured scales are statistics over blocks of kRescaleStatisticBlock) use chunks of
+// that size, so that each chunk is one block of the statistic.
 constexpr std::int64_t kPointwiseChunk = 8192;
+constexpr auto kUpdateChunk = static_cast<std::int64_t>(kRescaleStatisticBlock);
 
-// The element count a pointwise node's chunks cover: every present input and output has it, or
-// 0 when the node cannot run in chunks (an op that is not pointwise, broadcasting, an update or a
-// measured output, which needs all its values before storing any, or too few elements to split).
+bool updates_in_place(const OpDef& op) {
+  return std::any_of(op.in_place.begin(), op.in_place.end(), [](int i) { return i >= 0; });
+}
+
+// Whether input i of an update is a scalar passed whole to every chunk (its lr or gradient
+// multiplier) rather than split with the elements.
+bool broadcast_to_chunks(const OpDef& inner, std::size_t i, const ConstTensorView& x,
+                         std::int64_t elements) {
+  const bool aliased = std::find(inner.in_place.begin(), inner.in_place.end(),
+                                 static_cast<int>(i)) != inner.in_place.end();
+  return updates_in_place(inner) && !aliased && x.numel() == 1 && elements > 1;
+}
+
+// The element count a pointwise node's chunks cover: every present input and output has it (an
+// update's scalar inputs aside), or 0 when the node cannot run in chunks (an op that is not
+// pointwise, broadcasting, a GEMM's measured outputs, or too few elements to split).
 std::int64_t pointwise_elements(const OpDef& inner, std::span<const ConstTensorView> in,
                                 std::span<const TensorView> out, std::size_t n, std::size_t m,
                                 bool measured_outputs) {
-  if (!inner.pointwise || inner.runs_on_scaled_data || measured_outputs ||
-      std::any_of(inner.in_place.begin(), inner.in_place.end(), [](int i) { return i >= 0; })) {
-    return 0;
-  }
+  if (!inner.pointwise || inner.runs_on_scaled_data || measured_outputs) return 0;
   std::int64_t elements = -1;
-  auto same = [&](std::int64_t count) {
-    if (elements < 0) elements = count;
-    return count == elements;
-  };
-  for (std::size_t i = 0; i < n; ++i) {
-    if (in[i].present() && !same(in[i].numel())) return 0;
-  }
   for (std::size_t o = 0; o < m; ++o) {
-    if (out[o].present() && !same(out[o].numel())) return 0;
+    if (!out[o].present()) continue;
+    if (elements >= 0 && out[o].numel() != elements) return 0;
+    elements = out[o].numel();
   }
-  return elements >= 2 * kPointwiseChunk ? elements : 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!in[i].present() || broadcast_to_chunks(inner, i, in[i], elements)) continue;
+    if (elements >= 0 && in[i].numel() != elements) return 0;
+    elements = in[i].numel();
+  }
+  const std::int64_t chunk = updates_in_place(inner) ? kUpdateChunk : kPointwiseChunk;
+  return elements >= 2 * chunk ? elements : 0;
 }
 
 template <class View>
@@ -146,76 +166,190 @@ View slice_of(const View& v, std::int64_t first, std::int64_t count) {
               v.dtype());
 }
 
-// A pointwise node, a chunk of kPointwiseChunk elements per step, the chunks spread over the
-// threads: each input's chunk decoded into fp32 (plain and fp32 inputs read in place), the op's
-// kernel on the chunks, each output's chunk encoded with its scale. The same values as the whole-
-// tensor path, element for element.
-void run_pointwise_in_chunks(std::span<const ConstTensorView> in, std::span<const TensorView> out,
-                             const Attributes& attrs, const KernelContext& context,
-                             std::span<const Scale> scales, std::span<const Scale> out_scales,
-                             std::int64_t elements, Overflow overflow) {
-  // Plain variables rather than structured bindings: clang 14 cannot capture those in an OpenMP
-  // region.
-  const ScaledCall call = call_of(context);
-  const OpDef& inner = call.inner;
-  const std::size_t n = call.n, m = call.m;
-  for (std::size_t o = 0; o < m; ++o) {
-    if (out[o].present() && out[m + o].present()) {
-      out[m + o].data()[0] = out_scales[o].is_zero() ? 0.0f : storable(out_scales[o]);
+// A pointwise node, a chunk at a time, the chunks spread over the threads: each input's chunk
+// decoded into fp32 (plain fp32 inputs read in place), the op's kernel on the chunks, each
+// output's chunk encoded with its scale. The same values as the whole-tensor path, element for
+// element.
+//
+// An update (adam_update, sgd_update) writes its states in place, and a scaled state's new scale
+// is measured on its new values (measured_scale) before any is stored. So it runs twice: the
+// first pass computes the new values into scratch (fp32 states copied there, not updated) and
+// keeps each chunk's partial statistic; the second, once the scales are known, computes them
+// again (the same bits: the same inputs and kernel) and stores them. Both passes read the states
+// as stored, where the whole-tensor path decodes every state and stores its fp32 results once.
+class PointwiseChunks {
+ public:
+  PointwiseChunks(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                  const Attributes& attrs, const KernelContext& context,
+                  std::span<const Scale> scales, std::int64_t elements, Overflow overflow)
+      : call_(call_of(context)),
+        in_(in),
+        out_(out),
+        attrs_(attrs),
+        scales_(scales),
+        elements_(elements),
+        chunk_(updates_in_place(call_.inner) ? kUpdateChunk : kPointwiseChunk),
+        chunks_((elements + chunk_ - 1) / chunk_),
+        overflow_(overflow),
+        inner_context_(context) {
+    inner_context_.op = &call_.inner;
+    for (std::size_t i = 0; i < call_.n; ++i) {
+      if (in[i].present() && broadcast_to_chunks(call_.inner, i, in[i], elements)) {
+        whole_inputs_.push_back(whole_input(i));
+      }
     }
   }
-  KernelContext inner_context = context;
-  inner_context.op = &inner;
-  const std::int64_t chunks = (elements + kPointwiseChunk - 1) / kPointwiseChunk;
-  std::exception_ptr error;
+
+  // Output o's data: stored divided by `scale` (its scale is set by the caller).
+  void run(std::span<const Scale> out_scales) {
+    std::exception_ptr error;
+    // Plain variables rather than structured bindings: clang 14 cannot capture those in an
+    // OpenMP region.
 #pragma omp parallel for schedule(static)
-  for (std::int64_t c = 0; c < chunks; ++c) {
-    try {
-      const std::int64_t first = c * kPointwiseChunk;
-      const std::int64_t count = std::min(kPointwiseChunk, elements - first);
-      std::vector<ConstTensorView> chunk_in(n);
-      std::vector<TensorView> chunk_out(m);
-      std::vector<bool> encode(m, false);  // computed in fp32 scratch, stored encoded
-      for (std::size_t i = 0; i < n; ++i) {
-        const ConstTensorView x = slice_of(in[i], first, count);
-        const bool scaled = in[n + i].present();
-        if (read_as_stored(x, scaled, scales[i])) {
-          chunk_in[i] = x;
-          continue;
+    for (std::int64_t c = 0; c < chunks_; ++c) {
+      try {
+        const Chunk chunk = compute(c, /*store=*/true);
+        for (std::size_t o = 0; o < call_.m; ++o) {
+          if (!chunk.encode[o]) continue;
+          const TensorView y = slice_of(out_[o], chunk.first, chunk.count);
+          const bool has_scale = out_[call_.m + o].present();
+          if (has_scale && out_scales[o].is_zero()) {
+            std::memset(y.bytes(), 0, y.byte_size());
+          } else {
+            cast_values(ConstTensorView(chunk.out[o].data(), chunk.out[o].shape()), y,
+                        has_scale ? 1.0f / storable(out_scales[o]) : 1.0f, overflow_);
+          }
         }
-        float* buffer = scratch(i, count);
-        if (scales[i].is_zero()) {
-          std::fill_n(buffer, count, 0.0f);
-        } else {
-          cast_values(x, TensorView(buffer, x.shape()), storable(scales[i]), Overflow::kNonFinite);
-        }
-        chunk_in[i] = ConstTensorView(buffer, x.shape());
-      }
-      for (std::size_t o = 0; o < m; ++o) {
-        if (!out[o].present()) continue;
-        encode[o] = out[m + o].present() || out[o].dtype() != DType::kF32;
-        chunk_out[o] = encode[o] ? TensorView(scratch(n + o, count), Shape{count})
-                                 : slice_of(out[o], first, count);
-      }
-      inner.kernel(chunk_in, chunk_out, attrs, inner_context);
-      for (std::size_t o = 0; o < m; ++o) {
-        if (!encode[o]) continue;
-        const TensorView y = slice_of(out[o], first, count);
-        const bool has_scale = out[m + o].present();
-        if (has_scale && out_scales[o].is_zero()) {
-          std::memset(y.bytes(), 0, y.byte_size());
-        } else {
-          cast_values(ConstTensorView(chunk_out[o].data(), chunk_out[o].shape()), y,
-                      has_scale ? 1.0f / storable(out_scales[o]) : 1.0f, overflow);
-        }
-      }
-    } catch (...) {
+      } catch (...) {
 #pragma omp critical(unitscale_pointwise_error)
-      if (!error) error = std::current_exception();
+        if (!error) error = std::current_exception();
+      }
     }
+    if (error) std::rethrow_exception(error);
   }
-  if (error) std::rethrow_exception(error);
-}
+
+  // The first pass of an update: each chunk's partial L2 statistic of the new values of every
+  // output in `measured`, nothing stored. partials[o][c] is chunk c's of output o.
+  std::vector<std::vector<double>> measure(const std::vector<bool>& measured) {
+    std::vector<std::vector<double>> partials(call_.m);
+    for (std::size_t o = 0; o < call_.m; ++o) {
+      if (measured[o]) partials[o].assign(static_cast<std::size_t>(chunks_), 0.0);
+    }
+    std::exception_ptr error;
+#pragma omp parallel for schedule(static)
+    for (std::int64_t c = 0; c < chunks_; ++c) {
+      try {
+        const Chunk chunk = compute(c, /*store=*/false);
+        for (std::size_t o = 0; o < call_.m; ++o) {
+          if (!measured[o]) continue;
+          partials[o][static_cast<std::size_t>(c)] = rescale_block_partial(
+              {chunk.out[o].data(), static_cast<std::size_t>(chunk.count)}, RescaleStatistic::kL2);
+        }
+      } catch (...) {
+#pragma omp critical(unitscale_pointwise_error)
+        if (!error) error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
+    return partials;
+  }
+
+  std::int64_t elements() const { return elements_; }
+
+ private:
+  struct Chunk {
+    std::int64_t first = 0, count = 0;
+    std::vector<TensorView> out;
+    std::vector<bool> encode;  // computed in fp32 scratch, to be stored encoded
+  };
+
+  // Input i as fp32 values: its chunk decoded into this thread's scratch slot i (or read in place
+  // where stored as the kernel reads it; copied anyway when `copy`).
+  ConstTensorView chunk_input(std::size_t i, std::int64_t first, std::int64_t count,
+                              bool copy) const {
+    const ConstTensorView x = slice_of(in_[i], first, count);
+    const bool scaled = in_[call_.n + i].present();
+    if (read_as_stored(x, scaled, scales_[i]) && !(copy && x.present())) return x;
+    float* buffer = scratch(i, count);
+    if (scales_[i].is_zero()) {
+      std::fill_n(buffer, count, 0.0f);
+    } else if (x.dtype() == DType::kF32 && (!scaled || scales_[i] == Scale{})) {
+      std::memcpy(buffer, x.data(), static_cast<std::size_t>(count) * sizeof(float));
+    } else {
+      cast_values(x, TensorView(buffer, x.shape()), storable(scales_[i]), Overflow::kNonFinite);
+    }
+    return ConstTensorView(buffer, x.shape());
+  }
+
+  // An input every chunk reads whole (an update's scalar multipliers), as fp32 values.
+  struct WholeInput {
+    std::size_t index;
+    ConstTensorView view;
+    std::shared_ptr<Tensor> decoded;  // owns view's data where it had to be decoded
+  };
+  WholeInput whole_input(std::size_t i) const {
+    const ConstTensorView& x = in_[i];
+    const bool scaled = in_[call_.n + i].present();
+    if (read_as_stored(x, scaled, scales_[i])) return {i, x, nullptr};
+    auto values = std::make_shared<Tensor>(x.shape());
+    if (!scales_[i].is_zero()) {
+      cast_values(x, values->view(), storable(scales_[i]), Overflow::kNonFinite);
+    }
+    return {i, values->view(), values};
+  }
+
+  // Runs the kernel on chunk c. With `store`, plain fp32 outputs (an fp32 state updated in
+  // place, an unscaled fp32 result) are written where they live; otherwise every output goes to
+  // scratch, and no state changes.
+  Chunk compute(std::int64_t c, bool store) const {
+    const OpDef& inner = call_.inner;
+    const std::size_t n = call_.n, m = call_.m;
+    Chunk chunk;
+    chunk.first = c * chunk_;
+    chunk.count = std::min(chunk_, elements_ - chunk.first);
+    std::vector<ConstTensorView> chunk_in(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!in_[i].present()) continue;
+      const auto whole = std::find_if(whole_inputs_.begin(), whole_inputs_.end(),
+                                      [i](const WholeInput& entry) { return entry.index == i; });
+      if (whole != whole_inputs_.end()) {
+        chunk_in[i] = whole->view;
+        continue;
+      }
+      const bool updated = std::find(inner.in_place.begin(), inner.in_place.end(),
+                                     static_cast<int>(i)) != inner.in_place.end();
+      chunk_in[i] = chunk_input(i, chunk.first, chunk.count, /*copy=*/updated && !store);
+    }
+    chunk.out.resize(m);
+    chunk.encode.assign(m, false);
+    for (std::size_t o = 0; o < m; ++o) {
+      if (!out_[o].present()) continue;
+      const int alias = o < inner.in_place.size() ? inner.in_place[o] : -1;
+      const bool plain_f32 = !out_[m + o].present() && out_[o].dtype() == DType::kF32;
+      if (alias >= 0) {  // the kernel updates its input's chunk, wherever that is
+        const ConstTensorView& x = chunk_in[static_cast<std::size_t>(alias)];
+        chunk.out[o] = TensorView(const_cast<float*>(x.data()), x.shape());
+        chunk.encode[o] = !(plain_f32 && store);
+        continue;
+      }
+      chunk.encode[o] = !plain_f32 || !store;
+      chunk.out[o] = chunk.encode[o] ? TensorView(scratch(n + o, chunk.count), Shape{chunk.count})
+                                     : slice_of(out_[o], chunk.first, chunk.count);
+    }
+    inner.kernel(chunk_in, chunk.out, attrs_, inner_context_);
+    return chunk;
+  }
+
+  ScaledCall call_;
+  std::span<const ConstTensorView> in_;
+  std::span<const TensorView> out_;
+  const Attributes& attrs_;
+  std::span<const Scale> scales_;
+  std::int64_t elements_, chunk_, chunks_;
+  Overflow overflow_;
+  KernelContext inner_context_;
+  std::vector<WholeInput> whole_inputs_;
+};
 
 void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                    const Attributes& attrs, const KernelContext& context) {
@@ -248,7 +382,28 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
   const Overflow overflow =
       attrs.get_enum<Overflow>(outer.name, "storage_overflow", Overflow::kNonFinite);
   if (const std::int64_t elements = pointwise_elements(inner, in, out, n, m, measure_outputs)) {
-    run_pointwise_in_chunks(in, out, attrs, context, scales, out_scales, elements, overflow);
+    PointwiseChunks chunks(in, out, attrs, context, scales, elements, overflow);
+    // A scaled state updated in place gets the scale of its new values (as measured_scale).
+    std::vector<bool> measured(m, false);
+    for (std::size_t o = 0; o < m; ++o) {
+      measured[o] = out[o].present() && out[m + o].present() && o < inner.in_place.size() &&
+                    inner.in_place[o] >= 0;
+    }
+    if (std::find(measured.begin(), measured.end(), true) != measured.end()) {
+      const auto partials = chunks.measure(measured);
+      for (std::size_t o = 0; o < m; ++o) {
+        if (!measured[o]) continue;
+        const double rms = rescale_statistic_of_partials(
+            partials[o], static_cast<std::size_t>(elements), RescaleStatistic::kL2);
+        out_scales[o] = scale_from_rms(rms, attrs, outer.name, out_scales[o]);
+      }
+    }
+    for (std::size_t o = 0; o < m; ++o) {
+      if (out[o].present() && out[m + o].present()) {
+        out[m + o].data()[0] = out_scales[o].is_zero() ? 0.0f : storable(out_scales[o]);
+      }
+    }
+    chunks.run(out_scales);
     return;
   }
 

@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "ops/parallel.hpp"
 #include "ops/row_kernels.hpp"
 #include "unitscale/error.hpp"
+#include "unitscale/format/bulk.hpp"
 #include "unitscale/ops/constraint.hpp"
 #include "unitscale/ops/dropout.hpp"
 #include "unitscale/ops/gemm.hpp"
@@ -105,17 +107,16 @@ void scores_gemm(GemmFn run, const GemmMatrix& q, const GemmMatrix& k_transposed
 }
 
 // y = α·P·v
-void output_gemm(GemmFn run, const float* probs, const GemmMatrix& v, float* y, const Geometry& g,
-                 float alpha) {
-  run(gemm_matrix(probs, g.query_len, g.key_len), v, gemm_output(y, g.query_len, g.value_dim),
-      {.alpha = alpha}, kOpName);
+void output_gemm(GemmFn run, const GemmMatrix& probs, const GemmMatrix& v, float* y,
+                 const Geometry& g, float alpha) {
+  run(probs, v, gemm_output(y, g.query_len, g.value_dim), {.alpha = alpha}, kOpName);
 }
 
 // dv = β_v·Pᵀ·g
-void grad_v_gemm(GemmFn run, const float* probs, const GemmMatrix& grad_y, float* grad_v,
-                 const Geometry& g, float beta_v) {
-  run(gemm_matrix(probs, g.query_len, g.key_len, /*transposed=*/true), grad_y,
-      gemm_output(grad_v, g.key_len, g.value_dim), {.alpha = beta_v}, kOpName);
+void grad_v_gemm(GemmFn run, const GemmMatrix& probs_transposed, const GemmMatrix& grad_y,
+                 float* grad_v, const Geometry& g, float beta_v) {
+  run(probs_transposed, grad_y, gemm_output(grad_v, g.key_len, g.value_dim), {.alpha = beta_v},
+      kOpName);
 }
 
 // dP̃ = g·vᵀ
@@ -125,17 +126,53 @@ void grad_probs_gemm(GemmFn run, const GemmMatrix& grad_y, const GemmMatrix& v_t
 }
 
 // dq = scale·dS·k
-void grad_q_gemm(GemmFn run, const float* grad_scores, const GemmMatrix& k, float* grad_q,
+void grad_q_gemm(GemmFn run, const GemmMatrix& grad_scores, const GemmMatrix& k, float* grad_q,
                  const Geometry& g, float scale) {
-  run(gemm_matrix(grad_scores, g.query_len, g.key_len), k,
-      gemm_output(grad_q, g.query_len, g.head_dim), {.alpha = scale}, kOpName);
+  run(grad_scores, k, gemm_output(grad_q, g.query_len, g.head_dim), {.alpha = scale}, kOpName);
 }
 
 // dk = scale·dSᵀ·q
-void grad_k_gemm(GemmFn run, const float* grad_scores, const GemmMatrix& q, float* grad_k,
-                 const Geometry& g, float scale) {
-  run(gemm_matrix(grad_scores, g.query_len, g.key_len, /*transposed=*/true), q,
-      gemm_output(grad_k, g.key_len, g.head_dim), {.alpha = scale}, kOpName);
+void grad_k_gemm(GemmFn run, const GemmMatrix& grad_scores_transposed, const GemmMatrix& q,
+                 float* grad_k, const Geometry& g, float scale) {
+  run(grad_scores_transposed, q, gemm_output(grad_k, g.key_len, g.head_dim), {.alpha = scale},
+      kOpName);
+}
+
+// A slice's probabilities or their gradient dS (s_q × s_k), computed in fp32 and handed to the
+// GEMMs with v, g, k and q as they are or rounded to BF16 (AttentionConfig::probabilities), so
+// that with FP8 or BF16 operands those GEMMs too run on the BF16 units.
+class SliceScratch {
+ public:
+  SliceScratch(const Geometry& g, DType format, bool needed = true)
+      : values(needed ? g.query_len : 0, needed ? g.key_len : 0),
+        rounded_(needed && format == DType::kBF16 ? values.size() : 0) {}
+
+  RowMajorMatrix values;
+
+  // Rounds the values for the GEMMs (nearest even); call once they are final.
+  void round_for_gemms() {
+    if (rounded_.empty()) return;
+    detail::encode_codes({values.data(), static_cast<std::size_t>(values.size())}, rounded_.data(),
+                         rounded_.size(), 2, kBFloat16, {.overflow = Overflow::kNonFinite});
+  }
+  GemmMatrix matrix(bool transposed = false) const {
+    GemmMatrix m = gemm_matrix(values.data(), values.rows(), values.cols(), transposed);
+    if (!rounded_.empty()) {
+      m.data = rounded_.data();
+      m.type = GemmType::kBF16;
+    }
+    return m;
+  }
+
+ private:
+  std::vector<std::uint16_t> rounded_;
+};
+
+// What the prepare hooks pass for the probabilities or dS: the type and shape of the GEMM operand.
+GemmMatrix placeholder_matrix(const Geometry& g, DType format, bool transposed = false) {
+  GemmMatrix m = gemm_matrix(prepare_placeholder(), g.query_len, g.key_len, transposed);
+  if (format == DType::kBF16) m.type = GemmType::kBF16;
+  return m;
 }
 
 // P = softmax((m/d)·q·kᵀ) of slice b, into `probs` (s_q × s_k).
@@ -170,6 +207,11 @@ AttentionConfig config_of(const Attributes& attrs) {
   }
   config.seed = static_cast<std::uint64_t>(attrs.get_int(kOpName, "seed", 0));
   config.gemm_inputs = GemmInputFormats::of(attrs, kOpName);
+  config.probabilities = attrs.get_enum<DType>(kOpName, "probabilities_format", DType::kF32);
+  if (config.probabilities != DType::kF32 && config.probabilities != DType::kBF16) {
+    throw Error(fmt::format("{}: probabilities_format must be f32 or bf16, got {}", kOpName,
+                            dtype_name(config.probabilities)));
+  }
   return config;
 }
 
@@ -299,56 +341,115 @@ std::vector<Scale> attention_backward_scale_rule(const ScaleRuleArgs& args) {
   return result;
 }
 
+void attention_forward_on(const SliceOperands& operands, TensorView y,
+                          const AttentionConfig& config, float alpha);
+void attention_backward_on(const SliceOperands& operands, const GemmOperand& grad_y,
+                           TensorView grad_q, TensorView grad_k, TensorView grad_v,
+                           const AttentionConfig& config, float beta_q, float beta_k, float beta_v);
+
+// The kernels take q, k, v and grad_y as fp32 (rounded as the node's formats say) or as the
+// stored codes of a scaled graph (OpDef::gemm_operands_as_codes, with their scales).
+// FP8 codes are widened to BF16 once here (GemmOperand::widen_fp8_to_bf16): every slice's GEMMs
+// then multiply BF16 codes, where the GEMM engine would convert FP8 ones in each call.
+SliceOperands kernel_operands(std::span<const ConstTensorView> in, const Geometry& g,
+                              const GemmInputFormats& formats, const KernelContext& context) {
+  using detail::GemmOperandRole;
+  SliceOperands operands{detail::gemm_operand(in[0], formats, GemmOperandRole::kLeft, context, 0),
+                         detail::gemm_operand(in[1], formats, GemmOperandRole::kRight, context, 1),
+                         detail::gemm_operand(in[2], formats, GemmOperandRole::kThird, context, 2),
+                         g};
+  for (GemmOperand* operand : {&operands.q, &operands.k, &operands.v}) {
+    operand->widen_fp8_to_bf16();
+  }
+  return operands;
+}
+
 void attention_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                       const Attributes& attrs, const KernelContext& context) {
-  attention_forward(in[0], in[1], in[2], out[0], config_at_step(attrs, context),
-                    scale_of(attrs, "alpha"));
+  const AttentionConfig config = config_at_step(attrs, context);
+  const Geometry g = geometry_of(in[0].shape(), in[1].shape(), in[2].shape());
+  attention_forward_on(kernel_operands(in, g, config.gemm_inputs, context), out[0], config,
+                       scale_of(attrs, "alpha"));
 }
 
 // Backward inputs: q, k, v, y (absent), grad_y.
 void attention_backward_kernel(std::span<const ConstTensorView> in,
                                std::span<const TensorView> out, const Attributes& attrs,
                                const KernelContext& context) {
-  attention_backward(in[4], in[0], in[1], in[2], out[0], out[1], out[2],
-                     config_at_step(attrs, context),
-                     scale_of(attrs, "beta_q"), scale_of(attrs, "beta_k"),
-                     scale_of(attrs, "beta_v"));
+  const AttentionConfig config = config_at_step(attrs, context);
+  const Geometry g = geometry_of(in[0].shape(), in[1].shape(), in[2].shape());
+  GemmOperand grad_y = detail::gemm_operand(in[4], config.gemm_inputs,
+                                            detail::GemmOperandRole::kGradient, context, 4);
+  grad_y.widen_fp8_to_bf16();
+  attention_backward_on(kernel_operands(in, g, config.gemm_inputs, context), grad_y, out[0], out[1],
+                        out[2], config, scale_of(attrs, "beta_q"), scale_of(attrs, "beta_k"),
+                        scale_of(attrs, "beta_v"));
+}
+
+// The operands' types as the kernels will see them: stored codes where the inputs hold them.
+GemmOperand prepared_operand(const ConstTensorView& x, const GemmInputFormats& formats,
+                             detail::GemmOperandRole role) {
+  GemmInputFormats as_stored = formats;
+  if (x.dtype() != DType::kF32) {
+    (role == detail::GemmOperandRole::kGradient ? as_stored.gradients : as_stored.inputs) =
+        x.dtype();
+  }
+  GemmOperand operand = detail::gemm_operand(x, as_stored, role, 0, /*placeholder=*/true);
+  operand.widen_fp8_to_bf16();  // as kernel_operands does
+  return operand;
+}
+
+SliceOperands prepared_operands(std::span<const ConstTensorView> in, const Geometry& g,
+                                const GemmInputFormats& formats) {
+  using detail::GemmOperandRole;
+  return {prepared_operand(in[0], formats, GemmOperandRole::kLeft),
+          prepared_operand(in[1], formats, GemmOperandRole::kRight),
+          prepared_operand(in[2], formats, GemmOperandRole::kThird), g};
 }
 
 void attention_prepare(std::span<const ConstTensorView> in, std::span<const TensorView> out,
                        const Attributes& attrs) {
   const Geometry g = geometry_of(in[0].shape(), in[1].shape(), in[2].shape());
-  const SliceOperands operands =
-      slice_operands(in, g, config_of(attrs).gemm_inputs, 0, /*placeholder=*/true);
+  const AttentionConfig config = config_of(attrs);
+  const SliceOperands operands = prepared_operands(in, g, config.gemm_inputs);
   float* placeholder = prepare_placeholder();
   scores_gemm(gemm_prepare, operands.q_of(0), operands.k_of(0, true), placeholder, g, 1.0f);
-  output_gemm(gemm_prepare, placeholder, operands.v_of(0), out[0].data(), g, 1.0f);
+  output_gemm(gemm_prepare, placeholder_matrix(g, config.probabilities), operands.v_of(0),
+              out[0].data(), g, 1.0f);
 }
 
 // Backward inputs: q, k, v, y (absent), grad_y; outputs dq, dk, dv, each possibly absent.
 void attention_backward_prepare(std::span<const ConstTensorView> in,
                                 std::span<const TensorView> out, const Attributes& attrs) {
   const Geometry g = geometry_of(in[0].shape(), in[1].shape(), in[2].shape());
-  const GemmInputFormats formats = config_of(attrs).gemm_inputs;
-  const SliceOperands operands = slice_operands(in, g, formats, 0, /*placeholder=*/true);
+  const AttentionConfig config = config_of(attrs);
+  const SliceOperands operands = prepared_operands(in, g, config.gemm_inputs);
   const GemmMatrix grad_y =
-      detail::gemm_operand(in[4], formats, detail::GemmOperandRole::kGradient, 0, true)
+      prepared_operand(in[4], config.gemm_inputs, detail::GemmOperandRole::kGradient)
           .block(0, g.query_len);
   float* placeholder = prepare_placeholder();
+  const DType format = config.probabilities;
   scores_gemm(gemm_prepare, operands.q_of(0), operands.k_of(0, true), placeholder, g, 1.0f);
-  if (present(out[2])) grad_v_gemm(gemm_prepare, placeholder, grad_y, out[2].data(), g, 1.0f);
+  if (present(out[2])) {
+    grad_v_gemm(gemm_prepare, placeholder_matrix(g, format, true), grad_y, out[2].data(), g, 1.0f);
+  }
   if (!present(out[0]) && !present(out[1])) return;
   grad_probs_gemm(gemm_prepare, grad_y, operands.v_of(0, true), placeholder, g);
-  if (present(out[0]))
-    grad_q_gemm(gemm_prepare, placeholder, operands.k_of(0), out[0].data(), g, 1.0f);
-  if (present(out[1]))
-    grad_k_gemm(gemm_prepare, placeholder, operands.q_of(0), out[1].data(), g, 1.0f);
+  if (present(out[0])) {
+    grad_q_gemm(gemm_prepare, placeholder_matrix(g, format), operands.k_of(0), out[0].data(), g,
+                1.0f);
+  }
+  if (present(out[1])) {
+    grad_k_gemm(gemm_prepare, placeholder_matrix(g, format, true), operands.q_of(0), out[1].data(),
+                g, 1.0f);
+  }
 }
 
 std::vector<AttributeSpec> attention_attributes() {
   std::vector<AttributeSpec> specs = {
       AttributeSpec::real("mult"), AttributeSpec::enumeration<AttentionMask>("mask"),
-      AttributeSpec::real("dropout"), AttributeSpec::integer("seed")};
+      AttributeSpec::real("dropout"), AttributeSpec::integer("seed"),
+      AttributeSpec::enumeration<DType>("probabilities_format")};
   for (const AttributeSpec& spec : GemmInputFormats::attribute_specs()) specs.push_back(spec);
   return specs;
 }
@@ -383,20 +484,8 @@ void attention_forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, 
                        const AttentionConfig& config, float alpha) {
   const Geometry g = geometry_of(q.shape(), k.shape(), v.shape());
   const ConstTensorView inputs[] = {q, k, v};
-  const SliceOperands operands = slice_operands(inputs, g, config.gemm_inputs, config.step);
-  const DropoutMask dropout(config);
-  const detail::rows::KernelTable& kernels = detail::rows::kernels();
-#pragma omp parallel if (run_parallel(g))
-  {
-    RowMajorMatrix probs(g.query_len, g.key_len);
-#pragma omp for
-    for (std::int64_t b = 0; b < g.slices; ++b) {
-      attention_probabilities(kernels, operands, b, config, probs);
-      if (dropout.active) dropout.apply(probs, b * g.query_len * g.key_len);
-      output_gemm(gemm, probs.data(), operands.v_of(b), y.data() + b * g.query_len * g.value_dim, g,
-                  alpha);
-    }
-  }
+  attention_forward_on(slice_operands(inputs, g, config.gemm_inputs, config.step), y, config,
+                       alpha);
 }
 
 void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorView k,
@@ -404,54 +493,87 @@ void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorVi
                         const AttentionConfig& config, float beta_q, float beta_k, float beta_v) {
   const Geometry g = geometry_of(q.shape(), k.shape(), v.shape());
   const ConstTensorView inputs[] = {q, k, v};
-  const SliceOperands operands = slice_operands(inputs, g, config.gemm_inputs, config.step);
   const GemmOperand rounded_grad_y = detail::gemm_operand(
       grad_y, config.gemm_inputs, detail::GemmOperandRole::kGradient, config.step);
+  attention_backward_on(slice_operands(inputs, g, config.gemm_inputs, config.step), rounded_grad_y,
+                        grad_q, grad_k, grad_v, config, beta_q, beta_k, beta_v);
+}
+
+namespace {
+
+void attention_forward_on(const SliceOperands& operands, TensorView y,
+                          const AttentionConfig& config, float alpha) {
+  const Geometry& g = operands.g;
+  const DropoutMask dropout(config);
+  const detail::rows::KernelTable& kernels = detail::rows::kernels();
+#pragma omp parallel if (run_parallel(g))
+  {
+    SliceScratch probs(g, config.probabilities);
+#pragma omp for
+    for (std::int64_t b = 0; b < g.slices; ++b) {
+      attention_probabilities(kernels, operands, b, config, probs.values);
+      if (dropout.active) dropout.apply(probs.values, b * g.query_len * g.key_len);
+      probs.round_for_gemms();
+      output_gemm(gemm, probs.matrix(), operands.v_of(b), y.data() + b * g.query_len * g.value_dim,
+                  g, alpha);
+    }
+  }
+}
+
+void attention_backward_on(const SliceOperands& operands, const GemmOperand& grad_y,
+                           TensorView grad_q, TensorView grad_k, TensorView grad_v,
+                           const AttentionConfig& config, float beta_q, float beta_k,
+                           float beta_v) {
+  const Geometry& g = operands.g;
   const DropoutMask dropout(config);
   const bool want_scores = present(grad_q) || present(grad_k);
   const auto logit_scale = static_cast<float>(config.mult / static_cast<double>(g.head_dim));
   const detail::rows::KernelTable& kernels = detail::rows::kernels();
 #pragma omp parallel if (run_parallel(g))
   {
-    RowMajorMatrix probs(g.query_len, g.key_len);
-    RowMajorMatrix grad_scores(want_scores ? g.query_len : 0, want_scores ? g.key_len : 0);
-    RowMajorMatrix dropped(dropout.active ? g.query_len : 0, dropout.active ? g.key_len : 0);
+    SliceScratch probs(g, config.probabilities);
+    SliceScratch grad_scores(g, config.probabilities, want_scores);
+    SliceScratch dropped(g, config.probabilities, dropout.active);
 #pragma omp for
     for (std::int64_t b = 0; b < g.slices; ++b) {
       const std::int64_t first = b * g.query_len * g.key_len;
-      attention_probabilities(kernels, operands, b, config, probs);
-      const GemmMatrix g_b = rounded_grad_y.block(b, g.query_len);
+      attention_probabilities(kernels, operands, b, config, probs.values);
+      const GemmMatrix g_b = grad_y.block(b, g.query_len);
       if (present(grad_v)) {
         float* dv_b = grad_v.data() + b * g.key_len * g.value_dim;
+        SliceScratch& used = dropout.active ? dropped : probs;
         if (dropout.active) {
-          dropped = probs;
-          dropout.apply(dropped, first);
-          grad_v_gemm(gemm, dropped.data(), g_b, dv_b, g, beta_v);
-        } else {
-          grad_v_gemm(gemm, probs.data(), g_b, dv_b, g, beta_v);
+          dropped.values = probs.values;
+          dropout.apply(dropped.values, first);
         }
+        used.round_for_gemms();
+        grad_v_gemm(gemm, used.matrix(/*transposed=*/true), g_b, dv_b, g, beta_v);
       }
       if (!want_scores) continue;
-      grad_probs_gemm(gemm, g_b, operands.v_of(b, /*transposed=*/true), grad_scores.data(), g);
-      if (dropout.active) dropout.apply(grad_scores, first);  // dP
+      grad_probs_gemm(gemm, g_b, operands.v_of(b, /*transposed=*/true), grad_scores.values.data(),
+                      g);
+      if (dropout.active) dropout.apply(grad_scores.values, first);  // dP
       // dS = P ∘ (dP − rowsum(P ∘ dP)), the softmax VJP row by row, in place.
       for (std::int64_t i = 0; i < g.query_len; ++i) {
-        const float* p_row = probs.data() + i * g.key_len;
-        float* d_row = grad_scores.data() + i * g.key_len;
+        const float* p_row = probs.values.data() + i * g.key_len;
+        float* d_row = grad_scores.values.data() + i * g.key_len;
         const auto row_dot = static_cast<float>(kernels.dot(p_row, d_row, g.key_len));
         kernels.softmax_vjp(p_row, d_row, d_row, g.key_len, 1.0f, row_dot);
       }
+      grad_scores.round_for_gemms();
       if (present(grad_q)) {
-        grad_q_gemm(gemm, grad_scores.data(), operands.k_of(b),
+        grad_q_gemm(gemm, grad_scores.matrix(), operands.k_of(b),
                     grad_q.data() + b * g.query_len * g.head_dim, g, beta_q * logit_scale);
       }
       if (present(grad_k)) {
-        grad_k_gemm(gemm, grad_scores.data(), operands.q_of(b),
+        grad_k_gemm(gemm, grad_scores.matrix(/*transposed=*/true), operands.q_of(b),
                     grad_k.data() + b * g.key_len * g.head_dim, g, beta_k * logit_scale);
       }
     }
   }
 }
+
+}  // namespace
 
 // The backward reads q, k and v (it recomputes the probabilities) but not the output y.
 const OpDef kScaledDotProductAttentionOp{
@@ -469,6 +591,7 @@ const OpDef kScaledDotProductAttentionOp{
     .scale_propagation = attention_scale_rule,
     .backward_scale_propagation = attention_backward_scale_rule,
     .rounds_gemm_inputs = true,
+    .gemm_operands_as_codes = true,
 };
 
 // ------------------------------------------------------------------------------------------------

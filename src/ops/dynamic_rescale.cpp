@@ -86,9 +86,30 @@ double block_statistic(const float* x, std::size_t n, RescaleStatistic statistic
 // Blocks of a fixed size, combined in order: the result depends on the values only, never on the
 // thread count, so scaled runs stay reproducible bit for bit (optimizer states are rescaled from
 // it every step).
+double rescale_block_partial(std::span<const float> block, RescaleStatistic statistic) {
+  return block_statistic(block.data(), block.size(), statistic);
+}
+
+double rescale_statistic_of_partials(std::span<const double> partials, std::size_t count,
+                                     RescaleStatistic statistic) {
+  double acc = 0.0;
+  for (const double p : partials) {
+    if (statistic == RescaleStatistic::kMax) {
+      acc = std::isnan(p) || p > acc ? p : acc;
+    } else {
+      acc += p;
+    }
+  }
+  if (count == 0) return 0.0;
+  const auto n = static_cast<double>(count);
+  if (statistic == RescaleStatistic::kL1) return acc / n;
+  if (statistic == RescaleStatistic::kL2) return std::sqrt(acc / n);
+  return acc;
+}
+
 double rescale_statistic(std::span<const float> values, RescaleStatistic statistic) {
   if (values.empty()) return 0.0;
-  constexpr std::size_t kBlock = std::size_t{1} << 14;
+  constexpr std::size_t kBlock = kRescaleStatisticBlock;
   const std::size_t blocks = (values.size() + kBlock - 1) / kBlock;
   std::vector<double> partial(blocks);
   const auto block_count = static_cast<std::int64_t>(blocks);
@@ -98,18 +119,7 @@ double rescale_statistic(std::span<const float> values, RescaleStatistic statist
     partial[static_cast<std::size_t>(b)] =
         block_statistic(values.data() + first, std::min(kBlock, values.size() - first), statistic);
   }
-  double acc = 0.0;
-  for (const double p : partial) {
-    if (statistic == RescaleStatistic::kMax) {
-      acc = std::isnan(p) || p > acc ? p : acc;
-    } else {
-      acc += p;
-    }
-  }
-  const double n = static_cast<double>(values.size());
-  if (statistic == RescaleStatistic::kL1) return acc / n;
-  if (statistic == RescaleStatistic::kL2) return std::sqrt(acc / n);
-  return acc;
+  return rescale_statistic_of_partials(partial, values.size(), statistic);
 }
 
 namespace {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "gemm/fp8_decode_kernels.hpp"
 #include "ops/counter_hash.hpp"
 #include "ops/pointwise_common.hpp"
 #include "unitscale/error.hpp"
@@ -143,6 +144,27 @@ GemmMatrix GemmOperand::block(std::int64_t index, std::int64_t rows, bool transp
         static_cast<const std::byte*>(m.data) + index * rows * m.cols * gemm_type_bytes(m.type);
   }
   return m;
+}
+
+void GemmOperand::widen_fp8_to_bf16() {
+  using fp8_decode::Fp8;
+  if (matrix_.type != GemmType::kE4M3 && matrix_.type != GemmType::kE5M2) return;
+  if (matrix_.data == prepare_placeholder()) {  // only the type matters
+    matrix_.type = GemmType::kBF16;
+    return;
+  }
+  const std::int64_t n = numel();
+  auto widened = std::make_unique_for_overwrite<std::byte[]>(static_cast<std::size_t>(2 * n));
+  const Fp8 format = matrix_.type == GemmType::kE4M3 ? Fp8::kE4M3 : Fp8::kE5M2;
+  const auto* codes = static_cast<const std::uint8_t*>(matrix_.data);
+  auto* out = reinterpret_cast<std::uint16_t*>(widened.get());
+  const fp8_decode::KernelTable& kernels = fp8_decode::kernels();
+  for_each_share(n, [&](std::int64_t first, std::int64_t count) {
+    kernels.to_bf16(codes + first, out + first, count, format);
+  });
+  codes_ = std::move(widened);
+  matrix_.data = codes_.get();
+  matrix_.type = GemmType::kBF16;
 }
 
 GemmOperand gemm_operand(const ConstTensorView& x, DType format, Rounding rounding,

@@ -287,6 +287,7 @@ const OpDef kAdamUpdateOp{
     .infer_shapes = infer_adam,
     .kernel = adam_kernel,
     .scale_propagation = adam_scale_rule,
+    .pointwise = true,
 };
 
 const OpDef kSgdUpdateOp{
@@ -302,6 +303,7 @@ const OpDef kSgdUpdateOp{
     .infer_shapes = infer_sgd,
     .kernel = sgd_kernel,
     .scale_propagation = sgd_scale_rule,
+    .pointwise = true,
 };
 
 // ------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 // overflows or flushes to zero; every propagated scale is a power of two; dynamic rescaling lands
 // its statistic in [1, 2); the FP8 policy casts the matmul operands; errors name what is wrong.
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -273,6 +274,84 @@ TEST(PropagateScales, Fp8MatmulsRunOnTheStoredCodes) {
   }
   EXPECT_EQ(forward, 2) << "x·W1ᵀ and h·W2ᵀ";
   EXPECT_EQ(backward, 4) << "dx and dW of each linear (the first layer's dx too: not pruned)";
+}
+
+// Attention under the FP8 policy: q, k, v and the output gradient reach it as their E4M3 and E5M2
+// codes, and the probabilities and dS as BF16 (ScalePolicy::attention_probabilities), so all six
+// of its GEMMs take low-precision operands; under the FP16 policy P and dS stay fp32. Either way
+// the step tracks the fp32 graph.
+struct AttentionGraph {
+  Graph graph{Scaling::kUnit};
+  Value q = graph.parameter("q", {4, 32, 16});
+  Value k = graph.parameter("k", {4, 32, 16});
+  Value v = graph.parameter("v", {4, 32, 8});
+  Value target = graph.input("target", {4, 32, 8});
+  Value loss;
+  std::vector<Value> grads;
+  Tensor q_data = normal({4, 32, 16}, 11), k_data = normal({4, 32, 16}, 12),
+         v_data = normal({4, 32, 8}, 13), target_data = normal({4, 32, 8}, 14);
+
+  AttentionGraph() {
+    loss = mse_loss(
+        scaled_dot_product_attention(q, k, v, {.mult = 2.0, .mask = AttentionMask::kCausal}),
+        target);
+    grads = autodiff(graph, loss, std::vector<Value>{q, k, v});
+  }
+  std::vector<Value> outputs() const { return {loss, grads[0], grads[1], grads[2]}; }
+  std::vector<Tensor> run(const ScaledGraph* scaled = nullptr) {
+    std::vector<Value> wanted = outputs();
+    if (scaled != nullptr) {
+      for (Value& value : wanted) value = scaled->output(value);
+    }
+    Executor exec(graph, wanted);
+    exec.bind(q, q_data);
+    exec.bind(k, k_data);
+    exec.bind(v, v_data);
+    exec.bind(target, target_data);
+    exec.run();
+    std::vector<Tensor> result;
+    for (const Value& value : wanted) result.push_back(copy_of(exec.get(value)));
+    return result;
+  }
+};
+
+TEST(PropagateScales, Fp8AttentionRunsAllItsGemmsOnLowPrecisionOperands) {
+  AttentionGraph reference;
+  const std::vector<Tensor> expected = reference.run();
+  for (const bool fp8 : {true, false}) {
+    SCOPED_TRACE(fp8 ? "fp8" : "fp16");
+    AttentionGraph attention;
+    const ScalePolicy policy = fp8 ? ScalePolicy::fp8() : ScalePolicy::fp16();
+    EXPECT_EQ(policy.to_string().find("attention probabilities bf16") != std::string::npos, fp8);
+    const ScaledGraph scaled = propagate_scales(attention.graph, attention.outputs(), policy);
+    reset_gemm_profile();
+    const std::vector<Tensor> got = attention.run(&scaled);
+    int gemms = 0, with_fp32_operand = 0;
+    for (const GemmProfileEntry& entry : gemm_profile()) {
+      if (entry.calls == 0) continue;
+      gemms += static_cast<int>(entry.calls);
+      const GemmType a = entry.problem.a_type, b = entry.problem.b_type;
+      if (a == GemmType::kF32 || b == GemmType::kF32) {
+        with_fp32_operand += static_cast<int>(entry.calls);
+      }
+      if (fp8) {
+        EXPECT_TRUE(a != GemmType::kF32 && a != GemmType::kF16 && b != GemmType::kF32 &&
+                    b != GemmType::kF16)
+            << entry.problem.to_string();
+      }
+    }
+    // Per slice: QKᵀ and P·v forward; QKᵀ again, Pᵀ·g, g·vᵀ, dS·k and dSᵀ·q backward.
+    EXPECT_EQ(gemms, 4 * 7);
+    // Under FP16, P·v, Pᵀ·g, dS·k and dSᵀ·q multiply the fp32 probabilities or dS.
+    EXPECT_EQ(with_fp32_operand, fp8 ? 0 : 4 * 4);
+    // E4M3 operands (rms error 3.6% each), E5M2 gradients and BF16 probabilities: the loss within
+    // 1%, the gradients within 12% in relative L2; FP16 far closer.
+    const double tolerance = fp8 ? 0.12 : 0.01;
+    EXPECT_NEAR(got[0].data()[0], expected[0].data()[0], 0.01 * expected[0].data()[0]);
+    for (std::size_t i = 1; i < got.size(); ++i) {
+      EXPECT_LT(relative_l2(got[i].span(), expected[i].span()), tolerance) << "output " << i;
+    }
+  }
 }
 
 // Current amax scaling: each cast rescales its input from its own max |x| first, so every FP8
@@ -612,6 +691,72 @@ struct TinyGradientAdam {
     }
   }
 };
+
+// Updates on large states run in chunks (OpDef::pointwise on adam_update and sgd_update): a first
+// pass measures the new moments' scales, a second stores them. The same op without the flag runs
+// on whole tensors. Both must store the same bits, over steps (so the moments' scales change) and
+// with fp32 and FP16 master weights, on 2 · 16384 + 7 elements (chunked: two full chunks and a
+// partial one); with lr and gradient multipliers, the scalar inputs every chunk reads whole.
+TEST(PropagateScales, UpdatesInChunksStoreWhatTheWholeTensorPathStores) {
+  constexpr std::int64_t kSize = 2 * 16384 + 7;
+  OpDef whole_adam = kAdamUpdateOp, whole_sgd = kSgdUpdateOp;
+  whole_adam.pointwise = whole_sgd.pointwise = false;
+  for (const DType parameters : {DType::kF32, DType::kF16}) {
+    for (const bool adam : {true, false}) {
+      SCOPED_TRACE(fmt::format("{}, {} parameters", adam ? "adam" : "sgd", dtype_name(parameters)));
+      // The states after three steps, their data as stored and their scales.
+      auto run = [&](bool chunked) {
+        Graph graph{Scaling::kUnscaled};
+        const Value w = graph.state("w", {kSize}, ParameterInfo{});
+        const Value m = graph.state("w.m", {kSize}), v = graph.state("w.v", {kSize});
+        const Value g = graph.input("g", {kSize});
+        const Value lr = graph.input("lr_multiplier", {}), gm = graph.input("grad_multiplier", {});
+        std::vector<Value> outputs;
+        if (adam) {
+          const Value inputs[] = {w, g, m, v, lr, gm};
+          outputs = graph.apply(chunked ? kAdamUpdateOp : whole_adam, inputs,
+                                {{"lr", 1e-2}, {"step", std::int64_t{1}}, {"weight_decay", 0.1}});
+        } else {
+          const Value inputs[] = {w, g, m, lr, gm};
+          outputs = graph.apply(chunked ? kSgdUpdateOp : whole_sgd, inputs,
+                                {{"lr", 1e-2}, {"momentum", 0.9}, {"step", std::int64_t{1}}});
+        }
+        ScalePolicy policy = ScalePolicy::fp16();
+        policy.parameters = parameters;
+        const ScaledGraph scaled = propagate_scales(graph, outputs, policy);
+        Executor exec(graph, scaled.outputs());
+        scaled.load_state(exec, w, normal({kSize}, 3));
+        EXPECT_EQ(rms(scaled.read_state(exec, m).span()), 0.0)
+            << "a moment at its static zero reads as zeros";
+        const Tensor lr_data(Shape{}, std::vector<float>{0.5f});
+        const Tensor gm_data(Shape{}, std::vector<float>{2.0f});
+        exec.bind(lr, lr_data);
+        exec.bind(gm, gm_data);
+        for (int t = 0; t < 3; ++t) {
+          const Tensor gradient = normal({kSize}, static_cast<unsigned>(20 + t), 1e-3 * (t + 1));
+          exec.bind(g, gradient);
+          exec.run();
+        }
+        std::vector<std::vector<std::byte>> stored;
+        for (const Value state : adam ? std::vector<Value>{w, m, v} : std::vector<Value>{w, m}) {
+          const ConstTensorView data = exec.state(scaled.data(state));
+          stored.emplace_back(data.bytes(), data.bytes() + data.byte_size());
+          if (scaled.scale(state).present()) {
+            const float scale = exec.state(scaled.scale(state)).data()[0];
+            const auto* bytes = reinterpret_cast<const std::byte*>(&scale);
+            stored.emplace_back(bytes, bytes + sizeof scale);
+          }
+        }
+        return stored;
+      };
+      const auto chunked = run(true), whole = run(false);
+      ASSERT_EQ(chunked.size(), whole.size());
+      for (std::size_t k = 0; k < chunked.size(); ++k) {
+        EXPECT_TRUE(chunked[k] == whole[k]) << "stored tensor " << k;
+      }
+    }
+  }
+}
 
 TEST(PropagateScales, Fp16AdamMomentsKeepTinySecondMomentsAndTrackFp32Adam) {
   constexpr int kSteps = 12;

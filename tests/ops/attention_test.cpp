@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "../support/accuracy.hpp"
@@ -160,9 +163,19 @@ struct AttentionReference {
   std::vector<double> y, dq, dk, dv;
 };
 
+// x rounded to float, then to BF16 by round-to-nearest-even on the bits (finite x only).
+double to_bf16(double x) {
+  std::uint32_t bits = std::bit_cast<std::uint32_t>(static_cast<float>(x));
+  bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+  return std::bit_cast<float>(bits);
+}
+
+// With bf16_probabilities, P and dS enter the GEMMs with v, g, k and q rounded to BF16
+// (AttentionConfig::probabilities); the softmax VJP still uses the unrounded P and dP.
 AttentionReference reference_attention_all(const Tensor& q, const Tensor& k, const Tensor& v,
                                            const Tensor& g, double mult, bool causal, double alpha,
-                                           double beta) {
+                                           double beta, bool bf16_probabilities = false) {
+  auto operand = [&](double x) { return bf16_probabilities ? to_bf16(x) : x; };
   const std::int64_t sq = q.shape().dim(-2), sk = k.shape().dim(-2), d = q.shape().dim(-1),
                      dv = v.shape().dim(-1), slices = q.numel() / (sq * d);
   AttentionReference ref;
@@ -194,15 +207,15 @@ AttentionReference reference_attention_all(const Tensor& q, const Tensor& k, con
         at(p, j) /= sum;
         double dp = 0;
         for (std::int64_t c = 0; c < dv; ++c) {
-          at(ref.y, (b * sq + i) * dv + c) += alpha * at(p, j) * V(j, c);
-          at(ref.dv, (b * sk + j) * dv + c) += beta * at(p, j) * G(i, c);
+          at(ref.y, (b * sq + i) * dv + c) += alpha * operand(at(p, j)) * V(j, c);
+          at(ref.dv, (b * sk + j) * dv + c) += beta * operand(at(p, j)) * G(i, c);
           dp += G(i, c) * V(j, c);
         }
         at(ds, j) = dp;
         row_dot += at(p, j) * dp;
       }
       for (std::int64_t j = 0; j < sk; ++j) {
-        const double dsj = at(p, j) * (at(ds, j) - row_dot);
+        const double dsj = operand(at(p, j) * (at(ds, j) - row_dot));
         for (std::int64_t c = 0; c < d; ++c) {
           at(ref.dq, (b * sq + i) * d + c) += beta * scale * dsj * K(j, c);
           at(ref.dk, (b * sk + j) * d + c) += beta * scale * dsj * Q(i, c);
@@ -262,6 +275,62 @@ TEST(AttentionAccuracy, ForwardAndBackwardMatchDoublePrecision) {
       }
     }
   });
+}
+
+// With BF16 probabilities the kernels compute P and dS in fp32 and round them for the GEMMs with
+// v, g, k and q: they track a double reference that rounds there, not the unrounded one. An fp32
+// P within a few ulps of a BF16 rounding boundary may round the other way than the double one,
+// so the test compares mean errors: against the rounding reference they are flips and fp32
+// noise, against the exact one every element's rounding error.
+TEST(AttentionAccuracy, Bf16ProbabilitiesRoundPAndDsForTheGemms) {
+  std::mt19937 rng(21);
+  constexpr float kAlpha = 1.3f, kBeta = 0.8f;
+  for (const bool causal : {false, true}) {
+    const Shape qs{3, 24, 16}, vs{3, 24, 8};
+    const Tensor q = random_normal(qs, rng, 2.0f), k = random_normal(qs, rng);
+    const Tensor v = random_normal(vs, rng), g = random_normal(vs, rng);
+    Tensor y(vs), dq(qs), dk(qs), dv(vs);
+    AttentionConfig config{.mult = 4.0,
+                           .mask = causal ? AttentionMask::kCausal : AttentionMask::kNone};
+    config.probabilities = DType::kBF16;
+    attention_forward(q, k, v, y, config, kAlpha);
+    attention_backward(g, q, k, v, dq, dk, dv, config, kBeta, kBeta, kBeta);
+    const AttentionReference rounded =
+        reference_attention_all(q, k, v, g, 4.0, causal, kAlpha, kBeta, true);
+    const AttentionReference exact =
+        reference_attention_all(q, k, v, g, 4.0, causal, kAlpha, kBeta);
+    auto mean_error = [](const Tensor& actual, const std::vector<double>& expected) {
+      double total = 0, largest = 0;
+      for (std::int64_t i = 0; i < actual.numel(); ++i) {
+        total += std::abs(actual[i] - expected[static_cast<std::size_t>(i)]);
+        largest = std::max(largest, std::abs(expected[static_cast<std::size_t>(i)]));
+      }
+      return total / static_cast<double>(actual.numel()) / largest;
+    };
+    const std::pair<const Tensor*, const std::vector<double>*> pairs[][2] = {
+        {{&y, &rounded.y}, {&y, &exact.y}},
+        {{&dq, &rounded.dq}, {&dq, &exact.dq}},
+        {{&dk, &rounded.dk}, {&dk, &exact.dk}},
+        {{&dv, &rounded.dv}, {&dv, &exact.dv}}};
+    const char* names[] = {"y", "dq", "dk", "dv"};
+    for (int t = 0; t < 4; ++t) {
+      const double to_rounded = mean_error(*pairs[t][0].first, *pairs[t][0].second);
+      const double to_exact = mean_error(*pairs[t][1].first, *pairs[t][1].second);
+      // BF16 keeps 8 significant bits: the rounding moves each product by up to 2^-9.
+      EXPECT_LT(to_exact, 4e-3) << names[t] << " causal " << causal;
+      EXPECT_GT(to_exact, 1e-5) << names[t] << " causal " << causal << ": not rounded?";
+      EXPECT_LT(to_rounded, 0.05 * to_exact) << names[t] << " causal " << causal;
+    }
+  }
+  // Only f32 and bf16 are formats for the probabilities.
+  Graph graph;
+  const Value x = graph.input("x", {2, 4, 8});
+  EXPECT_THAT(
+      [&] {
+        graph.apply1(kScaledDotProductAttentionOp, std::vector<Value>{x, x, x},
+                     {{"probabilities_format", DType::kE4M3FN}});
+      },
+      ThrowsMessage<Error>(HasSubstr("probabilities_format must be f32 or bf16, got e4m3fn")));
 }
 
 TEST(AttentionDropout, DropsAboutPAndDependsOnTheSeed) {

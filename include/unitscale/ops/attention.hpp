@@ -74,10 +74,15 @@ struct AttentionConfig {
   double dropout = 0.0;
   std::uint64_t seed = 0;
   // What q, k, v (inputs) and the output's gradient (gradients) are rounded to before the GEMMs
-  // (ops/gemm_input_formats.hpp; default: fp32, not rounded). The probabilities and their
-  // gradient stay fp32. `step` keys stochastic rounding's bits.
+  // (ops/gemm_input_formats.hpp; default: fp32, not rounded). `step` keys stochastic rounding's
+  // bits.
   GemmInputFormats gemm_inputs = {};
   std::uint64_t step = 0;
+  // The probabilities P and their gradient dS as operands of the GEMMs with v, g, k and q:
+  // computed in fp32 (the softmax and its VJP always are) and handed over as they are (f32), or
+  // rounded to nearest even BF16 (bf16), as FlashAttention does, so that with FP8 or BF16 q, k, v
+  // all six GEMMs run on the CPU's BF16 units rather than two. Attribute "probabilities_format".
+  DType probabilities = DType::kF32;
 };
 
 // The kernels, for direct use and benchmarks. Absent (null) gradient views are skipped.

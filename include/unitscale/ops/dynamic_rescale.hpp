@@ -49,6 +49,15 @@ extern const OpDef kDynamicRescaleOp;  // inputs: x
 // combined in order: the same bits whatever the thread count.
 double rescale_statistic(std::span<const float> values, RescaleStatistic statistic);
 
+// rescale_statistic a block at a time, for callers that see the values so (the scaled optimizer
+// updates): the partial of each block of kRescaleStatisticBlock values (the last may be shorter),
+// then the statistic of the partials in block order, over `count` values: the same bits as
+// rescale_statistic of all the values.
+inline constexpr std::size_t kRescaleStatisticBlock = std::size_t{1} << 14;
+double rescale_block_partial(std::span<const float> block, RescaleStatistic statistic);
+double rescale_statistic_of_partials(std::span<const double> partials, std::size_t count,
+                                     RescaleStatistic statistic);
+
 struct DynamicRescaleOptions {
   RescaleStatistic statistic = RescaleStatistic::kL2;
   RescaleDirection direction = RescaleDirection::kForward;

@@ -89,6 +89,10 @@ class GemmOperand {
   std::int64_t numel() const { return matrix_.rows * matrix_.cols; }
   // Decodes the operand into `out` (numel floats): its values as the GEMM sees them.
   void decode(float* out) const;
+  // FP8 codes replaced by their BF16 codes (exact, same scale), in a buffer of the operand's own:
+  // an op that multiplies the operand many times (attention, slice by slice, forward and again
+  // in backward) converts it once instead of in every GEMM. Other types are left as they are.
+  void widen_fp8_to_bf16();
 
  private:
   friend GemmOperand gemm_operand(const ConstTensorView&, DType, Rounding, Overflow, bool,

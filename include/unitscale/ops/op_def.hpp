@@ -137,7 +137,9 @@ struct OpDef {
   // the attributes, never of the index itself): relu, add, residual_add, their backward ops, ....
   // Where all inputs and outputs have as many elements (no broadcasting), the kernel may be run on
   // matching slices of them, as the scaled ops do to decode, compute and encode a cache-sized
-  // chunk at a time.
+  // chunk at a time. An in-place update (adam_update, sgd_update) may be pointwise too: its
+  // one-element inputs that no output updates (the lr and gradient multipliers) are then passed
+  // whole to every slice.
   bool pointwise = false;
 
   int output_count() const { return static_cast<int>(outputs.size()); }
