@@ -526,6 +526,56 @@ std::uint32_t encode_bf16_nearest(const EncodeParams& params, const float* in, s
   }
   return largest;
 }
+
+// FP16 codes to E5M2 codes, rounded to nearest even as encode_8 rounds their values: E5M2 is
+// FP16's top byte (the same sign, exponent field and bias), so adding 0x7F plus the lowest kept bit
+// to the magnitude and keeping the top byte rounds every finite value, subnormals included, and
+// carries what lies beyond E5M2's largest into the Inf code. Saturation clamps the magnitude to
+// the largest (0x7B00, 57344) first, as encode_lanes does; the overflow, Inf and NaN codes are the
+// encoder's own.
+void f16_to_e5m2_nearest(const EncodeParams& p, const std::uint16_t* in, std::uint8_t* out,
+                         std::size_t count) {
+  constexpr std::uint32_t kHalfMagnitude = 0x7FFF, kHalfInfinity = 0x7C00, kLargest = 0x7B00;
+  const U32 sign_mask = splat(0x8000u);
+  std::size_t i = 0;
+  for (; i + kLanes <= count; i += kLanes) {
+#if UNITSCALE_BULK_LANES == 16
+    const auto h = (U32)_mm512_maskz_cvtepu16_epi32(
+        0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + i)));
+#else
+    const auto h = (U32)_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i)));
+#endif
+    const I32 negative = (h & sign_mask) != 0u;
+    const U32 magnitude = h & kHalfMagnitude;
+    const U32 clamped = p.saturate ? min(magnitude, splat(kLargest)) : magnitude;
+    const U32 code = (clamped + 0x7Fu + ((clamped >> 8) & 1u)) >> 8;
+    U32 result = code | ((h & sign_mask) >> 8);
+    if (!p.saturate) {
+      result = code > p.max_magnitude_code ? by_sign(negative, p.overflow_code) : result;
+      result = magnitude == kHalfInfinity ? by_sign(negative, p.infinity_code) : result;
+    }
+    result = magnitude > kHalfInfinity ? by_sign(negative, p.nan_code) : result;
+#if UNITSCALE_BULK_LANES == 16
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                     _mm512_maskz_cvtepi32_epi8(0xFFFF, (__m512i)result));
+#else
+    const auto v = (__m256i)result;
+    const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), _mm_packus_epi16(words, words));
+#endif
+  }
+  for (; i < count; ++i) {  // the same, one element at a time
+    const std::uint32_t h = in[i], magnitude = h & kHalfMagnitude;
+    const int sign = (h & 0x8000u) != 0 ? kNegative : kPositive;
+    const std::uint32_t clamped = p.saturate ? std::min(magnitude, kLargest) : magnitude;
+    const std::uint32_t code = (clamped + 0x7Fu + ((clamped >> 8) & 1u)) >> 8;
+    std::uint32_t result = code | ((h & 0x8000u) >> 8);
+    if (!p.saturate && code > p.max_magnitude_code) result = p.overflow_code[sign];
+    if (!p.saturate && magnitude == kHalfInfinity) result = p.infinity_code[sign];
+    if (magnitude > kHalfInfinity) result = p.nan_code[sign];
+    out[i] = static_cast<std::uint8_t>(result);
+  }
+}
 #endif
 
 std::uint32_t encode_16(const EncodeParams& p, const float* in, std::uint16_t* out,
@@ -672,7 +722,14 @@ std::uint32_t amax(const float* in, std::size_t count) {
   return vector_max > tail ? vector_max : tail;
 }
 
-constexpr KernelTable kKernels{encode_8, encode_16, fake_quantize, decode_8, decode_16, amax};
+#if UNITSCALE_BULK_F16C
+constexpr KernelTable kKernels{encode_8,  encode_16, fake_quantize,
+                               decode_8,  decode_16, amax,
+                               f16_to_e5m2_nearest};
+#else
+constexpr KernelTable kKernels{encode_8, encode_16, fake_quantize, decode_8, decode_16, amax,
+                               nullptr};
+#endif
 
 }  // namespace
 }  // namespace unitscale::detail::bulk
