@@ -86,6 +86,10 @@ class Rewriter {
         if (i < forward_inputs && is_operand(*gemm_backward, i)) cast_to = policy_.matmul_inputs;
         if (i == forward_inputs + gemm_backward->outputs.size()) cast_to = policy_.matmul_gradients;
       }
+      const OpDef* gemm = gemm_forward != nullptr ? gemm_forward : gemm_backward;
+      if (gemm == &kScaledDotProductAttentionOp && cast_to != DType::kF32) {
+        cast_to = policy_.attention_inputs;
+      }
       const auto [data, scale] = cast_to == DType::kF32 ? scaled(id) : cast(id, cast_to);
       inputs[i] = data;
       inputs[n + i] = scale;
@@ -302,6 +306,7 @@ ScalePolicy ScalePolicy::fp16() { return {}; }
 ScalePolicy ScalePolicy::fp8() {
   return {.matmul_inputs = DType::kE4M3FN,
           .matmul_gradients = DType::kE5M2,
+          .attention_inputs = DType::kBF16,
           .attention_probabilities = DType::kBF16};
 }
 
@@ -323,9 +328,10 @@ std::string ScalePolicy::to_string() const {
       storage(values, scaled_values), dtype_name(matmul_inputs), dtype_name(matmul_gradients),
       matmul_scales, storage(optimizer_state, scaled_optimizer_state),
       storage(parameters, scaled_parameters), pow2_rounding_name(rounding), overflow_name(overflow),
-      attention_probabilities == DType::kF32
+      attention_inputs == DType::kF16 && attention_probabilities == DType::kF32
           ? ""
-          : fmt::format(", attention probabilities {}", dtype_name(attention_probabilities)));
+          : fmt::format(", attention inputs {}, probabilities {}", dtype_name(attention_inputs),
+                        dtype_name(attention_probabilities)));
 }
 
 ScaledGraph::ScaledGraph(Graph& graph, int original_values, std::vector<int> scale,
@@ -432,6 +438,7 @@ ScaledGraph propagate_scales(Graph& graph, std::span<const Value> outputs,
   check_storage(policy.matmul_gradients, "the matmul gradient storage");
   check_storage(policy.optimizer_state, "the optimizer state storage");
   check_storage(policy.parameters, "the parameter storage");
+  check_storage(policy.attention_inputs, "the attention input storage");
   if (policy.attention_probabilities != DType::kF32 &&
       policy.attention_probabilities != DType::kBF16) {
     throw Error(fmt::format("{}: the attention probabilities must be f32 or bf16, got {}", kPass,

@@ -80,9 +80,13 @@ struct ScalePolicy {
   DType matmul_inputs = DType::kF16;
   DType matmul_gradients = DType::kF16;
   MatmulScaling matmul_scaling = MatmulScaling::kPropagated;
+  // The storage of attention's GEMM operands (q, k, v and its output's gradient), apart from the
+  // other GEMMs': the FP8 recipes keep attention in 16 bits (arXiv 2407.17465 §4.4 casts the
+  // linear layers alone), and in BF16 all of its GEMMs run on the BF16 units as they are.
+  DType attention_inputs = DType::kF16;
   // Inside attention, the probabilities and their gradient as operands of the GEMMs with v, the
-  // output gradient, k and q: f32, or bf16 so that with FP8 operands all six of attention's GEMMs
-  // run on the BF16 units, not only QKᵀ and g·vᵀ (AttentionConfig::probabilities).
+  // output gradient, k and q: f32, or bf16 so that with BF16 or FP8 operands those GEMMs too run
+  // on the BF16 units (AttentionConfig::probabilities).
   DType attention_probabilities = DType::kF32;
   // kCurrentAmax and kDelayedAmax: headroom, in powers of two below the format's largest value
   int amax_margin = 0;
@@ -103,8 +107,8 @@ struct ScalePolicy {
   // A value too large for its storage: ±Inf (non_finite, as real FP16 storage does) or clamped.
   Overflow overflow = Overflow::kNonFinite;
 
-  // FP16 everywhere; FP16 values with E4M3 matmul operands, E5M2 matmul gradients and BF16
-  // attention probabilities.
+  // FP16 everywhere; FP16 values with E4M3 matmul operands, E5M2 matmul gradients and attention
+  // in BF16 (its operands and probabilities).
   static ScalePolicy fp16();
   static ScalePolicy fp8();
   // "values f16, matmul inputs e4m3fn, matmul gradients e5m2 (propagated scales), ..." (a plain
