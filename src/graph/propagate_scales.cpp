@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
 
 #include "unitscale/error.hpp"
 #include "unitscale/graph/scaled_op.hpp"
@@ -75,6 +76,11 @@ class Rewriter {
     const std::size_t n = node_inputs.size();
     const OpDef* gemm_forward = op.rounds_gemm_inputs ? &op : nullptr;
     const OpDef* gemm_backward = gemm_op_differentiated_by(op);
+    // Attention's operands have their own storage, outside the matmul recipe: 16-bit, with the
+    // rules' scales (amax scaling is for the FP8 casts; a BF16 operand rescaled to near its
+    // largest value would overflow the products).
+    const bool attention =
+        (gemm_forward != nullptr ? gemm_forward : gemm_backward) == &kScaledDotProductAttentionOp;
     std::vector<Value> inputs(2 * n);
     for (std::size_t i = 0; i < n; ++i) {
       const int id = node_inputs[i];
@@ -86,11 +92,9 @@ class Rewriter {
         if (i < forward_inputs && is_operand(*gemm_backward, i)) cast_to = policy_.matmul_inputs;
         if (i == forward_inputs + gemm_backward->outputs.size()) cast_to = policy_.matmul_gradients;
       }
-      const OpDef* gemm = gemm_forward != nullptr ? gemm_forward : gemm_backward;
-      if (gemm == &kScaledDotProductAttentionOp && cast_to != DType::kF32) {
-        cast_to = policy_.attention_inputs;
-      }
-      const auto [data, scale] = cast_to == DType::kF32 ? scaled(id) : cast(id, cast_to);
+      if (attention && cast_to != DType::kF32) cast_to = policy_.attention_inputs;
+      const auto [data, scale] =
+          cast_to == DType::kF32 ? scaled(id) : cast(id, cast_to, /*amax_scaled=*/!attention);
       inputs[i] = data;
       inputs[n + i] = scale;
     }
@@ -115,13 +119,12 @@ class Rewriter {
     }
     Attributes attrs;  // set over the node's own
     set_storage_attributes(attrs);
-    const OpDef* gemm = gemm_forward != nullptr ? gemm_forward : gemm_backward;
-    if (gemm == &kScaledDotProductAttentionOp && policy_.attention_probabilities != DType::kF32) {
+    if (attention && policy_.attention_probabilities != DType::kF32) {
       attrs.set("probabilities_format", policy_.attention_probabilities);
     }
     // Operands with current-amax scales hold data up to the format's largest value, not near 1 as
     // the rules assume, so the GEMMs' output scales are measured instead.
-    if (policy_.matmul_scaling != MatmulScaling::kPropagated &&
+    if (policy_.matmul_scaling != MatmulScaling::kPropagated && !attention &&
         (gemm_forward != nullptr || gemm_backward != nullptr)) {
       attrs.set("measured_output_scales", std::int64_t{1});
     }
@@ -219,14 +222,16 @@ class Rewriter {
 
   // The value cast to `format`, keeping its scale; made once per (value, format), so that a GEMM's
   // backward reads the operands its forward cast.
-  std::pair<Value, Value> cast(int id, DType format) {
+  // `id` cast to `format`, once per pair (the backward reads the forward's casts); with
+  // `amax_scaled`, after the policy's current- or delayed-amax rescale.
+  std::pair<Value, Value> cast(int id, DType format, bool amax_scaled) {
     const auto [data, scale] = scaled(id);
     if (data.dtype() == format || !is_floating(data.dtype())) return {data, scale};
-    const auto key = std::make_pair(id, format);
+    const bool rescaled_first = amax_scaled && policy_.matmul_scaling != MatmulScaling::kPropagated;
+    const auto key = std::make_tuple(id, format, rescaled_first);
     if (const auto it = casts_made_.find(key); it != casts_made_.end()) return it->second;
-    const auto [rescaled, rescaled_scale] = policy_.matmul_scaling == MatmulScaling::kPropagated
-                                                ? std::pair{data, scale}
-                                                : amax_rescaled(data, scale, format);
+    const auto [rescaled, rescaled_scale] =
+        rescaled_first ? amax_rescaled(data, scale, format) : std::pair{data, scale};
     const Value inputs[] = {rescaled, rescaled_scale};
     const std::optional<Shape> shapes[] = {
         data.shape(), rescaled_scale.present() ? std::optional(Shape{}) : std::nullopt};
@@ -279,7 +284,7 @@ class Rewriter {
   int original_values_;
   std::vector<DType> original_dtypes_;  // per original value: its dtype before the rewrite
   std::vector<int> scale_;
-  std::map<std::pair<int, DType>, std::pair<Value, Value>> casts_made_;
+  std::map<std::tuple<int, DType, bool>, std::pair<Value, Value>> casts_made_;
   std::map<int, DType> retyped_;  // states whose storage changes, and to what
   std::vector<Value> scale_states_;
   std::vector<Value> amax_histories_;
