@@ -202,30 +202,20 @@ class PointwiseChunks {
 
   // Output o's data: stored divided by `scale` (its scale is set by the caller).
   void run(std::span<const Scale> out_scales) {
-    std::exception_ptr error;
-    // Plain variables rather than structured bindings: clang 14 cannot capture those in an
-    // OpenMP region.
-#pragma omp parallel for schedule(static)
-    for (std::int64_t c = 0; c < chunks_; ++c) {
-      try {
-        const Chunk chunk = compute(c, /*store=*/true);
-        for (std::size_t o = 0; o < call_.m; ++o) {
-          if (!chunk.encode[o]) continue;
-          const TensorView y = slice_of(out_[o], chunk.first, chunk.count);
-          const bool has_scale = out_[call_.m + o].present();
-          if (has_scale && out_scales[o].is_zero()) {
-            std::memset(y.bytes(), 0, y.byte_size());
-          } else {
-            cast_values(ConstTensorView(chunk.out[o].data(), chunk.out[o].shape()), y,
-                        has_scale ? 1.0f / storable(out_scales[o]) : 1.0f, overflow_);
-          }
+    for_each_chunk([&](std::int64_t c) {
+      const Chunk chunk = compute(c, /*store=*/true);
+      for (std::size_t o = 0; o < call_.m; ++o) {
+        if (!chunk.encode[o]) continue;
+        const TensorView y = slice_of(out_[o], chunk.first, chunk.count);
+        const bool has_scale = out_[call_.m + o].present();
+        if (has_scale && out_scales[o].is_zero()) {
+          std::memset(y.bytes(), 0, y.byte_size());
+        } else {
+          cast_values(ConstTensorView(chunk.out[o].data(), chunk.out[o].shape()), y,
+                      has_scale ? 1.0f / storable(out_scales[o]) : 1.0f, overflow_);
         }
-      } catch (...) {
-#pragma omp critical(unitscale_pointwise_error)
-        if (!error) error = std::current_exception();
       }
-    }
-    if (error) std::rethrow_exception(error);
+    });
   }
 
   // The first pass of an update: each chunk's partial L2 statistic of the new values of every
@@ -235,28 +225,34 @@ class PointwiseChunks {
     for (std::size_t o = 0; o < call_.m; ++o) {
       if (measured[o]) partials[o].assign(static_cast<std::size_t>(chunks_), 0.0);
     }
+    for_each_chunk([&](std::int64_t c) {
+      const Chunk chunk = compute(c, /*store=*/false);
+      for (std::size_t o = 0; o < call_.m; ++o) {
+        if (!measured[o]) continue;
+        partials[o][static_cast<std::size_t>(c)] = rescale_block_partial(
+            {chunk.out[o].data(), static_cast<std::size_t>(chunk.count)}, RescaleStatistic::kL2);
+      }
+    });
+    return partials;
+  }
+
+ private:
+  // body(c) for every chunk c, spread over the threads; the first exception is rethrown after.
+  template <class Body>
+  void for_each_chunk(const Body& body) const {
     std::exception_ptr error;
 #pragma omp parallel for schedule(static)
     for (std::int64_t c = 0; c < chunks_; ++c) {
       try {
-        const Chunk chunk = compute(c, /*store=*/false);
-        for (std::size_t o = 0; o < call_.m; ++o) {
-          if (!measured[o]) continue;
-          partials[o][static_cast<std::size_t>(c)] = rescale_block_partial(
-              {chunk.out[o].data(), static_cast<std::size_t>(chunk.count)}, RescaleStatistic::kL2);
-        }
+        body(c);
       } catch (...) {
 #pragma omp critical(unitscale_pointwise_error)
         if (!error) error = std::current_exception();
       }
     }
     if (error) std::rethrow_exception(error);
-    return partials;
   }
 
-  std::int64_t elements() const { return elements_; }
-
- private:
   struct Chunk {
     std::int64_t first = 0, count = 0;
     std::vector<TensorView> out;

@@ -10,10 +10,12 @@
 #include <bit>
 #include <cmath>
 #include <functional>
+#include <initializer_list>
 #include <optional>
 #include <random>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "unitscale/error.hpp"
@@ -80,6 +82,23 @@ double relative_l2(std::span<const float> a, std::span<const float> b) {
   return std::sqrt(diff / static_cast<double>(a.size())) / rms(b);
 }
 
+// The values of `outputs` (through `scaled` when given: its fp32 outputs) after one run of the
+// graph with `inputs` bound.
+std::vector<Tensor> run_outputs(Graph& graph, std::vector<Value> outputs, const ScaledGraph* scaled,
+                                std::initializer_list<std::pair<Value, const Tensor*>> inputs,
+                                const Observer& observer = nullptr) {
+  if (scaled != nullptr) {
+    for (Value& v : outputs) v = scaled->output(v);
+  }
+  Executor exec(graph, outputs);
+  if (observer) exec.add_observer(observer);
+  for (const auto& [value, data] : inputs) exec.bind(value, *data);
+  exec.run();
+  std::vector<Tensor> result;
+  for (const Value& v : outputs) result.push_back(copy_of(exec.get(v)));
+  return result;
+}
+
 // A unit-scaled MLP classifier, 64 → 128 → 10, with a gelu and cross-entropy loss; the input is
 // x · input_scale, re-centred by a dynamic rescale when `rescale_input`.
 struct Mlp {
@@ -105,20 +124,9 @@ struct Mlp {
 
   // The outputs' values: of the fp32 graph, or through `scaled` after propagate_scales.
   std::vector<Tensor> run(const ScaledGraph* scaled = nullptr, const Observer& observer = nullptr) {
-    std::vector<Value> wanted = outputs();
-    if (scaled != nullptr) {
-      for (Value& v : wanted) v = scaled->output(v);
-    }
-    Executor exec(graph, wanted);
-    if (observer) exec.add_observer(observer);
-    exec.bind(x, x_data);
-    exec.bind(labels, labels_data);
-    exec.bind(w1, w1_data);
-    exec.bind(w2, w2_data);
-    exec.run();
-    std::vector<Tensor> result;
-    for (const Value& v : wanted) result.push_back(copy_of(exec.get(v)));
-    return result;
+    return run_outputs(graph, outputs(), scaled,
+                       {{x, &x_data}, {labels, &labels_data}, {w1, &w1_data}, {w2, &w2_data}},
+                       observer);
   }
 };
 
@@ -300,19 +308,8 @@ struct AttentionGraph {
   }
   std::vector<Value> outputs() const { return {loss, grads[0], grads[1], grads[2]}; }
   std::vector<Tensor> run(const ScaledGraph* scaled = nullptr) {
-    std::vector<Value> wanted = outputs();
-    if (scaled != nullptr) {
-      for (Value& value : wanted) value = scaled->output(value);
-    }
-    Executor exec(graph, wanted);
-    exec.bind(q, q_data);
-    exec.bind(k, k_data);
-    exec.bind(v, v_data);
-    exec.bind(target, target_data);
-    exec.run();
-    std::vector<Tensor> result;
-    for (const Value& value : wanted) result.push_back(copy_of(exec.get(value)));
-    return result;
+    return run_outputs(graph, outputs(), scaled,
+                       {{q, &q_data}, {k, &k_data}, {v, &v_data}, {target, &target_data}});
   }
 };
 
