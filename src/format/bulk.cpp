@@ -365,17 +365,19 @@ float encode_codes(std::span<const float> in, void* codes, std::size_t code_coun
   }));
 }
 
-bool transcode_f16_to_e5m2(const std::uint16_t* in, std::uint8_t* out, std::size_t count,
-                           const Quantization& q) {
+bool transcode_f16_to_8bit(const std::uint16_t* in, std::uint8_t* out, std::size_t count,
+                           const FormatSpec& format, const Quantization& q) {
   const SimdLevel level = active_simd_level();
   if (q.rounding != Rounding::kNearestEven || q.scale != 1.0f || level == SimdLevel::kScalar) {
     return false;
   }
+  check_format("transcode", format, 8);
   const bulk::KernelTable& kernels = kernels_for(level);
-  if (kernels.f16_to_e5m2 == nullptr) return false;
-  const bulk::EncodeParams params = encode_params(kFloat8E5M2, q);
+  const auto kernel = format == kFloat8E5M2 ? kernels.f16_to_e5m2 : kernels.f16_to_8bit;
+  if (kernel == nullptr) return false;
+  const bulk::EncodeParams params = encode_params(format, q);
   for_each_chunk(count, [&](std::size_t begin, std::size_t n) {
-    kernels.f16_to_e5m2(params, in + begin, out + begin, n);
+    kernel(params, in + begin, out + begin, n);
     return std::uint32_t{0};
   });
   return true;

@@ -127,9 +127,12 @@ struct KernelTable {
                    std::size_t count);
   void (*decode_16)(const DecodeParams&, const std::uint16_t* in, float* out, std::size_t count);
   std::uint32_t (*amax)(const float* in, std::size_t count);
-  // FP16 codes to E5M2 codes under E5M2's round-to-nearest-even EncodeParams (the levels with
-  // AVX2 or AVX-512; null elsewhere).
+  // FP16 codes to E5M2 codes (in integers), or to any 8-bit format's codes (F16C, then the
+  // encoder in registers), under the target's round-to-nearest-even EncodeParams without a scale
+  // (the levels with AVX2 or AVX-512; null elsewhere).
   void (*f16_to_e5m2)(const EncodeParams&, const std::uint16_t* in, std::uint8_t* out,
+                      std::size_t count);
+  void (*f16_to_8bit)(const EncodeParams&, const std::uint16_t* in, std::uint8_t* out,
                       std::size_t count);
 };
 

@@ -478,18 +478,6 @@ void decode_half_f16c(const DecodeParams& params, const std::uint16_t* in, float
 #endif
 
 #if UNITSCALE_BULK_F16C
-// Narrows each lane's low 16 bits (every lane < 2^16) into `out`.
-UNITSCALE_BULK_INLINE void store_low_halves(std::uint16_t* out, U32 lanes) {
-#if UNITSCALE_BULK_LANES == 16
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
-                      _mm512_maskz_cvtepi32_epi16(0xFFFF, (__m512i)lanes));
-#else
-  const auto v = (__m256i)lanes;
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
-                   _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
-#endif
-}
-
 // BF16 with round-to-nearest-even and non-saturating overflow in integer arithmetic: BF16 is the
 // top half of FP32, so adding 0x7FFF plus the lowest kept bit to the bits and keeping the top
 // half rounds every finite value as the codec does, FP32 subnormals included (they are BF16's),
@@ -505,7 +493,7 @@ std::uint32_t encode_bf16_nearest(const EncodeParams& params, const float* in, s
     const F32 value = load<F32>(in + i);
     amax = max(amax, as_i32(as_u32(value) & kMagnitudeMask));
     const U32 bits = as_u32(apply_scale(p, value));
-    store_low_halves(out + i, (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+    store_codes(out + i, (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
     any_nan |= (bits & kMagnitudeMask) > kInfinityBits;
   }
   const std::size_t vectors = i;
@@ -555,14 +543,7 @@ void f16_to_e5m2_nearest(const EncodeParams& p, const std::uint16_t* in, std::ui
       result = magnitude == kHalfInfinity ? by_sign(negative, p.infinity_code) : result;
     }
     result = magnitude > kHalfInfinity ? by_sign(negative, p.nan_code) : result;
-#if UNITSCALE_BULK_LANES == 16
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
-                     _mm512_maskz_cvtepi32_epi8(0xFFFF, (__m512i)result));
-#else
-    const auto v = (__m256i)result;
-    const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), _mm_packus_epi16(words, words));
-#endif
+    store_codes(out + i, result);
   }
   for (; i < count; ++i) {  // the same, one element at a time
     const std::uint32_t h = in[i], magnitude = h & kHalfMagnitude;
@@ -574,6 +555,39 @@ void f16_to_e5m2_nearest(const EncodeParams& p, const std::uint16_t* in, std::ui
     if (!p.saturate && magnitude == kHalfInfinity) result = p.infinity_code[sign];
     if (magnitude > kHalfInfinity) result = p.nan_code[sign];
     out[i] = static_cast<std::uint8_t>(result);
+  }
+}
+
+// FP16 codes to any 8-bit format's codes with round-to-nearest-even: each vector is decoded by
+// F16C (exactly) and encoded in registers, with no FP32 buffer in between.
+template <Rounding kMode, bool kSaturate>
+struct F16To8 {
+  static std::uint32_t run(const EncodeParams& p, const std::uint16_t* in, std::uint8_t* out,
+                           const std::uint32_t*, std::size_t count) {
+    std::size_t i = 0;
+    for (; i + kLanes <= count; i += kLanes) {
+      const auto value = (F32)load_half(in + i);
+      store_codes(out + i, encode_lanes<kMode, kSaturate>(p, as_u32(value), U32{}));
+    }
+    if (i < count) {
+      const std::size_t rest = count - i;
+      std::uint16_t padded[kLanes] = {};
+      std::uint8_t codes[kLanes];
+      std::memcpy(padded, in + i, rest * sizeof(std::uint16_t));
+      const auto value = (F32)load_half(padded);
+      store_codes(codes, encode_lanes<kMode, kSaturate>(p, as_u32(value), U32{}));
+      std::memcpy(out + i, codes, rest);
+    }
+    return 0;
+  }
+};
+
+void f16_to_8bit_nearest(const EncodeParams& p, const std::uint16_t* in, std::uint8_t* out,
+                         std::size_t count) {
+  if (p.saturate) {
+    F16To8<Rounding::kNearestEven, true>::run(p, in, out, nullptr, count);
+  } else {
+    F16To8<Rounding::kNearestEven, false>::run(p, in, out, nullptr, count);
   }
 }
 #endif
@@ -723,12 +737,11 @@ std::uint32_t amax(const float* in, std::size_t count) {
 }
 
 #if UNITSCALE_BULK_F16C
-constexpr KernelTable kKernels{encode_8,  encode_16, fake_quantize,
-                               decode_8,  decode_16, amax,
-                               f16_to_e5m2_nearest};
+constexpr KernelTable kKernels{encode_8,  encode_16, fake_quantize,       decode_8,
+                               decode_16, amax,      f16_to_e5m2_nearest, f16_to_8bit_nearest};
 #else
 constexpr KernelTable kKernels{encode_8, encode_16, fake_quantize, decode_8, decode_16, amax,
-                               nullptr};
+                               nullptr,  nullptr};
 #endif
 
 }  // namespace

@@ -145,7 +145,7 @@ class SliceScratch {
  public:
   SliceScratch(const Geometry& g, DType format, bool needed = true)
       : values(needed ? g.query_len : 0, needed ? g.key_len : 0),
-        rounded_(needed && format == DType::kBF16 ? values.size() : 0) {}
+        rounded_(needed && format == DType::kBF16 ? static_cast<std::size_t>(values.size()) : 0) {}
 
   RowMajorMatrix values;
 

@@ -165,11 +165,11 @@ void cast_piece(ConstTensorView x, TensorView y, std::int64_t begin, std::int64_
     load_floats(x, begin, count, scale, y.data() + begin);
     return;
   }
-  if (x.dtype() == DType::kF16 && y.dtype() == DType::kE5M2 && scale == 1.0f &&
-      detail::transcode_f16_to_e5m2(reinterpret_cast<const std::uint16_t*>(x.bytes()) + begin,
+  if (x.dtype() == DType::kF16 && dtype_size(y.dtype()) == 1 && scale == 1.0f &&
+      detail::transcode_f16_to_8bit(reinterpret_cast<const std::uint16_t*>(x.bytes()) + begin,
                                     reinterpret_cast<std::uint8_t*>(y.bytes()) + begin,
-                                    static_cast<std::size_t>(count), q)) {
-    return;  // E5M2 is FP16's top byte: rounded in integers, no FP32 in between
+                                    static_cast<std::size_t>(count), *dtype_format(y.dtype()), q)) {
+    return;  // FP16 to FP8 with no FP32 buffer in between
   }
   alignas(64) float buffer[kChunk];
   const float* values = buffer;

@@ -664,42 +664,49 @@ TEST(SimdLevel, SupportedLevelsStartWithScalarAndEndWithTheBest) {
 
 }  // namespace
 
-// ---- FP16 to E5M2 in integers ----
+// ---- FP16 to 8-bit formats without an FP32 buffer ----
 
-// Every FP16 code, transcoded, gives the scalar codec's E5M2 code for its value, under both
-// overflow policies and on every SIMD level that has the kernel (AVX2, AVX-512); the others (and
-// a rounding other than nearest even, or a scale) decline and write nothing. Counts that leave a
-// partial vector go through the kernel's scalar tail.
-TEST(BulkTranscode, Fp16ToE5m2MatchesTheCodecForEveryCode) {
+// Every FP16 code, transcoded, gives the scalar codec's code for its value in every 8-bit
+// catalogue format (E5M2 in integers, the others through F16C and the encoder in registers),
+// under both overflow policies and on every SIMD level that has the kernels (AVX2, AVX-512); the
+// others (and a rounding other than nearest even, or a scale) decline and write nothing. Counts
+// that leave a partial vector go through the kernels' tails.
+TEST(BulkTranscode, Fp16To8BitFormatsMatchesTheCodecForEveryCode) {
   std::vector<std::uint16_t> every(65536 + 5);
   for (std::size_t c = 0; c < every.size(); ++c) every[c] = static_cast<std::uint16_t>(c % 65536);
-  for (const us::Overflow overflow : {us::Overflow::kSaturate, us::Overflow::kNonFinite}) {
-    const Quantization q{.overflow = overflow};
-    SCOPED_TRACE(describe(q));
-    std::vector<std::uint8_t> expected(every.size());
-    for (std::size_t c = 0; c < every.size(); ++c) {
-      const float value = us::detail::decode_bits(every[c], us::kFloat16);
-      expected[c] = static_cast<std::uint8_t>(
-          us::detail::encode_bits(value, us::kFloat8E5M2, us::Rounding::kNearestEven, overflow));
-    }
-    for (const SimdLevel level : us::detail::supported_simd_levels()) {
-      ForcedSimdLevel forced(level);
-      std::vector<std::uint8_t> got(every.size(), 0xAB);
-      const bool done = us::detail::transcode_f16_to_e5m2(every.data(), got.data(), got.size(), q);
-      const bool has_kernel = level == SimdLevel::kAvx2 || level == SimdLevel::kAvx512;
-      ASSERT_EQ(done, has_kernel) << us::detail::simd_level_name(level);
-      if (!done) {
-        EXPECT_EQ(got, std::vector<std::uint8_t>(every.size(), 0xAB)) << "wrote while declining";
-        continue;
-      }
+  for (const us::FormatSpec& format :
+       {us::kFloat8E5M2, us::kFloat8E4M3FN, us::kFloat8E4M3FNUZ, us::kFloat8E5M2FNUZ,
+        us::kFloat8E8M0FNU, us::kFloat6E2M3FN, us::kFloat6E3M2FN, us::kFloat4E2M1FN}) {
+    for (const us::Overflow overflow : {us::Overflow::kSaturate, us::Overflow::kNonFinite}) {
+      const Quantization q{.overflow = overflow};
+      SCOPED_TRACE(fmt::format("{}, {}", us::format_name(format), describe(q)));
+      std::vector<std::uint8_t> expected(every.size());
       for (std::size_t c = 0; c < every.size(); ++c) {
-        ASSERT_EQ(got[c], expected[c])
-            << fmt::format("FP16 code {:#06x} on {}", every[c], us::detail::simd_level_name(level));
+        const float value = us::detail::decode_bits(every[c], us::kFloat16);
+        expected[c] = static_cast<std::uint8_t>(
+            us::detail::encode_bits(value, format, us::Rounding::kNearestEven, overflow));
       }
-      for (const Quantization declined :
-           {Quantization{.rounding = us::Rounding::kTowardZero, .overflow = overflow},
-            Quantization{.scale = 2.0f, .overflow = overflow}}) {
-        EXPECT_FALSE(us::detail::transcode_f16_to_e5m2(every.data(), got.data(), 8, declined));
+      for (const SimdLevel level : us::detail::supported_simd_levels()) {
+        ForcedSimdLevel forced(level);
+        std::vector<std::uint8_t> got(every.size(), 0xAB);
+        const bool done =
+            us::detail::transcode_f16_to_8bit(every.data(), got.data(), got.size(), format, q);
+        const bool has_kernel = level == SimdLevel::kAvx2 || level == SimdLevel::kAvx512;
+        ASSERT_EQ(done, has_kernel) << us::detail::simd_level_name(level);
+        if (!done) {
+          EXPECT_EQ(got, std::vector<std::uint8_t>(every.size(), 0xAB)) << "wrote while declining";
+          continue;
+        }
+        for (std::size_t c = 0; c < every.size(); ++c) {
+          ASSERT_EQ(got[c], expected[c]) << fmt::format("FP16 code {:#06x} on {}", every[c],
+                                                        us::detail::simd_level_name(level));
+        }
+        for (const Quantization declined :
+             {Quantization{.rounding = us::Rounding::kTowardZero, .overflow = overflow},
+              Quantization{.scale = 2.0f, .overflow = overflow}}) {
+          EXPECT_FALSE(
+              us::detail::transcode_f16_to_8bit(every.data(), got.data(), 8, format, declined));
+        }
       }
     }
   }

@@ -45,11 +45,12 @@ float encode_codes(std::span<const float> in, void* codes, std::size_t code_coun
                    const FormatSpec& format, const Quantization& q);
 void decode_codes(const void* codes, std::size_t code_count, int code_bytes, std::span<float> out,
                   const FormatSpec& format, float scale);
-// FP16 codes to E5M2 codes: encode_codes of their values to E5M2 (E5M2 is FP16's top byte, so
-// this is a rounding in integers). Only round-to-nearest-even without a scale, on CPUs with AVX2
-// or AVX-512; returns false, writing nothing, otherwise.
-bool transcode_f16_to_e5m2(const std::uint16_t* in, std::uint8_t* out, std::size_t count,
-                           const Quantization& q);
+// FP16 codes to the codes of an 8-bit format: encode_codes of their values, with no FP32 buffer
+// (E5M2 is FP16's top byte: a rounding in integers; the others decoded by F16C and encoded in
+// registers). Only round-to-nearest-even without a scale, on CPUs with AVX2 or AVX-512; returns
+// false, writing nothing, otherwise.
+bool transcode_f16_to_8bit(const std::uint16_t* in, std::uint8_t* out, std::size_t count,
+                           const FormatSpec& format, const Quantization& q);
 }  // namespace detail
 
 // Quantises `in` into `out` (same length) and returns amax(in), computed in the same pass.
