@@ -90,13 +90,22 @@ struct SliceOperands {
   }
 };
 
+// FP8 operands widened to BF16 once (GemmOperand::widen_fp8_to_bf16): every slice's GEMMs then
+// multiply BF16 codes, where the GEMM engine would convert FP8 ones in each call.
+SliceOperands widened(SliceOperands operands) {
+  for (GemmOperand* operand : {&operands.q, &operands.k, &operands.v}) {
+    operand->widen_fp8_to_bf16();
+  }
+  return operands;
+}
+
+// fp32 q, k, v rounded as `formats` say (attention_forward and attention_backward).
 SliceOperands slice_operands(std::span<const ConstTensorView> in, const Geometry& g,
-                             const GemmInputFormats& formats, std::uint64_t step,
-                             bool placeholder = false) {
+                             const GemmInputFormats& formats, std::uint64_t step) {
   using detail::GemmOperandRole;
-  return {detail::gemm_operand(in[0], formats, GemmOperandRole::kLeft, step, placeholder),
-          detail::gemm_operand(in[1], formats, GemmOperandRole::kRight, step, placeholder),
-          detail::gemm_operand(in[2], formats, GemmOperandRole::kThird, step, placeholder), g};
+  return widened({detail::gemm_operand(in[0], formats, GemmOperandRole::kLeft, step),
+                  detail::gemm_operand(in[1], formats, GemmOperandRole::kRight, step),
+                  detail::gemm_operand(in[2], formats, GemmOperandRole::kThird, step), g});
 }
 
 // S = (m/d)·q·kᵀ
@@ -349,19 +358,12 @@ void attention_backward_on(const SliceOperands& operands, const GemmOperand& gra
 
 // The kernels take q, k, v and grad_y as fp32 (rounded as the node's formats say) or as the
 // stored codes of a scaled graph (OpDef::gemm_operands_as_codes, with their scales).
-// FP8 codes are widened to BF16 once here (GemmOperand::widen_fp8_to_bf16): every slice's GEMMs
-// then multiply BF16 codes, where the GEMM engine would convert FP8 ones in each call.
 SliceOperands kernel_operands(std::span<const ConstTensorView> in, const Geometry& g,
                               const GemmInputFormats& formats, const KernelContext& context) {
   using detail::GemmOperandRole;
-  SliceOperands operands{detail::gemm_operand(in[0], formats, GemmOperandRole::kLeft, context, 0),
-                         detail::gemm_operand(in[1], formats, GemmOperandRole::kRight, context, 1),
-                         detail::gemm_operand(in[2], formats, GemmOperandRole::kThird, context, 2),
-                         g};
-  for (GemmOperand* operand : {&operands.q, &operands.k, &operands.v}) {
-    operand->widen_fp8_to_bf16();
-  }
-  return operands;
+  return widened({detail::gemm_operand(in[0], formats, GemmOperandRole::kLeft, context, 0),
+                  detail::gemm_operand(in[1], formats, GemmOperandRole::kRight, context, 1),
+                  detail::gemm_operand(in[2], formats, GemmOperandRole::kThird, context, 2), g});
 }
 
 void attention_kernel(std::span<const ConstTensorView> in, std::span<const TensorView> out,
@@ -493,8 +495,9 @@ void attention_backward(ConstTensorView grad_y, ConstTensorView q, ConstTensorVi
                         const AttentionConfig& config, float beta_q, float beta_k, float beta_v) {
   const Geometry g = geometry_of(q.shape(), k.shape(), v.shape());
   const ConstTensorView inputs[] = {q, k, v};
-  const GemmOperand rounded_grad_y = detail::gemm_operand(
+  GemmOperand rounded_grad_y = detail::gemm_operand(
       grad_y, config.gemm_inputs, detail::GemmOperandRole::kGradient, config.step);
+  rounded_grad_y.widen_fp8_to_bf16();
   attention_backward_on(slice_operands(inputs, g, config.gemm_inputs, config.step), rounded_grad_y,
                         grad_q, grad_k, grad_v, config, beta_q, beta_k, beta_v);
 }
