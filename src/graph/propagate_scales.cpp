@@ -11,7 +11,6 @@
 
 #include "unitscale/error.hpp"
 #include "unitscale/graph/scaled_op.hpp"
-#include "unitscale/ops/attention.hpp"
 #include "unitscale/ops/cast.hpp"
 #include "unitscale/ops/delayed_rescale.hpp"
 #include "unitscale/ops/dynamic_rescale.hpp"
@@ -79,8 +78,8 @@ class Rewriter {
     // Attention's operands have their own storage, outside the matmul recipe: 16-bit, with the
     // rules' scales (amax scaling is for the FP8 casts; a BF16 operand rescaled to near its
     // largest value would overflow the products).
-    const bool attention =
-        (gemm_forward != nullptr ? gemm_forward : gemm_backward) == &kScaledDotProductAttentionOp;
+    const OpDef* gemm = gemm_forward != nullptr ? gemm_forward : gemm_backward;
+    const bool attention = gemm != nullptr && gemm->attention_gemms;
     std::vector<Value> inputs(2 * n);
     for (std::size_t i = 0; i < n; ++i) {
       const int id = node_inputs[i];

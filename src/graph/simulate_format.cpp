@@ -6,7 +6,6 @@
 
 #include "ops/counter_hash.hpp"
 #include "unitscale/error.hpp"
-#include "unitscale/ops/attention.hpp"
 #include "unitscale/ops/round_to_format.hpp"
 
 namespace unitscale {
@@ -15,7 +14,7 @@ namespace {
 
 constexpr std::string_view kPass = "simulate_format";
 
-bool is_attention(const Node& node) { return node.op == &kScaledDotProductAttentionOp; }
+bool is_attention(const Node& node) { return node.op->attention_gemms; }
 
 // "<module>.weight" or "....<module>.weight".
 bool belongs_to(std::string_view weight, const std::string& module) {

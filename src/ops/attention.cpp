@@ -595,6 +595,7 @@ const OpDef kScaledDotProductAttentionOp{
     .backward_scale_propagation = attention_backward_scale_rule,
     .rounds_gemm_inputs = true,
     .gemm_operands_as_codes = true,
+    .attention_gemms = true,
 };
 
 // ------------------------------------------------------------------------------------------------

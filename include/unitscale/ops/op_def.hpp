@@ -130,6 +130,11 @@ struct OpDef {
   // stored codes with scales (KernelContext::code_scales), so that a scaled graph's FP8 and BF16
   // operands reach the GEMM engine without being decoded to fp32 first.
   bool gemm_operands_as_codes = false;
+  // With rounds_gemm_inputs: the op's GEMMs are attention's (q·kᵀ, then P·v after a softmax, and
+  // their backward), whose kernels read a "probabilities_format" attribute. simulate_format
+  // rounds them only when asked (attention_inputs); propagate_scales gives their operands
+  // ScalePolicy::attention_inputs storage and their probabilities attention_probabilities.
+  bool attention_gemms = false;
   // The executor runs the op's nodes as soon as their inputs are ready, before nodes recorded
   // earlier (Graph::execution_order): a gradient exchange starts while backward goes on.
   bool runs_early = false;
