@@ -157,6 +157,18 @@ bool converts_directly(const ConstTensorView& x, const TensorView& y, float scal
          std::frexp(scale, &exponent) == 0.5f;
 }
 
+// Elements [begin, begin + count) of FP16 x as codes of y's 8-bit format, in one call of the bulk
+// layer with no FP32 buffer (detail::transcode_f16_to_8bit); false, writing nothing, where it
+// does not apply (another pair of dtypes, a scale, a rounding or a CPU it does not take).
+bool transcoded(ConstTensorView x, TensorView y, std::int64_t begin, std::int64_t count,
+                float scale, const Quantization& q) {
+  return x.dtype() == DType::kF16 && dtype_size(y.dtype()) == 1 && scale == 1.0f &&
+         detail::transcode_f16_to_8bit(reinterpret_cast<const std::uint16_t*>(x.bytes()) + begin,
+                                       reinterpret_cast<std::uint8_t*>(y.bytes()) + begin,
+                                       static_cast<std::size_t>(count), *dtype_format(y.dtype()),
+                                       q);
+}
+
 // Elements [begin, begin + count) of y = x · scale in y's floating dtype, quantised with `q`;
 // count ≤ kChunk unless converts_directly.
 void cast_piece(ConstTensorView x, TensorView y, std::int64_t begin, std::int64_t count,
@@ -164,12 +176,6 @@ void cast_piece(ConstTensorView x, TensorView y, std::int64_t begin, std::int64_
   if (y.dtype() == DType::kF32) {
     load_floats(x, begin, count, scale, y.data() + begin);
     return;
-  }
-  if (x.dtype() == DType::kF16 && dtype_size(y.dtype()) == 1 && scale == 1.0f &&
-      detail::transcode_f16_to_8bit(reinterpret_cast<const std::uint16_t*>(x.bytes()) + begin,
-                                    reinterpret_cast<std::uint8_t*>(y.bytes()) + begin,
-                                    static_cast<std::size_t>(count), *dtype_format(y.dtype()), q)) {
-    return;  // FP16 to FP8 with no FP32 buffer in between
   }
   alignas(64) float buffer[kChunk];
   const float* values = buffer;
@@ -244,6 +250,10 @@ void cast_forward(ConstTensorView x, TensorView y, const Attributes& attrs, std:
   // Each call of the bulk codec has a fixed cost; pieces only where a buffer needs them.
   const bool whole_shares = !stochastic && converts_directly(x, y, config.scale);
   detail::for_each_share(n, [&](std::int64_t first, std::int64_t share) {
+    if (!stochastic && transcoded(x, y, first, share, config.scale,
+                                  {.rounding = config.rounding, .overflow = config.overflow})) {
+      return;
+    }
     std::uint32_t bits[kChunk];
     const std::int64_t piece = whole_shares ? share : kChunk;
     for (std::int64_t begin = first; begin < first + share; begin += piece) {
@@ -265,11 +275,12 @@ void cast_values(ConstTensorView x, TensorView y, float factor, Overflow overflo
                             dtype_name(y.dtype())));
   }
   const std::int64_t n = x.numel();
+  const Quantization q{.rounding = Rounding::kNearestEven, .overflow = overflow};
+  if (transcoded(x, y, 0, n, factor, q)) return;
   const std::int64_t piece =
       converts_directly(x, y, factor) ? std::max<std::int64_t>(n, 1) : kChunk;
   for (std::int64_t begin = 0; begin < n; begin += piece) {
-    cast_piece(x, y, begin, std::min(piece, n - begin), factor,
-               {.rounding = Rounding::kNearestEven, .overflow = overflow});
+    cast_piece(x, y, begin, std::min(piece, n - begin), factor, q);
   }
 }
 
