@@ -7,6 +7,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "unitscale/ops/cast.hpp"
 #include "unitscale/ops/dynamic_rescale.hpp"
 #include "unitscale/ops/gemm_input_formats.hpp"
+#include "unitscale/tensor/scale_policy.hpp"
 
 namespace unitscale {
 
@@ -65,12 +67,11 @@ float* scratch(std::size_t slot, std::int64_t count) {
 }
 
 // A scale measured on an output rather than ruled: a dynamic L2 rescale of its fp32 values, taken
-// before they are stored, so the data's rms lands in [1, 2) (p2 down). Used for a scaled state
-// after its update (optimizer moments: their magnitude drifts with the gradients' in ways no rule
-// can follow, and no separate rescale op has to read the state again), and for the outputs of
-// GEMMs whose operands have current-amax scales (data far from 1, which the rules do not assume).
-// All zeros give the static zero (the moments' initial state); values that are not finite keep
-// the rule's scale, and are stored as the overflow policy says.
+// before they are stored, so the data's rms lands in [1, 2) (p2 down). Used for the parameters a
+// scaled update writes (state_scale) and for the outputs of GEMMs whose operands have current-amax
+// scales (data far from 1, which the rules do not assume). All zeros give the static zero (a
+// state's initial value); values that are not finite keep the rule's scale, and are stored as the
+// overflow policy says.
 Scale scale_from_rms(double rms, const Attributes& attrs, std::string_view op,
                      const Scale& rule_scale) {
   if (rms == 0.0) return Scale::zero();
@@ -83,6 +84,21 @@ Scale measured_scale(const TensorView& values, const Attributes& attrs, std::str
   return scale_from_rms(rescale_statistic({values.data(), static_cast<std::size_t>(values.numel())},
                                           RescaleStatistic::kL2),
                         attrs, op, rule_scale);
+}
+
+// A state updated in place gets a scale measured on its new values before any is stored: one that
+// other ops read (a parameter) a unit-rms scale, as their rules assume (scale_from_rms); one that
+// only its update reads (OpDef::private_states: optimizer moments) private_state_scale.
+RescaleStatistic state_statistic(const OpDef& op, std::size_t o) {
+  return ((op.private_states >> o) & 1u) != 0 ? RescaleStatistic::kMax : RescaleStatistic::kL2;
+}
+
+Scale state_scale(double statistic, const OpDef& op, std::size_t o, DType storage,
+                  const Attributes& attrs, std::string_view name, const Scale& rule_scale) {
+  if (state_statistic(op, o) == RescaleStatistic::kL2) {
+    return scale_from_rms(statistic, attrs, name, rule_scale);
+  }
+  return private_state_scale(statistic, storage).value_or(rule_scale);
 }
 
 // Whether input `i` of `op` is a GEMM operand that its kernel takes as stored codes
@@ -218,8 +234,9 @@ class PointwiseChunks {
     });
   }
 
-  // The first pass of an update: each chunk's partial L2 statistic of the new values of every
-  // output in `measured`, nothing stored. partials[o][c] is chunk c's of output o.
+  // The first pass of an update: each chunk's partial statistic of the new values of every
+  // output in `measured` (state_statistic), nothing stored. partials[o][c] is chunk c's of
+  // output o.
   std::vector<std::vector<double>> measure(const std::vector<bool>& measured) {
     std::vector<std::vector<double>> partials(call_.m);
     for (std::size_t o = 0; o < call_.m; ++o) {
@@ -229,8 +246,9 @@ class PointwiseChunks {
       const Chunk chunk = compute(c, /*store=*/false);
       for (std::size_t o = 0; o < call_.m; ++o) {
         if (!measured[o]) continue;
-        partials[o][static_cast<std::size_t>(c)] = rescale_block_partial(
-            {chunk.out[o].data(), static_cast<std::size_t>(chunk.count)}, RescaleStatistic::kL2);
+        partials[o][static_cast<std::size_t>(c)] =
+            rescale_block_partial({chunk.out[o].data(), static_cast<std::size_t>(chunk.count)},
+                                  state_statistic(call_.inner, o));
       }
     });
     return partials;
@@ -379,7 +397,7 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
       attrs.get_enum<Overflow>(outer.name, "storage_overflow", Overflow::kNonFinite);
   if (const std::int64_t elements = pointwise_elements(inner, in, out, n, m, measure_outputs)) {
     PointwiseChunks chunks(in, out, attrs, context, scales, elements, overflow);
-    // A scaled state updated in place gets the scale of its new values (as measured_scale).
+    // A scaled state updated in place gets the scale of its new values (state_scale).
     std::vector<bool> measured(m, false);
     for (std::size_t o = 0; o < m; ++o) {
       measured[o] = out[o].present() && out[m + o].present() && o < inner.in_place.size() &&
@@ -389,9 +407,10 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
       const auto partials = chunks.measure(measured);
       for (std::size_t o = 0; o < m; ++o) {
         if (!measured[o]) continue;
-        const double rms = rescale_statistic_of_partials(
-            partials[o], static_cast<std::size_t>(elements), RescaleStatistic::kL2);
-        out_scales[o] = scale_from_rms(rms, attrs, outer.name, out_scales[o]);
+        const double statistic = rescale_statistic_of_partials(
+            partials[o], static_cast<std::size_t>(elements), state_statistic(inner, o));
+        out_scales[o] =
+            state_scale(statistic, inner, o, out[o].dtype(), attrs, outer.name, out_scales[o]);
       }
     }
     for (std::size_t o = 0; o < m; ++o) {
@@ -475,7 +494,12 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
     const bool has_scale = out[m + o].present();
     Scale s = has_scale ? out_scales[o] : Scale{};
     const bool updates_state = o < inner.in_place.size() && inner.in_place[o] >= 0;
-    if (has_scale && (updates_state || measure_outputs)) {
+    if (has_scale && updates_state) {
+      const ConstTensorView& y = inner_out[o];
+      const double statistic = rescale_statistic({y.data(), static_cast<std::size_t>(y.numel())},
+                                                 state_statistic(inner, o));
+      s = state_scale(statistic, inner, o, out[o].dtype(), attrs, outer.name, s);
+    } else if (has_scale && measure_outputs) {
       s = measured_scale(inner_out[o], attrs, outer.name, s);
     }
     if (has_scale) out[m + o].data()[0] = s.is_zero() ? 0.0f : storable(s);
@@ -488,6 +512,19 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
     convert(y, out[o], on_data || !has_scale ? 1.0f : 1.0f / storable(s), overflow);
   }
 }
+
+}  // namespace
+
+std::optional<Scale> private_state_scale(double amax, DType storage) {
+  if (amax == 0.0) return Scale::zero();
+  const std::optional<FormatSpec> format = dtype_format(storage);
+  if (!format) return std::nullopt;
+  const ChosenScale chosen = amax_scale(static_cast<float>(amax), *format);
+  if (chosen.degenerate) return std::nullopt;
+  return chosen.scale;
+}
+
+namespace {
 
 using detail::DerivedOp;
 

@@ -284,6 +284,7 @@ const OpDef kAdamUpdateOp{
                    AttributeSpec::enumeration<UpdateDecayMode>("decay_mode"),
                    AttributeSpec::real("gradient_scale")},
     .in_place = {0, 2, 3},
+    .private_states = 0b110,  // m, v
     .infer_shapes = infer_adam,
     .kernel = adam_kernel,
     .scale_propagation = adam_scale_rule,
@@ -300,6 +301,7 @@ const OpDef kSgdUpdateOp{
                    AttributeSpec::enumeration<UpdateDecayMode>("decay_mode"),
                    AttributeSpec::real("gradient_scale")},
     .in_place = {0, 2},
+    .private_states = 0b10,  // the momentum buffer
     .infer_shapes = infer_sgd,
     .kernel = sgd_kernel,
     .scale_propagation = sgd_scale_rule,

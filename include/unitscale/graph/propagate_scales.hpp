@@ -21,12 +21,14 @@
 // parameter (Adam's m and v, SGD's momentum buffer) become scaled states, as in Scalify's FP16
 // Adam: the state value keeps its id and name but stores `optimizer_state` data (FP16 by default:
 // half of fp32's bytes), and a new scalar state "<name>.scale" (ScaledGraph::scale_states) holds
-// its scale. The update decodes the moments to fp32, updates them, and stores them rescaled to an
-// rms in [1, 2) (a dynamic L2 rescale in the update's epilogue), so v ≈ g² of 1e-12 keeps 11
-// significant bits where plain FP16 would flush it to zero. The parameters stay fp32 master
-// weights unless `parameters` says otherwise: then they are stored the same way (FP16 data and a
-// scale state, or plain FP16 data), and an update smaller than half a unit in the last place of
-// a weight is lost, as it is in any FP16 master weight. Load such states, and read them back as
+// its scale. The update decodes the moments to fp32, updates them, and stores them rescaled so
+// that their largest magnitude sits in FP16's top binade (measured in the update's epilogue), so
+// v ≈ g² of 1e-12 keeps 11 significant bits where plain FP16 would flush it to zero, and v keeps
+// 2^38 of range below its largest value. The parameters stay fp32 master weights unless
+// `parameters` says otherwise: then they are stored the same way (FP16 data and a scale state, or
+// plain FP16 data; rescaled to an rms in [1, 2), as the ops that read them assume), and an update
+// smaller than half a unit in the last place of a weight is lost, as it is in any FP16 master
+// weight. Load such states, and read them back as
 // fp32, with ScaledGraph::load_state and read_state.
 //
 // Matmuls. The operands of the GEMM ops (OpDef::rounds_gemm_inputs: linear, linear_readout,
@@ -146,8 +148,9 @@ class ScaledGraph {
   std::span<const Value> amax_histories() const { return amax_histories_; }
 
   // Loads fp32 `values` into a state of the original graph (a parameter, a moment, any state) as
-  // the scaled graph stores it: a scaled state gets the scale its updates would give it (its rms
-  // rounded to a power of two as the policy rounds; the static zero for all zeros) and the data
+  // the scaled graph stores it: a scaled state gets the scale its updates would give it (a
+  // parameter its rms rounded to a power of two as the policy rounds, a moment the scale of its
+  // largest magnitude; the static zero for all zeros) and the data
   // values / scale; a plain one its values converted to its format (nearest even, ±Inf beyond
   // it). Throws, naming the state, if it is not one the executor holds or the shape differs.
   void load_state(Executor& executor, Value original, ConstTensorView values) const;

@@ -15,10 +15,13 @@
 // rounding) apply to the data alone and keep its scale instead, as Scalify's casts do.
 //
 // Outputs a node updates in place (optimizer states) stay plain when their state is plain. A scaled
-// state's scale is a state too, which the node overwrites with a dynamic L2 rescale of the updated
-// values (rms in [1, 2) under p2 down) rather than the op's rule: the moments' magnitude drifts
-// with the gradients' in ways no rule on the inputs' scales can follow.
+// state's scale is a state too, which the node overwrites with a scale measured on the updated
+// values rather than the op's rule (the moments' magnitude drifts with the gradients' in ways no
+// rule on the inputs' scales can follow): a parameter's, which other ops read, from its rms (rms
+// in [1, 2) under p2 down); an optimizer moment's (OpDef::private_states) from its largest
+// magnitude, private_state_scale.
 
+#include <optional>
 #include <string_view>
 
 #include "unitscale/ops/attributes.hpp"
@@ -39,6 +42,14 @@ struct EnumAttribute<Pow2Rounding> {
 // L2 rescale, instead of ruled; propagate_scales sets it on the GEMMs of the current-amax policy).
 // Throws unitscale::Error naming the op if it has no scale rule.
 const OpDef& scaled_of(const OpDef& op);
+// The scale of a state only its update reads (an optimizer's moment), stored in `storage`, whose
+// largest magnitude is `amax`: the power of two that puts amax in the format's top binade
+// (amax_scale; FP16 data up to 65504), so that the moment keeps the widest range below it. Adam's
+// v spans the square of the gradients' range: a unit-rms scale flushed the v of coordinates with
+// gradients 2^12 below the typical to 0 while their m survived. Scale::zero() for amax 0; nullopt
+// for an amax that is not finite or a storage without a format.
+std::optional<Scale> private_state_scale(double amax, DType storage);
+
 // Whether `op` is a scaled op (one of scaled_of's) or materialize: a node of a scaled graph.
 bool is_scaled_op(const OpDef& op);
 

@@ -94,6 +94,10 @@ struct OpDef {
   // memory as that input and output, and the executor keeps the result as the state's new value.
   // When that input is an absent optional one, the output is absent.
   std::vector<int> in_place = {};
+  // Bit o set: output o is a state that no other op reads (an optimizer's moments). A scaled graph
+  // stores it with the scale that puts its largest magnitude at the top of its format, where a
+  // value other ops read gets a unit-rms scale (their scale rules assume data near 1).
+  std::uint32_t private_states = 0;
   InferShapesFn infer_shapes = nullptr;  // null only for derived backward ops and autodiff's own
   UnitScaleFn unit_scale = nullptr;      // null: the op has no scales of its own
   KernelFn kernel = nullptr;
