@@ -972,7 +972,7 @@ TEST(PropagateScales, LoadingAMomentKeepsItsWholeRange) {
   TinyGradientAdam scaled(ScalePolicy::fp16());
   Executor exec(scaled.graph, scaled.outputs);
   Tensor v(Shape{TinyGradientAdam::kSize});
-  for (std::int64_t i = 0; i < v.numel(); ++i) v.data()[i] = std::ldexp(1.0f, -(i % 40));
+  for (std::int64_t i = 0; i < v.numel(); ++i) v.data()[i] = std::ldexp(1.0f, -static_cast<int>(i % 40));
   scaled.scaled->load_state(exec, scaled.v, v);
   EXPECT_EQ(exec.state(scaled.scaled->scale(scaled.v)).data()[0], 0x1p-15f);
   const Tensor back = scaled.scaled->read_state(exec, scaled.v);
