@@ -190,21 +190,47 @@ void Executor::prepare(const Node& node) const {
 void Executor::plan_memory(const std::vector<int>& last_use) {
   ArenaPlanner planner;
   std::vector<std::vector<int>> frees_after(steps_.size());
+  // For peak_values: each arena value's first and last step, and the step with the most live bytes.
+  std::vector<std::pair<int, int>> lifetime(offset_.size(), {-1, -1});
+  std::size_t live = 0, most_live = 0;
+  int fullest_step = -1;
   for (std::size_t s = 0; s < steps_.size(); ++s) {
+    const int step = static_cast<int>(s);
     // Outputs are placed before the step's inputs are released, so no kernel's output aliases
     // one of its inputs.
     for (const int out : node_of(steps_[s]).outputs) {
       if (out < 0 || state_of_[static_cast<std::size_t>(out)] >= 0) continue;
-      offset_[static_cast<std::size_t>(out)] = planner.allocate(aligned_size(graph_.info(out)));
+      const std::ptrdiff_t bytes = aligned_size(graph_.info(out));
+      offset_[static_cast<std::size_t>(out)] = planner.allocate(bytes);
+      live += static_cast<std::size_t>(bytes);
       const int last = last_use[static_cast<std::size_t>(out)];
-      if (last != std::numeric_limits<int>::max()) frees_after[static_cast<std::size_t>(std::max<int>(last, static_cast<int>(s)))].push_back(out);
+      lifetime[static_cast<std::size_t>(out)] = {step, std::max(last, step)};
+      if (last != std::numeric_limits<int>::max()) {
+        frees_after[static_cast<std::size_t>(std::max(last, step))].push_back(out);
+      }
+    }
+    if (live > most_live) {
+      most_live = live;
+      fullest_step = step;
     }
     for (const int id : frees_after[s]) {
-      planner.release(offset_[static_cast<std::size_t>(id)], aligned_size(graph_.info(id)));
+      const std::ptrdiff_t bytes = aligned_size(graph_.info(id));
+      planner.release(offset_[static_cast<std::size_t>(id)], bytes);
+      live -= static_cast<std::size_t>(bytes);
     }
   }
   arena_bytes_ = static_cast<std::size_t>(planner.end());
   arena_ = allocate_aligned_bytes(arena_bytes_);
+  peak_values_.clear();
+  for (std::size_t id = 0; id < lifetime.size(); ++id) {
+    const auto [first, last] = lifetime[id];
+    if (first >= 0 && first <= fullest_step && fullest_step <= last) {
+      const auto bytes = static_cast<std::size_t>(aligned_size(graph_.info(static_cast<int>(id))));
+      peak_values_.push_back({static_cast<int>(id), bytes});
+    }
+  }
+  std::sort(peak_values_.begin(), peak_values_.end(),
+            [](const ArenaValue& a, const ArenaValue& b) { return a.bytes > b.bytes; });
 }
 
 void Executor::bind(Value v, ConstTensorView tensor) {

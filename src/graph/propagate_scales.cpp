@@ -92,8 +92,10 @@ class Rewriter {
         if (i == forward_inputs + gemm_backward->outputs.size()) cast_to = policy_.matmul_gradients;
       }
       if (attention && cast_to != DType::kF32) cast_to = policy_.attention_inputs;
-      const auto [data, scale] =
-          cast_to == DType::kF32 ? scaled(id) : cast(id, cast_to, /*amax_scaled=*/!attention);
+      const auto [data, scale] = cast_to == DType::kF32
+                                     ? scaled(id)
+                                     : cast(id, cast_to, /*amax_scaled=*/!attention,
+                                            /*for_backward=*/gemm_backward != nullptr);
       inputs[i] = data;
       inputs[n + i] = scale;
     }
@@ -219,15 +221,21 @@ class Rewriter {
     return {graph_.value(id), scale >= 0 ? graph_.value(scale) : Value{}};
   }
 
-  // The value cast to `format`, keeping its scale; made once per (value, format), so that a GEMM's
-  // backward reads the operands its forward cast.
-  // `id` cast to `format`, once per pair (the backward reads the forward's casts); with
-  // `amax_scaled`, after the policy's current- or delayed-amax rescale.
-  std::pair<Value, Value> cast(int id, DType format, bool amax_scaled) {
+  // `id` cast to `format`, keeping its scale (with `amax_scaled`, after the policy's current- or
+  // delayed-amax rescale); made once per (value, format), so that a GEMM's backward reads the
+  // operands its forward cast (a cast made again could differ: an amax-scaled one measures again).
+  // Except a state's (a weight's) propagated-scale cast, which a backward GEMM (`for_backward`)
+  // gets made anew, the same bits from the same state: the forward's copy is then freed after the
+  // forward GEMM instead of staying in the arena through the forward pass and half the backward
+  // (the weights' FP8 copies were 40 of 257 MiB of a width-1024 decoder's arena), for one more
+  // cast of each weight per step.
+  std::pair<Value, Value> cast(int id, DType format, bool amax_scaled, bool for_backward) {
     const auto [data, scale] = scaled(id);
     if (data.dtype() == format || !is_floating(data.dtype())) return {data, scale};
     const bool rescaled_first = amax_scaled && policy_.matmul_scaling != MatmulScaling::kPropagated;
-    const auto key = std::make_tuple(id, format, rescaled_first);
+    const bool recast =
+        for_backward && !rescaled_first && graph_.info(id).kind == ValueKind::kState;
+    const auto key = std::make_tuple(id, format, rescaled_first, recast);
     if (const auto it = casts_made_.find(key); it != casts_made_.end()) return it->second;
     const auto [rescaled, rescaled_scale] =
         rescaled_first ? amax_rescaled(data, scale, format) : std::pair{data, scale};
@@ -283,7 +291,7 @@ class Rewriter {
   int original_values_;
   std::vector<DType> original_dtypes_;  // per original value: its dtype before the rewrite
   std::vector<int> scale_;
-  std::map<std::tuple<int, DType, bool>, std::pair<Value, Value>> casts_made_;
+  std::map<std::tuple<int, DType, bool, bool>, std::pair<Value, Value>> casts_made_;
   std::map<int, DType> retyped_;  // states whose storage changes, and to what
   std::vector<Value> scale_states_;
   std::vector<Value> amax_histories_;

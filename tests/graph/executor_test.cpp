@@ -49,6 +49,28 @@ TEST(Executor, ReusesMemoryOfDeadValues) {
   Executor exec(g, outputs);
   EXPECT_EQ(exec.planned_node_count(), 10u);
   EXPECT_EQ(exec.peak_bytes(), 2u * 64 * 64 * sizeof(float));
+  // At its fullest the arena holds a layer's input and output.
+  ASSERT_EQ(exec.peak_values().size(), 2u);
+  for (const ArenaValue& value : exec.peak_values()) {
+    EXPECT_EQ(value.bytes, 64u * 64 * sizeof(float));
+    EXPECT_EQ(g.info(value.value).kind, ValueKind::kNodeOutput);
+  }
+}
+
+// peak_values lists the values live where the most bytes are, largest first: here after the
+// widening layer, whose 64×256 output sits beside its 64×64 input.
+TEST(Executor, PeakValuesAreTheLiveValuesAtTheFullestStep) {
+  Graph g;
+  const Value x = g.input("x", {64, 64});
+  const Value narrow = relu(x);
+  const Value wide = linear(narrow, g.parameter("w_wide", {256, 64}));
+  const Value out = linear(wide, g.parameter("w_narrow", {8, 256}));
+  const Value outputs[] = {out};
+  Executor exec(g, outputs);
+  ASSERT_EQ(exec.peak_values().size(), 2u);
+  EXPECT_EQ(exec.peak_values()[0].value, wide.id());
+  EXPECT_EQ(exec.peak_values()[0].bytes, 64u * 256 * sizeof(float));
+  EXPECT_EQ(exec.peak_values()[1].value, narrow.id());
 }
 
 TEST(Executor, RunsOnlyWhatTheOutputsNeed) {

@@ -262,6 +262,56 @@ TEST(PropagateScales, Fp8PolicyCastsMatmulOperandsAndGradients) {
   }
 }
 
+// A weight (a state) is cast to FP8 twice, for the forward GEMM and again for the backward's, the
+// same bits from the same state: the forward's copy dies with the forward GEMM, and the
+// backward's is made after the forward pass, so neither holds arena space between the passes.
+TEST(PropagateScales, WeightsAreCastAgainForTheBackwardGemm) {
+  Graph graph{Scaling::kUnit};
+  const Value x = graph.input("x", {32, 64});
+  const Value labels = graph.input("labels", {32}, DType::kI32);
+  const Value w1 = graph.state("w1", {128, 64}, ParameterInfo{});
+  const Value w2 = graph.state("w2", {10, 128}, ParameterInfo{});
+  const Value loss = cross_entropy(linear_readout(gelu(linear(x, w1)), w2), labels);
+  const auto grads = autodiff(graph, loss, std::vector<Value>{w1, w2});
+  const std::vector<Value> outputs{loss, sgd_update(w1, grads[0], Value{}, {.lr = 0.1})[0],
+                                   sgd_update(w2, grads[1], Value{}, {.lr = 0.1})[0]};
+  const ScaledGraph scaled = propagate_scales(graph, outputs, ScalePolicy::fp8());
+  const std::vector<int> order = graph.execution_order();
+  std::vector<std::size_t> position(graph.nodes().size());
+  for (std::size_t k = 0; k < order.size(); ++k) position[static_cast<std::size_t>(order[k])] = k;
+  const std::size_t loss_position = position[static_cast<std::size_t>(graph.info(loss).node)];
+  for (const Value w : {w1, w2}) {
+    std::vector<int> casts;
+    for (const Graph::Use& use : graph.uses(w)) {
+      if (graph.nodes()[static_cast<std::size_t>(use.node)].op == &scaled_of(kCastOp)) {
+        casts.push_back(use.node);
+      }
+    }
+    ASSERT_EQ(casts.size(), 2u) << graph.info(w).name;
+    for (const int cast : casts) {
+      const Value copy = graph.value(graph.nodes()[static_cast<std::size_t>(cast)].outputs[0]);
+      EXPECT_EQ(copy.dtype(), DType::kE4M3FN);
+      std::set<bool> read_by_backward;
+      for (const Graph::Use& use : graph.uses(copy)) {
+        read_by_backward.insert(graph.nodes()[static_cast<std::size_t>(use.node)].differentiates >=
+                                0);
+      }
+      ASSERT_EQ(read_by_backward.size(), 1u) << "one copy per pass";
+      const bool backward = *read_by_backward.begin();
+      EXPECT_EQ(position[static_cast<std::size_t>(cast)] > loss_position, backward)
+          << "the backward's copy is made after the forward pass, the forward's before its end";
+    }
+  }
+  Executor exec(graph, scaled.outputs());
+  const Tensor x_data = normal({32, 64}, 1), labels_data = labels_for(32, 10, 5);
+  exec.bind(x, x_data);
+  exec.bind(labels, labels_data);
+  exec.set_state(w1, normal({128, 64}, 2));
+  exec.set_state(w2, normal({10, 128}, 3));
+  exec.run();
+  EXPECT_TRUE(std::isfinite(to_f32(exec.get(scaled.output(loss))).data()[0]));
+}
+
 // The FP8 operands reach the GEMM engine as the E4M3 and E5M2 codes the casts stored, with their
 // scales as the operands' scales (KernelContext::code_scales), never decoded to fp32 first: every
 // GEMM of the step multiplies FP8 by FP8 (on BF16 units where the CPU has them).

@@ -43,6 +43,12 @@ struct NodeEvent {
 };
 using Observer = std::function<void(const NodeEvent&)>;
 
+// A value that holds arena space at the plan's fullest moment (Executor::peak_values).
+struct ArenaValue {
+  int value;  // a value id of the graph
+  std::size_t bytes;
+};
+
 // Time and output bytes of one op over the profiled runs.
 struct OpProfile {
   std::string op;
@@ -89,6 +95,10 @@ class Executor {
   std::string profile_table() const;
 
   std::size_t peak_bytes() const { return arena_bytes_; }
+  // The values in the arena just after the node at which the most bytes are live (their total is
+  // at most peak_bytes(): the best-fit packing leaves holes), largest first: what to shrink, or
+  // store narrower, to shrink the arena.
+  const std::vector<ArenaValue>& peak_values() const { return peak_values_; }
   std::size_t planned_node_count() const { return steps_.size(); }
 
  private:
@@ -119,6 +129,7 @@ class Executor {
   std::vector<int> state_of_;           // per value: the state an in-place output writes, or -1
   std::vector<Phase> phases_;           // per step
   std::size_t arena_bytes_ = 0;
+  std::vector<ArenaValue> peak_values_;
   std::unique_ptr<std::byte[], void (*)(std::byte*)> arena_{nullptr, nullptr};
   bool views_ready_ = false;
   std::uint64_t step_ = 0;
