@@ -74,6 +74,8 @@ struct Arguments {
   std::string scalify = "off";
   std::string scalify_state = "f16";
   std::string master_weights = "f32";
+  std::string first_moment = "as-state";
+  std::string saved_activations = "as-computed";
   std::string scalify_matmuls = "propagated";
   std::int64_t amax_history = 16;
   bool per_tensor_scaling = false;
@@ -181,6 +183,13 @@ us::CommandLine make_command_line(Arguments& a) {
               "with --scalify: the optimizer moments' storage (narrow ones scaled)")
       .choice("--master-weights", &a.master_weights, {"f32", "f16", "bf16"},
               "with --scalify: the parameters' storage (narrow ones scaled)")
+      .choice("--first-moment", &a.first_moment, {"as-state", "e4m3fn", "e5m2"},
+              "with --scalify: Adam's m (SGD's momentum buffer) in FP8, scaled, as FP8-LM keeps "
+              "it; v stays in --scalify-state")
+      .choice("--saved-activations", &a.saved_activations, {"as-computed", "e4m3fn", "e5m2"},
+              "with --scalify: FP8 copies of the activations that norms and activation functions "
+              "keep for the backward pass (the values themselves are freed after the forward "
+              "pass uses them)")
       .choice("--scalify-matmuls", &a.scalify_matmuls,
               {"propagated", "current-amax", "delayed-amax"},
               "with --scalify fp8: the FP8 casts' scales: the propagated ones, each operand's "
@@ -341,6 +350,12 @@ void set_common(Config& config, const Arguments& a, us::Communicator* comm) {
                                                             : a.simulate,
       .optimizer_state = us::dtype_from_name(a.scalify_state),
       .master_weights = us::dtype_from_name(a.master_weights),
+      .first_moment = a.first_moment == "as-state"
+                          ? std::nullopt
+                          : std::optional(us::dtype_from_name(a.first_moment)),
+      .saved_activations = a.saved_activations == "as-computed"
+                               ? std::nullopt
+                               : std::optional(us::dtype_from_name(a.saved_activations)),
       .matmul_scaling = a.scalify_matmuls == "current-amax"   ? us::MatmulScaling::kCurrentAmax
                         : a.scalify_matmuls == "delayed-amax" ? us::MatmulScaling::kDelayedAmax
                                                               : us::MatmulScaling::kPropagated,
@@ -422,10 +437,12 @@ int run(int argc, char** argv) {
     throw us::Error(
         fmt::format("--scalify {} and --simulate {}: choose one precision", a.scalify, a.simulate));
   }
-  if (a.scalify == "off" && (a.scalify_state != "f16" || a.master_weights != "f32" ||
-                             a.scalify_matmuls != "propagated")) {
+  if (a.scalify == "off" &&
+      (a.scalify_state != "f16" || a.master_weights != "f32" || a.scalify_matmuls != "propagated" ||
+       a.first_moment != "as-state" || a.saved_activations != "as-computed")) {
     throw us::Error(
-        "--scalify-state, --master-weights and --scalify-matmuls need --scalify fp16 or fp8");
+        "--scalify-state, --master-weights, --scalify-matmuls, --first-moment and "
+        "--saved-activations need --scalify fp16 or fp8");
   }
   if (cli.given("--amax-history") && a.scalify_matmuls != "delayed-amax") {
     throw us::Error("--amax-history needs --scalify-matmuls delayed-amax");

@@ -36,6 +36,28 @@ const OpDef* gemm_op_differentiated_by(const OpDef& op) {
   return &backward_of(*op.derived_from) == &op ? op.derived_from : nullptr;
 }
 
+// Whether `op` is the backward op of an op whose backward tolerates 8-bit copies of the values it
+// saves (OpDef::backward_tolerates_8_bit_saves).
+bool backward_tolerating_8_bit_saves(const OpDef& op) {
+  return op.derived_from != nullptr && op.derived_from->backward_tolerates_8_bit_saves &&
+         &backward_of(*op.derived_from) == &op;
+}
+
+// The cast that keeps a forward value in ScalePolicy::saved_activations for the backward ops that
+// read it: the scaled cast, run as soon as its input is ready (OpDef::runs_early), so that the
+// value it copies is freed after its forward readers. As a plain cast node it would be appended
+// after every node of the graph and, taken in index order, run only when the backward asks for
+// it, keeping both the value and its copy through the forward pass.
+const OpDef& saving_cast_op() {
+  static const OpDef op = [] {
+    OpDef saving = scaled_of(kCastOp);
+    saving.name = "save_for_backward";
+    saving.runs_early = true;
+    return saving;
+  }();
+  return op;
+}
+
 // Refuses, before changing anything, a graph the pass cannot rewrite.
 void check_graph(const Graph& graph, std::span<const int> order) {
   std::set<std::string> missing;
@@ -80,6 +102,8 @@ class Rewriter {
     // largest value would overflow the products).
     const OpDef* gemm = gemm_forward != nullptr ? gemm_forward : gemm_backward;
     const bool attention = gemm != nullptr && gemm->attention_gemms;
+    const bool saves_in_8_bits =
+        policy_.saved_activations.has_value() && backward_tolerating_8_bit_saves(op);
     std::vector<Value> inputs(2 * n);
     for (std::size_t i = 0; i < n; ++i) {
       const int id = node_inputs[i];
@@ -92,6 +116,10 @@ class Rewriter {
         if (i == forward_inputs + gemm_backward->outputs.size()) cast_to = policy_.matmul_gradients;
       }
       if (attention && cast_to != DType::kF32) cast_to = policy_.attention_inputs;
+      if (cast_to == DType::kF32 && saves_in_8_bits && is_saved_activation(id)) {
+        std::tie(inputs[i], inputs[n + i]) = saved_copy(id);
+        continue;
+      }
       const auto [data, scale] = cast_to == DType::kF32
                                      ? scaled(id)
                                      : cast(id, cast_to, /*amax_scaled=*/!attention,
@@ -144,18 +172,26 @@ class Rewriter {
   // retypes them, and each scaled one gets a scale state, the scalar "<name>.scale", starting at 0
   // (the static zero) as the states start at zero.
   void choose_state_storage(const Node& update) {
-    std::vector<int> states;  // the present in-place inputs (SGD's buffer may be absent)
-    for (const int input : update.op->in_place) {
+    // The present in-place inputs (SGD's buffer may be absent), and which are first moments.
+    std::vector<std::pair<int, bool>> states;
+    const std::vector<int>& in_place = update.op->in_place;
+    for (std::size_t o = 0; o < in_place.size(); ++o) {
+      const int input = in_place[o];
       if (input >= 0 && update.inputs[static_cast<std::size_t>(input)] >= 0) {
-        states.push_back(update.inputs[static_cast<std::size_t>(input)]);
+        states.emplace_back(update.inputs[static_cast<std::size_t>(input)],
+                            ((update.op->first_moments >> o) & 1u) != 0);
       }
     }
-    const auto is_parameter = [&](int id) { return graph_.info(id).parameter.has_value(); };
+    const auto is_parameter = [&](const std::pair<int, bool>& state) {
+      return graph_.info(state.first).parameter.has_value();
+    };
     if (std::none_of(states.begin(), states.end(), is_parameter)) return;
-    for (const int id : states) {
+    for (const auto& [id, first_moment] : states) {
       const ValueInfo& info = graph_.info(id);
       const bool parameter = info.parameter.has_value();
-      const DType storage = parameter ? policy_.parameters : policy_.optimizer_state;
+      const DType storage = parameter                              ? policy_.parameters
+                            : first_moment && policy_.first_moment ? *policy_.first_moment
+                                                                   : policy_.optimizer_state;
       if (info.dtype != DType::kF32 || storage == DType::kF32 || retyped_.contains(id)) continue;
       retyped_.emplace(id, storage);
       if (!(parameter ? policy_.scaled_parameters : policy_.scaled_optimizer_state)) continue;
@@ -221,6 +257,39 @@ class Rewriter {
     return {graph_.value(id), scale >= 0 ? graph_.value(scale) : Value{}};
   }
 
+  // Whether `id` is an activation a backward op saves: a floating value a forward node computed,
+  // stored wider than ScalePolicy::saved_activations.
+  bool is_saved_activation(int id) const {
+    const ValueInfo& info = graph_.info(id);
+    return info.node >= 0 &&
+           graph_.nodes()[static_cast<std::size_t>(info.node)].differentiates < 0 &&
+           is_floating(info.dtype) &&
+           dtype_size(info.dtype) > dtype_size(*policy_.saved_activations);
+  }
+
+  // `id`'s copy in ScalePolicy::saved_activations for the backward ops that read it, made once
+  // (saving_cast_op), keeping its scale.
+  std::pair<Value, Value> saved_copy(int id) {
+    if (const auto it = saved_copies_.find(id); it != saved_copies_.end()) return it->second;
+    const auto [data, scale] = scaled(id);
+    return saved_copies_[id] =
+               apply_cast(saving_cast_op(), data, scale, *policy_.saved_activations);
+  }
+
+  // A node of `op` (a scaled cast) casting (data, scale) to `format`: its outputs. Rounded to
+  // nearest even and saturated, the FP8 recipes' cast (a scale keeping the data near 1 leaves
+  // saturation for outliers).
+  std::pair<Value, Value> apply_cast(const OpDef& op, Value data, Value scale, DType format) {
+    const Value inputs[] = {data, scale};
+    const std::optional<Shape> shapes[] = {data.shape(),
+                                           scale.present() ? std::optional(Shape{}) : std::nullopt};
+    const DType dtypes[] = {format, DType::kF32};
+    const Attributes attrs{{"dtype", format}, {"overflow", Overflow::kSaturate}};
+    const std::vector<Value> out = graph_.apply_with_shapes(op, inputs, attrs, shapes, -1, dtypes);
+    ++casts_;
+    return {out[0], out[1]};
+  }
+
   // `id` cast to `format`, keeping its scale (with `amax_scaled`, after the policy's current- or
   // delayed-amax rescale); made once per (value, format), so that a GEMM's backward reads the
   // operands its forward cast (a cast made again could differ: an amax-scaled one measures again).
@@ -239,17 +308,7 @@ class Rewriter {
     if (const auto it = casts_made_.find(key); it != casts_made_.end()) return it->second;
     const auto [rescaled, rescaled_scale] =
         rescaled_first ? amax_rescaled(data, scale, format) : std::pair{data, scale};
-    const Value inputs[] = {rescaled, rescaled_scale};
-    const std::optional<Shape> shapes[] = {
-        data.shape(), rescaled_scale.present() ? std::optional(Shape{}) : std::nullopt};
-    const DType dtypes[] = {format, DType::kF32};
-    // Round to nearest even and saturate: the FP8 recipes' cast (a scale keeping the data near 1
-    // leaves saturation for outliers).
-    const Attributes attrs{{"dtype", format}, {"overflow", Overflow::kSaturate}};
-    const std::vector<Value> out =
-        graph_.apply_with_shapes(scaled_of(kCastOp), inputs, attrs, shapes, -1, dtypes);
-    ++casts_;
-    return casts_made_[key] = {out[0], out[1]};
+    return casts_made_[key] = apply_cast(scaled_of(kCastOp), rescaled, rescaled_scale, format);
   }
 
   // Current amax scaling: a dynamic rescale (statistic max) putting the max |x| of the data in
@@ -292,6 +351,7 @@ class Rewriter {
   std::vector<DType> original_dtypes_;  // per original value: its dtype before the rewrite
   std::vector<int> scale_;
   std::map<std::tuple<int, DType, bool, bool>, std::pair<Value, Value>> casts_made_;
+  std::map<int, std::pair<Value, Value>> saved_copies_;
   std::map<int, DType> retyped_;  // states whose storage changes, and to what
   std::vector<Value> scale_states_;
   std::vector<Value> amax_histories_;
@@ -336,14 +396,17 @@ std::string ScalePolicy::to_string() const {
   };
   return fmt::format(
       "values {}, matmul inputs {}, matmul gradients {} ({} scales), optimizer state {}, "
-      "parameters {}, p2 {}, overflow {}{}",
+      "parameters {}, p2 {}, overflow {}{}{}{}",
       storage(values, scaled_values), dtype_name(matmul_inputs), dtype_name(matmul_gradients),
       matmul_scales, storage(optimizer_state, scaled_optimizer_state),
       storage(parameters, scaled_parameters), pow2_rounding_name(rounding), overflow_name(overflow),
       attention_inputs == DType::kF16 && attention_probabilities == DType::kF32
           ? ""
           : fmt::format(", attention inputs {}, probabilities {}", dtype_name(attention_inputs),
-                        dtype_name(attention_probabilities)));
+                        dtype_name(attention_probabilities)),
+      first_moment ? fmt::format(", first moments {}", dtype_name(*first_moment)) : "",
+      saved_activations ? fmt::format(", saved activations {}", dtype_name(*saved_activations))
+                        : "");
 }
 
 ScaledGraph::ScaledGraph(Graph& graph, int original_values, std::vector<int> scale,
@@ -459,6 +522,10 @@ ScaledGraph propagate_scales(Graph& graph, std::span<const Value> outputs,
   check_storage(policy.optimizer_state, "the optimizer state storage");
   check_storage(policy.parameters, "the parameter storage");
   check_storage(policy.attention_inputs, "the attention input storage");
+  if (policy.first_moment) check_storage(*policy.first_moment, "the first moments' storage");
+  if (policy.saved_activations) {
+    check_storage(*policy.saved_activations, "the saved activations' storage");
+  }
   if (policy.attention_probabilities != DType::kF32 &&
       policy.attention_probabilities != DType::kBF16) {
     throw Error(fmt::format("{}: the attention probabilities must be f32 or bf16, got {}", kPass,

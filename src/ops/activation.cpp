@@ -287,6 +287,7 @@ const OpDef kReluOp{
     .backward_reads = 0b01,
     .scale_propagation = relu_scale_rule,
     .backward_scale_propagation = relu_backward_scale_rule,
+    .backward_tolerates_8_bit_saves = true,
     .pointwise = true,
 };
 
@@ -304,6 +305,7 @@ const OpDef kGeluOp{
     .backward_reads = 0b01,
     .scale_propagation = gelu_scale_rule,
     .backward_scale_propagation = gelu_backward_scale_rule,
+    .backward_tolerates_8_bit_saves = true,
     .pointwise = true,
 };
 
@@ -320,6 +322,7 @@ const OpDef kSiluOp{
     .backward_reads = 0b01,
     .scale_propagation = silu_scale_rule,
     .backward_scale_propagation = silu_backward_scale_rule,
+    .backward_tolerates_8_bit_saves = true,
     .pointwise = true,
 };
 
@@ -335,6 +338,7 @@ const OpDef kSiluGluOp{
     .backward_reads = 0b011,
     .scale_propagation = silu_glu_scale_rule,
     .backward_scale_propagation = silu_glu_backward_scale_rule,
+    .backward_tolerates_8_bit_saves = true,
     .pointwise = true,
 };
 

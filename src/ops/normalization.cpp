@@ -439,6 +439,7 @@ const OpDef kLayerNormOp{
     .backward_reads = 0b011,
     .scale_propagation = layer_norm_scale_rule,
     .backward_scale_propagation = layer_norm_backward_scale_rule,
+    .backward_tolerates_8_bit_saves = true,
 };
 
 const OpDef kRmsNormOp{
@@ -453,6 +454,7 @@ const OpDef kRmsNormOp{
     .backward_reads = 0b011,
     .scale_propagation = rms_norm_scale_rule,
     .backward_scale_propagation = rms_norm_backward_scale_rule,
+    .backward_tolerates_8_bit_saves = true,
 };
 
 // ------------------------------------------------------------------------------------------------

@@ -285,6 +285,7 @@ const OpDef kAdamUpdateOp{
                    AttributeSpec::real("gradient_scale")},
     .in_place = {0, 2, 3},
     .private_states = 0b110,  // m, v
+    .first_moments = 0b010,   // m
     .infer_shapes = infer_adam,
     .kernel = adam_kernel,
     .scale_propagation = adam_scale_rule,
@@ -302,6 +303,7 @@ const OpDef kSgdUpdateOp{
                    AttributeSpec::real("gradient_scale")},
     .in_place = {0, 2},
     .private_states = 0b10,  // the momentum buffer
+    .first_moments = 0b10,
     .infer_shapes = infer_sgd,
     .kernel = sgd_kernel,
     .scale_propagation = sgd_scale_rule,

@@ -37,6 +37,13 @@ void PrecisionConfig::check(std::string_view owner) const {
                                 dtype_name(storage)));
       }
     }
+    for (const auto& [storage, what] :
+         {std::pair{first_moment, "first moments'"}, {saved_activations, "saved activations'"}}) {
+      if (storage && *storage != DType::kE4M3FN && *storage != DType::kE5M2) {
+        throw Error(fmt::format("{}: the {} storage must be e4m3fn or e5m2, got {}", owner, what,
+                                dtype_name(*storage)));
+      }
+    }
     return;
   }
   if (recipe == "fp32") {
@@ -112,6 +119,8 @@ std::optional<ScalePolicy> PrecisionConfig::scale_policy() const {
   policy.parameters = master_weights;
   policy.matmul_scaling = matmul_scaling;
   policy.amax_history_length = amax_history_length;
+  policy.first_moment = first_moment;
+  policy.saved_activations = saved_activations;
   return policy;
 }
 
@@ -148,6 +157,8 @@ std::string PrecisionConfig::to_json() const {
     if (matmul_scaling == MatmulScaling::kDelayedAmax) {
       json["amax_history_length"] = amax_history_length;
     }
+    if (first_moment) json["first_moment"] = dtype_name(*first_moment);
+    if (saved_activations) json["saved_activations"] = dtype_name(*saved_activations);
   }
   return json.dump();
 }

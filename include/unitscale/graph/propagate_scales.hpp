@@ -41,6 +41,7 @@
 // op that has none.
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -95,11 +96,24 @@ struct ScalePolicy {
   // kDelayedAmax: the steps each history keeps (≥ 1), and which of them sets the scale.
   int amax_history_length = 16;
   AmaxAlgorithm amax_algorithm = AmaxAlgorithm::kMax;
+  // Where set, the forward values a backward op saves (reads after the forward pass) are kept for
+  // it in this format, beside their own storage for the forward readers, where that op tolerates
+  // it (OpDef::backward_tolerates_8_bit_saves: norms, activations; a GEMM's saved operands have
+  // matmul_inputs storage already). The copy is made as soon as the value is, so the value itself
+  // is freed after its forward readers: of a decoder's saved activations, the residual stream's
+  // norm inputs and the gated activations' inputs then take 1 byte an element instead of 2 (COAT,
+  // arXiv 2410.19313, keeps such activations in FP8 likewise).
+  std::optional<DType> saved_activations = std::nullopt;
   // The storage of the optimizer moments (Adam's m and v, SGD's momentum buffer): f32 keeps them
   // plain; a narrower format stores them scaled, rescaled after every update (or, without
   // scaled_optimizer_state, plain in that format: the control that shows why the scale is there).
   DType optimizer_state = DType::kF16;
   bool scaled_optimizer_state = true;
+  // Where set, the first moments (Adam's m, SGD's momentum buffer; OpDef::first_moments) are
+  // stored in this format instead, scaled as the others are: FP8-LM (arXiv 2310.18313) keeps
+  // Adam's m in FP8 and v in FP16, v's square range needing FP16's. A first moment too small for
+  // the format flushes to 0, which stops that coordinate's update rather than blowing it up.
+  std::optional<DType> first_moment = std::nullopt;
   // The storage of the trained parameters an update op overwrites: f32 keeps fp32 master weights;
   // a narrower format stores them as the moments are, scaled unless scaled_parameters is false.
   DType parameters = DType::kF32;

@@ -98,6 +98,9 @@ struct OpDef {
   // stores it with the scale that puts its largest magnitude at the top of its format, where a
   // value other ops read gets a unit-rms scale (their scale rules assume data near 1).
   std::uint32_t private_states = 0;
+  // Bit o set: private state o is a first moment, a running mean of the gradients (Adam's m, SGD's
+  // momentum buffer), whose storage ScalePolicy::first_moment may narrow further.
+  std::uint32_t first_moments = 0;
   InferShapesFn infer_shapes = nullptr;  // null only for derived backward ops and autodiff's own
   UnitScaleFn unit_scale = nullptr;      // null: the op has no scales of its own
   KernelFn kernel = nullptr;
@@ -123,6 +126,12 @@ struct OpDef {
   // backward, take any dtype and produce the same one, so under scale propagation (with
   // runs_on_scaled_data) it moves the stored data as it is, without decoding it.
   bool moves_values = false;
+  // Its backward op reads the forward values it saves through smooth, bounded functions (a norm's
+  // statistics, an activation's derivative), so that 8-bit copies of them
+  // (ScalePolicy::saved_activations) cost it about the precision the E5M2 gradients beside them
+  // cost anyway. Not set where the backward turns small relative errors of its saved values into
+  // large ones (softmax and cross entropy, whose inputs enter through exp).
+  bool backward_tolerates_8_bit_saves = false;
   // For a derived op (a backward op, a scaled op): the op it was derived from.
   const OpDef* derived_from = nullptr;
   // The op's kernels read GemmInputFormats attributes (ops/gemm_input_formats.hpp): its inputs

@@ -30,6 +30,11 @@ struct PrecisionConfig {
   // f16 or bf16; narrow ones as data with a scale, ScalePolicy::optimizer_state and parameters).
   DType optimizer_state = DType::kF16;
   DType master_weights = DType::kF32;
+  // Scale propagation's further narrowing (ScalePolicy::first_moment, saved_activations): Adam's
+  // m in an 8-bit format, and 8-bit copies of the activations norms and activations save for
+  // the backward. Unset: as the optimizer state, and as computed.
+  std::optional<DType> first_moment = std::nullopt;
+  std::optional<DType> saved_activations = std::nullopt;
   // scalify-fp8: where the FP8 casts' scales come from (ScalePolicy::matmul_scaling: the
   // propagated ones, current amax, or delayed amax with a history of amax_history_length steps).
   MatmulScaling matmul_scaling = MatmulScaling::kPropagated;
@@ -72,7 +77,7 @@ struct PrecisionConfig {
   // {"recipe": ..., "per_tensor_scaling": ..., "stochastic_gradients": ..., "loss_scale": ...,
   //  "dynamic_loss_scaling": ..., "round_attention": ...}, and for the scale propagation recipes
   //  "optimizer_state", "master_weights" and "matmul_scaling" (with "amax_history_length" for
-  //  delayed amax) too
+  //  delayed amax, and "first_moment" and "saved_activations" where set) too
   std::string to_json() const;
 };
 
