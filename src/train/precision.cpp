@@ -46,6 +46,12 @@ void PrecisionConfig::check(std::string_view owner) const {
     }
     return;
   }
+  if (first_moment || saved_activations) {
+    throw Error(
+        fmt::format("{}: FP8 first moments and saved activations are scale propagation's "
+                    "storage: they need scalify-fp16 or scalify-fp8, got {}",
+                    owner, recipe));
+  }
   if (recipe == "fp32") {
     if (per_tensor_scaling || stochastic_gradients || round_attention) {
       throw Error(

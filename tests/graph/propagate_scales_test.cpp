@@ -312,6 +312,81 @@ TEST(PropagateScales, WeightsAreCastAgainForTheBackwardGemm) {
   EXPECT_TRUE(std::isfinite(to_f32(exec.get(scaled.output(loss))).data()[0]));
 }
 
+// ScalePolicy::saved_activations: the values a norm's and an activation's backward read (rms_norm
+// reads its input h, gelu its input n) reach them as E4M3 copies made during the forward pass, so
+// that no backward node reads h or n themselves (they die with their forward readers); the
+// logits, which cross entropy's backward turns into probabilities through exp, stay as computed.
+// The forward is unchanged bit for bit, and the gradients move by about the copies' rounding.
+struct NormedMlp {
+  Graph graph{Scaling::kUnit};
+  Value x = graph.input("x", {32, 64});
+  Value labels = graph.input("labels", {32}, DType::kI32);
+  Value w1 = graph.parameter("w1", {128, 64});
+  Value w2 = graph.parameter("w2", {10, 128});
+  Value h = linear(x, w1);
+  Value n = rms_norm(h);
+  Value logits = linear_readout(gelu(n), w2);
+  Value loss = cross_entropy(logits, labels);
+  std::vector<Value> grads = autodiff(graph, loss, std::vector<Value>{w1, w2, x});
+  Tensor x_data = normal({32, 64}, 1), labels_data = labels_for(32, 10, 5),
+         w1_data = normal({128, 64}, 2), w2_data = normal({10, 128}, 3);
+
+  std::vector<Value> outputs() const { return {loss, grads[0], grads[1], grads[2]}; }
+  std::vector<Tensor> run(const ScaledGraph* scaled = nullptr) {
+    return run_outputs(graph, outputs(), scaled,
+                       {{x, &x_data}, {labels, &labels_data}, {w1, &w1_data}, {w2, &w2_data}});
+  }
+};
+
+TEST(PropagateScales, SavedActivationsReachTheBackwardAsEightBitCopies) {
+  NormedMlp fp8, saved;
+  const ScaledGraph fp8_scaled = propagate_scales(fp8.graph, fp8.outputs(), ScalePolicy::fp8());
+  ScalePolicy policy = ScalePolicy::fp8();
+  policy.saved_activations = DType::kE4M3FN;
+  const ScaledGraph scaled = propagate_scales(saved.graph, saved.outputs(), policy);
+  EXPECT_THAT(policy.to_string(), HasSubstr("saved activations e4m3fn"));
+
+  Graph& graph = saved.graph;
+  const std::vector<int> order = graph.execution_order();
+  std::vector<std::size_t> position(graph.nodes().size());
+  for (std::size_t k = 0; k < order.size(); ++k) position[static_cast<std::size_t>(order[k])] = k;
+  const auto node = [&](int index) -> const Node& {
+    return graph.nodes()[static_cast<std::size_t>(index)];
+  };
+  const std::size_t loss_position = position[static_cast<std::size_t>(graph.info(saved.loss).node)];
+  for (const Value v : {saved.h, saved.n}) {
+    std::vector<int> copies;
+    for (const Graph::Use& use : graph.uses(v)) {
+      const Node& reader = node(use.node);
+      EXPECT_LT(reader.differentiates, 0) << "only forward nodes read %" << v.id() << " itself";
+      if (reader.op->name == "save_for_backward") copies.push_back(use.node);
+    }
+    ASSERT_EQ(copies.size(), 1u);
+    EXPECT_LT(position[static_cast<std::size_t>(copies[0])], loss_position)
+        << "the copy is made in the forward pass";
+    const Value copy = graph.value(node(copies[0]).outputs[0]);
+    EXPECT_EQ(copy.dtype(), DType::kE4M3FN);
+    const std::vector<Graph::Use> copy_readers = graph.uses(copy);
+    ASSERT_EQ(copy_readers.size(), 1u);
+    EXPECT_GE(node(copy_readers[0].node).differentiates, 0) << "the backward reads the copy";
+  }
+  bool logits_read_by_backward = false;
+  for (const Graph::Use& use : graph.uses(saved.logits)) {
+    logits_read_by_backward |= node(use.node).differentiates >= 0;
+  }
+  EXPECT_TRUE(logits_read_by_backward) << "cross entropy's backward reads the logits as computed";
+
+  const std::vector<Tensor> expected = fp8.run(&fp8_scaled), got = saved.run(&scaled);
+  EXPECT_EQ(got[0].data()[0], expected[0].data()[0]) << "the forward is unchanged";
+  EXPECT_EQ(relative_l2(got[2].span(), expected[2].span()), 0.0)
+      << "w2's gradient is taken before the gelu and the norm";
+  for (const std::size_t k : {1, 3}) {  // w1's and x's gradients, through both copies
+    const double error = relative_l2(got[k].span(), expected[k].span());
+    EXPECT_GT(error, 0.0) << "gradient " << k << " reads the copies";
+    EXPECT_LT(error, 0.05) << "gradient " << k;
+  }
+}
+
 // The FP8 operands reach the GEMM engine as the E4M3 and E5M2 codes the casts stored, with their
 // scales as the operands' scales (KernelContext::code_scales), never decoded to fp32 first: every
 // GEMM of the step multiplies FP8 by FP8 (on BF16 units where the CPU has them).
@@ -1013,6 +1088,36 @@ TEST(PropagateScales, Fp16ParametersAreScaledStatesThatTrackFp32) {
   const std::vector<float> loaded = fp16.weights(exec);
   const Tensor rounded = to_f32(fp16.w0, DType::kF16);
   for (std::size_t i = 0; i < loaded.size(); ++i) EXPECT_EQ(loaded[i], rounded.data()[i]) << i;
+}
+
+// ScalePolicy::first_moment: Adam's m stored as E4M3 data (scaled: its largest magnitude just
+// below 448), v as FP16; the update then tracks fp32 Adam within m's 3-bit rounding.
+TEST(PropagateScales, Fp8FirstMomentTracksFp32Adam) {
+  ScalePolicy policy = ScalePolicy::fp16();
+  policy.first_moment = DType::kE4M3FN;
+  TinyGradientAdam reference(std::nullopt), scaled(policy);
+  EXPECT_EQ(scaled.graph.info(scaled.m).dtype, DType::kE4M3FN);
+  EXPECT_EQ(scaled.graph.info(scaled.v).dtype, DType::kF16);
+  Executor ref_exec(reference.graph, reference.outputs), exec(scaled.graph, scaled.outputs);
+  const Tensor w0 = normal({TinyGradientAdam::kSize}, 7);
+  ref_exec.set_state(reference.w, w0);
+  exec.set_state(scaled.w, w0);
+  TinyGradientAdam::run(ref_exec, reference.g, 0, 12);
+  TinyGradientAdam::run(exec, scaled.g, 0, 12);
+  std::vector<float> moved_ref, moved;
+  const ConstTensorView w_ref = ref_exec.state(reference.w), w = exec.state(scaled.w);
+  for (std::int64_t i = 0; i < TinyGradientAdam::kSize; ++i) {
+    moved_ref.push_back(w_ref.data()[i] - w0.data()[i]);
+    moved.push_back(w.data()[i] - w0.data()[i]);
+  }
+  const double error = relative_l2(moved, moved_ref);
+  EXPECT_GT(error, 1e-3) << "m's E4M3 rounding shows";
+  EXPECT_LT(error, 0.05);
+  const Tensor m = to_f32(exec.state(scaled.m));
+  float amax = 0.0f;
+  for (const float x : m.span()) amax = std::max(amax, std::abs(x));
+  EXPECT_GT(amax, 224.0f);
+  EXPECT_LE(amax, 448.0f);
 }
 
 // load_state gives a moment the scale its updates give it, from its largest magnitude: a second

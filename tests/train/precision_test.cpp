@@ -12,6 +12,7 @@ namespace unitscale {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::ThrowsMessage;
 
 TEST(PrecisionConfig, ParsesTheRecipeAndItsModifiers) {
@@ -109,6 +110,27 @@ TEST(PrecisionConfig, ScalifyRecipesGiveAScalePolicy) {
   EXPECT_THAT([&] { fp8_weights.check("task"); },
               ThrowsMessage<Error>(HasSubstr("task: the master weights storage must be f32, f16 "
                                              "or bf16, got e4m3fn")));
+
+  // FP8 first moments and saved activations: handed to the policy, named in the checkpoint's
+  // config, FP8 formats only, and scale propagation's alone.
+  PrecisionConfig compact{
+      .recipe = "scalify-fp8", .first_moment = DType::kE4M3FN, .saved_activations = DType::kE5M2};
+  EXPECT_NO_THROW(compact.check("task"));
+  EXPECT_EQ(compact.scale_policy()->first_moment, DType::kE4M3FN);
+  EXPECT_EQ(compact.scale_policy()->saved_activations, DType::kE5M2);
+  EXPECT_THAT(compact.to_json(), HasSubstr(R"("first_moment":"e4m3fn")"));
+  EXPECT_THAT(compact.to_json(), HasSubstr(R"("saved_activations":"e5m2")"));
+  EXPECT_THAT(PrecisionConfig{.recipe = "scalify-fp8"}.to_json(),
+              Not(HasSubstr("saved_activations")));
+  PrecisionConfig f16_moment = compact;
+  f16_moment.first_moment = DType::kF16;
+  EXPECT_THAT([&] { f16_moment.check("task"); },
+              ThrowsMessage<Error>(HasSubstr("task: the first moments' storage must be e4m3fn or "
+                                             "e5m2, got f16")));
+  PrecisionConfig simulated = compact;
+  simulated.recipe = "fp8";
+  EXPECT_THAT([&] { simulated.check("task"); },
+              ThrowsMessage<Error>(HasSubstr("they need scalify-fp16 or scalify-fp8, got fp8")));
 }
 
 TEST(PrecisionConfig, ErrorsNameThePart) {
