@@ -11,8 +11,11 @@
 //                              the step computes stored as FP16 data with a propagated scale
 //   step/scalify_fp8/width:d   ScalePolicy::fp8(): E4M3 matmul operands, E5M2 matmul gradients,
 //                              FP16 elsewhere; the GEMMs take the stored codes
-//   step/scalify_fp8_f16_weights/width:d   fp8 with FP16 master weights (ScalePolicy::parameters):
-//                              the smallest footprint
+//   step/scalify_fp8_f16_weights/width:d   fp8 with FP16 master weights (ScalePolicy::parameters)
+//   step/scalify_fp8_compact/width:d   fp8 with FP16 master weights, Adam's m in E4M3
+//                              (ScalePolicy::first_moment, as FP8-LM) and E4M3 copies of what the
+//                              norms and activations save for the backward
+//                              (ScalePolicy::saved_activations): the smallest footprint
 //   propagate_scales/nodes:n   the pass alone on a decoder training graph of n nodes (forward,
 //                              backward, update): the graph is rebuilt untimed before each pass
 //
@@ -56,7 +59,7 @@ constexpr std::int64_t kBatch = 16, kSeq = 128, kVocab = 256, kHeadDim = 32;
 constexpr std::int64_t kTokens = kBatch * kSeq;
 constexpr std::int64_t kWidths[] = {256, 1024};
 
-enum class Variant { kFp32, kScalifyFp16, kScalifyFp8, kScalifyFp8F16Weights };
+enum class Variant { kFp32, kScalifyFp16, kScalifyFp8, kScalifyFp8F16Weights, kScalifyFp8Compact };
 
 const char* variant_name(Variant v) {
   switch (v) {
@@ -68,6 +71,8 @@ const char* variant_name(Variant v) {
       return "step/scalify_fp8";
     case Variant::kScalifyFp8F16Weights:
       return "step/scalify_fp8_f16_weights";
+    case Variant::kScalifyFp8Compact:
+      return "step/scalify_fp8_compact";
   }
   return "?";
 }
@@ -120,9 +125,13 @@ void bm_step(benchmark::State& state, Variant variant, std::int64_t width) {
   std::optional<ScalePolicy> policy;
   if (variant == Variant::kScalifyFp16) policy = ScalePolicy::fp16();
   if (variant == Variant::kScalifyFp8) policy = ScalePolicy::fp8();
-  if (variant == Variant::kScalifyFp8F16Weights) {
+  if (variant == Variant::kScalifyFp8F16Weights || variant == Variant::kScalifyFp8Compact) {
     policy = ScalePolicy::fp8();
     policy->parameters = DType::kF16;
+  }
+  if (variant == Variant::kScalifyFp8Compact) {
+    policy->first_moment = DType::kE4M3FN;
+    policy->saved_activations = DType::kE4M3FN;
   }
   StepRun run(width, 4, policy);
   run.exec->run();  // untimed: first touch, GEMM plans
@@ -180,7 +189,7 @@ void add_rows() {
                                               : "process lifetime: run rows one per process");
   for (const std::int64_t w : kWidths) {
     for (const Variant v : {Variant::kFp32, Variant::kScalifyFp16, Variant::kScalifyFp8,
-                            Variant::kScalifyFp8F16Weights}) {
+                            Variant::kScalifyFp8F16Weights, Variant::kScalifyFp8Compact}) {
       const std::string name = std::string(variant_name(v)) + "/width:" + std::to_string(w);
       benchmark::RegisterBenchmark(name.c_str(), [v, w](benchmark::State& s) { bm_step(s, v, w); })
           ->UseRealTime()
