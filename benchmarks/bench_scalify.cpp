@@ -12,10 +12,11 @@
 //   step/scalify_fp8/width:d   ScalePolicy::fp8(): E4M3 matmul operands, E5M2 matmul gradients,
 //                              FP16 elsewhere; the GEMMs take the stored codes
 //   step/scalify_fp8_f16_weights/width:d   fp8 with FP16 master weights (ScalePolicy::parameters)
-//   step/scalify_fp8_compact/width:d   fp8 with FP16 master weights, Adam's m in E4M3
-//                              (ScalePolicy::first_moment, as FP8-LM) and E4M3 copies of what the
-//                              norms and activations save for the backward
-//                              (ScalePolicy::saved_activations): the smallest footprint
+//   step/scalify_fp8_compact/width:d   fp8 with FP16 master weights, the weights cast again for
+//                              the backward (ScalePolicy::recast_weights_for_backward), Adam's m
+//                              in E4M3 (first_moment, as FP8-LM) and E4M3 copies of what the
+//                              norms and activations save for the backward (saved_activations):
+//                              the smallest footprint
 //   propagate_scales/nodes:n   the pass alone on a decoder training graph of n nodes (forward,
 //                              backward, update): the graph is rebuilt untimed before each pass
 //
@@ -130,6 +131,7 @@ void bm_step(benchmark::State& state, Variant variant, std::int64_t width) {
     policy->parameters = DType::kF16;
   }
   if (variant == Variant::kScalifyFp8Compact) {
+    policy->recast_weights_for_backward = true;
     policy->first_moment = DType::kE4M3FN;
     policy->saved_activations = DType::kE4M3FN;
   }

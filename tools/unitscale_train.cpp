@@ -189,7 +189,8 @@ us::CommandLine make_command_line(Arguments& a) {
       .choice("--saved-activations", &a.saved_activations, {"as-computed", "e4m3fn", "e5m2"},
               "with --scalify: FP8 copies of the activations that norms and activation functions "
               "keep for the backward pass (the values themselves are freed after the forward "
-              "pass uses them)")
+              "pass uses them), and the weights cast again for the backward matmuls rather than "
+              "kept")
       .choice("--scalify-matmuls", &a.scalify_matmuls,
               {"propagated", "current-amax", "delayed-amax"},
               "with --scalify fp8: the FP8 casts' scales: the propagated ones, each operand's "

@@ -293,17 +293,15 @@ class Rewriter {
   // `id` cast to `format`, keeping its scale (with `amax_scaled`, after the policy's current- or
   // delayed-amax rescale); made once per (value, format), so that a GEMM's backward reads the
   // operands its forward cast (a cast made again could differ: an amax-scaled one measures again).
-  // Except a state's (a weight's) propagated-scale cast, which a backward GEMM (`for_backward`)
-  // gets made anew, the same bits from the same state: the forward's copy is then freed after the
-  // forward GEMM instead of staying in the arena through the forward pass and half the backward
-  // (the weights' FP8 copies were 40 of 257 MiB of a width-1024 decoder's arena), for one more
-  // cast of each weight per step.
+  // With ScalePolicy::recast_weights_for_backward, a state's (a weight's) propagated-scale cast is
+  // made anew for a backward GEMM (`for_backward`), the same bits from the same state, so that the
+  // forward's copy is freed after the forward GEMM.
   std::pair<Value, Value> cast(int id, DType format, bool amax_scaled, bool for_backward) {
     const auto [data, scale] = scaled(id);
     if (data.dtype() == format || !is_floating(data.dtype())) return {data, scale};
     const bool rescaled_first = amax_scaled && policy_.matmul_scaling != MatmulScaling::kPropagated;
-    const bool recast =
-        for_backward && !rescaled_first && graph_.info(id).kind == ValueKind::kState;
+    const bool recast = policy_.recast_weights_for_backward && for_backward && !rescaled_first &&
+                        graph_.info(id).kind == ValueKind::kState;
     const auto key = std::make_tuple(id, format, rescaled_first, recast);
     if (const auto it = casts_made_.find(key); it != casts_made_.end()) return it->second;
     const auto [rescaled, rescaled_scale] =
@@ -396,7 +394,7 @@ std::string ScalePolicy::to_string() const {
   };
   return fmt::format(
       "values {}, matmul inputs {}, matmul gradients {} ({} scales), optimizer state {}, "
-      "parameters {}, p2 {}, overflow {}{}{}{}",
+      "parameters {}, p2 {}, overflow {}{}{}{}{}",
       storage(values, scaled_values), dtype_name(matmul_inputs), dtype_name(matmul_gradients),
       matmul_scales, storage(optimizer_state, scaled_optimizer_state),
       storage(parameters, scaled_parameters), pow2_rounding_name(rounding), overflow_name(overflow),
@@ -404,6 +402,7 @@ std::string ScalePolicy::to_string() const {
           ? ""
           : fmt::format(", attention inputs {}, probabilities {}", dtype_name(attention_inputs),
                         dtype_name(attention_probabilities)),
+      recast_weights_for_backward ? ", weights cast again for the backward" : "",
       first_moment ? fmt::format(", first moments {}", dtype_name(*first_moment)) : "",
       saved_activations ? fmt::format(", saved activations {}", dtype_name(*saved_activations))
                         : "");

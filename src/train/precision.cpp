@@ -127,6 +127,8 @@ std::optional<ScalePolicy> PrecisionConfig::scale_policy() const {
   policy.amax_history_length = amax_history_length;
   policy.first_moment = first_moment;
   policy.saved_activations = saved_activations;
+  // Both keep less between the passes: asking for the one asks for the other.
+  policy.recast_weights_for_backward = saved_activations.has_value();
   return policy;
 }
 

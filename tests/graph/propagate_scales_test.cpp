@@ -262,9 +262,10 @@ TEST(PropagateScales, Fp8PolicyCastsMatmulOperandsAndGradients) {
   }
 }
 
-// A weight (a state) is cast to FP8 twice, for the forward GEMM and again for the backward's, the
-// same bits from the same state: the forward's copy dies with the forward GEMM, and the
-// backward's is made after the forward pass, so neither holds arena space between the passes.
+// ScalePolicy::recast_weights_for_backward: a weight (a state) is cast to FP8 twice, for the
+// forward GEMM and again for the backward's, the same bits from the same state: the forward's copy
+// dies with the forward GEMM, and the backward's is made after the forward pass, so neither holds
+// arena space between the passes.
 TEST(PropagateScales, WeightsAreCastAgainForTheBackwardGemm) {
   Graph graph{Scaling::kUnit};
   const Value x = graph.input("x", {32, 64});
@@ -275,7 +276,10 @@ TEST(PropagateScales, WeightsAreCastAgainForTheBackwardGemm) {
   const auto grads = autodiff(graph, loss, std::vector<Value>{w1, w2});
   const std::vector<Value> outputs{loss, sgd_update(w1, grads[0], Value{}, {.lr = 0.1})[0],
                                    sgd_update(w2, grads[1], Value{}, {.lr = 0.1})[0]};
-  const ScaledGraph scaled = propagate_scales(graph, outputs, ScalePolicy::fp8());
+  ScalePolicy policy = ScalePolicy::fp8();
+  policy.recast_weights_for_backward = true;
+  EXPECT_THAT(policy.to_string(), HasSubstr("weights cast again for the backward"));
+  const ScaledGraph scaled = propagate_scales(graph, outputs, policy);
   const std::vector<int> order = graph.execution_order();
   std::vector<std::size_t> position(graph.nodes().size());
   for (std::size_t k = 0; k < order.size(); ++k) position[static_cast<std::size_t>(order[k])] = k;

@@ -118,6 +118,9 @@ TEST(PrecisionConfig, ScalifyRecipesGiveAScalePolicy) {
   EXPECT_NO_THROW(compact.check("task"));
   EXPECT_EQ(compact.scale_policy()->first_moment, DType::kE4M3FN);
   EXPECT_EQ(compact.scale_policy()->saved_activations, DType::kE5M2);
+  EXPECT_TRUE(compact.scale_policy()->recast_weights_for_backward);
+  EXPECT_FALSE(
+      PrecisionConfig{.recipe = "scalify-fp8"}.scale_policy()->recast_weights_for_backward);
   EXPECT_THAT(compact.to_json(), HasSubstr(R"("first_moment":"e4m3fn")"));
   EXPECT_THAT(compact.to_json(), HasSubstr(R"("saved_activations":"e5m2")"));
   EXPECT_THAT(PrecisionConfig{.recipe = "scalify-fp8"}.to_json(),

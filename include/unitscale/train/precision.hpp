@@ -32,7 +32,8 @@ struct PrecisionConfig {
   DType master_weights = DType::kF32;
   // Scale propagation's further narrowing (ScalePolicy::first_moment, saved_activations): Adam's
   // m in an 8-bit format, and 8-bit copies of the activations norms and activations save for
-  // the backward. Unset: as the optimizer state, and as computed.
+  // the backward, with the weights cast again for the backward GEMMs
+  // (recast_weights_for_backward). Unset: as the optimizer state, and as computed.
   std::optional<DType> first_moment = std::nullopt;
   std::optional<DType> saved_activations = std::nullopt;
   // scalify-fp8: where the FP8 casts' scales come from (ScalePolicy::matmul_scaling: the
