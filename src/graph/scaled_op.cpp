@@ -55,16 +55,44 @@ void convert(ConstTensorView x, TensorView y, float factor, Overflow overflow) {
   cast_forward(x, y, attrs, 0);
 }
 
-// Per-thread fp32 buffers for materialised inputs and outputs, kept between calls: large buffers
-// freed and reallocated on every node would pay their page faults on every step.
-float* scratch(std::size_t slot, std::int64_t count) {
-  thread_local std::vector<std::vector<float>> buffers;
-  if (buffers.size() <= slot) buffers.resize(slot + 1);
-  std::vector<float>& buffer = buffers[slot];
-  if (buffer.size() < static_cast<std::size_t>(count))
-    buffer.resize(static_cast<std::size_t>(count));
-  return buffer.data();
-}
+// Per-thread fp32 scratch for the materialised inputs and outputs of one scaled kernel call (or
+// of one chunk of one), kept between calls: large buffers freed and reallocated on every node
+// would pay their page faults on every step. Each call starts afresh (begin), so that a thread
+// holds what its largest call needs; a buffer per input and output slot, each as large as any
+// call ever needed, held 100 MiB beside a width-1024 decoder's 172 MiB arena.
+class Scratch {
+ public:
+  static Scratch& of_this_thread() {
+    thread_local Scratch scratch;
+    return scratch;
+  }
+  // The previous call's buffers are free again; if they took several blocks, one block of what
+  // that call took replaces them, so that the next such call takes one.
+  void begin() {
+    if (blocks_.size() > 1) {
+      blocks_.clear();
+      blocks_.emplace_back(taken_);
+    }
+    used_ = taken_ = 0;
+  }
+  // `count` floats, valid until the next begin() on this thread (64-byte multiples).
+  float* take(std::int64_t count) {
+    const std::size_t n = (static_cast<std::size_t>(count) + 15) & ~std::size_t{15};
+    if (blocks_.empty() || blocks_.back().size() - used_ < n) {
+      blocks_.emplace_back(n);
+      used_ = 0;
+    }
+    float* buffer = blocks_.back().data() + used_;
+    used_ += n;
+    taken_ += n;
+    return buffer;
+  }
+
+ private:
+  std::vector<std::vector<float>> blocks_;
+  std::size_t used_ = 0;   // of the last block
+  std::size_t taken_ = 0;  // since begin()
+};
 
 // A scale measured on an output rather than ruled: a dynamic L2 rescale of its fp32 values, taken
 // before they are stored, so the data's rms lands in [1, 2) (p2 down). Used for the parameters a
@@ -284,7 +312,7 @@ class PointwiseChunks {
     const ConstTensorView x = slice_of(in_[i], first, count);
     const bool scaled = in_[call_.n + i].present();
     if (read_as_stored(x, scaled, scales_[i]) && !(copy && x.present())) return x;
-    float* buffer = scratch(i, count);
+    float* buffer = Scratch::of_this_thread().take(count);
     if (scales_[i].is_zero()) {
       std::fill_n(buffer, count, 0.0f);
     } else if (x.dtype() == DType::kF32 && (!scaled || scales_[i] == Scale{})) {
@@ -318,6 +346,7 @@ class PointwiseChunks {
   Chunk compute(std::int64_t c, bool store) const {
     const OpDef& inner = call_.inner;
     const std::size_t n = call_.n, m = call_.m;
+    Scratch::of_this_thread().begin();  // the thread's previous chunk is stored
     Chunk chunk;
     chunk.first = c * chunk_;
     chunk.count = std::min(chunk_, elements_ - chunk.first);
@@ -347,7 +376,8 @@ class PointwiseChunks {
         continue;
       }
       chunk.encode[o] = !plain_f32 || !store;
-      chunk.out[o] = chunk.encode[o] ? TensorView(scratch(n + o, chunk.count), Shape{chunk.count})
+      chunk.out[o] = chunk.encode[o] ? TensorView(Scratch::of_this_thread().take(chunk.count),
+                                                  Shape{chunk.count})
                                      : slice_of(out_[o], chunk.first, chunk.count);
     }
     inner.kernel(chunk_in, chunk.out, attrs_, inner_context_);
@@ -422,6 +452,7 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
     return;
   }
 
+  Scratch::of_this_thread().begin();
   // The inner kernel's inputs: plain ones as they are, scaled ones materialised in fp32 (on_data:
   // the data alone, decoded only where the op does not take its format).
   std::vector<ConstTensorView> inner_in(n);
@@ -445,7 +476,7 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
       inner_in[i] = x;
       continue;
     }
-    materialised[i] = scratch(i, x.numel());
+    materialised[i] = Scratch::of_this_thread().take(x.numel());
     if (scales[i].is_zero() && !on_data) {  // a static zero, whatever its data holds
       std::fill_n(materialised[i], x.numel(), 0.0f);
     } else {
@@ -481,7 +512,8 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
                               inner.outputs[o], dtype_name(produced[o]), dtype_name(y.dtype())));
     }
     direct[o] = false;
-    float* buffer = alias_buffer != nullptr ? alias_buffer : scratch(n + o, y.numel());
+    float* buffer =
+        alias_buffer != nullptr ? alias_buffer : Scratch::of_this_thread().take(y.numel());
     inner_out[o] = TensorView(buffer, y.shape());
   }
   KernelContext inner_context = context;
