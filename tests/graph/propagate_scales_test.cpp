@@ -100,23 +100,27 @@ std::vector<Tensor> run_outputs(Graph& graph, std::vector<Value> outputs, const 
 }
 
 // A unit-scaled MLP classifier, 64 → 128 → 10, with a gelu and cross-entropy loss; the input is
-// x · input_scale, re-centred by a dynamic rescale when `rescale_input`.
+// x · input_scale, re-centred by a dynamic rescale when `rescale_input`; with `normed`, an
+// rms_norm between the first linear and the gelu.
 struct Mlp {
   Graph graph{Scaling::kUnit};
   Value x = graph.input("x", {32, 64});
   Value labels = graph.input("labels", {32}, DType::kI32);
   Value w1 = graph.parameter("w1", {128, 64});
   Value w2 = graph.parameter("w2", {10, 128});
+  Value hidden, normed, logits;  // the first linear's output, the norm's (or hidden), the logits
   Value loss, grad_w1, grad_w2, grad_x;
   Tensor x_data, labels_data = labels_for(32, 10, 5), w1_data = normal({128, 64}, 2),
                  w2_data = normal({10, 128}, 3);
 
-  explicit Mlp(double input_scale = 1.0, bool rescale_input = false) {
+  explicit Mlp(double input_scale = 1.0, bool rescale_input = false, bool norm = false) {
     x_data = normal({32, 64}, 1, input_scale);
     // The default floor (2^-14) would stop a 2^-40 input from moving into its scale.
     const Value h_in = rescale_input ? dynamic_rescale(x, {.floor = 0x1p-64}) : x;
-    const Value h = gelu(linear(h_in, w1));
-    loss = cross_entropy(linear_readout(h, w2), labels);
+    hidden = linear(h_in, w1);
+    normed = norm ? rms_norm(hidden) : hidden;
+    logits = linear_readout(gelu(normed), w2);
+    loss = cross_entropy(logits, labels);
     const auto grads = autodiff(graph, loss, std::vector<Value>{w1, w2, x});
     grad_w1 = grads[0], grad_w2 = grads[1], grad_x = grads[2];
   }
@@ -317,33 +321,13 @@ TEST(PropagateScales, WeightsAreCastAgainForTheBackwardGemm) {
 }
 
 // ScalePolicy::saved_activations: the values a norm's and an activation's backward read (rms_norm
-// reads its input h, gelu its input n) reach them as E4M3 copies made during the forward pass, so
-// that no backward node reads h or n themselves (they die with their forward readers); the
-// logits, which cross entropy's backward turns into probabilities through exp, stay as computed.
-// The forward is unchanged bit for bit, and the gradients move by about the copies' rounding.
-struct NormedMlp {
-  Graph graph{Scaling::kUnit};
-  Value x = graph.input("x", {32, 64});
-  Value labels = graph.input("labels", {32}, DType::kI32);
-  Value w1 = graph.parameter("w1", {128, 64});
-  Value w2 = graph.parameter("w2", {10, 128});
-  Value h = linear(x, w1);
-  Value n = rms_norm(h);
-  Value logits = linear_readout(gelu(n), w2);
-  Value loss = cross_entropy(logits, labels);
-  std::vector<Value> grads = autodiff(graph, loss, std::vector<Value>{w1, w2, x});
-  Tensor x_data = normal({32, 64}, 1), labels_data = labels_for(32, 10, 5),
-         w1_data = normal({128, 64}, 2), w2_data = normal({10, 128}, 3);
-
-  std::vector<Value> outputs() const { return {loss, grads[0], grads[1], grads[2]}; }
-  std::vector<Tensor> run(const ScaledGraph* scaled = nullptr) {
-    return run_outputs(graph, outputs(), scaled,
-                       {{x, &x_data}, {labels, &labels_data}, {w1, &w1_data}, {w2, &w2_data}});
-  }
-};
-
+// reads its input, gelu its input: the normed MLP's `hidden` and `normed`) reach them as E4M3
+// copies made during the forward pass, so that no backward node reads those values themselves
+// (they die with their forward readers); the logits, which cross entropy's backward turns into
+// probabilities through exp, stay as computed. The forward is unchanged bit for bit, and the
+// gradients move by about the copies' rounding.
 TEST(PropagateScales, SavedActivationsReachTheBackwardAsEightBitCopies) {
-  NormedMlp fp8, saved;
+  Mlp fp8(1.0, false, /*norm=*/true), saved(1.0, false, /*norm=*/true);
   const ScaledGraph fp8_scaled = propagate_scales(fp8.graph, fp8.outputs(), ScalePolicy::fp8());
   ScalePolicy policy = ScalePolicy::fp8();
   policy.saved_activations = DType::kE4M3FN;
@@ -358,7 +342,7 @@ TEST(PropagateScales, SavedActivationsReachTheBackwardAsEightBitCopies) {
     return graph.nodes()[static_cast<std::size_t>(index)];
   };
   const std::size_t loss_position = position[static_cast<std::size_t>(graph.info(saved.loss).node)];
-  for (const Value v : {saved.h, saved.n}) {
+  for (const Value v : {saved.hidden, saved.normed}) {
     std::vector<int> copies;
     for (const Graph::Use& use : graph.uses(v)) {
       const Node& reader = node(use.node);
