@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <optional>
 #include <random>
 #include <set>
@@ -121,6 +122,26 @@ TrainerOptions quiet(TrainerOptions options) {
   return options;
 }
 
+// A run of `config` checkpointed at step 7 and resumed to step 12 gives `full`'s last 5 losses
+// bit for bit.
+void expect_resumes_exactly(const LanguageModelConfig& config, const TextCorpus& corpus,
+                            const std::vector<float>& full) {
+  const testing_support::TempDirectory dir;
+  const std::filesystem::path checkpoints = dir.path() / "ckpt";
+  {
+    LanguageModelTask first(config, corpus);
+    Trainer(first, quiet({.steps = 7, .checkpoint_dir = checkpoints})).run();
+  }
+  LanguageModelTask resumed_task(config, corpus);
+  Trainer resumed(resumed_task,
+                  quiet({.steps = 12, .checkpoint_dir = checkpoints, .resume = true}));
+  const TrainingResult rest = resumed.run();
+  ASSERT_EQ(rest.losses.size(), 5u);
+  for (std::size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(rest.losses[i], full[7 + i]) << "step " << 8 + i;
+  }
+}
+
 class ScalifyTrainer : public ::testing::TestWithParam<MatmulScaling> {};
 
 // FP8 matmuls, FP16 values, moments and master weights: the task reports the pass, the Trainer
@@ -128,7 +149,6 @@ class ScalifyTrainer : public ::testing::TestWithParam<MatmulScaling> {};
 // scaling, the casts' amax histories), learns as the fp32 run does, and a run resumed from step 7
 // reproduces the uninterrupted one bit for bit.
 TEST_P(ScalifyTrainer, TrainsChecksAndResumesTheScaledStepExactly) {
-  const testing_support::TempDirectory dir;
   const TextCorpus corpus = testing_support::periodic_corpus();
   std::vector<float> reference;
   {
@@ -167,19 +187,41 @@ TEST_P(ScalifyTrainer, TrainsChecksAndResumesTheScaledStepExactly) {
     EXPECT_EQ(histories, 0u);
   }
 
-  const std::filesystem::path checkpoints = dir.path() / "ckpt";
+  expect_resumes_exactly(tiny_config("scalify-fp8", GetParam()), corpus, full.losses);
+}
+
+// The compact policy (FP16 master weights, Adam's m in E4M3, E4M3 saved activations, the weights
+// cast again for the backward): the checkpoint holds m as E4M3 data and v as FP16, the run learns
+// as fp32 does, and resumes bit for bit.
+TEST(ScalifyTrainerCompact, TrainsChecksAndResumesExactly) {
+  const TextCorpus corpus = testing_support::periodic_corpus();
+  std::vector<float> reference;
   {
-    LanguageModelTask first(tiny_config("scalify-fp8", GetParam()), corpus);
-    Trainer(first, quiet({.steps = 7, .checkpoint_dir = checkpoints})).run();
+    LanguageModelTask task(tiny_config("fp32"), corpus);
+    reference = Trainer(task, quiet({.steps = 12})).run().losses;
   }
-  LanguageModelTask resumed_task(tiny_config("scalify-fp8", GetParam()), corpus);
-  Trainer resumed(resumed_task,
-                  quiet({.steps = 12, .checkpoint_dir = checkpoints, .resume = true}));
-  const TrainingResult rest = resumed.run();
-  ASSERT_EQ(rest.losses.size(), 5u);
-  for (std::size_t i = 0; i < 5; ++i) {
-    EXPECT_EQ(rest.losses[i], full.losses[7 + i]) << "step " << 8 + i;
+  LanguageModelConfig config = tiny_config("scalify-fp8");
+  config.precision.first_moment = DType::kE4M3FN;
+  config.precision.saved_activations = DType::kE4M3FN;
+  LanguageModelTask task(config, corpus);
+  EXPECT_THAT(task.precision_report(), ::testing::HasSubstr("saved activations e4m3fn"));
+  Trainer trainer(task, quiet({.steps = 12}));
+  const TrainingResult full = trainer.run();
+  ASSERT_EQ(full.losses.size(), 12u);
+  for (std::size_t t = 0; t < 12; ++t) {
+    EXPECT_NEAR(full.losses[t], reference[t], 0.05 * reference[t]) << "step " << t + 1;
   }
+  std::map<DType, int> moments;  // by storage
+  for (const CheckpointValue& v : trainer.checkpoint_values()) {
+    const ValueInfo& info = task.model().graph().info(v.value);
+    if (!info.parameter && !v.name.ends_with(".scale") && info.shape.numel() > 1) {
+      ++moments[info.dtype];
+    }
+  }
+  const int parameters = static_cast<int>(task.model().parameters().size());
+  EXPECT_EQ(moments[DType::kE4M3FN], parameters) << "every m in E4M3";
+  EXPECT_EQ(moments[DType::kF16], parameters) << "every v in FP16";
+  expect_resumes_exactly(config, corpus, full.losses);
 }
 
 INSTANTIATE_TEST_SUITE_P(MatmulScalings, ScalifyTrainer,
