@@ -58,8 +58,8 @@ void convert(ConstTensorView x, TensorView y, float factor, Overflow overflow) {
 // Per-thread fp32 scratch for the materialised inputs and outputs of one scaled kernel call (or
 // of one chunk of one), kept between calls: large buffers freed and reallocated on every node
 // would pay their page faults on every step. Each call starts afresh (begin), so that a thread
-// holds what its largest call needs; a buffer per input and output slot, each as large as any
-// call ever needed, held 100 MiB beside a width-1024 decoder's 172 MiB arena.
+// holds what its largest call needs: a buffer per input and output slot, each as large as any
+// call ever needed, held 65 MiB more beside a width-1024 decoder's 172 MiB arena.
 class Scratch {
  public:
   static Scratch& of_this_thread() {
