@@ -466,16 +466,14 @@ void ScaledGraph::load_state(Executor& executor, Value original, ConstTensorView
   }
   float factor = 1.0f;
   if (scale.present()) {
-    // The scale its updates will give it: a parameter's from its rms, a moment's from its largest
-    // magnitude (scaled_op.hpp).
-    const std::span<const float> all{values.data(), static_cast<std::size_t>(values.numel())};
-    std::optional<Scale> chosen;
-    if (graph_->info(original).parameter) {
-      const double rms = rescale_statistic(all, RescaleStatistic::kL2);
-      if (std::isfinite(rms)) chosen = rms == 0.0 ? Scale::zero() : Scale::rounded(rms, rounding_);
-    } else {
-      chosen = private_state_scale(rescale_statistic(all, RescaleStatistic::kMax), data.dtype());
-    }
+    // The scale its updates will give it (measured_scale): a parameter's from its rms, a
+    // moment's from its largest magnitude.
+    const RescaleStatistic statistic =
+        graph_->info(original).parameter ? RescaleStatistic::kL2 : RescaleStatistic::kMax;
+    const std::optional<Scale> chosen = measured_scale(
+        statistic,
+        rescale_statistic({values.data(), static_cast<std::size_t>(values.numel())}, statistic),
+        data.dtype(), rounding_);
     const bool zero = !chosen || chosen->is_zero();
     const float s = zero ? 0.0f : static_cast<float>(chosen->value());
     const float scale_value[] = {s};

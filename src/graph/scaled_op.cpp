@@ -94,39 +94,11 @@ class Scratch {
   std::size_t taken_ = 0;  // since begin()
 };
 
-// A scale measured on an output rather than ruled: a dynamic L2 rescale of its fp32 values, taken
-// before they are stored, so the data's rms lands in [1, 2) (p2 down). Used for the parameters a
-// scaled update writes (state_scale) and for the outputs of GEMMs whose operands have current-amax
-// scales (data far from 1, which the rules do not assume). All zeros give the static zero (a
-// state's initial value); values that are not finite keep the rule's scale, and are stored as the
-// overflow policy says.
-Scale scale_from_rms(double rms, const Attributes& attrs, std::string_view op,
-                     const Scale& rule_scale) {
-  if (rms == 0.0) return Scale::zero();
-  if (!std::isfinite(rms)) return rule_scale;
-  return Scale::rounded(rms, attrs.get_enum<Pow2Rounding>(op, "p2_rounding", Pow2Rounding::kDown));
-}
-
-Scale measured_scale(const TensorView& values, const Attributes& attrs, std::string_view op,
-                     const Scale& rule_scale) {
-  return scale_from_rms(rescale_statistic({values.data(), static_cast<std::size_t>(values.numel())},
-                                          RescaleStatistic::kL2),
-                        attrs, op, rule_scale);
-}
-
-// A state updated in place gets a scale measured on its new values before any is stored: one that
-// other ops read (a parameter) a unit-rms scale, as their rules assume (scale_from_rms); one that
-// only its update reads (OpDef::private_states: optimizer moments) private_state_scale.
-RescaleStatistic state_statistic(const OpDef& op, std::size_t o) {
+// The statistic a scaled output's measured scale comes from (measured_scale): the largest
+// magnitude of a state only its update reads (OpDef::private_states), else the rms (a parameter
+// an update writes; a GEMM output under amax scaling, whose operands' data is far from 1).
+RescaleStatistic measured_statistic(const OpDef& op, std::size_t o) {
   return ((op.private_states >> o) & 1u) != 0 ? RescaleStatistic::kMax : RescaleStatistic::kL2;
-}
-
-Scale state_scale(double statistic, const OpDef& op, std::size_t o, DType storage,
-                  const Attributes& attrs, std::string_view name, const Scale& rule_scale) {
-  if (state_statistic(op, o) == RescaleStatistic::kL2) {
-    return scale_from_rms(statistic, attrs, name, rule_scale);
-  }
-  return private_state_scale(statistic, storage).value_or(rule_scale);
 }
 
 // Whether input `i` of `op` is a GEMM operand that its kernel takes as stored codes
@@ -216,7 +188,7 @@ View slice_of(const View& v, std::int64_t first, std::int64_t count) {
 // element.
 //
 // An update (adam_update, sgd_update) writes its states in place, and a scaled state's new scale
-// is measured on its new values (measured_scale) before any is stored. So it runs twice: the
+// is measured on its new values before any is stored. So it runs twice: the
 // first pass computes the new values into scratch (fp32 states copied there, not updated) and
 // keeps each chunk's partial statistic; the second, once the scales are known, computes them
 // again (the same bits: the same inputs and kernel) and stores them. Both passes read the states
@@ -263,7 +235,7 @@ class PointwiseChunks {
   }
 
   // The first pass of an update: each chunk's partial statistic of the new values of every
-  // output in `measured` (state_statistic), nothing stored. partials[o][c] is chunk c's of
+  // output in `measured` (measured_statistic), nothing stored. partials[o][c] is chunk c's of
   // output o.
   std::vector<std::vector<double>> measure(const std::vector<bool>& measured) {
     std::vector<std::vector<double>> partials(call_.m);
@@ -276,7 +248,7 @@ class PointwiseChunks {
         if (!measured[o]) continue;
         partials[o][static_cast<std::size_t>(c)] =
             rescale_block_partial({chunk.out[o].data(), static_cast<std::size_t>(chunk.count)},
-                                  state_statistic(call_.inner, o));
+                                  measured_statistic(call_.inner, o));
       }
     });
     return partials;
@@ -406,28 +378,32 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
     in_shapes[i] = in[i].present() ? &in[i].shape() : nullptr;
   }
   for (std::size_t o = 0; o < m; ++o) out_shapes[o] = out[o].present() ? &out[o].shape() : nullptr;
+  const auto rounding =
+      attrs.get_enum<Pow2Rounding>(outer.name, "p2_rounding", Pow2Rounding::kDown);
   std::vector<Scale> out_scales;
   if (on_data) {  // every output keeps the scale of the value it is made from
     std::size_t source = 0;
     while (source + 1 < n && !in[source].present()) ++source;
     out_scales.assign(m, scales[source]);
   } else {
-    const ScaleRuleArgs args{
-        scales,
-        in_shapes,
-        out_shapes,
-        attrs,
-        attrs.get_enum<Pow2Rounding>(outer.name, "p2_rounding", Pow2Rounding::kDown),
-        in.subspan(0, n)};
+    const ScaleRuleArgs args{scales, in_shapes, out_shapes, attrs, rounding, in.subspan(0, n)};
     out_scales = inner.scale_propagation(args);
   }
+  // Where the output scales are measured instead (the states an update writes, GEMM outputs under
+  // amax scaling), values that are not finite keep the rule's scale, and are stored as the
+  // overflow policy says.
+  // (`op` is captured by name: clang 14 cannot capture a structured binding.)
+  const auto measured_scale_of = [&, &op = inner](std::size_t o, double value) {
+    return measured_scale(measured_statistic(op, o), value, out[o].dtype(), rounding)
+        .value_or(out_scales[o]);
+  };
 
   const bool measure_outputs = attrs.get_int(outer.name, "measured_output_scales", 0) != 0;
   const Overflow overflow =
       attrs.get_enum<Overflow>(outer.name, "storage_overflow", Overflow::kNonFinite);
   if (const std::int64_t elements = pointwise_elements(inner, in, out, n, m, measure_outputs)) {
     PointwiseChunks chunks(in, out, attrs, context, scales, elements, overflow);
-    // A scaled state updated in place gets the scale of its new values (state_scale).
+    // A scaled state updated in place gets the scale of its new values.
     std::vector<bool> measured(m, false);
     for (std::size_t o = 0; o < m; ++o) {
       measured[o] = out[o].present() && out[m + o].present() && o < inner.in_place.size() &&
@@ -437,10 +413,9 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
       const auto partials = chunks.measure(measured);
       for (std::size_t o = 0; o < m; ++o) {
         if (!measured[o]) continue;
-        const double statistic = rescale_statistic_of_partials(
-            partials[o], static_cast<std::size_t>(elements), state_statistic(inner, o));
-        out_scales[o] =
-            state_scale(statistic, inner, o, out[o].dtype(), attrs, outer.name, out_scales[o]);
+        out_scales[o] = measured_scale_of(
+            o, rescale_statistic_of_partials(partials[o], static_cast<std::size_t>(elements),
+                                             measured_statistic(inner, o)));
       }
     }
     for (std::size_t o = 0; o < m; ++o) {
@@ -526,13 +501,10 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
     const bool has_scale = out[m + o].present();
     Scale s = has_scale ? out_scales[o] : Scale{};
     const bool updates_state = o < inner.in_place.size() && inner.in_place[o] >= 0;
-    if (has_scale && updates_state) {
+    if (has_scale && (updates_state || measure_outputs)) {
       const ConstTensorView& y = inner_out[o];
-      const double statistic = rescale_statistic({y.data(), static_cast<std::size_t>(y.numel())},
-                                                 state_statistic(inner, o));
-      s = state_scale(statistic, inner, o, out[o].dtype(), attrs, outer.name, s);
-    } else if (has_scale && measure_outputs) {
-      s = measured_scale(inner_out[o], attrs, outer.name, s);
+      s = measured_scale_of(o, rescale_statistic({y.data(), static_cast<std::size_t>(y.numel())},
+                                                 measured_statistic(inner, o)));
     }
     if (has_scale) out[m + o].data()[0] = s.is_zero() ? 0.0f : storable(s);
     if (direct[o]) continue;
@@ -547,11 +519,14 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
 
 }  // namespace
 
-std::optional<Scale> private_state_scale(double amax, DType storage) {
-  if (amax == 0.0) return Scale::zero();
+std::optional<Scale> measured_scale(RescaleStatistic statistic, double value, DType storage,
+                                    Pow2Rounding rounding) {
+  if (value == 0.0) return Scale::zero();
+  if (!std::isfinite(value)) return std::nullopt;
+  if (statistic != RescaleStatistic::kMax) return Scale::rounded(value, rounding);
   const std::optional<FormatSpec> format = dtype_format(storage);
   if (!format) return std::nullopt;
-  const ChosenScale chosen = amax_scale(static_cast<float>(amax), *format);
+  const ChosenScale chosen = amax_scale(static_cast<float>(value), *format);
   if (chosen.degenerate) return std::nullopt;
   return chosen.scale;
 }

@@ -17,14 +17,14 @@
 // Outputs a node updates in place (optimizer states) stay plain when their state is plain. A scaled
 // state's scale is a state too, which the node overwrites with a scale measured on the updated
 // values rather than the op's rule (the moments' magnitude drifts with the gradients' in ways no
-// rule on the inputs' scales can follow): a parameter's, which other ops read, from its rms (rms
-// in [1, 2) under p2 down); an optimizer moment's (OpDef::private_states) from its largest
-// magnitude, private_state_scale.
+// rule on the inputs' scales can follow): measured_scale, from the rms of a parameter, which other
+// ops read, and from the largest magnitude of an optimizer moment (OpDef::private_states).
 
 #include <optional>
 #include <string_view>
 
 #include "unitscale/ops/attributes.hpp"
+#include "unitscale/ops/dynamic_rescale.hpp"
 #include "unitscale/ops/op_def.hpp"
 
 namespace unitscale {
@@ -42,13 +42,20 @@ struct EnumAttribute<Pow2Rounding> {
 // L2 rescale, instead of ruled; propagate_scales sets it on the GEMMs of the current-amax policy).
 // Throws unitscale::Error naming the op if it has no scale rule.
 const OpDef& scaled_of(const OpDef& op);
-// The scale of a state only its update reads (an optimizer's moment), stored in `storage`, whose
-// largest magnitude is `amax`: the power of two that puts amax in the format's top binade
-// (amax_scale; FP16 data up to 65504), so that the moment keeps the widest range below it. Adam's
-// v spans the square of the gradients' range: a unit-rms scale flushed the v of coordinates with
-// gradients 2^12 below the typical to 0 while their m survived. Scale::zero() for amax 0; nullopt
-// for an amax that is not finite or a storage without a format.
-std::optional<Scale> private_state_scale(double amax, DType storage);
+// A scale measured on values about to be stored in `storage`, from their `statistic`, which is
+// `value`:
+//   kL2   their rms, rounded to a power of two as `rounding` says, so that the data's rms lands
+//         near 1 as the scale rules assume of what other ops read (parameters; GEMM outputs
+//         under amax scaling);
+//   kMax  their largest magnitude, for a state only its update reads (an optimizer's moment,
+//         OpDef::private_states): the power of two that puts it in the format's top binade
+//         (amax_scale; FP16 data up to 65504), so that the moment keeps the widest range below it.
+//         Adam's v spans the square of the gradients' range: a unit-rms scale flushed the v of
+//         coordinates with gradients 2^12 below the typical to 0 while their m survived.
+// Scale::zero() for a value of 0 (all zeros); nullopt for one that is not finite, or a kMax
+// storage without a format.
+std::optional<Scale> measured_scale(RescaleStatistic statistic, double value, DType storage,
+                                    Pow2Rounding rounding);
 
 // Whether `op` is a scaled op (one of scaled_of's) or materialize: a node of a scaled graph.
 bool is_scaled_op(const OpDef& op);
