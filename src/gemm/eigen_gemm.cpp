@@ -23,7 +23,7 @@ void eigen_gemm(const GemmMatrix& a, const GemmMatrix& b, const GemmOutput& c,
                 bool bias_per_row, bool accumulate) {
   const std::int64_t row_stride = c.row_stride == 0 ? c.cols : c.row_stride;
   const std::int64_t batch_stride = c.batch_stride == 0 ? c.rows * row_stride : c.batch_stride;
-  Map out(c.data + index * batch_stride, c.rows, c.cols, Stride(row_stride));
+  Map out(static_cast<float*>(c.data) + index * batch_stride, c.rows, c.cols, Stride(row_stride));
   const ConstMap sa = stored(a, index), sb = stored(b, index);
   // Four instantiations rather than a runtime transpose, which Eigen cannot express lazily.
   auto product = [&](const auto& left, const auto& right) {

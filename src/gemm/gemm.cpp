@@ -1,11 +1,12 @@
 #include "unitscale/ops/gemm.hpp"
 
+#include <fmt/format.h>
+#include <omp.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <cmath>
-#include <fmt/format.h>
-#include <omp.h>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -14,7 +15,10 @@
 #include "gemm/eigen_gemm.hpp"
 #include "gemm/onednn_matmul.hpp"
 #include "gemm/widen.hpp"
+#include "tensor/workspace.hpp"
 #include "unitscale/error.hpp"
+#include "unitscale/format/bulk.hpp"
+#include "unitscale/format/format_traits.hpp"
 
 namespace unitscale {
 namespace {
@@ -207,22 +211,12 @@ Plan& find_plan(const GemmProblem& problem, const GemmMatrix& a, const GemmMatri
   return plan;
 }
 
-// Per-thread buffers for widened operands and the scaled bias.
-struct Scratch {
-  detail::WidenBuffer a, b;
-  std::vector<float> bias;
-};
-Scratch& thread_scratch() {
-  thread_local Scratch scratch;
-  return scratch;
-}
-
 // C = alpha·bias (or 0), added to C when accumulating: the whole GEMM when k = 0.
 void empty_sum(const GemmOutput& c, const GemmOptions& options, std::int64_t row_stride,
                std::int64_t batch_stride) {
   for (std::int64_t b = 0; b < options.batch; ++b) {
     for (std::int64_t i = 0; i < c.rows; ++i) {
-      float* row = c.data + b * batch_stride + i * row_stride;
+      float* row = static_cast<float*>(c.data) + b * batch_stride + i * row_stride;
       for (std::int64_t j = 0; j < c.cols; ++j) {
         const float* bias = options.bias;
         const float value = bias == nullptr         ? 0.0f
@@ -244,6 +238,147 @@ void add_bias(float* c, const GemmProblem& p, const float* scaled_bias) {
       for (std::int64_t j = 0; j < p.n; ++j) row[j] += scaled_bias[r];
     } else {
       for (std::int64_t j = 0; j < p.n; ++j) row[j] += scaled_bias[j];
+    }
+  }
+}
+
+// An FP32 result: the plan's engine on the operands widened to its compute type (in the calling
+// thread's workspace, which the caller's frame releases).
+void gemm_f32(const GemmProblem& p, const GemmMatrix& a, const GemmMatrix& b, const GemmOutput& c,
+              const GemmOptions& options) {
+  if (p.k == 0) return empty_sum(c, options, p.c_row_stride, p.c_batch_stride);
+  Plan& plan = find_plan(p, a, b);
+  plan.calls.fetch_add(1, std::memory_order_relaxed);
+  const GemmMatrix wa = detail::widen(a, plan.compute, p.batch);
+  const GemmMatrix wb = detail::widen(b, plan.compute, p.batch);
+  const float output_scale = options.alpha * a.scale * b.scale;
+  const float* bias = nullptr;
+  if (options.bias != nullptr) {
+    const std::int64_t count = p.bias_per_row ? p.m : p.n;
+    float* scaled = detail::Workspace::of_this_thread().take_floats(count);
+    for (std::int64_t j = 0; j < count; ++j) scaled[j] = options.alpha * options.bias[j];
+    bias = scaled;
+  }
+  const int a_bytes = gemm_type_bytes(wa.type), b_bytes = gemm_type_bytes(wb.type);
+  for (std::int64_t i = 0; i < p.batch; ++i) {
+    if (plan.engine == GemmEngine::kEigen) {
+      detail::eigen_gemm(wa, wb, c, i, output_scale, bias, p.bias_per_row, p.accumulate);
+      continue;
+    }
+    float* out = static_cast<float*>(c.data) + i * p.c_batch_stride;
+    plan.matmul->run(static_cast<const std::byte*>(wa.data) + i * wa.batch_stride * a_bytes,
+                     static_cast<const std::byte*>(wb.data) + i * wb.batch_stride * b_bytes, out,
+                     plan.bias_in_gemm ? bias : nullptr, output_scale);
+    if (bias != nullptr && !plan.bias_in_gemm) add_bias(out, p, bias);
+  }
+}
+
+// An encoded result is computed this many bytes of FP32 at a time (a panel of columns: the rows
+// stay whole, so a panel of B is a block of B and A is read as it is).
+constexpr std::int64_t kPanelBytes = std::int64_t{4} << 20;
+
+std::int64_t panel_columns(const GemmProblem& p) {
+  const std::int64_t fit = kPanelBytes / (4 * std::max<std::int64_t>(p.m, 1));
+  return std::min(p.n, std::max<std::int64_t>(64, fit / 64 * 64));
+}
+
+// Matrix `index` of a batch, as a single matrix.
+GemmMatrix batch_entry(const GemmMatrix& x, std::int64_t index) {
+  GemmMatrix entry = x;
+  entry.data =
+      static_cast<const std::byte*>(x.data) + index * x.batch_stride * gemm_type_bytes(x.type);
+  entry.batch_stride = 0;
+  return entry;
+}
+
+// Columns [first, first + count) of op(B), in place.
+GemmMatrix column_panel(const GemmMatrix& b, std::int64_t first, std::int64_t count) {
+  GemmMatrix panel = b;
+  panel.row_stride = b.row_stride == 0 ? b.cols : b.row_stride;
+  const auto* data = static_cast<const std::byte*>(b.data);
+  const int bytes = gemm_type_bytes(b.type);
+  if (b.transposed) {  // op(B)'s columns are B's rows
+    panel.data = data + first * panel.row_stride * bytes;
+    panel.rows = count;
+  } else {
+    panel.data = data + first * bytes;
+    panel.cols = count;
+  }
+  return panel;
+}
+
+// The panel of columns [first, first + count) of matrix `index` of the batch, as an FP32 GEMM
+// into `buffer` (packed rows × count): operands, output and options.
+struct Panel {
+  GemmMatrix a, b;
+  GemmOutput c;
+  GemmOptions options;
+};
+Panel panel_of(const GemmProblem& p, const GemmMatrix& a, const GemmMatrix& b,
+               const GemmOptions& options, std::int64_t index, std::int64_t first,
+               std::int64_t count, float* buffer) {
+  Panel panel{batch_entry(a, index),
+              column_panel(batch_entry(b, index), first, count),
+              {.data = buffer, .rows = p.m, .cols = count},
+              options};
+  panel.options.batch = 1;
+  if (options.bias != nullptr && !options.bias_per_row) panel.options.bias = options.bias + first;
+  return panel;
+}
+
+const FormatSpec& output_format(GemmType type) {
+  switch (type) {
+    case GemmType::kBF16:
+      return FormatTraits<bfloat16>::kSpec;
+    case GemmType::kF16:
+      return FormatTraits<float16>::kSpec;
+    case GemmType::kE4M3:
+      return FormatTraits<float8_e4m3fn>::kSpec;
+    case GemmType::kE5M2:
+      return FormatTraits<float8_e5m2>::kSpec;
+    case GemmType::kF32:
+      break;
+  }
+  UNITSCALE_ASSERT(false && "an FP32 output is not encoded");
+  return FormatTraits<float16>::kSpec;
+}
+
+// An encoded result: the operands widened once, then panel by panel an FP32 GEMM into the
+// workspace and its encoding into C.
+void gemm_encoded(const GemmProblem& p, const GemmMatrix& a, const GemmMatrix& b,
+                  const GemmOutput& c, const GemmOptions& options) {
+  detail::Workspace& workspace = detail::Workspace::of_this_thread();
+  const GemmType compute = preferred_compute_type(p);
+  const GemmMatrix wa = detail::widen(a, compute, p.batch);
+  const GemmMatrix wb = detail::widen(b, compute, p.batch);
+  const std::int64_t columns = panel_columns(p);
+  float* buffer = workspace.take_floats(p.m * columns);
+  const FormatSpec& format = output_format(c.type);
+  const int code_bytes = gemm_type_bytes(c.type);
+  const Quantization quantization{.overflow = c.overflow};
+  for (std::int64_t i = 0; i < p.batch; ++i) {
+    for (std::int64_t first = 0; first < p.n; first += columns) {
+      const std::int64_t count = std::min(columns, p.n - first);
+      const Panel panel = panel_of(p, wa, wb, options, i, first, count, buffer);
+      {
+        const detail::Workspace::Frame frame(workspace);
+        gemm_f32(GemmProblem::of(panel.a, panel.b, panel.c, panel.options), panel.a, panel.b,
+                 panel.c, panel.options);
+      }
+      auto* out = static_cast<std::byte*>(c.data) + (i * p.c_batch_stride + first) * code_bytes;
+      if (count == p.c_row_stride) {  // whole rows: one span, which the encoder splits itself
+        detail::encode_codes({buffer, static_cast<std::size_t>(p.m * count)}, out,
+                             static_cast<std::size_t>(p.m * count), code_bytes, format,
+                             quantization);
+        continue;
+      }
+      const bool parallel = p.m * count >= (std::int64_t{1} << 16) && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (parallel)
+      for (std::int64_t r = 0; r < p.m; ++r) {
+        detail::encode_codes({buffer + r * count, static_cast<std::size_t>(count)},
+                             out + r * p.c_row_stride * code_bytes, static_cast<std::size_t>(count),
+                             code_bytes, format, quantization);
+      }
     }
   }
 }
@@ -279,8 +414,9 @@ std::string_view gemm_engine_name(GemmEngine engine) {
 GemmProblem GemmProblem::of(const GemmMatrix& a, const GemmMatrix& b, const GemmOutput& c,
                             const GemmOptions& options, std::string_view op) {
   auto fail = [&](std::string_view what) {
-    return Error(fmt::format("{}: {} · {} -> f32[{}x{}] (batch {}): {}", op, matrix_string(a),
-                             matrix_string(b), c.rows, c.cols, options.batch, what));
+    return Error(fmt::format("{}: {} · {} -> {}[{}x{}] (batch {}): {}", op, matrix_string(a),
+                             matrix_string(b), gemm_type_name(c.type), c.rows, c.cols,
+                             options.batch, what));
   };
   for (const std::int64_t d : {a.rows, a.cols, b.rows, b.cols, c.rows, c.cols, options.batch}) {
     if (d < 0) throw fail("negative dimension");
@@ -301,6 +437,10 @@ GemmProblem GemmProblem::of(const GemmMatrix& a, const GemmMatrix& b, const Gemm
       c.batch_stride < c.rows * (c.row_stride == 0 ? c.cols : c.row_stride)) {
     throw fail("the output's batch stride makes its matrices overlap");
   }
+  if (c.type != GemmType::kF32 && options.accumulate) {
+    throw fail(
+        fmt::format("cannot accumulate into a {} output (only into f32)", gemm_type_name(c.type)));
+  }
   if (!std::isfinite(options.alpha) || !std::isfinite(a.scale) || !std::isfinite(b.scale)) {
     throw fail(fmt::format("alpha {} and the scales {} and {} must be finite", options.alpha,
                            a.scale, b.scale));
@@ -312,6 +452,7 @@ GemmProblem GemmProblem::of(const GemmMatrix& a, const GemmMatrix& b, const Gemm
   p.k = a.used_cols();
   p.a_type = a.type;
   p.b_type = b.type;
+  p.c_type = c.type;
   p.a_transposed = a.transposed;
   p.b_transposed = b.transposed;
   // Packed strides are spelled out, so that equal layouts are equal problems.
@@ -330,12 +471,11 @@ GemmProblem GemmProblem::of(const GemmMatrix& a, const GemmMatrix& b, const Gemm
 }
 
 std::string GemmProblem::to_string() const {
-  return fmt::format("{}{}[{}x{}]{} · {}[{}x{}]{} -> f32[{}x{}]{}{}",
+  return fmt::format("{}{}[{}x{}]{} · {}[{}x{}]{} -> {}[{}x{}]{}{}",
                      batch > 1 ? fmt::format("{} x ", batch) : "", gemm_type_name(a_type), m, k,
-                     a_transposed ? "ᵀ" : "", gemm_type_name(b_type), k, n,
-                     b_transposed ? "ᵀ" : "", m, n,
-                     bias ? (bias_per_row ? " +row bias" : " +bias") : "",
-                     accumulate ? " +=" : "");
+                     a_transposed ? "ᵀ" : "", gemm_type_name(b_type), k, n, b_transposed ? "ᵀ" : "",
+                     gemm_type_name(c_type), m, n,
+                     bias ? (bias_per_row ? " +row bias" : " +bias") : "", accumulate ? " +=" : "");
 }
 
 GemmType gemm_compute_type(const GemmProblem& problem) {
@@ -359,42 +499,30 @@ void gemm(const GemmMatrix& a, const GemmMatrix& b, const GemmOutput& c,
   if (c.data == nullptr || (p.k > 0 && (a.data == nullptr || b.data == nullptr))) {
     throw Error(fmt::format("{}: {}: a null data pointer", op, p.to_string()));
   }
-  if (p.k == 0) return empty_sum(c, options, p.c_row_stride, p.c_batch_stride);
-
-  Plan& plan = find_plan(p, a, b);
-  plan.calls.fetch_add(1, std::memory_order_relaxed);
-  Scratch& scratch = thread_scratch();
-  const GemmMatrix wa = detail::widen(a, plan.compute, p.batch, scratch.a);
-  const GemmMatrix wb = detail::widen(b, plan.compute, p.batch, scratch.b);
-  const float output_scale = options.alpha * a.scale * b.scale;
-  const float* bias = nullptr;
-  if (options.bias != nullptr) {
-    const std::int64_t count = p.bias_per_row ? p.m : p.n;
-    scratch.bias.resize(static_cast<std::size_t>(count));
-    for (std::int64_t j = 0; j < count; ++j) {
-      scratch.bias[static_cast<std::size_t>(j)] = options.alpha * options.bias[j];
-    }
-    bias = scratch.bias.data();
-  }
-  const int a_bytes = gemm_type_bytes(wa.type), b_bytes = gemm_type_bytes(wb.type);
-  for (std::int64_t i = 0; i < p.batch; ++i) {
-    if (plan.engine == GemmEngine::kEigen) {
-      detail::eigen_gemm(wa, wb, c, i, output_scale, bias, p.bias_per_row, p.accumulate);
-      continue;
-    }
-    float* out = c.data + i * p.c_batch_stride;
-    plan.matmul->run(static_cast<const std::byte*>(wa.data) + i * wa.batch_stride * a_bytes,
-                     static_cast<const std::byte*>(wb.data) + i * wb.batch_stride * b_bytes, out,
-                     plan.bias_in_gemm ? bias : nullptr, output_scale);
-    if (bias != nullptr && !plan.bias_in_gemm) add_bias(out, p, bias);
-  }
+  const detail::Workspace::Frame frame(detail::Workspace::of_this_thread());
+  if (c.type == GemmType::kF32) return gemm_f32(p, a, b, c, options);
+  gemm_encoded(p, a, b, c, options);
 }
 
 void gemm_prepare(const GemmMatrix& a, const GemmMatrix& b, const GemmOutput& c,
                   const GemmOptions& options, std::string_view op) {
   const GemmProblem p = GemmProblem::of(a, b, c, options, op);
   if (p.batch == 0 || p.m == 0 || p.n == 0 || p.k == 0) return;
-  plan_cache().get(p, a, b);
+  if (c.type == GemmType::kF32) {
+    plan_cache().get(p, a, b);
+    return;
+  }
+  // The panels' plans: the widest panel's and the last, narrower one's if any.
+  const GemmType compute = preferred_compute_type(p);
+  const GemmMatrix wa = detail::widened_layout(a, compute);
+  const GemmMatrix wb = detail::widened_layout(b, compute);
+  const std::int64_t columns = panel_columns(p);
+  for (const std::int64_t count : {columns, p.n % columns}) {
+    if (count == 0) continue;
+    const Panel panel = panel_of(p, wa, wb, options, 0, 0, count, nullptr);
+    plan_cache().get(GemmProblem::of(panel.a, panel.b, panel.c, panel.options, op), panel.a,
+                     panel.b);
+  }
 }
 
 std::string gemm_isa() { return detail::onednn_isa(); }

@@ -8,6 +8,7 @@
 #include <span>
 
 #include "gemm/fp8_decode_kernels.hpp"
+#include "tensor/workspace.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/format/bulk.hpp"
 #include "unitscale/format/half.hpp"
@@ -55,14 +56,6 @@ void convert_run(const void* in, GemmType from, void* out, GemmType to, std::int
 
 }  // namespace
 
-std::byte* WidenBuffer::reserve(std::size_t bytes) {
-  if (bytes > capacity_) {
-    storage_ = allocate_aligned_bytes(bytes);
-    capacity_ = bytes;
-  }
-  return storage_.get();
-}
-
 GemmMatrix widened_layout(const GemmMatrix& matrix, GemmType to) {
   if (matrix.type == to) return matrix;
   GemmMatrix out = matrix;
@@ -72,8 +65,7 @@ GemmMatrix widened_layout(const GemmMatrix& matrix, GemmType to) {
   return out;
 }
 
-GemmMatrix widen(const GemmMatrix& matrix, GemmType to, std::int64_t batch,
-                 WidenBuffer& scratch) {
+GemmMatrix widen(const GemmMatrix& matrix, GemmType to, std::int64_t batch) {
   if (matrix.type == to) return matrix;
   UNITSCALE_ASSERT(to == GemmType::kF32 || to == GemmType::kBF16);
   GemmMatrix out = widened_layout(matrix, to);
@@ -81,7 +73,8 @@ GemmMatrix widen(const GemmMatrix& matrix, GemmType to, std::int64_t batch,
   const std::int64_t rows = matrices * matrix.rows;
   const int in_bytes = gemm_type_bytes(matrix.type);
   const int out_bytes = gemm_type_bytes(to);
-  std::byte* dst = scratch.reserve(static_cast<std::size_t>(rows * matrix.cols * out_bytes));
+  std::byte* dst =
+      Workspace::of_this_thread().take(static_cast<std::size_t>(rows * matrix.cols * out_bytes));
   out.data = dst;
 
   const std::int64_t in_row_stride = matrix.row_stride == 0 ? matrix.cols : matrix.row_stride;

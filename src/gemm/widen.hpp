@@ -5,31 +5,19 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 
 #include "unitscale/ops/gemm.hpp"
 #include "unitscale/tensor/tensor.hpp"
 
 namespace unitscale::detail {
 
-// A growable, 64-byte aligned byte buffer for widened operands: oneDNN's kernels run measurably
-// slower on operands that are not aligned to a cache line.
-class WidenBuffer {
- public:
-  std::byte* reserve(std::size_t bytes);
-
- private:
-  std::unique_ptr<std::byte[], void (*)(std::byte*)> storage_{nullptr, nullptr};
-  std::size_t capacity_ = 0;
-};
-
 // The layout `matrix` has after widening it to `to`: itself when it already is of that type.
 GemmMatrix widened_layout(const GemmMatrix& matrix, GemmType to);
 
-// Converts `batch` matrices of `matrix` (one if broadcast) into `scratch`, which grows as needed,
-// and returns the widened operand (same transposition and scale). Returns `matrix` itself when
-// it already is of type `to`. `to` is kF32 or kBF16; kBF16 takes only BF16 and FP8 operands.
-GemmMatrix widen(const GemmMatrix& matrix, GemmType to, std::int64_t batch,
-                 WidenBuffer& scratch);
+// Converts `batch` matrices of `matrix` (one if broadcast) into the calling thread's workspace
+// (tensor/workspace.hpp: valid until the caller's frame ends) and returns the widened operand
+// (same transposition and scale). Returns `matrix` itself when it already is of type `to`. `to`
+// is kF32 or kBF16; kBF16 takes only BF16 and FP8 operands.
+GemmMatrix widen(const GemmMatrix& matrix, GemmType to, std::int64_t batch);
 
 }  // namespace unitscale::detail

@@ -492,6 +492,193 @@ INSTANTIATE_TEST_SUITE_P(Cases, GemmCase,
                          case_name);
 
 // ---------------------------------------------------------------------------------------------
+// Encoded outputs: the same cases written as BF16, FP16, E4M3 or E5M2 codes
+// ---------------------------------------------------------------------------------------------
+
+const GemmType kEncodedTypes[] = {GemmType::kBF16, GemmType::kF16, GemmType::kE4M3,
+                                  GemmType::kE5M2};
+constexpr std::uint8_t kSentinelByte = 0xA5;
+
+// An encoded output: batch × m × n codes inside a buffer with guards and optional padding.
+struct EncodedOutput {
+  GemmType type;
+  int64_t batch, rows, cols, row_stride, batch_stride;  // strides as passed (0: packed)
+  std::vector<std::byte> buffer;
+
+  EncodedOutput(GemmType t, const Layout& l)
+      : type(t),
+        batch(l.batch),
+        rows(l.m),
+        cols(l.n),
+        row_stride(l.c_pad == 0 ? 0 : l.n + l.c_pad) {
+    const int64_t matrix = rows * stride();
+    batch_stride = l.c_batching == Batching::kGapped ? matrix + kBatchGap : 0;
+    buffer.assign(idx((2 * kGuard + batch * matrix_stride()) * gemm_type_bytes(type)),
+                  std::byte{kSentinelByte});
+  }
+  int64_t stride() const { return row_stride == 0 ? cols : row_stride; }
+  int64_t matrix_stride() const { return batch_stride == 0 ? rows * stride() : batch_stride; }
+  std::byte* code(int64_t b, int64_t i, int64_t j) {
+    return buffer.data() +
+           (kGuard + b * matrix_stride() + i * stride() + j) * gemm_type_bytes(type);
+  }
+  GemmOutput view(Overflow overflow = Overflow::kSaturate) {
+    return {.data = code(0, 0, 0),
+            .rows = rows,
+            .cols = cols,
+            .row_stride = row_stride,
+            .batch_stride = batch_stride,
+            .type = type,
+            .overflow = overflow};
+  }
+  // Bytes outside the codes that no longer hold the sentinel.
+  int64_t clobbered_padding() {
+    std::vector<bool> used(buffer.size(), false);
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t j = 0; j < cols; ++j) {
+          const auto first = static_cast<std::size_t>(code(b, i, j) - buffer.data());
+          for (int e = 0; e < gemm_type_bytes(type); ++e) used[first + idx(e)] = true;
+        }
+      }
+    }
+    int64_t clobbered = 0;
+    for (std::size_t e = 0; e < buffer.size(); ++e) {
+      clobbered += !used[e] && buffer[e] != std::byte{kSentinelByte};
+    }
+    return clobbered;
+  }
+};
+
+// The value `x` rounds to in `type` (nearest even, saturating), exactly.
+double rounded_in(GemmType type, float x) {
+  std::byte code[4];
+  encode(type, x, code);
+  return decode(type, code);
+}
+
+// Layouts that span several panels of an encoded output (kPanelBytes of FP32 columns each, that
+// is 128 columns at 8192 rows), so that panels of B, of the bias and of a padded C are exercised.
+const Layout kPanelLayouts[] = {
+    {.name = "panels", .m = 8192, .k = 16, .n = 140, .bias = true, .alpha = 0.5f},
+    {.name = "panels_b_transposed_padded",
+     .batch = 2,
+     .m = 8192,
+     .k = 12,
+     .n = 132,
+     .b_transposed = true,
+     .b_pad = 3,
+     .c_pad = 5,
+     .c_batching = Batching::kGapped,
+     .bias = true,
+     .bias_per_row = true,
+     .sa = 2.0f},
+};
+
+std::vector<Layout> encoded_layouts() {
+  std::vector<Layout> layouts;
+  for (const Layout& l : kLayouts) {
+    if (!l.accumulate) layouts.push_back(l);
+  }
+  layouts.insert(layouts.end(), std::begin(kPanelLayouts), std::end(kPanelLayouts));
+  return layouts;
+}
+
+const TypePair kEncodedTypePairs[] = {{GemmType::kF32, GemmType::kF32},
+                                      {GemmType::kE4M3, GemmType::kE4M3},
+                                      {GemmType::kE5M2, GemmType::kE4M3},
+                                      {GemmType::kF16, GemmType::kBF16}};
+
+class GemmEncodedCase : public ::testing::TestWithParam<std::tuple<Layout, TypePair>> {};
+
+// Every code is the rounding of a value within the FP32 result's bound of the exact one, and
+// nothing outside the output is written.
+TEST_P(GemmEncodedCase, EachCodeRoundsAValueWithinTheBound) {
+  const auto& [layout, types] = GetParam();
+  std::mt19937 rng(4321);
+  const Problem problem(layout, types, rng);
+  const Reference reference(problem);
+  for (const Path& path : kPaths) {
+    const ForcedPath forced(path);
+    for (const GemmType type : kEncodedTypes) {
+      SCOPED_TRACE(std::string(path.name) + " -> " + short_name(type));
+      EncodedOutput out(type, layout);
+      gemm(problem.a_matrix(), problem.b_matrix(), out.view(), problem.options(), "gemm_test");
+      int failures = 0;
+      std::size_t e = 0;
+      for (int64_t b = 0; b < layout.batch; ++b) {
+        for (int64_t i = 0; i < layout.m; ++i) {
+          for (int64_t j = 0; j < layout.n; ++j, ++e) {
+            const double ref = reference.value[e], bound = reference.bound[e];
+            const double lo =
+                rounded_in(type, std::nextafter(static_cast<float>(ref - bound), -INFINITY));
+            const double hi =
+                rounded_in(type, std::nextafter(static_cast<float>(ref + bound), INFINITY));
+            const double got = decode(type, out.code(b, i, j));
+            if (!(lo <= got && got <= hi) && ++failures <= 5) {
+              ADD_FAILURE() << "C[" << b << "][" << i << "][" << j << "] = " << got
+                            << ", reference " << ref << " ± " << bound << " rounds to [" << lo
+                            << ", " << hi << "]";
+            }
+          }
+        }
+      }
+      EXPECT_EQ(failures, 0);
+      EXPECT_EQ(out.clobbered_padding(), 0) << "bytes outside the output were written";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, GemmEncodedCase,
+                         ::testing::Combine(::testing::ValuesIn(encoded_layouts()),
+                                            ::testing::ValuesIn(kEncodedTypePairs)),
+                         case_name);
+
+// Values beyond the format's range follow the output's overflow policy, as the format layer's
+// conversions do: the largest value when saturating, ±Inf (E5M2, FP16) or NaN (E4M3) otherwise.
+TEST(GemmEncodedOutput, OverflowFollowsThePolicy) {
+  const std::vector<float> a = {1e5f, -1e6f, 1.5f}, b = {1.0f};  // 3 x 1 times 1 x 1
+  for (const GemmType type : {GemmType::kE4M3, GemmType::kE5M2, GemmType::kF16}) {
+    for (const Overflow overflow : {Overflow::kSaturate, Overflow::kNonFinite}) {
+      SCOPED_TRACE(std::string(short_name(type)) + " " + std::string(overflow_name(overflow)));
+      std::vector<std::byte> codes(3 * idx(gemm_type_bytes(type)));
+      gemm(gemm_matrix(a.data(), 3, 1), gemm_matrix(b.data(), 1, 1),
+           {.data = codes.data(), .rows = 3, .cols = 1, .type = type, .overflow = overflow});
+      const double max = rounded_in(type, INFINITY);
+      const int w = gemm_type_bytes(type);
+      const double big = decode(type, codes.data()), neg = decode(type, codes.data() + w);
+      if (overflow == Overflow::kSaturate) {
+        EXPECT_EQ(big, max);
+        EXPECT_EQ(neg, -max);
+      } else if (type == GemmType::kE4M3) {
+        EXPECT_TRUE(std::isnan(big));
+        EXPECT_TRUE(std::isnan(neg));
+      } else {
+        EXPECT_EQ(big, INFINITY);
+        EXPECT_EQ(neg, -INFINITY);
+      }
+      EXPECT_EQ(decode(type, codes.data() + 2 * w), 1.5);
+    }
+  }
+}
+
+TEST(GemmEncodedOutput, CannotBeAccumulatedInto) {
+  const std::vector<float> a(4, 1.0f);
+  std::vector<std::byte> codes(4);
+  try {
+    gemm(gemm_matrix(a.data(), 2, 2), gemm_matrix(a.data(), 2, 2),
+         {.data = codes.data(), .rows = 2, .cols = 2, .type = GemmType::kE4M3},
+         {.accumulate = true}, "my_op");
+    FAIL() << "accumulating into E4M3 codes was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("my_op"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("cannot accumulate into a float8_e4m3fn output"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Exactness
 // ---------------------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@
 //
 // where op() optionally transposes, sa and sb are the operands' dequantisation scales, bias holds
 // one value per column of C, and A and B may each be FP32, BF16, FP16, E4M3 or E5M2 codes. C is
-// always FP32 and the products are always accumulated in FP32.
+// FP32 or encoded (see GemmOutput), and the products are always accumulated in FP32.
 //
 // Engines. oneDNN (with run-time dispatch to AVX2, AVX-512, AVX512-BF16 or AMX) runs almost every
 // problem; Eigen runs the few shapes where oneDNN was measured to be slower (products with one
@@ -41,6 +41,7 @@
 #include <string_view>
 #include <vector>
 
+#include "unitscale/format/rounding.hpp"
 #include "unitscale/tensor/tensor.hpp"
 
 namespace unitscale {
@@ -76,13 +77,18 @@ struct GemmMatrix {
   std::int64_t used_cols() const { return transposed ? rows : cols; }
 };
 
-// The FP32 result: a batch of row-major rows × cols matrices.
+// The result: a batch of row-major rows × cols matrices, FP32, or encoded as BF16, FP16, E4M3 or
+// E5M2 codes (rounded to nearest even, out-of-range values as `overflow` says). An encoded result
+// is formed in FP32 a panel of columns at a time, each panel encoded before the next is computed,
+// so no FP32 copy of the whole result is ever held; it cannot be accumulated into.
 struct GemmOutput {
-  float* data = nullptr;
+  void* data = nullptr;
   std::int64_t rows = 0;
   std::int64_t cols = 0;
   std::int64_t row_stride = 0;    // 0: packed
   std::int64_t batch_stride = 0;  // 0: packed (rows · row_stride)
+  GemmType type = GemmType::kF32;
+  Overflow overflow = Overflow::kSaturate;
 };
 
 struct GemmOptions {
@@ -100,7 +106,7 @@ std::string_view gemm_engine_name(GemmEngine engine);
 // without data pointers or scale values.
 struct GemmProblem {
   std::int64_t batch = 1, m = 0, n = 0, k = 0;
-  GemmType a_type = GemmType::kF32, b_type = GemmType::kF32;
+  GemmType a_type = GemmType::kF32, b_type = GemmType::kF32, c_type = GemmType::kF32;
   bool a_transposed = false, b_transposed = false;
   std::int64_t a_row_stride = 0, b_row_stride = 0, c_row_stride = 0;
   std::int64_t a_batch_stride = 0, b_batch_stride = 0, c_batch_stride = 0;
