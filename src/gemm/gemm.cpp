@@ -80,6 +80,58 @@ GemmEngine preferred_engine(const GemmProblem& p) {
   return p.n == 1 || p.m * p.n * p.k < kTinyGemm ? GemmEngine::kEigen : GemmEngine::kOneDnn;
 }
 
+// An encoded result is computed detail::kGemmOutputPanelBytes of FP32 at a time: a panel of
+// columns, in multiples of 64. The rows stay whole, so a panel of B is a block of B and A is
+// read as it is.
+std::int64_t panel_columns(const GemmProblem& p) {
+  const std::int64_t fit = detail::kGemmOutputPanelBytes / (4 * std::max<std::int64_t>(p.m, 1));
+  return std::min(p.n, std::max<std::int64_t>(64, fit / 64 * 64));
+}
+
+// Matrix `index` of a batch, as a single matrix.
+GemmMatrix batch_entry(const GemmMatrix& x, std::int64_t index) {
+  GemmMatrix entry = x;
+  entry.data =
+      static_cast<const std::byte*>(x.data) + index * x.batch_stride * gemm_type_bytes(x.type);
+  entry.batch_stride = 0;
+  return entry;
+}
+
+// Columns [first, first + count) of op(B), in place.
+GemmMatrix column_panel(const GemmMatrix& b, std::int64_t first, std::int64_t count) {
+  GemmMatrix panel = b;
+  panel.row_stride = b.row_stride == 0 ? b.cols : b.row_stride;
+  const auto* data = static_cast<const std::byte*>(b.data);
+  const int bytes = gemm_type_bytes(b.type);
+  if (b.transposed) {  // op(B)'s columns are B's rows
+    panel.data = data + first * panel.row_stride * bytes;
+    panel.rows = count;
+  } else {
+    panel.data = data + first * bytes;
+    panel.cols = count;
+  }
+  return panel;
+}
+
+// The panel of columns [first, first + count) of matrix `index` of the batch, as an FP32 GEMM
+// into `buffer` (packed rows × count): operands, output and options.
+struct Panel {
+  GemmMatrix a, b;
+  GemmOutput c;
+  GemmOptions options;
+};
+Panel panel_of(const GemmProblem& p, const GemmMatrix& a, const GemmMatrix& b,
+               const GemmOptions& options, std::int64_t index, std::int64_t first,
+               std::int64_t count, float* buffer) {
+  Panel panel{batch_entry(a, index),
+              column_panel(batch_entry(b, index), first, count),
+              {.data = buffer, .rows = p.m, .cols = count},
+              options};
+  panel.options.batch = 1;
+  if (options.bias != nullptr && !options.bias_per_row) panel.options.bias = options.bias + first;
+  return panel;
+}
+
 // How one problem runs: decided and, for oneDNN, created once.
 struct Plan {
   GemmEngine engine = GemmEngine::kOneDnn;
@@ -99,7 +151,24 @@ class PlanCache {
     auto plan = std::make_unique<Plan>();
     plan->engine = preferred_engine(problem);
     plan->compute = preferred_compute_type(problem);
-    if (plan->engine == GemmEngine::kOneDnn) {
+    if (problem.c_type != GemmType::kF32) {
+      // An encoded result runs as FP32 panels (gemm_encoded): their plans are made here, and this
+      // one only reports how they run and counts the calls.
+      const GemmMatrix wa = detail::widened_layout(a, plan->compute);
+      const GemmMatrix wb = detail::widened_layout(b, plan->compute);
+      const float placeholder = 0.0f;
+      const GemmOptions options{.bias = problem.bias ? &placeholder : nullptr,
+                                .bias_per_row = problem.bias_per_row};
+      const std::int64_t columns = panel_columns(problem);
+      for (const std::int64_t count : {problem.n % columns, columns}) {  // the widest last
+        if (count == 0) continue;
+        const Panel panel = panel_of(problem, wa, wb, options, 0, 0, count, nullptr);
+        const Plan& panel_plan =
+            get(GemmProblem::of(panel.a, panel.b, panel.c, panel.options), panel.a, panel.b);
+        plan->engine = panel_plan.engine;
+        plan->compute = panel_plan.compute;
+      }
+    } else if (plan->engine == GemmEngine::kOneDnn) {
       // The primitive sees the operands as widened: one matrix, packed unless already of the
       // compute type.
       const GemmMatrix wa = detail::widened_layout(a, plan->compute);
@@ -245,10 +314,10 @@ void add_bias(float* c, const GemmProblem& p, const float* scaled_bias) {
 // An FP32 result: the plan's engine on the operands widened to its compute type (in the calling
 // thread's workspace, which the caller's frame releases).
 void gemm_f32(const GemmProblem& p, const GemmMatrix& a, const GemmMatrix& b, const GemmOutput& c,
-              const GemmOptions& options) {
+              const GemmOptions& options, bool profiled = true) {
   if (p.k == 0) return empty_sum(c, options, p.c_row_stride, p.c_batch_stride);
   Plan& plan = find_plan(p, a, b);
-  plan.calls.fetch_add(1, std::memory_order_relaxed);
+  if (profiled) plan.calls.fetch_add(1, std::memory_order_relaxed);
   const GemmMatrix wa = detail::widen(a, plan.compute, p.batch);
   const GemmMatrix wb = detail::widen(b, plan.compute, p.batch);
   const float output_scale = options.alpha * a.scale * b.scale;
@@ -273,59 +342,6 @@ void gemm_f32(const GemmProblem& p, const GemmMatrix& a, const GemmMatrix& b, co
   }
 }
 
-// An encoded result is computed this many bytes of FP32 at a time (a panel of columns: the rows
-// stay whole, so a panel of B is a block of B and A is read as it is).
-constexpr std::int64_t kPanelBytes = std::int64_t{4} << 20;
-
-std::int64_t panel_columns(const GemmProblem& p) {
-  const std::int64_t fit = kPanelBytes / (4 * std::max<std::int64_t>(p.m, 1));
-  return std::min(p.n, std::max<std::int64_t>(64, fit / 64 * 64));
-}
-
-// Matrix `index` of a batch, as a single matrix.
-GemmMatrix batch_entry(const GemmMatrix& x, std::int64_t index) {
-  GemmMatrix entry = x;
-  entry.data =
-      static_cast<const std::byte*>(x.data) + index * x.batch_stride * gemm_type_bytes(x.type);
-  entry.batch_stride = 0;
-  return entry;
-}
-
-// Columns [first, first + count) of op(B), in place.
-GemmMatrix column_panel(const GemmMatrix& b, std::int64_t first, std::int64_t count) {
-  GemmMatrix panel = b;
-  panel.row_stride = b.row_stride == 0 ? b.cols : b.row_stride;
-  const auto* data = static_cast<const std::byte*>(b.data);
-  const int bytes = gemm_type_bytes(b.type);
-  if (b.transposed) {  // op(B)'s columns are B's rows
-    panel.data = data + first * panel.row_stride * bytes;
-    panel.rows = count;
-  } else {
-    panel.data = data + first * bytes;
-    panel.cols = count;
-  }
-  return panel;
-}
-
-// The panel of columns [first, first + count) of matrix `index` of the batch, as an FP32 GEMM
-// into `buffer` (packed rows × count): operands, output and options.
-struct Panel {
-  GemmMatrix a, b;
-  GemmOutput c;
-  GemmOptions options;
-};
-Panel panel_of(const GemmProblem& p, const GemmMatrix& a, const GemmMatrix& b,
-               const GemmOptions& options, std::int64_t index, std::int64_t first,
-               std::int64_t count, float* buffer) {
-  Panel panel{batch_entry(a, index),
-              column_panel(batch_entry(b, index), first, count),
-              {.data = buffer, .rows = p.m, .cols = count},
-              options};
-  panel.options.batch = 1;
-  if (options.bias != nullptr && !options.bias_per_row) panel.options.bias = options.bias + first;
-  return panel;
-}
-
 const FormatSpec& output_format(GemmType type) {
   switch (type) {
     case GemmType::kBF16:
@@ -348,6 +364,8 @@ const FormatSpec& output_format(GemmType type) {
 void gemm_encoded(const GemmProblem& p, const GemmMatrix& a, const GemmMatrix& b,
                   const GemmOutput& c, const GemmOptions& options) {
   detail::Workspace& workspace = detail::Workspace::of_this_thread();
+  Plan& plan = find_plan(p, a, b);  // the profile's entry: the panels are not counted apart
+  plan.calls.fetch_add(1, std::memory_order_relaxed);
   const GemmType compute = preferred_compute_type(p);
   const GemmMatrix wa = detail::widen(a, compute, p.batch);
   const GemmMatrix wb = detail::widen(b, compute, p.batch);
@@ -363,7 +381,7 @@ void gemm_encoded(const GemmProblem& p, const GemmMatrix& a, const GemmMatrix& b
       {
         const detail::Workspace::Frame frame(workspace);
         gemm_f32(GemmProblem::of(panel.a, panel.b, panel.c, panel.options), panel.a, panel.b,
-                 panel.c, panel.options);
+                 panel.c, panel.options, /*profiled=*/false);
       }
       auto* out = static_cast<std::byte*>(c.data) + (i * p.c_batch_stride + first) * code_bytes;
       if (count == p.c_row_stride) {  // whole rows: one span, which the encoder splits itself
@@ -508,21 +526,7 @@ void gemm_prepare(const GemmMatrix& a, const GemmMatrix& b, const GemmOutput& c,
                   const GemmOptions& options, std::string_view op) {
   const GemmProblem p = GemmProblem::of(a, b, c, options, op);
   if (p.batch == 0 || p.m == 0 || p.n == 0 || p.k == 0) return;
-  if (c.type == GemmType::kF32) {
-    plan_cache().get(p, a, b);
-    return;
-  }
-  // The panels' plans: the widest panel's and the last, narrower one's if any.
-  const GemmType compute = preferred_compute_type(p);
-  const GemmMatrix wa = detail::widened_layout(a, compute);
-  const GemmMatrix wb = detail::widened_layout(b, compute);
-  const std::int64_t columns = panel_columns(p);
-  for (const std::int64_t count : {columns, p.n % columns}) {
-    if (count == 0) continue;
-    const Panel panel = panel_of(p, wa, wb, options, 0, 0, count, nullptr);
-    plan_cache().get(GemmProblem::of(panel.a, panel.b, panel.c, panel.options, op), panel.a,
-                     panel.b);
-  }
+  plan_cache().get(p, a, b);
 }
 
 std::string gemm_isa() { return detail::onednn_isa(); }

@@ -1,11 +1,14 @@
 #include "unitscale/graph/executor.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstring>
-#include <fmt/format.h>
 #include <iterator>
 #include <limits>
 
+#include "graph/arena_plan.hpp"
+#include "tensor/workspace.hpp"
 #include "unitscale/error.hpp"
 
 namespace unitscale {
@@ -22,58 +25,6 @@ std::ptrdiff_t aligned_size(const ValueInfo& value) {
       1);
   return (bytes + kAlignment - 1) / kAlignment * kAlignment;
 }
-
-// Best-fit free list over one growing arena (sizes and offsets in bytes, multiples of the
-// alignment).
-class ArenaPlanner {
- public:
-  std::ptrdiff_t allocate(std::ptrdiff_t size) {
-    auto best = free_.end();
-    for (auto it = free_.begin(); it != free_.end(); ++it) {
-      if (it->size >= size && (best == free_.end() || it->size < best->size)) best = it;
-    }
-    if (best == free_.end()) {
-      // Grow the arena, absorbing a free block that touches its end.
-      if (!free_.empty() && free_.back().offset + free_.back().size == end_) {
-        const std::ptrdiff_t offset = free_.back().offset;
-        free_.pop_back();
-        end_ = offset + size;
-        return offset;
-      }
-      end_ += size;
-      return end_ - size;
-    }
-    const std::ptrdiff_t offset = best->offset;
-    best->offset += size;
-    best->size -= size;
-    if (best->size == 0) free_.erase(best);
-    return offset;
-  }
-
-  void release(std::ptrdiff_t offset, std::ptrdiff_t size) {
-    auto it = std::lower_bound(free_.begin(), free_.end(), offset,
-                               [](const Block& b, std::ptrdiff_t o) { return b.offset < o; });
-    it = free_.insert(it, Block{offset, size});
-    // Coalesce with the neighbours so large values can reuse the space later.
-    if (std::next(it) != free_.end() && it->offset + it->size == std::next(it)->offset) {
-      it->size += std::next(it)->size;
-      free_.erase(std::next(it));
-    }
-    if (it != free_.begin() && std::prev(it)->offset + std::prev(it)->size == it->offset) {
-      std::prev(it)->size += it->size;
-      free_.erase(it);
-    }
-  }
-
-  std::ptrdiff_t end() const { return end_; }
-
- private:
-  struct Block {
-    std::ptrdiff_t offset, size;
-  };
-  std::vector<Block> free_;  // sorted by offset
-  std::ptrdiff_t end_ = 0;
-};
 
 }  // namespace
 
@@ -116,9 +67,17 @@ Executor::Executor(Graph& graph, std::span<const Value> outputs)
   for (const int id : requested_) last_use[static_cast<std::size_t>(id)] = kForever;
 
   for (const int index : order) {
-    steps_.push_back(Step{index, {}, {}});
+    Step step{.node = index};
     const Node& node = nodes[static_cast<std::size_t>(index)];
-    if (node.op->prepare != nullptr) prepare(node);
+    if (node.op->prepare != nullptr || node.op->workspace != nullptr) {
+      const Placeholders views = placeholders(node);
+      if (node.op->prepare != nullptr) node.op->prepare(views.inputs, views.outputs, node.attrs);
+      if (node.op->workspace != nullptr) {
+        step.workspace_bytes =
+            node.op->workspace(views.inputs, views.outputs, node.attrs, *node.op);
+      }
+    }
+    steps_.push_back(std::move(step));
   }
   bound_.resize(value_count);
   offset_.assign(value_count, -1);
@@ -171,62 +130,76 @@ void Executor::plan_updates() {
   }
 }
 
-void Executor::prepare(const Node& node) const {
-  std::vector<ConstTensorView> inputs;
-  std::vector<TensorView> outputs;
+Executor::Placeholders Executor::placeholders(const Node& node) const {
+  Placeholders views;
   for (const int in : node.inputs) {
-    inputs.push_back(in >= 0 ? ConstTensorView(prepare_placeholder(), graph_.info(in).shape,
-                                               graph_.info(in).dtype)
-                             : ConstTensorView{});
+    views.inputs.push_back(in >= 0 ? ConstTensorView(prepare_placeholder(), graph_.info(in).shape,
+                                                     graph_.info(in).dtype)
+                                   : ConstTensorView{});
   }
   for (const int out : node.outputs) {
-    outputs.push_back(out >= 0 ? TensorView(prepare_placeholder(), graph_.info(out).shape,
-                                            graph_.info(out).dtype)
-                               : TensorView{});
+    views.outputs.push_back(
+        out >= 0 ? TensorView(prepare_placeholder(), graph_.info(out).shape, graph_.info(out).dtype)
+                 : TensorView{});
   }
-  node.op->prepare(inputs, outputs, node.attrs);
+  return views;
 }
 
 void Executor::plan_memory(const std::vector<int>& last_use) {
-  ArenaPlanner planner;
-  std::vector<std::vector<int>> frees_after(steps_.size());
-  // For peak_values: each arena value's first and last step, and the step with the most live bytes.
-  std::vector<std::pair<int, int>> lifetime(offset_.size(), {-1, -1});
-  std::size_t live = 0, most_live = 0;
-  int fullest_step = -1;
+  // One buffer per value the nodes compute (from its step to its last reader's; requested outputs
+  // to the end), and one per node workspace (its step alone). A node's outputs are live at its
+  // step, as are its inputs, so no kernel's output aliases one of its inputs.
+  std::vector<detail::ArenaBuffer> buffers;
+  std::vector<int> value_of;  // per buffer: its value id, or -1 - step for a workspace
+  const int last_step = static_cast<int>(steps_.size()) - 1;
   for (std::size_t s = 0; s < steps_.size(); ++s) {
     const int step = static_cast<int>(s);
-    // Outputs are placed before the step's inputs are released, so no kernel's output aliases
-    // one of its inputs.
     for (const int out : node_of(steps_[s]).outputs) {
       if (out < 0 || state_of_[static_cast<std::size_t>(out)] >= 0) continue;
-      const std::ptrdiff_t bytes = aligned_size(graph_.info(out));
-      offset_[static_cast<std::size_t>(out)] = planner.allocate(bytes);
-      live += static_cast<std::size_t>(bytes);
       const int last = last_use[static_cast<std::size_t>(out)];
-      lifetime[static_cast<std::size_t>(out)] = {step, std::max(last, step)};
-      if (last != std::numeric_limits<int>::max()) {
-        frees_after[static_cast<std::size_t>(std::max(last, step))].push_back(out);
-      }
+      buffers.push_back({step,
+                         last == std::numeric_limits<int>::max() ? last_step : std::max(last, step),
+                         aligned_size(graph_.info(out))});
+      value_of.push_back(out);
     }
-    if (live > most_live) {
-      most_live = live;
-      fullest_step = step;
-    }
-    for (const int id : frees_after[s]) {
-      const std::ptrdiff_t bytes = aligned_size(graph_.info(id));
-      planner.release(offset_[static_cast<std::size_t>(id)], bytes);
-      live -= static_cast<std::size_t>(bytes);
+    const auto workspace = static_cast<std::ptrdiff_t>(
+        (steps_[s].workspace_bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment);
+    if (workspace > 0) {
+      buffers.push_back({step, step, workspace});
+      value_of.push_back(-1 - step);
     }
   }
-  arena_bytes_ = static_cast<std::size_t>(planner.end());
+  const detail::ArenaPlan plan = detail::plan_arena(buffers);
+  std::vector<std::size_t> live(steps_.size() + 1, 0);  // bytes live per step, as differences
+  for (std::size_t b = 0; b < buffers.size(); ++b) {
+    const int value = value_of[b];
+    if (value >= 0)
+      offset_[static_cast<std::size_t>(value)] = plan.offsets[b];
+    else
+      steps_[static_cast<std::size_t>(-1 - value)].workspace_offset = plan.offsets[b];
+    live[static_cast<std::size_t>(buffers[b].first_step)] +=
+        static_cast<std::size_t>(buffers[b].bytes);
+    live[static_cast<std::size_t>(buffers[b].last_step) + 1] -=
+        static_cast<std::size_t>(buffers[b].bytes);
+  }
+  arena_bytes_ = static_cast<std::size_t>(plan.size);
   arena_ = allocate_aligned_bytes(arena_bytes_);
+
+  // peak_values: what is live at the step with the most live bytes.
+  int fullest_step = -1;
+  std::size_t running = 0, most_live = 0;
+  for (std::size_t s = 0; s < steps_.size(); ++s) {
+    running += live[s];
+    if (running > most_live) {
+      most_live = running;
+      fullest_step = static_cast<int>(s);
+    }
+  }
   peak_values_.clear();
-  for (std::size_t id = 0; id < lifetime.size(); ++id) {
-    const auto [first, last] = lifetime[id];
-    if (first >= 0 && first <= fullest_step && fullest_step <= last) {
-      const auto bytes = static_cast<std::size_t>(aligned_size(graph_.info(static_cast<int>(id))));
-      peak_values_.push_back({static_cast<int>(id), bytes});
+  for (std::size_t b = 0; b < buffers.size(); ++b) {
+    if (buffers[b].first_step <= fullest_step && fullest_step <= buffers[b].last_step) {
+      peak_values_.push_back(
+          {std::max(value_of[b], -1), static_cast<std::size_t>(buffers[b].bytes)});
     }
   }
   std::sort(peak_values_.begin(), peak_values_.end(),
@@ -337,10 +310,20 @@ void Executor::run() {
     node_time_.assign(steps_.size(), {});
     node_calls_.assign(steps_.size(), 0);
   }
+  // The executor's thread takes each node's workspace from the span its plan set aside (other
+  // threads, and takes past the span, from their own memory).
+  detail::Workspace& workspace = detail::Workspace::of_this_thread();
+  struct Detach {
+    detail::Workspace& workspace;
+    ~Detach() { workspace.detach(); }  // also when a kernel throws
+  };
+  workspace_beyond_plan_ = 0;
   for (std::size_t s = 0; s < steps_.size(); ++s) {
     const Step& step = steps_[s];
     const Node& node = node_of(step);
     context.op = node.op;
+    workspace.attach({arena_.get() + step.workspace_offset, step.workspace_bytes});
+    const Detach detach{workspace};
     if (profiling_) {
       const auto start = std::chrono::steady_clock::now();
       node.op->kernel(step.inputs, step.outputs, node.attrs, context);
@@ -349,6 +332,7 @@ void Executor::run() {
     } else {
       node.op->kernel(step.inputs, step.outputs, node.attrs, context);
     }
+    workspace_beyond_plan_ = std::max(workspace_beyond_plan_, workspace.detach().beyond_plan);
     if (!observers_.empty()) {
       const NodeEvent event{step.node, node, phases_[s], step.outputs};
       for (const Observer& observer : observers_) observer(event);

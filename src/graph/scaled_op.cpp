@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ops/derived_op.hpp"
+#include "tensor/workspace.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/ops/cast.hpp"
 #include "unitscale/ops/dynamic_rescale.hpp"
@@ -55,45 +56,6 @@ void convert(ConstTensorView x, TensorView y, float factor, Overflow overflow) {
   cast_forward(x, y, attrs, 0);
 }
 
-// Per-thread fp32 scratch for the materialised inputs and outputs of one scaled kernel call (or
-// of one chunk of one), kept between calls: large buffers freed and reallocated on every node
-// would pay their page faults on every step. Each call starts afresh (begin), so that a thread
-// holds what its largest call needs: a buffer per input and output slot, each as large as any
-// call ever needed, held 65 MiB more beside a width-1024 decoder's 172 MiB arena.
-class Scratch {
- public:
-  static Scratch& of_this_thread() {
-    thread_local Scratch scratch;
-    return scratch;
-  }
-  // The previous call's buffers are free again; if they took several blocks, one block of what
-  // that call took replaces them, so that the next such call takes one.
-  void begin() {
-    if (blocks_.size() > 1) {
-      blocks_.clear();
-      blocks_.emplace_back(taken_);
-    }
-    used_ = taken_ = 0;
-  }
-  // `count` floats, valid until the next begin() on this thread (64-byte multiples).
-  float* take(std::int64_t count) {
-    const std::size_t n = (static_cast<std::size_t>(count) + 15) & ~std::size_t{15};
-    if (blocks_.empty() || blocks_.back().size() - used_ < n) {
-      blocks_.emplace_back(n);
-      used_ = 0;
-    }
-    float* buffer = blocks_.back().data() + used_;
-    used_ += n;
-    taken_ += n;
-    return buffer;
-  }
-
- private:
-  std::vector<std::vector<float>> blocks_;
-  std::size_t used_ = 0;   // of the last block
-  std::size_t taken_ = 0;  // since begin()
-};
-
 // The statistic a scaled output's measured scale comes from (measured_scale): the largest
 // magnitude of a state only its update reads (OpDef::private_states), else the rms (a parameter
 // an update writes; a GEMM output under amax scaling, whose operands' data is far from 1).
@@ -111,6 +73,15 @@ bool takes_codes(const OpDef& op, std::size_t i) {
   const std::size_t forward_inputs = gemm->inputs.size();
   return (i < forward_inputs && gemm->input_name(i) != "bias") ||
          i == forward_inputs + gemm->outputs.size();
+}
+
+// Whether output `o` of `op` is a GEMM's result that its kernel can write as codes
+// (OpDef::gemm_coded_outputs): of a forward GEMM op, or of its backward op.
+bool writes_codes(const OpDef& op, std::size_t o) {
+  if (op.gemm_operands_as_codes) return ((op.gemm_coded_outputs >> o) & 1u) != 0;
+  const OpDef* gemm = op.derived_from;
+  if (gemm == nullptr || !gemm->gemm_operands_as_codes || &backward_of(*gemm) != &op) return false;
+  return ((gemm->backward_gemm_coded_outputs >> o) & 1u) != 0;
 }
 
 struct ScaledCall {
@@ -284,7 +255,7 @@ class PointwiseChunks {
     const ConstTensorView x = slice_of(in_[i], first, count);
     const bool scaled = in_[call_.n + i].present();
     if (read_as_stored(x, scaled, scales_[i]) && !(copy && x.present())) return x;
-    float* buffer = Scratch::of_this_thread().take(count);
+    float* buffer = detail::Workspace::of_this_thread().take_floats(count);
     if (scales_[i].is_zero()) {
       std::fill_n(buffer, count, 0.0f);
     } else if (x.dtype() == DType::kF32 && (!scaled || scales_[i] == Scale{})) {
@@ -318,7 +289,7 @@ class PointwiseChunks {
   Chunk compute(std::int64_t c, bool store) const {
     const OpDef& inner = call_.inner;
     const std::size_t n = call_.n, m = call_.m;
-    Scratch::of_this_thread().begin();  // the thread's previous chunk is stored
+    detail::Workspace::of_this_thread().begin();  // the thread's previous chunk is stored
     Chunk chunk;
     chunk.first = c * chunk_;
     chunk.count = std::min(chunk_, elements_ - chunk.first);
@@ -348,9 +319,10 @@ class PointwiseChunks {
         continue;
       }
       chunk.encode[o] = !plain_f32 || !store;
-      chunk.out[o] = chunk.encode[o] ? TensorView(Scratch::of_this_thread().take(chunk.count),
-                                                  Shape{chunk.count})
-                                     : slice_of(out_[o], chunk.first, chunk.count);
+      chunk.out[o] = chunk.encode[o]
+                         ? TensorView(detail::Workspace::of_this_thread().take_floats(chunk.count),
+                                      Shape{chunk.count})
+                         : slice_of(out_[o], chunk.first, chunk.count);
     }
     inner.kernel(chunk_in, chunk.out, attrs_, inner_context_);
     return chunk;
@@ -427,7 +399,7 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
     return;
   }
 
-  Scratch::of_this_thread().begin();
+  detail::Workspace::of_this_thread().begin();
   // The inner kernel's inputs: plain ones as they are, scaled ones materialised in fp32 (on_data:
   // the data alone, decoded only where the op does not take its format).
   std::vector<ConstTensorView> inner_in(n);
@@ -451,7 +423,7 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
       inner_in[i] = x;
       continue;
     }
-    materialised[i] = Scratch::of_this_thread().take(x.numel());
+    materialised[i] = detail::Workspace::of_this_thread().take_floats(x.numel());
     if (scales[i].is_zero() && !on_data) {  // a static zero, whatever its data holds
       std::fill_n(materialised[i], x.numel(), 0.0f);
     } else {
@@ -461,8 +433,9 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
     inner_in[i] = ConstTensorView(materialised[i], x.shape());
   }
   // Outputs: written straight into their storage where it holds what the op produces (plain fp32
-  // outputs, a cast's target), otherwise into fp32 scratch (an in-place output into its input's
-  // scratch), then stored divided by the scale.
+  // outputs, a cast's target) or where its GEMM encodes them (a ruled scale known before the
+  // kernel runs), otherwise into fp32 scratch (an in-place output into its input's scratch), then
+  // stored divided by the scale.
   std::vector<DType> in_dtypes(n, DType::kF32);  // as the op sees them: codes are its values
   for (std::size_t i = 0; i < n; ++i) {
     if (inner_in[i].present() && !as_codes[i]) in_dtypes[i] = inner_in[i].dtype();
@@ -472,6 +445,7 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
                                           : std::vector<DType>(m, DType::kF32);
   std::vector<TensorView> inner_out(m);
   std::vector<bool> direct(m, true);
+  std::vector<float> code_factors;
   for (std::size_t o = 0; o < m; ++o) {
     const TensorView& y = out[o];
     if (!y.present()) continue;
@@ -482,18 +456,28 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
       inner_out[o] = y;
       continue;
     }
+    if (!stored_as_produced && !measure_outputs && alias < 0 && !out_scales[o].is_zero() &&
+        detail::gemm_takes_codes(y.dtype()) && writes_codes(inner, o)) {
+      code_factors.resize(m, 1.0f);
+      code_factors[o] = 1.0f / storable(out_scales[o]);
+      inner_out[o] = y;
+      continue;
+    }
     if (produced[o] != DType::kF32) {
       throw Error(fmt::format("{}: output {} is {}, which cannot be stored as {}", outer.name,
                               inner.outputs[o], dtype_name(produced[o]), dtype_name(y.dtype())));
     }
     direct[o] = false;
-    float* buffer =
-        alias_buffer != nullptr ? alias_buffer : Scratch::of_this_thread().take(y.numel());
+    float* buffer = alias_buffer != nullptr
+                        ? alias_buffer
+                        : detail::Workspace::of_this_thread().take_floats(y.numel());
     inner_out[o] = TensorView(buffer, y.shape());
   }
   KernelContext inner_context = context;
   inner_context.op = &inner;
   inner_context.code_scales = code_scales;
+  inner_context.code_factors = code_factors;
+  inner_context.code_overflow = overflow;
   inner.kernel(inner_in, inner_out, attrs, inner_context);
 
   for (std::size_t o = 0; o < m; ++o) {
@@ -515,6 +499,83 @@ void scaled_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
     const ConstTensorView y(inner_out[o].data(), inner_out[o].shape());
     convert(y, out[o], on_data || !has_scale ? 1.0f : 1.0f / storable(s), overflow);
   }
+}
+
+// The most a scaled kernel call takes from the workspace, following the kernel's choices: per
+// chunk of a pointwise node, each input's and output's fp32 chunk; otherwise the inputs it decodes
+// into fp32, the outputs it computes in fp32, and what its GEMMs take while they run. An upper
+// bound: a scaled fp32 input whose scale turns out to be 1 is read in place.
+std::size_t scaled_workspace(std::span<const ConstTensorView> in, std::span<const TensorView> out,
+                             const Attributes& attrs, const OpDef& outer) {
+  const OpDef& inner = *outer.derived_from;
+  const std::size_t n = inner.inputs.size(), m = inner.outputs.size();
+  const bool on_data = inner.runs_on_scaled_data;
+  const bool measure_outputs = attrs.get_int(outer.name, "measured_output_scales", 0) != 0;
+  constexpr std::size_t kAlign = 64;  // what each take may round up by
+  const auto floats = [](std::int64_t count) {
+    return static_cast<std::size_t>(count) * sizeof(float) + kAlign;
+  };
+  if (const std::int64_t elements = pointwise_elements(inner, in, out, n, m, measure_outputs)) {
+    const std::int64_t chunk =
+        std::min(elements, updates_in_place(inner) ? kUpdateChunk : kPointwiseChunk);
+    return (n + m) * floats(chunk);
+  }
+  std::size_t bytes = 0;
+  bool all_bf16_exact = true;
+  std::vector<const ConstTensorView*> codes;     // GEMM operands handed over as codes
+  std::vector<DType> in_dtypes(n, DType::kF32);  // as the op sees them, as in the kernel
+  std::vector<bool> decoded(n, false);
+  for (std::size_t i = 0; i < n; ++i) {
+    const ConstTensorView& x = in[i];
+    if (!x.present()) continue;
+    const bool scaled = in[n + i].present();
+    if (!on_data && detail::gemm_takes_codes(x.dtype()) && takes_codes(inner, i)) {
+      codes.push_back(&x);
+      all_bf16_exact &= x.dtype() != DType::kF16;
+    } else if (read_as_stored(x, scaled, Scale{}) ||
+               (on_data &&
+                (x.dtype() == DType::kF32 || inner.accepted_dtypes(i).contains(x.dtype())))) {
+      in_dtypes[i] = x.dtype();
+      // A scaled fp32 input is decoded unless its scale is 1, which only the run knows.
+      if (!on_data && scaled && x.dtype() == DType::kF32) bytes += floats(x.numel());
+    } else {
+      decoded[i] = true;
+      bytes += floats(x.numel());
+    }
+  }
+  // One GEMM runs at a time, and releases its two widened operands and its output panel when it
+  // returns: the two largest widened operands, and the largest panel, bound them. On BF16 units
+  // only FP8 codes are widened (BF16 ones are read as they are); else all go to fp32.
+  const bool bf16_units = all_bf16_exact && gemm_has_native_bf16();
+  std::vector<std::size_t> widened;
+  for (const ConstTensorView* x : codes) {
+    const bool fp8 = x->dtype() == DType::kE4M3FN || x->dtype() == DType::kE5M2;
+    const std::int64_t element_bytes = bf16_units ? (fp8 ? 2 : 0) : 4;
+    widened.push_back(static_cast<std::size_t>(x->numel() * element_bytes) + kAlign);
+  }
+  std::sort(widened.rbegin(), widened.rend());
+  for (std::size_t k = 0; k < std::min<std::size_t>(2, widened.size()); ++k) bytes += widened[k];
+  std::size_t largest_panel = 0;
+  const std::vector<DType> produced = inner.infer_dtypes != nullptr
+                                          ? inner.infer_dtypes(in_dtypes, attrs)
+                                          : std::vector<DType>(m, DType::kF32);
+  for (std::size_t o = 0; o < m; ++o) {
+    const TensorView& y = out[o];
+    if (!y.present()) continue;
+    const int alias = o < inner.in_place.size() ? inner.in_place[o] : -1;
+    if (alias >= 0 && decoded[static_cast<std::size_t>(alias)]) continue;  // its input's buffer
+    const bool stored_as_produced = on_data || !out[m + o].present();
+    if (stored_as_produced && produced[o] == y.dtype()) continue;
+    if (!stored_as_produced && !measure_outputs && alias < 0 &&
+        detail::gemm_takes_codes(y.dtype()) && writes_codes(inner, o)) {
+      const std::int64_t panel =
+          std::max(detail::kGemmOutputPanelBytes / 4, 64 * y.shape().outer());
+      largest_panel = std::max(largest_panel, floats(std::min(y.numel(), panel)));
+      continue;
+    }
+    bytes += floats(y.numel());
+  }
+  return bytes + largest_panel;
 }
 
 }  // namespace
@@ -562,6 +623,7 @@ void derive_scaled(const OpDef& inner, DerivedOp& derived) {
     }
   }
   op.kernel = scaled_kernel;
+  op.workspace = scaled_workspace;
   // No prepare hook: it could not tell which op it prepares. GEMM plans are cached by problem, so
   // the first run makes them instead.
   op.derived_from = &inner;

@@ -247,6 +247,20 @@ GemmOperandPair gemm_operands(const ConstTensorView& left, const ConstTensorView
           gemm_operand(right, formats, GemmOperandRole::kRight, step, placeholder)};
 }
 
+GemmOutput gemm_output(const TensorView& y, const KernelContext& context, std::size_t output) {
+  GemmOutput c{.data = y.bytes(), .rows = y.shape().outer(), .cols = y.shape().inner()};
+  if (y.dtype() == DType::kF32) return c;
+  if (!gemm_takes_codes(y.dtype()) || output >= context.code_factors.size()) {
+    throw Error(fmt::format(
+        "{}: output {} is {}, which its GEMM can only write as codes under "
+        "scale propagation (e4m3fn, e5m2, bf16, f16)",
+        context.op != nullptr ? context.op->name : "gemm", output, dtype_name(y.dtype())));
+  }
+  c.type = gemm_carrier_type(y.dtype());
+  c.overflow = context.code_overflow;
+  return c;
+}
+
 bool gemm_takes_codes(DType dtype) {
   return dtype == DType::kE4M3FN || dtype == DType::kE5M2 || dtype == DType::kBF16 ||
          dtype == DType::kF16;

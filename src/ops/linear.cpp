@@ -17,23 +17,23 @@ namespace {
 
 // The GEMMs of linear, described once for the kernels (run = gemm) and the prepare hooks
 // (run = gemm_prepare). y = α·(x·Wᵀ + b): the bias is the GEMM's post-op. The operands are fp32
-// views or their rounded codes (ops/gemm_input_formats.hpp).
+// views or their rounded codes (ops/gemm_input_formats.hpp); the outputs fp32, or codes whose
+// factor (KernelContext::code_factors) the kernel has folded into α and β.
 void forward_gemms(GemmFn run, const GemmMatrix& x, const GemmMatrix& weight_transposed,
-                   const ConstTensorView& bias, const TensorView& y, float alpha) {
-  run(x, weight_transposed, gemm_output(y), {.alpha = alpha, .bias = bias.data()}, "linear");
+                   const ConstTensorView& bias, const GemmOutput& y, float alpha) {
+  run(x, weight_transposed, y, {.alpha = alpha, .bias = bias.data()}, "linear");
 }
 
 // dx = β_x·g·W and dW = β_W·gᵀ·x.
 void backward_gemms(GemmFn run, const detail::GemmOperand& grad_y, const detail::GemmOperand& x,
-                    const detail::GemmOperand& weight, const TensorView& grad_x,
-                    const TensorView& grad_weight, float beta_x, float beta_weight) {
-  if (present(grad_x)) {
-    run(grad_y.matrix(), weight.matrix(), gemm_output(grad_x), {.alpha = beta_x},
-        "linear_backward");
+                    const detail::GemmOperand& weight, const GemmOutput& grad_x,
+                    const GemmOutput& grad_weight, float beta_x, float beta_weight) {
+  if (grad_x.data != nullptr) {
+    run(grad_y.matrix(), weight.matrix(), grad_x, {.alpha = beta_x}, "linear_backward");
   }
-  if (present(grad_weight)) {
-    run(grad_y.matrix(/*transposed=*/true), x.matrix(), gemm_output(grad_weight),
-        {.alpha = beta_weight}, "linear_backward");
+  if (grad_weight.data != nullptr) {
+    run(grad_y.matrix(/*transposed=*/true), x.matrix(), grad_weight, {.alpha = beta_weight},
+        "linear_backward");
   }
 }
 
@@ -54,7 +54,8 @@ void bias_gradient(const detail::GemmOperand& grad_y, const ConstTensorView& fp3
 
 void linear_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias, TensorView y,
                     float alpha) {
-  forward_gemms(gemm, gemm_matrix(x), gemm_matrix(weight, /*transposed=*/true), bias, y, alpha);
+  forward_gemms(gemm, gemm_matrix(x), gemm_matrix(weight, /*transposed=*/true), bias,
+                gemm_output(y), alpha);
 }
 
 void linear_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView weight,
@@ -63,7 +64,8 @@ void linear_backward(ConstTensorView grad_y, ConstTensorView x, ConstTensorView 
   const GemmInputFormats fp32;
   const detail::GemmOperandPair operands = detail::gemm_operands(x, weight, fp32, 0);
   const detail::GemmOperand g = detail::gemm_operand(grad_y, fp32, detail::GemmOperandRole::kGradient, 0);
-  backward_gemms(gemm, g, operands.left, operands.right, grad_x, grad_weight, beta_x, beta_weight);
+  backward_gemms(gemm, g, operands.left, operands.right, gemm_output(grad_x),
+                 gemm_output(grad_weight), beta_x, beta_weight);
   bias_gradient(g, grad_y, grad_bias, beta_bias);
 }
 
@@ -132,7 +134,8 @@ void linear_kernel(std::span<const ConstTensorView> in, std::span<const TensorVi
   const detail::GemmOperandPair operands =
       detail::gemm_operands(in[0], in[1], GemmInputFormats::of(attrs, kOp), context);
   forward_gemms(gemm, operands.left.matrix(), operands.right.matrix(/*transposed=*/true), in[2],
-                out[0], scale_of(attrs, "alpha"));
+                detail::gemm_output(out[0], context, 0),
+                scale_of(attrs, "alpha") * context.code_factor(0));
 }
 
 // Backward inputs: x, weight, bias (absent), y (absent), grad_y.
@@ -143,8 +146,10 @@ void linear_backward_kernel(std::span<const ConstTensorView> in, std::span<const
   const detail::GemmOperandPair operands = detail::gemm_operands(in[0], in[1], formats, context);
   const detail::GemmOperand grad_y =
       detail::gemm_operand(in[4], formats, detail::GemmOperandRole::kGradient, context, 4);
-  backward_gemms(gemm, grad_y, operands.left, operands.right, out[0], out[1],
-                 scale_of(attrs, "beta_x"), scale_of(attrs, "beta_weight"));
+  backward_gemms(gemm, grad_y, operands.left, operands.right,
+                 detail::gemm_output(out[0], context, 0), detail::gemm_output(out[1], context, 1),
+                 scale_of(attrs, "beta_x") * context.code_factor(0),
+                 scale_of(attrs, "beta_weight") * context.code_factor(1));
   bias_gradient(grad_y, in[4], out[2], scale_of(attrs, "beta_bias"));
 }
 
@@ -154,7 +159,7 @@ void linear_prepare(std::span<const ConstTensorView> in, std::span<const TensorV
   const detail::GemmOperandPair operands = detail::gemm_operands(
       in[0], in[1], GemmInputFormats::of(attrs, kOp), 0, /*placeholder=*/true);
   forward_gemms(gemm_prepare, operands.left.matrix(), operands.right.matrix(/*transposed=*/true),
-                in[2], out[0], scale_of(attrs, "alpha"));
+                in[2], gemm_output(out[0]), scale_of(attrs, "alpha"));
 }
 
 template <const std::string_view& kOp>
@@ -165,7 +170,8 @@ void linear_backward_prepare(std::span<const ConstTensorView> in, std::span<cons
       detail::gemm_operands(in[0], in[1], formats, 0, /*placeholder=*/true);
   const detail::GemmOperand grad_y = detail::gemm_operand(
       in[4], formats, detail::GemmOperandRole::kGradient, 0, /*placeholder=*/true);
-  backward_gemms(gemm_prepare, grad_y, operands.left, operands.right, out[0], out[1], 1.0f, 1.0f);
+  backward_gemms(gemm_prepare, grad_y, operands.left, operands.right, gemm_output(out[0]),
+                 gemm_output(out[1]), 1.0f, 1.0f);
 }
 
 // y = α·(x·Wᵀ + b): x·Wᵀ is homogeneous in x and W and sums K = in_features products, and the
@@ -230,6 +236,8 @@ const OpDef kLinearOp{
     .backward_scale_propagation = linear_backward_scale_rule,
     .rounds_gemm_inputs = true,
     .gemm_operands_as_codes = true,
+    .gemm_coded_outputs = 0b1,             // y
+    .backward_gemm_coded_outputs = 0b011,  // grad_x, grad_weight (not grad_bias, a sum)
 };
 
 const OpDef kLinearReadoutOp{
@@ -248,6 +256,8 @@ const OpDef kLinearReadoutOp{
     .backward_scale_propagation = linear_backward_scale_rule,
     .rounds_gemm_inputs = true,
     .gemm_operands_as_codes = true,
+    .gemm_coded_outputs = 0b1,             // y
+    .backward_gemm_coded_outputs = 0b011,  // grad_x, grad_weight (not grad_bias, a sum)
 };
 
 // ------------------------------------------------------------------------------------------------

@@ -378,7 +378,8 @@ TEST(PropagateScales, SavedActivationsReachTheBackwardAsEightBitCopies) {
 
 // The FP8 operands reach the GEMM engine as the E4M3 and E5M2 codes the casts stored, with their
 // scales as the operands' scales (KernelContext::code_scales), never decoded to fp32 first: every
-// GEMM of the step multiplies FP8 by FP8 (on BF16 units where the CPU has them).
+// GEMM of the step multiplies FP8 by FP8 (on BF16 units where the CPU has them). Their results
+// are encoded by the GEMM engine too (KernelContext::code_factors).
 TEST(PropagateScales, Fp8MatmulsRunOnTheStoredCodes) {
   Mlp mlp;
   const ScaledGraph scaled = propagate_scales(mlp.graph, mlp.outputs(), ScalePolicy::fp8());
@@ -393,6 +394,9 @@ TEST(PropagateScales, Fp8MatmulsRunOnTheStoredCodes) {
     EXPECT_TRUE((a == GemmType::kE4M3 || a == GemmType::kE5M2) && b == GemmType::kE4M3)
         << entry.problem.to_string();
     (a == GemmType::kE5M2 ? backward : forward) += static_cast<int>(entry.calls);
+    EXPECT_EQ(entry.problem.c_type, GemmType::kF16)
+        << entry.problem.to_string() << ": the GEMM writes the FP16 codes the policy stores "
+        << "(GemmOutput::type), with no fp32 copy of its result";
   }
   EXPECT_EQ(forward, 2) << "x·W1ᵀ and h·W2ᵀ";
   EXPECT_EQ(backward, 4) << "dx and dW of each linear (the first layer's dx too: not pruned)";

@@ -38,7 +38,8 @@ Tensor random_bytes(unsigned seed) {
 }
 
 // The training losses of `steps` AdamW steps (clipping at 1, warmup-cosine schedule), with the
-// step rewritten by propagate_scales under `policy` or left in fp32.
+// step rewritten by propagate_scales under `policy` or left in fp32. Every node's workspace must
+// fit in what the executor's plan set aside for it (OpDef::workspace's estimate).
 std::vector<float> train(Scheme scheme, const std::optional<ScalePolicy>& policy, int steps) {
   const Parametrization parametrization(scheme, {.residual_blocks = 2});
   Graph graph(parametrization.op_scaling());
@@ -56,13 +57,14 @@ std::vector<float> train(Scheme scheme, const std::optional<ScalePolicy>& policy
                                                    .log = [](std::string_view) {}});
   std::vector<Value> outputs = step.outputs({loss});
   Value loss_out = loss;
+  std::optional<ScaledGraph> scaled;
   if (policy) {
-    const ScaledGraph scaled = propagate_scales(graph, outputs, *policy);
-    outputs = scaled.outputs();
-    loss_out = scaled.output(loss);
+    scaled = propagate_scales(graph, outputs, *policy);
+    outputs = scaled->outputs();
+    loss_out = scaled->output(loss);
   }
   Executor exec(graph, outputs);
-  model.initialize(exec);
+  model.initialize(exec, scaled ? &*scaled : nullptr);
   const Tensor id_data = random_bytes(1), target_data = random_bytes(2);
   exec.bind(ids, id_data);
   exec.bind(targets, target_data);
@@ -70,6 +72,7 @@ std::vector<float> train(Scheme scheme, const std::optional<ScalePolicy>& policy
   for (int t = 0; t < steps; ++t) {
     exec.run();
     losses.push_back(exec.get(loss_out).data()[0]);
+    EXPECT_EQ(exec.workspace_beyond_plan(), 0u) << "step " << t;
   }
   return losses;
 }
@@ -97,6 +100,25 @@ TEST_P(ScalifyTraining, Fp8StepLearnsLikeTheFp32Step) {
   constexpr int kSteps = 8;
   const std::vector<float> expected = train(GetParam(), std::nullopt, kSteps);
   const std::vector<float> got = train(GetParam(), ScalePolicy::fp8(), kSteps);
+  for (int t = 0; t < kSteps; ++t) {
+    EXPECT_NEAR(got[static_cast<std::size_t>(t)], expected[static_cast<std::size_t>(t)],
+                0.05 * expected[static_cast<std::size_t>(t)])
+        << "step " << t;
+  }
+}
+
+// The smallest footprint (ScalePolicy::fp8 with FP16 master weights, the weights cast again for
+// the backward, E4M3 first moments and saved activations) learns like the fp32 step too, and its
+// workspaces fit their plan.
+TEST_P(ScalifyTraining, CompactFp8StepLearnsLikeTheFp32Step) {
+  constexpr int kSteps = 8;
+  ScalePolicy policy = ScalePolicy::fp8();
+  policy.parameters = DType::kF16;
+  policy.recast_weights_for_backward = true;
+  policy.first_moment = DType::kE4M3FN;
+  policy.saved_activations = DType::kE4M3FN;
+  const std::vector<float> expected = train(GetParam(), std::nullopt, kSteps);
+  const std::vector<float> got = train(GetParam(), policy, kSteps);
   for (int t = 0; t < kSteps; ++t) {
     EXPECT_NEAR(got[static_cast<std::size_t>(t)], expected[static_cast<std::size_t>(t)],
                 0.05 * expected[static_cast<std::size_t>(t)])

@@ -45,7 +45,7 @@ using Observer = std::function<void(const NodeEvent&)>;
 
 // A value that holds arena space at the plan's fullest moment (Executor::peak_values).
 struct ArenaValue {
-  int value;  // a value id of the graph
+  int value;  // a value id of the graph; -1: the workspace of the node that runs then
   std::size_t bytes;
 };
 
@@ -94,7 +94,13 @@ class Executor {
   std::vector<OpProfile> profile() const;
   std::string profile_table() const;
 
+  // The arena: the values the nodes compute and, beside them, each node's workspace (the memory
+  // its kernel needs only while it runs, OpDef::workspace: widened GEMM operands, fp32 copies of
+  // scaled values), placed where the values leave room at that node's step.
   std::size_t peak_bytes() const { return arena_bytes_; }
+  // The most workspace one node of the last run() took beyond what the plan set aside for it (0
+  // when every op's estimate held): memory outside the arena.
+  std::size_t workspace_beyond_plan() const { return workspace_beyond_plan_; }
   // The values in the arena just after the node at which the most bytes are live (their total is
   // at most peak_bytes(): the best-fit packing leaves holes), largest first: what to shrink, or
   // store narrower, to shrink the arena.
@@ -104,14 +110,21 @@ class Executor {
  private:
   struct Step {
     int node;  // index into graph_.nodes()
+    std::vector<ConstTensorView> inputs = {};
+    std::vector<TensorView> outputs = {};
+    std::size_t workspace_bytes = 0;      // OpDef::workspace's estimate
+    std::ptrdiff_t workspace_offset = 0;  // in the arena
+  };
+  // A node's views as OpDef::prepare and OpDef::workspace see them: shapes and dtypes, no data.
+  struct Placeholders {
     std::vector<ConstTensorView> inputs;
     std::vector<TensorView> outputs;
   };
+  Placeholders placeholders(const Node& node) const;
   void plan_updates();
   void plan_memory(const std::vector<int>& last_use);
   TensorView output_view(int id) const;
   int state_id(Value v, std::string_view caller) const;
-  void prepare(const Node& node) const;
   const Node& node_of(const Step& step) const {
     return graph_.nodes()[static_cast<std::size_t>(step.node)];
   }
@@ -129,6 +142,7 @@ class Executor {
   std::vector<int> state_of_;           // per value: the state an in-place output writes, or -1
   std::vector<Phase> phases_;           // per step
   std::size_t arena_bytes_ = 0;
+  std::size_t workspace_beyond_plan_ = 0;
   std::vector<ArenaValue> peak_values_;
   std::unique_ptr<std::byte[], void (*)(std::byte*)> arena_{nullptr, nullptr};
   bool views_ready_ = false;

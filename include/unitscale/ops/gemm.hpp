@@ -176,6 +176,9 @@ void reset_gemm_profile();
 std::size_t gemm_cached_primitive_count();
 
 namespace detail {
+// The FP32 bytes an encoded result is computed in at a time: a panel of columns of at most this
+// many bytes, unless 64 columns take more.
+inline constexpr std::int64_t kGemmOutputPanelBytes = std::int64_t{4} << 20;
 // For tests and benchmarks: run every following GEMM on `engine` (nullopt: the normal selection)
 // and, with `allow_bf16` false, widen low precision to FP32 as on a CPU without BF16 units. Call
 // it while no GEMM runs; force_gemm_engine(std::nullopt) restores the defaults.

@@ -137,5 +137,10 @@ bool gemm_takes_codes(DType dtype);
 // The GemmType that carries `format`'s codes: its own where the GEMM engine takes it, else BF16.
 GemmType gemm_carrier_type(DType format);
 
+// Output `output` of a GEMM op's kernel as the GEMM's result: fp32 values, or codes of the
+// output's dtype (KernelContext::code_factors), which the caller's alpha must then include
+// context.code_factor(output).
+GemmOutput gemm_output(const TensorView& y, const KernelContext& context, std::size_t output);
+
 }  // namespace detail
 }  // namespace unitscale

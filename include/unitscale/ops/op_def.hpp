@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "unitscale/format/rounding.hpp"
 #include "unitscale/ops/attributes.hpp"
 #include "unitscale/ops/scale_rules.hpp"
 #include "unitscale/tensor/scale.hpp"
@@ -56,6 +57,15 @@ struct KernelContext {
   float code_scale(std::size_t input) const {
     return input < code_scales.size() ? code_scales[input] : 1.0f;
   }
+  // Under scale propagation, for outputs that the kernel writes straight as codes (OpDef::
+  // gemm_coded_outputs, whose views then have their storage dtype rather than f32): by output
+  // index, the factor (the reciprocal of the output's scale) the GEMM multiplies its result by
+  // before encoding it, as `code_overflow` says; 1 past the end.
+  std::span<const float> code_factors = {};
+  Overflow code_overflow = Overflow::kNonFinite;
+  float code_factor(std::size_t output) const {
+    return output < code_factors.size() ? code_factors[output] : 1.0f;
+  }
   // The exchange data-parallel training runs its gradients through (Executor::
   // set_gradient_exchange), for the exchange ops' kernels; null when the executor has none.
   GradientExchange* gradient_exchange = nullptr;
@@ -72,6 +82,14 @@ using ScalePropagationFn = std::vector<Scale> (*)(const ScaleRuleArgs& args);
 // whose kernels run GEMMs create them here (gemm_prepare), so no kernel call pays for it.
 using PrepareFn = void (*)(std::span<const ConstTensorView> inputs,
                            std::span<const TensorView> outputs, const Attributes& attrs);
+
+// The most workspace (bytes taken at once from the calling thread's detail::Workspace) one call
+// of the op's kernel takes, from the views' shapes and dtypes alone (their data is never read, as
+// for a PrepareFn): the executor sets that much aside for the node in its arena, at the node's
+// step. `op` is the node's op (a derived op's kernel is shared).
+using WorkspaceFn = std::size_t (*)(std::span<const ConstTensorView> inputs,
+                                    std::span<const TensorView> outputs, const Attributes& attrs,
+                                    const OpDef& op);
 
 struct OpDef {
   std::string_view name;
@@ -105,6 +123,7 @@ struct OpDef {
   UnitScaleFn unit_scale = nullptr;      // null: the op has no scales of its own
   KernelFn kernel = nullptr;
   PrepareFn prepare = nullptr;  // null: nothing to prepare
+  WorkspaceFn workspace = nullptr;  // null: its kernel takes no workspace worth planning
   // The vector-Jacobian product's kernel over the derived backward op's inputs (see the
   // conventions above); null: not differentiable.
   KernelFn backward_kernel = nullptr;
@@ -143,6 +162,12 @@ struct OpDef {
   // stored codes with scales (KernelContext::code_scales), so that a scaled graph's FP8 and BF16
   // operands reach the GEMM engine without being decoded to fp32 first.
   bool gemm_operands_as_codes = false;
+  // With gemm_operands_as_codes: bit o set: output o of the op (gemm_coded_outputs) or of its
+  // backward op (backward_gemm_coded_outputs) is one GEMM's result (with a bias at most), which
+  // the kernel can have the GEMM engine encode panel by panel into the output's storage
+  // (KernelContext::code_factors), so that no fp32 copy of it is made.
+  std::uint32_t gemm_coded_outputs = 0;
+  std::uint32_t backward_gemm_coded_outputs = 0;
   // With rounds_gemm_inputs: the op's GEMMs are attention's (q·kᵀ, then P·v after a softmax, and
   // their backward), whose kernels read a "probabilities_format" attribute. simulate_format
   // rounds them only when asked (attention_inputs); propagate_scales gives their operands
