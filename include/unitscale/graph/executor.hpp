@@ -2,11 +2,12 @@
 // Executor: runs the part of a graph that the requested values depend on.
 //
 // Planning happens once, in the constructor: the nodes to run, each op's own preparation (GEMM
-// primitives, see OpDef::prepare), and a memory plan in which every intermediate value gets an
-// offset into one arena, reusing the space of values whose last reader has run (best-fit over a
-// free list). peak_bytes() is the arena size. Inputs and parameters are
-// bound to caller-owned tensors (no copy); constants live in the graph. Kernels use both cores
-// (OpenMP and Eigen's threads).
+// primitives, see OpDef::prepare), and a memory plan in which every intermediate value, and every
+// node's workspace (OpDef::workspace, for its own step), gets an offset into one arena, reusing
+// the space of values whose last reader has run (graph/arena_plan.hpp: the smaller of a
+// step-order best fit and a largest-first packing). peak_bytes() is the arena size. Inputs and
+// parameters are bound to caller-owned tensors (no copy); constants live in the graph. Kernels use
+// both cores (OpenMP and Eigen's threads).
 //
 //   Executor exec(graph, {loss, grad_w});
 //   exec.bind(x, x_tensor);  exec.bind(w, w_tensor);
