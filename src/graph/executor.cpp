@@ -170,24 +170,23 @@ void Executor::plan_memory(const std::vector<int>& last_use) {
     }
   }
   const detail::ArenaPlan plan = detail::plan_arena(buffers);
-  std::vector<std::size_t> live(steps_.size() + 1, 0);  // bytes live per step, as differences
+  // Bytes live per step, as differences: +bytes at a buffer's first step, -bytes after its last.
+  std::vector<std::ptrdiff_t> live(steps_.size() + 1, 0);
   for (std::size_t b = 0; b < buffers.size(); ++b) {
     const int value = value_of[b];
     if (value >= 0)
       offset_[static_cast<std::size_t>(value)] = plan.offsets[b];
     else
       steps_[static_cast<std::size_t>(-1 - value)].workspace_offset = plan.offsets[b];
-    live[static_cast<std::size_t>(buffers[b].first_step)] +=
-        static_cast<std::size_t>(buffers[b].bytes);
-    live[static_cast<std::size_t>(buffers[b].last_step) + 1] -=
-        static_cast<std::size_t>(buffers[b].bytes);
+    live[static_cast<std::size_t>(buffers[b].first_step)] += buffers[b].bytes;
+    live[static_cast<std::size_t>(buffers[b].last_step) + 1] -= buffers[b].bytes;
   }
   arena_bytes_ = static_cast<std::size_t>(plan.size);
   arena_ = allocate_aligned_bytes(arena_bytes_);
 
   // peak_values: what is live at the step with the most live bytes.
   int fullest_step = -1;
-  std::size_t running = 0, most_live = 0;
+  std::ptrdiff_t running = 0, most_live = 0;
   for (std::size_t s = 0; s < steps_.size(); ++s) {
     running += live[s];
     if (running > most_live) {
