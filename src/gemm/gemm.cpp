@@ -113,20 +113,18 @@ GemmMatrix column_panel(const GemmMatrix& b, std::int64_t first, std::int64_t co
   return panel;
 }
 
-// The panel of columns [first, first + count) of matrix `index` of the batch, as an FP32 GEMM
-// into `buffer` (packed rows × count): operands, output and options.
+// The panel of columns [first, first + count) of one matrix of the batch, as an FP32 GEMM into
+// `buffer` (packed rows × count): operands, output and options. `a` and `b` are as the GEMM reads
+// them: A untransposed and B's block of columns, both packed (row_major_copy, or their layouts
+// when planning).
 struct Panel {
   GemmMatrix a, b;
   GemmOutput c;
   GemmOptions options;
 };
 Panel panel_of(const GemmProblem& p, const GemmMatrix& a, const GemmMatrix& b,
-               const GemmOptions& options, std::int64_t index, std::int64_t first,
-               std::int64_t count, float* buffer) {
-  Panel panel{batch_entry(a, index),
-              column_panel(batch_entry(b, index), first, count),
-              {.data = buffer, .rows = p.m, .cols = count},
-              options};
+               const GemmOptions& options, std::int64_t first, std::int64_t count, float* buffer) {
+  Panel panel{a, b, {.data = buffer, .rows = p.m, .cols = count}, options};
   panel.options.batch = 1;
   if (options.bias != nullptr && !options.bias_per_row) panel.options.bias = options.bias + first;
   return panel;
@@ -154,15 +152,16 @@ class PlanCache {
     if (problem.c_type != GemmType::kF32) {
       // An encoded result runs as FP32 panels (gemm_encoded): their plans are made here, and this
       // one only reports how they run and counts the calls.
-      const GemmMatrix wa = detail::widened_layout(a, plan->compute);
-      const GemmMatrix wb = detail::widened_layout(b, plan->compute);
+      const GemmMatrix wa = detail::row_major_layout(batch_entry(a, 0), plan->compute);
       const float placeholder = 0.0f;
       const GemmOptions options{.bias = problem.bias ? &placeholder : nullptr,
                                 .bias_per_row = problem.bias_per_row};
       const std::int64_t columns = panel_columns(problem);
       for (const std::int64_t count : {problem.n % columns, columns}) {  // the widest last
         if (count == 0) continue;
-        const Panel panel = panel_of(problem, wa, wb, options, 0, 0, count, nullptr);
+        const GemmMatrix block =
+            detail::packed_layout(column_panel(batch_entry(b, 0), 0, count), plan->compute);
+        const Panel panel = panel_of(problem, wa, block, options, 0, count, nullptr);
         const Plan& panel_plan =
             get(GemmProblem::of(panel.a, panel.b, panel.c, panel.options), panel.a, panel.b);
         plan->engine = panel_plan.engine;
@@ -359,27 +358,29 @@ const FormatSpec& output_format(GemmType type) {
   return FormatTraits<float16>::kSpec;
 }
 
-// An encoded result: the operands widened once, then panel by panel an FP32 GEMM into the
-// workspace and its encoding into C.
+// An encoded result: per matrix of the batch, A converted once (untransposed, packed), then panel
+// by panel B's block of columns packed, an FP32 GEMM into the workspace, and its encoding into C.
 void gemm_encoded(const GemmProblem& p, const GemmMatrix& a, const GemmMatrix& b,
                   const GemmOutput& c, const GemmOptions& options) {
   detail::Workspace& workspace = detail::Workspace::of_this_thread();
   Plan& plan = find_plan(p, a, b);  // the profile's entry: the panels are not counted apart
   plan.calls.fetch_add(1, std::memory_order_relaxed);
   const GemmType compute = preferred_compute_type(p);
-  const GemmMatrix wa = detail::widen(a, compute, p.batch);
-  const GemmMatrix wb = detail::widen(b, compute, p.batch);
   const std::int64_t columns = panel_columns(p);
   float* buffer = workspace.take_floats(p.m * columns);
   const FormatSpec& format = output_format(c.type);
   const int code_bytes = gemm_type_bytes(c.type);
   const Quantization quantization{.overflow = c.overflow};
   for (std::int64_t i = 0; i < p.batch; ++i) {
+    const detail::Workspace::Frame matrix_frame(workspace);
+    const GemmMatrix a_rows = detail::row_major_copy(batch_entry(a, i), compute);
     for (std::int64_t first = 0; first < p.n; first += columns) {
       const std::int64_t count = std::min(columns, p.n - first);
-      const Panel panel = panel_of(p, wa, wb, options, i, first, count, buffer);
       {
         const detail::Workspace::Frame frame(workspace);
+        const GemmMatrix block =
+            detail::packed_copy(column_panel(batch_entry(b, i), first, count), compute);
+        const Panel panel = panel_of(p, a_rows, block, options, first, count, buffer);
         gemm_f32(GemmProblem::of(panel.a, panel.b, panel.c, panel.options), panel.a, panel.b,
                  panel.c, panel.options, /*profiled=*/false);
       }

@@ -24,6 +24,10 @@ constexpr std::int64_t kChunk = std::int64_t{1} << 14;
 // Converts n consecutive elements of type `from` at `in` to `to` at `out`.
 void convert_run(const void* in, GemmType from, void* out, GemmType to, std::int64_t n) {
   using fp8_decode::Fp8;
+  if (from == to) {
+    std::memcpy(out, in, static_cast<std::size_t>(n * gemm_type_bytes(to)));
+    return;
+  }
   const auto* bytes = static_cast<const std::uint8_t*>(in);
   const fp8_decode::KernelTable& fp8 = fp8_decode::kernels();
   if (to == GemmType::kBF16) {
@@ -54,21 +58,17 @@ void convert_run(const void* in, GemmType from, void* out, GemmType to, std::int
   UNITSCALE_ASSERT(false && "unsupported GEMM widening");
 }
 
-}  // namespace
+bool packed(const GemmMatrix& matrix) {
+  return matrix.row_stride == 0 || matrix.row_stride == matrix.cols;
+}
 
-GemmMatrix widened_layout(const GemmMatrix& matrix, GemmType to) {
-  if (matrix.type == to) return matrix;
+// `batch` matrices of `matrix` (one if broadcast) converted to `to` into the workspace, packed.
+GemmMatrix convert(const GemmMatrix& matrix, GemmType to, std::int64_t batch) {
+  UNITSCALE_ASSERT(to == GemmType::kF32 || to == GemmType::kBF16);
   GemmMatrix out = matrix;
   out.type = to;
   out.row_stride = matrix.cols;
   out.batch_stride = matrix.batch_stride == 0 ? 0 : matrix.rows * matrix.cols;
-  return out;
-}
-
-GemmMatrix widen(const GemmMatrix& matrix, GemmType to, std::int64_t batch) {
-  if (matrix.type == to) return matrix;
-  UNITSCALE_ASSERT(to == GemmType::kF32 || to == GemmType::kBF16);
-  GemmMatrix out = widened_layout(matrix, to);
   const std::int64_t matrices = matrix.batch_stride == 0 ? 1 : batch;
   const std::int64_t rows = matrices * matrix.rows;
   const int in_bytes = gemm_type_bytes(matrix.type);
@@ -104,6 +104,99 @@ GemmMatrix widen(const GemmMatrix& matrix, GemmType to, std::int64_t batch) {
                 dst + r * matrix.cols * out_bytes, to, matrix.cols);
   }
   return out;
+}
+
+// out[c · out_stride + r] = tile[r · tile_stride + c] for the tile's rows × cols.
+template <class T>
+void transpose_tile(const T* tile, std::int64_t tile_stride, std::int64_t rows, std::int64_t cols,
+                    T* out, std::int64_t out_stride) {
+  for (std::int64_t c = 0; c < cols; ++c) {
+    T* out_row = out + c * out_stride;
+    for (std::int64_t r = 0; r < rows; ++r) out_row[r] = tile[r * tile_stride + c];
+  }
+}
+
+// op(matrix) of a transposed matrix converted to `to` into the workspace, packed and untransposed:
+// tiles of the stored rows are converted, then written out transposed.
+GemmMatrix convert_transposed(const GemmMatrix& matrix, GemmType to) {
+  constexpr std::int64_t kTile = 64;
+  const std::int64_t rows = matrix.rows, cols = matrix.cols;  // as stored
+  const std::int64_t in_row_stride = matrix.row_stride == 0 ? cols : matrix.row_stride;
+  const int in_bytes = gemm_type_bytes(matrix.type);
+  const int out_bytes = gemm_type_bytes(to);
+  std::byte* dst =
+      Workspace::of_this_thread().take(static_cast<std::size_t>(rows * cols * out_bytes));
+  const auto* in = static_cast<const std::byte*>(matrix.data);
+  const std::int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
+  const bool parallel = rows * cols >= kParallelElements && !omp_in_parallel();
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
+  for (std::int64_t rt = 0; rt < row_tiles; ++rt) {
+    for (std::int64_t ct = 0; ct < col_tiles; ++ct) {
+      alignas(64) std::byte tile[kTile * kTile * sizeof(float)];
+      const std::int64_t r0 = rt * kTile, c0 = ct * kTile;
+      const std::int64_t tile_rows = std::min(kTile, rows - r0);
+      const std::int64_t tile_cols = std::min(kTile, cols - c0);
+      for (std::int64_t r = 0; r < tile_rows; ++r) {
+        convert_run(in + ((r0 + r) * in_row_stride + c0) * in_bytes, matrix.type,
+                    tile + r * kTile * out_bytes, to, tile_cols);
+      }
+      // Stored element (r0 + r, c0 + c) is element (c0 + c, r0 + r) of the result.
+      if (out_bytes == 2) {
+        transpose_tile(reinterpret_cast<const std::uint16_t*>(tile), kTile, tile_rows, tile_cols,
+                       reinterpret_cast<std::uint16_t*>(dst) + c0 * rows + r0, rows);
+      } else {
+        transpose_tile(reinterpret_cast<const std::uint32_t*>(tile), kTile, tile_rows, tile_cols,
+                       reinterpret_cast<std::uint32_t*>(dst) + c0 * rows + r0, rows);
+      }
+    }
+  }
+  GemmMatrix out = row_major_layout(matrix, to);
+  out.data = dst;
+  return out;
+}
+
+}  // namespace
+
+GemmMatrix widened_layout(const GemmMatrix& matrix, GemmType to) {
+  if (matrix.type == to) return matrix;
+  GemmMatrix out = matrix;
+  out.type = to;
+  out.row_stride = matrix.cols;
+  out.batch_stride = matrix.batch_stride == 0 ? 0 : matrix.rows * matrix.cols;
+  return out;
+}
+
+GemmMatrix packed_layout(const GemmMatrix& matrix, GemmType to) {
+  if (matrix.type != to || packed(matrix)) return widened_layout(matrix, to);
+  GemmMatrix out = matrix;
+  out.row_stride = matrix.cols;
+  return out;
+}
+
+GemmMatrix widen(const GemmMatrix& matrix, GemmType to, std::int64_t batch) {
+  return matrix.type == to ? matrix : convert(matrix, to, batch);
+}
+
+GemmMatrix packed_copy(const GemmMatrix& matrix, GemmType to) {
+  UNITSCALE_ASSERT(matrix.batch_stride == 0);
+  return matrix.type == to && packed(matrix) ? matrix : convert(matrix, to, 1);
+}
+
+GemmMatrix row_major_layout(const GemmMatrix& matrix, GemmType to) {
+  if (!matrix.transposed) return packed_layout(matrix, to);
+  GemmMatrix out = matrix;
+  out.type = to;
+  out.rows = matrix.cols;
+  out.cols = matrix.rows;
+  out.row_stride = out.cols;
+  out.batch_stride = 0;
+  out.transposed = false;
+  return out;
+}
+
+GemmMatrix row_major_copy(const GemmMatrix& matrix, GemmType to) {
+  UNITSCALE_ASSERT(matrix.batch_stride == 0);
+  return matrix.transposed ? convert_transposed(matrix, to) : packed_copy(matrix, to);
 }
 
 }  // namespace unitscale::detail

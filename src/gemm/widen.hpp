@@ -13,11 +13,25 @@ namespace unitscale::detail {
 
 // The layout `matrix` has after widening it to `to`: itself when it already is of that type.
 GemmMatrix widened_layout(const GemmMatrix& matrix, GemmType to);
+// The layout of packed_copy(matrix, to): itself when it already is of type `to` and packed.
+GemmMatrix packed_layout(const GemmMatrix& matrix, GemmType to);
 
 // Converts `batch` matrices of `matrix` (one if broadcast) into the calling thread's workspace
 // (tensor/workspace.hpp: valid until the caller's frame ends) and returns the widened operand
 // (same transposition and scale). Returns `matrix` itself when it already is of type `to`. `to`
 // is kF32 or kBF16; kBF16 takes only BF16 and FP8 operands.
 GemmMatrix widen(const GemmMatrix& matrix, GemmType to, std::int64_t batch);
+
+// As widen() for one matrix, but a matrix already of type `to` is copied too when its rows are
+// strided (a block of a wider matrix): oneDNN 2.6 runs a packed block on its BRGEMM (AMX) kernels,
+// a strided one on gemm:jit, which is slower and allocates its buffers on every call.
+GemmMatrix packed_copy(const GemmMatrix& matrix, GemmType to);
+
+// op(matrix) as a packed, untransposed matrix of type `to`: packed_copy() of an untransposed one;
+// a transposed one is transposed as it is converted (oneDNN 2.6's BRGEMM kernels read a
+// transposed A by copying it again on every call, which a GEMM computed in panels repeats).
+GemmMatrix row_major_copy(const GemmMatrix& matrix, GemmType to);
+// The layout row_major_copy() returns.
+GemmMatrix row_major_layout(const GemmMatrix& matrix, GemmType to);
 
 }  // namespace unitscale::detail

@@ -19,6 +19,8 @@
 #include <tuple>
 #include <vector>
 
+#include "gemm/widen.hpp"
+#include "tensor/workspace.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/format/convert.hpp"
 #include "unitscale/format/detail/simd_level.hpp"
@@ -728,6 +730,84 @@ TEST(GemmFloat8, EveryProductOfCodesIsExact) {
         EXPECT_EQ(failures, 0);
       }
     }
+  }
+}
+
+// A block of columns of a wider matrix is copied packed even when no widening is needed (oneDNN
+// runs strided blocks on slower kernels); a packed matrix of the right type is used in place.
+TEST(GemmWiden, PackedCopyPacksStridedBlocksOnly) {
+  detail::Workspace& workspace = detail::Workspace::of_this_thread();
+  const detail::Workspace::Frame frame(workspace);
+  std::vector<std::byte> bf16(6 * 10 * 2);
+  for (std::size_t i = 0; i < 60; ++i) encode(GemmType::kBF16, float(i), &bf16[2 * i]);
+  const GemmMatrix whole{bf16.data(), GemmType::kBF16, 6, 10};
+  EXPECT_EQ(detail::packed_copy(whole, GemmType::kBF16).data, bf16.data());
+  for (const GemmType to : {GemmType::kBF16, GemmType::kF32}) {
+    GemmMatrix block = whole;  // columns 3..6 of every row
+    block.data = bf16.data() + 3 * 2;
+    block.cols = 4;
+    block.row_stride = 10;
+    const GemmMatrix packed = detail::packed_copy(block, to);
+    EXPECT_NE(packed.data, block.data);
+    EXPECT_EQ(packed.type, to);
+    EXPECT_EQ(packed.rows, 6);
+    EXPECT_EQ(packed.cols, 4);
+    EXPECT_EQ(packed.row_stride, 4);
+    const GemmMatrix layout = detail::packed_layout(block, to);
+    EXPECT_EQ(layout.row_stride, 4);
+    EXPECT_EQ(layout.type, to);
+    for (int r = 0; r < 6; ++r) {
+      for (int c = 0; c < 4; ++c) {
+        const auto at = static_cast<std::size_t>((4 * r + c) * gemm_type_bytes(to));
+        EXPECT_EQ(decode(to, static_cast<const std::byte*>(packed.data) + at), 10 * r + 3 + c)
+            << "row " << r << ", column " << c;
+      }
+    }
+  }
+}
+
+// A transposed operand is transposed as it is converted: op(A) comes out packed and untransposed,
+// across partial tiles and on several threads.
+TEST(GemmWiden, RowMajorCopyUntransposes) {
+  detail::Workspace& workspace = detail::Workspace::of_this_thread();
+  const detail::Workspace::Frame frame(workspace);
+  constexpr int64_t kRows = 300, kCols = 260, kStride = 270;  // as stored, with padded rows
+  for (const auto& [from, to] :
+       {std::pair{GemmType::kE4M3, GemmType::kBF16}, std::pair{GemmType::kBF16, GemmType::kBF16},
+        std::pair{GemmType::kF16, GemmType::kF32}}) {
+    const int bytes = gemm_type_bytes(from);
+    std::vector<std::byte> stored(static_cast<std::size_t>(kRows * kStride * bytes));
+    for (int64_t r = 0; r < kRows; ++r) {
+      for (int64_t c = 0; c < kCols; ++c) {
+        encode(from, float((r * 7 + c * 3) % 64 - 32), &stored[idx((r * kStride + c) * bytes)]);
+      }
+    }
+    const GemmMatrix matrix{.data = stored.data(),
+                            .type = from,
+                            .rows = kRows,
+                            .cols = kCols,
+                            .row_stride = kStride,
+                            .transposed = true,
+                            .scale = 0.5f};
+    const GemmMatrix copy = detail::row_major_copy(matrix, to);
+    const GemmMatrix layout = detail::row_major_layout(matrix, to);
+    for (const GemmMatrix& m : {copy, layout}) {
+      EXPECT_FALSE(m.transposed);
+      EXPECT_EQ(m.type, to);
+      EXPECT_EQ(m.rows, kCols);
+      EXPECT_EQ(m.cols, kRows);
+      EXPECT_EQ(m.row_stride, kRows);
+      EXPECT_EQ(m.scale, 0.5f);
+    }
+    const auto* out = static_cast<const std::byte*>(copy.data);
+    int64_t wrong = 0;
+    for (int64_t r = 0; r < kCols; ++r) {
+      for (int64_t c = 0; c < kRows; ++c) {
+        wrong += decode(to, out + (r * kRows + c) * gemm_type_bytes(to)) !=
+                 decode(from, &stored[idx((c * kStride + r) * bytes)]);
+      }
+    }
+    EXPECT_EQ(wrong, 0) << gemm_type_name(from) << " to " << gemm_type_name(to);
   }
 }
 
