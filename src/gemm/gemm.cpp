@@ -113,10 +113,21 @@ GemmMatrix column_panel(const GemmMatrix& b, std::int64_t first, std::int64_t co
   return panel;
 }
 
+// A as the panels read it: converted to the compute type and, where there are several panels,
+// untransposed (oneDNN's BRGEMM kernels would copy a transposed A again for each panel; with one
+// panel, transposing it first measured slower).
+bool untransposes_a(const GemmProblem& p) { return p.a_transposed && p.n > panel_columns(p); }
+GemmMatrix panel_a_layout(const GemmProblem& p, const GemmMatrix& a, GemmType compute) {
+  return untransposes_a(p) ? detail::row_major_layout(a, compute)
+                           : detail::widened_layout(a, compute);
+}
+GemmMatrix panel_a(const GemmProblem& p, const GemmMatrix& a, GemmType compute) {
+  return untransposes_a(p) ? detail::row_major_copy(a, compute) : detail::widen(a, compute, 1);
+}
+
 // The panel of columns [first, first + count) of one matrix of the batch, as an FP32 GEMM into
 // `buffer` (packed rows × count): operands, output and options. `a` and `b` are as the GEMM reads
-// them: A untransposed and B's block of columns, both packed (row_major_copy, or their layouts
-// when planning).
+// them: A as panel_a() made it and B's block of columns packed (or their layouts when planning).
 struct Panel {
   GemmMatrix a, b;
   GemmOutput c;
@@ -152,7 +163,7 @@ class PlanCache {
     if (problem.c_type != GemmType::kF32) {
       // An encoded result runs as FP32 panels (gemm_encoded): their plans are made here, and this
       // one only reports how they run and counts the calls.
-      const GemmMatrix wa = detail::row_major_layout(batch_entry(a, 0), plan->compute);
+      const GemmMatrix wa = panel_a_layout(problem, batch_entry(a, 0), plan->compute);
       const float placeholder = 0.0f;
       const GemmOptions options{.bias = problem.bias ? &placeholder : nullptr,
                                 .bias_per_row = problem.bias_per_row};
@@ -358,8 +369,8 @@ const FormatSpec& output_format(GemmType type) {
   return FormatTraits<float16>::kSpec;
 }
 
-// An encoded result: per matrix of the batch, A converted once (untransposed, packed), then panel
-// by panel B's block of columns packed, an FP32 GEMM into the workspace, and its encoding into C.
+// An encoded result: per matrix of the batch, A converted once (panel_a), then panel by panel B's
+// block of columns packed, an FP32 GEMM into the workspace, and its encoding into C.
 void gemm_encoded(const GemmProblem& p, const GemmMatrix& a, const GemmMatrix& b,
                   const GemmOutput& c, const GemmOptions& options) {
   detail::Workspace& workspace = detail::Workspace::of_this_thread();
@@ -373,7 +384,7 @@ void gemm_encoded(const GemmProblem& p, const GemmMatrix& a, const GemmMatrix& b
   const Quantization quantization{.overflow = c.overflow};
   for (std::int64_t i = 0; i < p.batch; ++i) {
     const detail::Workspace::Frame matrix_frame(workspace);
-    const GemmMatrix a_rows = detail::row_major_copy(batch_entry(a, i), compute);
+    const GemmMatrix a_rows = panel_a(p, batch_entry(a, i), compute);
     for (std::int64_t first = 0; first < p.n; first += columns) {
       const std::int64_t count = std::min(columns, p.n - first);
       {
