@@ -31,7 +31,35 @@ inline void add_machine_context() {
   benchmark::AddCustomContext("gemm_has_native_bf16", environment.gemm_native_bf16 ? "yes" : "no");
   benchmark::AddCustomContext("onednn_version", environment.onednn_version);
   benchmark::AddCustomContext("dispatched_op_kernels_isa",
-                              std::string(detail::simd_level_name(detail::best_simd_level())));
+                              std::string(detail::simd_level_name(detail::active_simd_level())));
+}
+
+// --op_kernels_isa=LEVEL (scalar, generic, avx2 or avx512): the element-wise kernels run at that
+// SIMD level, at most this CPU's best. With ONEDNN_MAX_CPU_ISA capping the GEMMs, it stands in for a
+// smaller CPU. Removes the flag from args; false (with a message) for an unknown or unsupported
+// level.
+inline bool apply_op_kernels_isa_flag(std::vector<char*>& args) {
+  constexpr std::string_view kFlag = "--op_kernels_isa=";
+  const auto it = std::find_if(args.begin() + 1, args.end(), [&](const char* a) {
+    return std::string_view(a).starts_with(kFlag);
+  });
+  if (it == args.end()) return true;
+  const std::string_view wanted = std::string_view(*it).substr(kFlag.size());
+  args.erase(it);
+  for (const detail::SimdLevel level : detail::supported_simd_levels()) {
+    if (detail::simd_level_name(level) == wanted) {
+      detail::force_simd_level(level);
+      return true;
+    }
+  }
+  std::string supported;
+  for (const detail::SimdLevel level : detail::supported_simd_levels()) {
+    supported += std::string(supported.empty() ? "" : ", ") +
+                 std::string(detail::simd_level_name(level));
+  }
+  std::fprintf(stderr, "--op_kernels_isa: '%.*s' is not a level this CPU runs (%s)\n",
+               static_cast<int>(wanted.size()), wanted.data(), supported.c_str());
+  return false;
 }
 
 // The console reporter of the programs that summarise their rows after the table (plain text: it
@@ -80,6 +108,13 @@ inline int run_benchmark_program(int argc, char** argv, const BenchmarkProgram& 
     return std::string_view(a).starts_with("--benchmark_min_time");
   });
   if (program.default_min_time > 0 && !given) args.insert(args.begin() + 1, min_time.data());
+  if (!apply_op_kernels_isa_flag(args)) return 1;
+  if (std::any_of(args.begin() + 1, args.end(),
+                  [](const char* a) { return std::string_view(a) == "--help"; })) {
+    std::printf(
+        "Also: --op_kernels_isa=LEVEL  run the element-wise kernels at SIMD level LEVEL (scalar, "
+        "generic, avx2, avx512; at most this CPU's), with ONEDNN_MAX_CPU_ISA=... for the GEMMs\n\n");
+  }
   int count = static_cast<int>(args.size());
   args.push_back(nullptr);
   benchmark::Initialize(&count, args.data());
