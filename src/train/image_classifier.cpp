@@ -5,11 +5,12 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <utility>
 
 #include "train/evaluation.hpp"
+#include "train/task_step.hpp"
 #include "unitscale/error.hpp"
 #include "unitscale/nn/init.hpp"
-#include "unitscale/train/scalified_step.hpp"
 
 namespace unitscale {
 
@@ -82,32 +83,14 @@ ImageClassifierTask::ImageClassifierTask(const ImageClassifierConfig& config,
   eval_images_ = graph_->input("eval_images", Shape{kEvalBatch, pixels_});
   eval_logits_ = classifier_->logits(eval_images_);
   eval_images_buffer_ = Tensor(Shape{kEvalBatch, pixels_});
-  if (const std::optional<SimulateFormatOptions> precision =
-          config_.precision.simulate_format_options(config_.seed)) {
-    precision_report_ = simulate_format(*graph_, *precision).to_string();
-  }
-
-  optimizer_ = record_training_step(
-      *model_, loss_,
-      {.kind = config_.optimizer,
-       .lr = config_.lr,
-       .weight_decay = config_.weight_decay,
-       .schedule = config_.cosine_decay
-                       ? Schedule::warmup_cosine(config_.warmup, config_.steps, 0.0)
-                       : Schedule::constant(config_.warmup),
-       .max_grad_norm = config_.max_grad_norm,
-       .gradient_scale = 1.0 / config_.precision.static_loss_scale(),
-       .dynamic_loss_scaling = config_.precision.dynamic_loss_scale(),
-       .log = [](std::string_view) {},
-       .gradient_exchange = config_.data_parallel.gradient_exchange()},
-      {.loss_scale = config_.precision.static_loss_scale()});
-  if (const std::optional<ScalePolicy> policy = config_.precision.scale_policy()) {
-    Value* const forwards[] = {&eval_logits_};
-    scaled_ = std::make_unique<ScaledGraph>(
-        scalify_training_step(*graph_, loss_, optimizer_, forwards, *policy));
-    precision_report_ = fmt::format("propagate_scales: {} nodes scaled, {} matmul casts ({})",
-                                    scaled_->scaled_nodes(), scaled_->casts(), policy->to_string());
-  }
+  Value* const forwards[] = {&eval_logits_};
+  detail::TaskStep step = detail::record_task_step(
+      *graph_, *model_, loss_,
+      {.kind = config_.optimizer, .lr = config_.lr, .weight_decay = config_.weight_decay}, config_,
+      forwards);
+  optimizer_ = std::move(step.optimizer);
+  scaled_ = std::move(step.scaled);
+  precision_report_ = std::move(step.precision_report);
 }
 
 ImageClassifierTask::~ImageClassifierTask() = default;
