@@ -46,14 +46,12 @@ inline bool apply_op_kernels_isa_flag(std::vector<char*>& args) {
   if (it == args.end()) return true;
   const std::string_view wanted = std::string_view(*it).substr(kFlag.size());
   args.erase(it);
+  std::string supported;
   for (const detail::SimdLevel level : detail::supported_simd_levels()) {
     if (detail::simd_level_name(level) == wanted) {
       detail::force_simd_level(level);
       return true;
     }
-  }
-  std::string supported;
-  for (const detail::SimdLevel level : detail::supported_simd_levels()) {
     supported += std::string(supported.empty() ? "" : ", ") +
                  std::string(detail::simd_level_name(level));
   }

@@ -24,7 +24,8 @@ GemmMatrix widen(const GemmMatrix& matrix, GemmType to, std::int64_t batch);
 
 // As widen() for one matrix, but a matrix already of type `to` is copied too when its rows are
 // strided (a block of a wider matrix): oneDNN 2.6 runs a packed block on its BRGEMM (AMX) kernels,
-// a strided one on gemm:jit, which is slower and allocates its buffers on every call.
+// which take their buffers from the scratchpad we give them, and a strided one on gemm:jit, which
+// allocates its packing buffers on every call (glibc then keeps them resident in its heaps).
 GemmMatrix packed_copy(const GemmMatrix& matrix, GemmType to);
 
 // op(matrix) as a packed, untransposed matrix of type `to`: packed_copy() of an untransposed one;

@@ -66,7 +66,9 @@ class Model {
   // The initial value of every parameter (init_parameter(seed, name, shape, rule)), loaded into
   // the executor's states.
   // With `scaled` (a graph rewritten by propagate_scales), each parameter is loaded as that graph
-  // stores it (ScaledGraph::load_state: FP16 data and a scale, when the policy says so).
+  // stores it (ScaledGraph::load_state: FP16 data and a scale, when the policy says so). The
+  // values are made one parameter at a time in temporaries, whose memory is returned to the
+  // system at the end (glibc keeps freed heap memory otherwise).
   void initialize(Executor& executor, const ScaledGraph* scaled = nullptr) const;
 
   // A table: one row per parameter (name, role, shape, init, multiplier, Adam and SGD LR factors,
