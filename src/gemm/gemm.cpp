@@ -84,8 +84,7 @@ GemmEngine preferred_engine(const GemmProblem& p) {
 // columns, in multiples of 64. The rows stay whole, so a panel of B is a block of B and A is
 // read as it is.
 std::int64_t panel_columns(const GemmProblem& p) {
-  const std::int64_t fit = detail::kGemmOutputPanelBytes / (4 * std::max<std::int64_t>(p.m, 1));
-  return std::min(p.n, std::max<std::int64_t>(64, fit / 64 * 64));
+  return detail::gemm_output_panel_columns(p.m, p.n);
 }
 
 // Matrix `index` of a batch, as a single matrix.

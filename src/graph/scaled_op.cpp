@@ -543,14 +543,25 @@ std::size_t scaled_workspace(std::span<const ConstTensorView> in, std::span<cons
       bytes += floats(x.numel());
     }
   }
+  // Outputs its GEMMs write as codes, panel by panel (as the kernel decides them).
+  const auto coded = [&](std::size_t o) {
+    const TensorView& y = out[o];
+    const int alias = o < inner.in_place.size() ? inner.in_place[o] : -1;
+    return y.present() && !on_data && out[m + o].present() && !measure_outputs && alias < 0 &&
+           detail::gemm_takes_codes(y.dtype()) && writes_codes(inner, o);
+  };
+  bool any_coded = false;
+  for (std::size_t o = 0; o < m; ++o) any_coded |= coded(o);
   // One GEMM runs at a time, and releases its two widened operands and its output panel when it
   // returns: the two largest widened operands, and the largest panel, bound them. On BF16 units
-  // only FP8 codes are widened (BF16 ones are read as they are); else all go to fp32.
+  // FP8 codes are widened and BF16 ones read as they are, unless the result is computed in panels
+  // (a coded output), which copies a panel's block of B and a transposed A packed; else all go to
+  // fp32.
   const bool bf16_units = all_bf16_exact && gemm_has_native_bf16();
   std::vector<std::size_t> widened;
   for (const ConstTensorView* x : codes) {
     const bool fp8 = x->dtype() == DType::kE4M3FN || x->dtype() == DType::kE5M2;
-    const std::int64_t element_bytes = bf16_units ? (fp8 ? 2 : 0) : 4;
+    const std::int64_t element_bytes = bf16_units ? (fp8 || any_coded ? 2 : 0) : 4;
     widened.push_back(static_cast<std::size_t>(x->numel() * element_bytes) + kAlign);
   }
   std::sort(widened.rbegin(), widened.rend());
@@ -566,11 +577,10 @@ std::size_t scaled_workspace(std::span<const ConstTensorView> in, std::span<cons
     if (alias >= 0 && decoded[static_cast<std::size_t>(alias)]) continue;  // its input's buffer
     const bool stored_as_produced = on_data || !out[m + o].present();
     if (stored_as_produced && produced[o] == y.dtype()) continue;
-    if (!stored_as_produced && !measure_outputs && alias < 0 &&
-        detail::gemm_takes_codes(y.dtype()) && writes_codes(inner, o)) {
-      const std::int64_t panel =
-          std::max(detail::kGemmOutputPanelBytes / 4, 64 * y.shape().outer());
-      largest_panel = std::max(largest_panel, floats(std::min(y.numel(), panel)));
+    if (coded(o)) {
+      const std::int64_t rows = y.shape().outer();
+      const std::int64_t columns = detail::gemm_output_panel_columns(rows, y.shape().inner());
+      largest_panel = std::max(largest_panel, floats(rows * columns));
       continue;
     }
     bytes += floats(y.numel());

@@ -368,7 +368,8 @@ TEST(PropagateScales, SavedActivationsReachTheBackwardAsEightBitCopies) {
   EXPECT_EQ(got[0].data()[0], expected[0].data()[0]) << "the forward is unchanged";
   EXPECT_EQ(relative_l2(got[2].span(), expected[2].span()), 0.0)
       << "w2's gradient is taken before the gelu and the norm";
-  for (const std::size_t k : {1, 3}) {  // w1's and x's gradients, through both copies
+  for (const std::size_t k :
+       {std::size_t{1}, std::size_t{3}}) {  // w1's and x's gradients, through both copies
     const double error = relative_l2(got[k].span(), expected[k].span());
     // E4M3 rounds to ±2^-4 relative (rms 3.6%); measured 3.3% on both.
     EXPECT_GT(error, 0.0) << "gradient " << k << " reads the copies";
@@ -400,6 +401,35 @@ TEST(PropagateScales, Fp8MatmulsRunOnTheStoredCodes) {
   }
   EXPECT_EQ(forward, 2) << "x·W1ᵀ and h·W2ᵀ";
   EXPECT_EQ(backward, 4) << "dx and dW of each linear (the first layer's dx too: not pruned)";
+}
+
+// A linear whose results are computed in several panels (8 and 16 MiB of fp32, past
+// kGemmOutputPanelBytes): the GEMM engine packs each panel's block of B and, for dW, transposes A
+// first, which copies even operands already in the compute type (BF16 codes on BF16 units). Every
+// node's workspace must still fit what the executor planned for it (OpDef::workspace).
+TEST(PropagateScales, WorkspacesOfPanelledGemmsFitTheirPlan) {
+  constexpr std::int64_t kTokens = 2048, kIn = 2048, kOut = 1024;
+  const Tensor x_data = normal({kTokens, kIn}, 21), w_data = normal({kOut, kIn}, 22),
+               target_data = normal({kTokens, kOut}, 23);
+  ScalePolicy bf16 = ScalePolicy::fp16();
+  bf16.matmul_inputs = bf16.matmul_gradients = DType::kBF16;
+  for (const ScalePolicy& policy : {bf16, ScalePolicy::fp8(), ScalePolicy::fp16()}) {
+    Graph graph{Scaling::kUnit};  // the pass rewrites it: one per policy
+    const Value x = graph.parameter("x", {kTokens, kIn});
+    const Value w = graph.parameter("w", {kOut, kIn});
+    const Value target = graph.input("target", {kTokens, kOut});
+    const Value loss = mse_loss(linear(x, w), target);
+    const std::vector<Value> grads = autodiff(graph, loss, std::vector<Value>{x, w});
+    const std::vector<Value> outputs = {loss, grads[0], grads[1]};
+    const ScaledGraph scaled = propagate_scales(graph, outputs, policy);
+    Executor exec(graph, scaled.outputs());
+    exec.bind(x, x_data);
+    exec.bind(w, w_data);
+    exec.bind(target, target_data);
+    exec.run();
+    EXPECT_EQ(exec.workspace_beyond_plan(), 0u) << policy.to_string();
+    EXPECT_TRUE(std::isfinite(exec.get(scaled.output(loss)).data()[0])) << policy.to_string();
+  }
 }
 
 // Attention under the FP8 policy: q, k, v and the output gradient reach it as BF16 codes

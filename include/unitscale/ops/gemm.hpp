@@ -35,6 +35,7 @@
 // strides and options; gemm_prepare creates them ahead of time (the executor does so when it plans)
 // and gemm() only looks them up.
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -179,6 +180,12 @@ namespace detail {
 // The FP32 bytes an encoded result is computed in at a time: a panel of columns of at most this
 // many bytes, unless 64 columns take more.
 inline constexpr std::int64_t kGemmOutputPanelBytes = std::int64_t{4} << 20;
+// The columns of each such panel of a rows × cols result (multiples of 64; all of them when they
+// fit).
+inline std::int64_t gemm_output_panel_columns(std::int64_t rows, std::int64_t cols) {
+  const std::int64_t fit = kGemmOutputPanelBytes / (4 * std::max<std::int64_t>(rows, 1));
+  return std::min(cols, std::max<std::int64_t>(64, fit / 64 * 64));
+}
 // For tests and benchmarks: run every following GEMM on `engine` (nullopt: the normal selection)
 // and, with `allow_bf16` false, widen low precision to FP32 as on a CPU without BF16 units. Call
 // it while no GEMM runs; force_gemm_engine(std::nullopt) restores the defaults.
